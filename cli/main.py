@@ -1,0 +1,227 @@
+"""The `hanclf` command line: one thin Typer command per library function.
+
+Each command parses flags, calls hanclf.<module>.<function> and prints; errors of the user's
+making are HanclfError and become `error: ...` on stderr with exit code 2 (usage) or 1 (runtime).
+Library modules are imported inside the commands so `hanclf --help` does not wait for torch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hanclf import __version__
+from hanclf.errors import HanclfError
+
+app = typer.Typer(
+    name="hanclf",
+    help="Hierarchical Attention Network document classifier: train, predict, explain, evaluate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+stdout = Console()
+stderr = Console(stderr=True)
+T = TypeVar("T")
+
+ModelDir = Annotated[Path, typer.Argument(help="Model directory written by `hanclf train`.")]
+TextColumn = Annotated[
+    Optional[str], typer.Option(help="Column holding the text [default: the model's].")
+]
+Force = Annotated[bool, typer.Option("--force", "-F", help="Overwrite an existing output.")]
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+BatchSize = Annotated[int, typer.Option(min=1, help="Documents per forward pass.")]
+
+
+def _run(action: Callable[[], T]) -> T:
+    """Call into the library; turn our errors and Ctrl-C into a message and an exit code."""
+    try:
+        return action()
+    except HanclfError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(e.exit_code) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted: no output was written", err=True)
+        raise typer.Exit(130) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"hanclf {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        Optional[bool],
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = None,
+) -> None:
+    pass
+
+
+def _devices(value: str | None) -> str | int | None:
+    return int(value) if value is not None and value.isdigit() else value
+
+
+@app.command(epilog="Example: hanclf train reviews.parquet --label-column stars --config yelp -o model")
+def train(
+    data: Annotated[Path, typer.Argument(help="Training data: .csv, .tsv, .parquet or .jsonl.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Model directory to write.")],
+    valid: Annotated[
+        Optional[Path], typer.Option(help="Validation data [default: the split column, else a random share].")
+    ] = None,
+    config: Annotated[
+        Optional[str], typer.Option("--config", "-c", help="Preset (default, yelp, imdb, amazon) or a YAML file.")
+    ] = None,
+    set_: Annotated[
+        Optional[list[str]],
+        typer.Option("--set", help="Override one config key, e.g. --set model.dropout=0.3 (repeatable)."),
+    ] = None,
+    text_column: Annotated[Optional[str], typer.Option(help="Text column [default: text].")] = None,
+    label_column: Annotated[Optional[str], typer.Option(help="Label column [default: label].")] = None,
+    valid_fraction: Annotated[Optional[float], typer.Option(help="Share held out for validation when there is no split column or --valid.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
+    max_epochs: Annotated[Optional[int], typer.Option(help="Epochs at most (early stopping may end sooner).")] = None,
+    accelerator: Annotated[Optional[str], typer.Option(help="Lightning accelerator: auto, cpu, gpu.")] = None,
+    devices: Annotated[Optional[str], typer.Option(help="Lightning devices: auto, N or a list.")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="Lightning precision: 32-true, bf16-mixed, 16-mixed.")] = None,
+    force: Force = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Train a HAN and write a self-contained model directory."""
+    from hanclf.config import load_config, parse_override
+    from hanclf.train import train as train_model
+
+    def action() -> dict[str, Any]:
+        overrides = dict(parse_override(item) for item in set_ or [])
+        flags = {
+            "data.text_column": text_column, "data.label_column": label_column,
+            "data.valid_fraction": valid_fraction, "train.seed": seed,
+            "train.max_epochs": max_epochs, "train.accelerator": accelerator,
+            "train.devices": _devices(devices), "train.precision": precision,
+        }
+        overrides.update({k: v for k, v in flags.items() if v is not None})
+        resolved = load_config(config, overrides)
+        return train_model(
+            data, output, resolved, valid=valid, force=force, progress=not quiet,
+            log=lambda message: stderr.print(message, highlight=False, markup=False),
+        )
+
+    metrics = _run(action)
+    best = metrics["valid"]
+    stderr.print(
+        f"saved {output}: valid accuracy {best['accuracy']:.4f}, macro-F1 {best['macro_f1']:.4f} "
+        f"(epoch {metrics['best_epoch'] + 1} of {metrics['epochs_run']}, {metrics['train_seconds']:.0f}s)",
+        highlight=False, markup=False,
+    )
+
+
+@app.command()
+def predict(
+    model: ModelDir,
+    input: Annotated[Path, typer.Argument(help="Texts to label: .parquet, .csv, .tsv or .jsonl.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Parquet file to write.")],
+    id_column: Annotated[Optional[str], typer.Option(help="Column copied to the output to join on [default: a row_id column is added].")] = None,
+    keep_columns: Annotated[
+        Optional[list[str]], typer.Option(help="More input columns to copy, comma-separated or repeated.")
+    ] = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Also write the k most likely labels and their probabilities (-1: all).")] = 1,
+    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Leave labels below this probability out of the top-k lists.")] = 0.0,
+    text_column: TextColumn = None,
+    batch_size: BatchSize = 256,
+    device: Device = "auto",
+    force: Force = False,
+) -> None:
+    """Label every row of a file: pred_label, pred_prob (and top-k) into a Parquet file."""
+    from hanclf.predict import predict_file
+
+    keep = [c.strip() for item in keep_columns or [] for c in item.split(",") if c.strip()]
+    result = _run(lambda: predict_file(
+        model, input, output, text_column=text_column, id_column=id_column, keep_columns=keep,
+        top_k=top_k, threshold=threshold, batch_size=batch_size, device=device, force=force,
+    ))
+    rate = result["rows"] / max(result["seconds"], 1e-9)
+    stderr.print(f"wrote {output}: {result['rows']} rows in {result['seconds']:.1f}s ({rate:.0f} rows/s)",
+                 highlight=False, markup=False)
+
+
+@app.command()
+def explain(
+    model: ModelDir,
+    input: Annotated[Path, typer.Argument(help="Texts to explain: .parquet, .csv, .tsv or .jsonl.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="CSV file to write, one row per token.")],
+    limit: Annotated[Optional[int], typer.Option(help="Explain only the first N rows.")] = None,
+    id_column: Annotated[Optional[str], typer.Option(help="Column used as doc_id [default: the row number].")] = None,
+    label_column: Annotated[Optional[str], typer.Option(help="Column with true labels [default: the model's, if present].")] = None,
+    text_column: TextColumn = None,
+    batch_size: BatchSize = 256,
+    device: Device = "auto",
+    force: Force = False,
+) -> None:
+    """Word and sentence attention per token as CSV (doc_id, sent_idx, tok_idx, token, word_att, sent_att, weight, ...)."""
+    from hanclf.explain import explain_file
+
+    result = _run(lambda: explain_file(
+        model, input, output, text_column=text_column, id_column=id_column,
+        label_column=label_column, limit=limit, batch_size=batch_size, device=device, force=force,
+    ))
+    stderr.print(f"wrote {output}: {result['tokens']} tokens of {result['documents']} documents",
+                 highlight=False, markup=False)
+
+
+@app.command()
+def evaluate(
+    model: ModelDir,
+    data: Annotated[Path, typer.Argument(help="Labelled data: .parquet, .csv, .tsv or .jsonl.")],
+    split: Annotated[Optional[str], typer.Option(help="Only rows whose 'split' column has this value, e.g. test.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write the metrics as JSON.")] = None,
+    text_column: TextColumn = None,
+    label_column: Annotated[Optional[str], typer.Option(help="Label column [default: the model's].")] = None,
+    batch_size: BatchSize = 256,
+    device: Device = "auto",
+    force: Force = False,
+) -> None:
+    """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix."""
+    from hanclf.evaluate import evaluate_file
+    from hanclf.io import atomic_output, check_output
+
+    def action() -> dict[str, Any]:
+        if output is not None:
+            check_output(output, force)
+        result = evaluate_file(model, data, text_column=text_column, label_column=label_column,
+                               split=split.lower() if split else None, batch_size=batch_size, device=device)
+        if output is not None:
+            with atomic_output(output, force) as tmp:
+                tmp.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        return result
+
+    _print_report(_run(action))
+
+
+def _print_report(result: dict[str, Any]) -> None:
+    summary = Table(title=f"{result['data']}: {result['support']} documents", show_header=False)
+    for name in ("accuracy", "macro_f1", "weighted_f1"):
+        summary.add_row(name, f"{result[name]:.4f}")
+    per_class = Table("label", "precision", "recall", "f1", "support", title="per class")
+    for label, row in result["per_class"].items():
+        per_class.add_row(label, *(f"{row[k]:.4f}" for k in ("precision", "recall", "f1")), str(row["support"]))
+    labels = result["labels"]
+    confusion = Table("true \\ predicted", *labels, title="confusion matrix")
+    for label, counts in zip(labels, result["confusion_matrix"]):
+        confusion.add_row(label, *(str(c) for c in counts))
+    for table in (summary, per_class, confusion):
+        stdout.print(table)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,3 @@
+from hanclf.cli.main import main
+
+main()

@@ -1,0 +1,105 @@
+"""A trained model as one directory of plain files; loading it never unpickles anything.
+
+    model.safetensors  weights (safetensors: tensors only, no code)
+    config.yaml        the resolved config of the run (usable again as --config)
+    vocab.json         {"lowercase": bool, "words": [...]}  (ids 0 and 1 are PAD and UNK)
+    labels.json        {"labels": [...]}  (class id order)
+    metrics.json       validation metrics of the kept epoch, data sizes, versions
+    history.csv        per-epoch training and validation metrics
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from hanclf.config import Config, config_from_dict
+from hanclf.errors import HanclfError, UsageError
+from hanclf.model import HAN
+from hanclf.vocab import Labels, Vocab
+
+WEIGHTS, CONFIG, VOCAB, LABELS, METRICS, HISTORY = (
+    "model.safetensors", "config.yaml", "vocab.json", "labels.json", "metrics.json", "history.csv"
+)
+REQUIRED = (WEIGHTS, CONFIG, VOCAB, LABELS)
+
+
+@dataclass
+class Artifact:
+    model: HAN
+    config: Config
+    vocab: Vocab
+    labels: Labels
+    metrics: dict[str, Any]
+
+
+def save(directory: Path, artifact: Artifact) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in artifact.model.state_dict().items()}
+    save_file(state, directory / WEIGHTS)
+    (directory / CONFIG).write_text(
+        yaml.safe_dump(artifact.config.to_dict(), sort_keys=False), encoding="utf-8"
+    )
+    _write_json(directory / VOCAB, artifact.vocab.to_json())
+    _write_json(directory / LABELS, artifact.labels.to_json())
+    _write_json(directory / METRICS, artifact.metrics)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def load(directory: Path) -> Artifact:
+    """Load and cross-check every file; a damaged or foreign directory is a clear error."""
+    if not directory.is_dir():
+        raise UsageError(f"{directory}: not a model directory (train one with `hanclf train`)")
+    missing = [name for name in REQUIRED if not (directory / name).is_file()]
+    if missing:
+        raise UsageError(
+            f"{directory}: not a hanclf model directory (missing {', '.join(missing)})"
+        )
+    try:
+        config = config_from_dict(yaml.safe_load((directory / CONFIG).read_text("utf-8")))
+        vocab = Vocab.from_json(json.loads((directory / VOCAB).read_text("utf-8")))
+        labels = Labels.from_json(json.loads((directory / LABELS).read_text("utf-8")))
+        metrics_path = directory / METRICS
+        metrics = json.loads(metrics_path.read_text("utf-8")) if metrics_path.is_file() else {}
+    except (ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError) as e:
+        raise HanclfError(f"{directory}: damaged model files ({type(e).__name__}: {e})") from None
+    model = HAN(config.han_config(len(vocab), len(labels)))
+    try:
+        state = load_file(directory / WEIGHTS)
+    except (SafetensorError, OSError) as e:
+        raise HanclfError(f"{directory / WEIGHTS}: not a readable safetensors file ({e})") from None
+    expected = model.state_dict()
+    if state.keys() != expected.keys():
+        raise HanclfError(
+            f"{directory / WEIGHTS}: tensors do not match config.yaml (missing "
+            f"{sorted(expected.keys() - state.keys())}, unexpected {sorted(state.keys() - expected.keys())})"
+        )
+    for name, tensor in state.items():
+        if tensor.shape != expected[name].shape or tensor.dtype != expected[name].dtype:
+            raise HanclfError(
+                f"{directory / WEIGHTS}: tensor '{name}' is {tuple(tensor.shape)} {tensor.dtype}, "
+                f"config.yaml, vocab.json and labels.json expect "
+                f"{tuple(expected[name].shape)} {expected[name].dtype}"
+            )
+    model.load_state_dict(state)
+    model.eval()
+    return Artifact(model, config, vocab, labels, metrics)
+
+
+def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], int]:
+    """The HAN weights and the epoch of a Lightning checkpoint of our own run, loaded with
+    weights_only=True (no arbitrary unpickling even of our own temporary files)."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    prefix = "model."
+    state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    return state, int(checkpoint["epoch"])

@@ -1,0 +1,211 @@
+"""Settings: defaults in dataclasses, presets in configs/*.yaml, dotted overrides on top.
+
+The resolved config is saved with every model, so `--config MODEL_DIR/config.yaml` repeats a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hanclf.errors import UsageError
+from hanclf.model import HANConfig
+
+
+@dataclass
+class DataConfig:
+    text_column: str = "text"
+    label_column: str = "label"
+    id_column: str | None = None
+    # Longer documents keep their first max_sentences sentences and each sentence its first
+    # max_words words; ~p95 of review lengths (notes/peers.md §5.1), so little is lost.
+    max_sentences: int = 30
+    max_words: int = 50
+    min_count: int = 2  # a word needs this many occurrences in train to get its own id
+    max_vocab: int = 50_000  # most frequent words kept, PAD and UNK included
+    lowercase: bool = True
+    valid_fraction: float = 0.1  # used only without a split column and without --valid
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    warmup_fraction: float = 0.05  # linear warm-up over this share of steps, then cosine decay
+    label_smoothing: float = 0.0
+    grad_clip: float = 5.0
+    max_epochs: int = 10
+    patience: int = 3  # early stopping: epochs without a better valid accuracy
+    seed: int = 42
+    accelerator: str = "auto"
+    devices: str | int = "auto"
+    precision: str = "32-true"
+
+
+# The model section is HANConfig minus what the data decides.
+MODEL_FIELDS_FROM_DATA = ("vocab_size", "num_classes")
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "data": dataclasses.asdict(self.data),
+            "model": dict(self.model),
+            "train": dataclasses.asdict(self.train),
+        }
+
+    def han_config(self, vocab_size: int, num_classes: int) -> HANConfig:
+        return HANConfig(vocab_size=vocab_size, num_classes=num_classes, **self.model)
+
+
+def _model_defaults() -> dict[str, Any]:
+    return {
+        f.name: f.default
+        for f in dataclasses.fields(HANConfig)
+        if f.name not in MODEL_FIELDS_FROM_DATA
+    }
+
+
+def default_config() -> Config:
+    return Config(model=_model_defaults())
+
+
+def preset_names() -> list[str]:
+    files = resources.files("hanclf.configs").iterdir()
+    return sorted(p.name.removesuffix(".yaml") for p in files if p.name.endswith(".yaml"))
+
+
+def _read_yaml(source: str) -> tuple[str, dict[str, Any]]:
+    """`source` is a preset name or a path to a YAML file."""
+    path = Path(source)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise UsageError(f"{source}: config file not found")
+        text, where = path.read_text(encoding="utf-8"), str(path)
+    else:
+        preset = resources.files("hanclf.configs") / f"{source}.yaml"
+        if not preset.is_file():
+            raise UsageError(
+                f"unknown config preset '{source}' (presets: {', '.join(preset_names())}; "
+                "or give a path to a .yaml file)"
+            )
+        text, where = preset.read_text(encoding="utf-8"), f"preset '{source}'"
+    try:
+        loaded = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise UsageError(f"{where}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(loaded, dict):
+        raise UsageError(f"{where}: expected a mapping of sections (data, model, train)")
+    return where, loaded
+
+
+def _field_types(section: str) -> dict[str, Any]:
+    if section == "model":
+        hints = typing.get_type_hints(HANConfig)
+        return {k: v for k, v in hints.items() if k not in MODEL_FIELDS_FROM_DATA}
+    return typing.get_type_hints({"data": DataConfig, "train": TrainConfig}[section])
+
+
+def _check_type(key: str, value: Any, expected: Any) -> Any:
+    allowed = typing.get_args(expected) if isinstance(expected, types.UnionType) else (expected,)
+    for kind in allowed:
+        if kind is type(None) and value is None:
+            return value
+        if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if kind in (str, bool) and isinstance(value, kind):
+            return value
+    names = " or ".join("null" if k is type(None) else k.__name__ for k in allowed)
+    raise UsageError(f"config key {key}: expected {names}, got {value!r}")
+
+
+def _check_range(key: str, value: Any) -> None:
+    positive = {
+        "data.max_sentences", "data.max_words", "data.min_count", "data.max_vocab",
+        "model.embed_dim", "model.word_hidden", "model.sent_hidden", "model.word_att_dim",
+        "model.sent_att_dim", "train.batch_size", "train.max_epochs", "train.lr",
+        "train.patience",
+    }
+    unit = {"model.dropout", "train.label_smoothing", "train.warmup_fraction"}
+    if key in positive and value <= 0:
+        raise UsageError(f"config key {key}: must be > 0, got {value!r}")
+    if key in unit and not 0 <= value < 1:
+        raise UsageError(f"config key {key}: must be in [0, 1), got {value!r}")
+    if key == "data.valid_fraction" and not 0 < value < 1:
+        raise UsageError(f"config key {key}: must be in (0, 1), got {value!r}")
+    if key in ("train.weight_decay", "train.grad_clip") and value < 0:
+        raise UsageError(f"config key {key}: must be >= 0, got {value!r}")
+
+
+def _apply(config: Config, key: str, value: Any) -> None:
+    section, _, name = key.partition(".")
+    if section not in ("data", "model", "train") or not name:
+        raise UsageError(f"unknown config key '{key}' (keys look like data.max_words)")
+    types_ = _field_types(section)
+    if name not in types_:
+        raise UsageError(
+            f"unknown config key '{key}' (known in {section}: {', '.join(sorted(types_))})"
+        )
+    value = _check_type(key, value, types_[name])
+    _check_range(key, value)
+    if section == "model":
+        config.model[name] = value
+    else:
+        setattr(getattr(config, section), name, value)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'model.word_hidden=64' -> ('model.word_hidden', 64); values are read as YAML scalars."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise UsageError(f"--set {text!r}: expected KEY=VALUE, e.g. --set model.dropout=0.3")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def load_config(
+    source: str | None = None, overrides: dict[str, Any] | None = None
+) -> Config:
+    """Defaults, then the preset or file `source`, then `overrides` (dotted keys)."""
+    config = default_config()
+    if source:
+        where, loaded = _read_yaml(source)
+        for section, values in loaded.items():
+            if section not in ("data", "model", "train") or not isinstance(values, dict):
+                raise UsageError(
+                    f"{where}: unknown section '{section}' (sections: data, model, train)"
+                )
+            for name, value in values.items():
+                _apply(config, f"{section}.{name}", value)
+    for key, value in (overrides or {}).items():
+        _apply(config, key, value)
+    return config
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    """Rebuild a saved, resolved config (as written by Config.to_dict)."""
+    config = default_config()
+    for section in ("data", "model", "train"):
+        for name, value in (values.get(section) or {}).items():
+            if section == "model" and name in MODEL_FIELDS_FROM_DATA:
+                continue
+            _apply(config, f"{section}.{name}", value)
+    return config

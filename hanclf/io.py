@@ -1,0 +1,167 @@
+"""Reading tables (CSV, TSV, Parquet, JSON Lines) and writing outputs atomically.
+
+Training reads its file whole; predict, explain and evaluate stream record batches so memory
+stays bounded whatever the input size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from hanclf.errors import HanclfError, UsageError
+
+FORMATS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+}
+STRING_TYPES = (pa.string(), pa.large_string(), pa.string_view())
+
+
+def input_format(path: Path) -> str:
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise UsageError(
+            f"{path}: unknown file type '{path.suffix}' (use one of {', '.join(FORMATS)})"
+        )
+    return fmt
+
+
+def check_input(path: Path) -> str:
+    """Fail early and clearly on a path that cannot be an input table; returns its format."""
+    if not path.exists():
+        raise UsageError(f"{path}: no such file")
+    if path.is_dir():
+        raise UsageError(f"{path}: is a directory, expected a data file")
+    fmt = input_format(path)
+    if path.stat().st_size == 0:
+        raise UsageError(f"{path}: file is empty")
+    return fmt
+
+
+def _csv_reader(path: Path, fmt: str) -> pa_csv.CSVStreamingReader:
+    # Every column is read as text: ids like 007 and labels like 1 stay exactly as written,
+    # and a stray string in a numeric-looking column cannot fail mid-stream.
+    delimiter = "\t" if fmt == "tsv" else ","
+    header = pa_csv.open_csv(
+        path, parse_options=pa_csv.ParseOptions(delimiter=delimiter)
+    ).schema.names
+    return pa_csv.open_csv(
+        path,
+        read_options=pa_csv.ReadOptions(block_size=1 << 22),
+        parse_options=pa_csv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+        convert_options=pa_csv.ConvertOptions(
+            column_types={name: pa.string() for name in header},
+            strings_can_be_null=False,
+        ),
+    )
+
+
+def column_names(path: Path) -> list[str]:
+    """Column names of a table, read from its header or footer only."""
+    fmt = check_input(path)
+    try:
+        if fmt == "parquet":
+            return pq.ParquetFile(path).schema_arrow.names
+        if fmt in ("csv", "tsv"):
+            return _csv_reader(path, fmt).schema.names
+        first = pd.read_json(path, lines=True, nrows=1)
+        return list(first.columns)
+    except (pa.ArrowException, ValueError, OSError, UnicodeDecodeError) as e:
+        raise HanclfError(f"{path}: cannot read as {fmt} ({_first_line(e)})") from None
+
+
+def require_columns(path: Path, wanted: dict[str, str | None]) -> None:
+    """`wanted` maps a flag name (e.g. '--text-column') to the column it names."""
+    names = column_names(path)
+    for flag, column in wanted.items():
+        if column is not None and column not in names:
+            raise UsageError(
+                f"{path}: no column '{column}' (columns: {', '.join(names)}); "
+                f"choose one with {flag}"
+            )
+
+
+def iter_batches(path: Path, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """Stream `columns` of the table in record batches of at most about `batch_rows` rows."""
+    fmt = check_input(path)
+    columns = list(dict.fromkeys(columns))
+    try:
+        if fmt == "parquet":
+            yield from pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=columns)
+        elif fmt in ("csv", "tsv"):
+            for batch in _csv_reader(path, fmt):
+                yield batch.select(columns)
+        else:
+            with pd.read_json(path, lines=True, chunksize=batch_rows, dtype=False) as chunks:
+                for frame in chunks:
+                    yield pa.RecordBatch.from_pandas(frame[columns], preserve_index=False)
+    except (pa.ArrowException, ValueError, OSError, UnicodeDecodeError) as e:
+        raise HanclfError(f"{path}: cannot read as {fmt} ({_first_line(e)})") from None
+
+
+def read_table(path: Path, columns: list[str]) -> pa.Table:
+    """The whole table (training data); an empty table is an error."""
+    batches = list(iter_batches(path, columns, batch_rows=1 << 16))
+    if not batches or sum(b.num_rows for b in batches) == 0:
+        raise UsageError(f"{path}: has a header but no rows")
+    return pa.Table.from_batches(batches)
+
+
+def text_values(path: Path, column: str, array: pa.Array) -> list[str | None]:
+    if array.type not in STRING_TYPES and not pa.types.is_null(array.type):
+        raise UsageError(
+            f"{path}: column '{column}' holds {array.type}, not text; choose the text column "
+            "with --text-column"
+        )
+    return array.to_pylist()
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def check_output(path: Path, force: bool) -> None:
+    """Refuse before any work is done, not after, if the output cannot be written."""
+    if path.exists() and not force:
+        raise UsageError(f"{path}: already exists; pass --force to overwrite it")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"{path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"{path}: directory {parent} is not writable")
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path, force: bool) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds.
+
+    Works for files and directories. An interrupted or failed run leaves no partial output.
+    """
+    check_output(path, force)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    target = tmp / path.name
+    try:
+        yield target
+        if path.is_dir() and not path.is_symlink():
+            old = tmp / ".replaced"
+            path.rename(old)
+            target.rename(path)
+        else:
+            os.replace(target, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

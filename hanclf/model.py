@@ -1,0 +1,119 @@
+"""The Hierarchical Attention Network of Yang et al. (NAACL 2016), and nothing else.
+
+Shapes in the comments:
+    B  documents in the batch        S  sentence slots per document (padded)
+    W  word slots per sentence       N  real sentences in the batch (N <= B*S)
+    E  embedding size                Hw, Hs  GRU hidden size per direction
+
+A batch holds `tokens` (B, S, W) of word ids, `word_lengths` (B, S) and `sent_lengths` (B,).
+Real sentences come first in each document (sentence s is real iff s < sent_lengths[b]) and
+every real sentence has at least one word; the collate function guarantees both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+PAD = 0  # word id of padding; its embedding row is held at zero
+UNK = 1  # word id of out-of-vocabulary words
+
+
+@dataclass
+class HANConfig:
+    vocab_size: int
+    num_classes: int
+    embed_dim: int = 200  # paper: 200
+    word_hidden: int = 50  # per direction; paper: 50
+    sent_hidden: int = 50  # per direction; paper: 50
+    word_att_dim: int = 100  # size of u_it and u_w; paper: 100
+    sent_att_dim: int = 100  # size of u_i and u_s; paper: 100
+    dropout: float = 0.2  # on embeddings, sentence vectors and the document vector
+
+
+def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last dim, restricted to `mask`; padding gets exactly 0.
+
+    Computed in fp32 even under autocast: bf16 exponentials of long rows lose the small
+    weights. Filling with the most negative finite float (not -inf) keeps a row that is all
+    padding NaN-free; the final multiply zeroes it.
+    """
+    scores = scores.float().masked_fill(~mask, torch.finfo(torch.float32).min)
+    return torch.softmax(scores, dim=-1) * mask
+
+
+class Attention(nn.Module):
+    """Additive attention with a learned context vector (paper eqs. 5-7 and 8-10)."""
+
+    def __init__(self, in_dim: int, att_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(in_dim, att_dim)  # W and b
+        self.context = nn.Parameter(torch.empty(att_dim))  # u_w or u_s
+        nn.init.normal_(self.context, std=att_dim**-0.5)
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # h: (..., T, D), mask: (..., T)
+        u = torch.tanh(self.proj(h))  # (..., T, A)    u = tanh(W h + b)
+        alpha = masked_softmax(u @ self.context, mask)  # (..., T)  softmax(u . u_w)
+        pooled = (alpha.unsqueeze(-1) * h.float()).sum(dim=-2)  # (..., D)  sum_t alpha_t h_t
+        return pooled, alpha
+
+
+class BiGRUEncoder(nn.Module):
+    """A bidirectional GRU over packed sequences, so padding never enters the recurrence."""
+
+    def __init__(self, in_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.gru = nn.GRU(in_dim, hidden, batch_first=True, bidirectional=True)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        # x: (R, T, in_dim), lengths: (R,) all >= 1  ->  (R, T, 2*hidden), zeros past each length
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = self.gru(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
+        return out
+
+
+class HAN(nn.Module):
+    """Word encoder + word attention -> sentence vectors; sentence encoder + attention -> doc."""
+
+    def __init__(self, config: HANConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.embedding = nn.Embedding(c.vocab_size, c.embed_dim, padding_idx=PAD)
+        self.word_encoder = BiGRUEncoder(c.embed_dim, c.word_hidden)
+        self.word_attention = Attention(2 * c.word_hidden, c.word_att_dim)
+        self.sent_encoder = BiGRUEncoder(2 * c.word_hidden, c.sent_hidden)
+        self.sent_attention = Attention(2 * c.sent_hidden, c.sent_att_dim)
+        self.dropout = nn.Dropout(c.dropout)
+        self.classifier = nn.Linear(2 * c.sent_hidden, c.num_classes)
+
+    def forward(
+        self, tokens: torch.Tensor, word_lengths: torch.Tensor, sent_lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns logits (B, C), word attention (B, S, W) and sentence attention (B, S)."""
+        B, S, W = tokens.shape
+        is_sentence = word_lengths > 0  # (B, S)
+
+        # Word level: only the N real sentences of the whole batch go through the GRU, at once.
+        sent_tokens = tokens[is_sentence]  # (N, W)
+        sent_word_counts = word_lengths[is_sentence]  # (N,)
+        x = self.dropout(self.embedding(sent_tokens))  # (N, W, E)
+        h_words = self.word_encoder(x, sent_word_counts)  # (N, W, 2Hw)
+        is_word = torch.arange(W, device=tokens.device) < sent_word_counts.unsqueeze(1)  # (N, W)
+        sent_vecs, word_alpha = self.word_attention(h_words, is_word)  # (N, 2Hw), (N, W)
+
+        # Back to documents: scatter the N sentence vectors into their (B, S) slots.
+        doc_sents = sent_vecs.new_zeros(B, S, sent_vecs.size(-1))  # (B, S, 2Hw)
+        doc_sents[is_sentence] = sent_vecs
+        h_sents = self.sent_encoder(self.dropout(doc_sents), sent_lengths)  # (B, S, 2Hs)
+        doc_vecs, sent_alpha = self.sent_attention(h_sents, is_sentence)  # (B, 2Hs), (B, S)
+
+        logits = self.classifier(self.dropout(doc_vecs))  # (B, C)
+        word_att = word_alpha.new_zeros(B, S, W)
+        word_att[is_sentence] = word_alpha
+        return logits, word_att, sent_alpha

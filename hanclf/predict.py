@@ -1,0 +1,225 @@
+"""Prediction without Lightning: `Predictor` (load once, call on batches) and `predict_file`
+(Parquet/CSV/JSONL in, Parquet out, streamed in record batches with bounded memory).
+
+`Predictor` is what Ray `map_batches`, Spark `mapInArrow` or your own loop would wrap; the CLI's
+predict, explain and evaluate use it too.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from hanclf import __version__
+from hanclf.artifact import load
+from hanclf.data import EncodedDoc, collate, doc_size, encode, truncate
+from hanclf.errors import UsageError
+from hanclf.io import atomic_output, check_input, iter_batches, require_columns, text_values
+from hanclf.tokenize import tokenize
+
+ROW_ID = "row_id"  # added to the output when no --id-column is given: the 0-based input row
+ROW_GROUP_ROWS = 100_000  # output rows buffered per Parquet row group; few large groups read fast
+INPUT_BATCH_ROWS = 8_192
+
+
+@dataclass
+class DocAttention:
+    """What the model saw of one document and where it looked."""
+
+    sentences: list[list[str]]  # tokens after truncation, as written in the text
+    sent_att: np.ndarray  # (sentences,)
+    word_att: list[np.ndarray]  # per sentence, (words,)
+    probs: np.ndarray  # (labels,)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise UsageError(f"--device {device}: not a device (use auto, cpu, cuda or cuda:N)") from None
+
+
+class Predictor:
+    """A trained model ready to label texts: `Predictor(model_dir)(batch)` -> predictions."""
+
+    def __init__(self, model_dir: str | Path, device: str = "auto", batch_size: int = 256) -> None:
+        self.artifact = load(Path(model_dir))
+        self.device = resolve_device(device)
+        self.model = self.artifact.model.to(self.device).eval()
+        self.labels = self.artifact.labels
+        self.batch_size = batch_size
+
+    @property
+    def text_column(self) -> str:
+        return self.artifact.config.data.text_column
+
+    def _tokenize(self, texts: Sequence[str | None]) -> list[list[list[str]]]:
+        return [truncate(tokenize(t), self.artifact.config.data) if t else [] for t in texts]
+
+    def _forward(
+        self, docs: list[EncodedDoc]
+    ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Run batches of similar-size documents; yields (doc indices, probs, word att, sent att)."""
+        order = np.argsort([doc_size(d) for d in docs], kind="stable")
+        # bf16 on GPU only: CPU autocast is slower than fp32 for these small GRUs.
+        autocast = torch.autocast("cuda", torch.bfloat16, enabled=self.device.type == "cuda")
+        with torch.inference_mode(), autocast:
+            for start in range(0, len(order), self.batch_size):
+                index = order[start : start + self.batch_size]
+                batch = {
+                    k: v.to(self.device, non_blocking=True)
+                    for k, v in collate([docs[i] for i in index]).items()
+                }
+                logits, word_att, sent_att = self.model(**batch)
+                yield index, torch.softmax(logits.float(), -1).cpu(), word_att.cpu(), sent_att.cpu()
+
+    def predict_proba(self, texts: Sequence[str | None]) -> np.ndarray:
+        """Class probabilities (len(texts), len(labels)), columns in `self.labels.names` order."""
+        vocab, config = self.artifact.vocab, self.artifact.config.data
+        docs = [encode(d, vocab, config) for d in self._tokenize(texts)]
+        probs = np.zeros((len(docs), len(self.labels)), dtype=np.float32)
+        for index, batch_probs, _, _ in self._forward(docs):
+            probs[index] = batch_probs.numpy()
+        return probs
+
+    def attend(self, texts: Sequence[str | None]) -> list[DocAttention]:
+        """Probabilities plus word and sentence attention for each text."""
+        tokens = self._tokenize(texts)
+        vocab, config = self.artifact.vocab, self.artifact.config.data
+        docs = [encode(d, vocab, config) for d in tokens]
+        out: list[DocAttention | None] = [None] * len(docs)
+        for index, probs, word_att, sent_att in self._forward(docs):
+            for row, i in enumerate(index):
+                sentences = tokens[i]
+                out[i] = DocAttention(
+                    sentences=sentences,
+                    sent_att=sent_att[row, : len(sentences)].numpy(),
+                    word_att=[word_att[row, s, : len(w)].numpy() for s, w in enumerate(sentences)],
+                    probs=probs[row].numpy(),
+                )
+        return out  # type: ignore[return-value]
+
+    def label_type(self) -> pa.DataType:
+        return pa.int64() if self.labels.numeric else pa.string()
+
+    def predict_table(
+        self, texts: Sequence[str | None], top_k: int = 1, threshold: float = 0.0
+    ) -> pa.Table:
+        """The prediction columns for `texts`: pred_label, pred_prob, empty_text and, with
+        top_k > 1 (or -1 for all), top_labels / top_probs: the k most likely labels whose
+        probability is at least `threshold`, most likely first (fastText's predict-prob k th)."""
+        k = self.check_top_k(top_k)
+        probs = self.predict_proba(texts)
+        ranked = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        values = [self.labels.value(n) for n in self.labels.names]
+        columns = {
+            "pred_label": pa.array([values[i] for i in ranked[:, 0]], self.label_type()),
+            "pred_prob": pa.array(probs[np.arange(len(probs)), ranked[:, 0]], pa.float32()),
+            "empty_text": pa.array([not (t and t.strip()) for t in texts], pa.bool_()),
+        }
+        if k > 1:
+            top_labels, top_probs = [], []
+            for row, order in zip(probs, ranked):
+                kept = [i for i in order if row[i] >= threshold]
+                top_labels.append([values[i] for i in kept])
+                top_probs.append([float(row[i]) for i in kept])
+            columns["top_labels"] = pa.array(top_labels, pa.list_(self.label_type()))
+            columns["top_probs"] = pa.array(top_probs, pa.list_(pa.float32()))
+        return pa.table(columns)
+
+    def check_top_k(self, top_k: int) -> int:
+        n = len(self.labels)
+        if top_k == -1:
+            return n
+        if not 1 <= top_k <= n:
+            raise UsageError(
+                f"--top-k {top_k}: the model has {n} labels; use 1..{n}, or -1 for all"
+            )
+        return top_k
+
+    def __call__(self, batch: pa.RecordBatch | pa.Table | pd.DataFrame) -> pa.Table | pd.DataFrame:
+        """The batch with prediction columns appended (pandas in, pandas out)."""
+        if isinstance(batch, pd.DataFrame):
+            texts = batch[self.text_column].tolist()
+            return pd.concat([batch.reset_index(drop=True), self.predict_table(texts).to_pandas()], axis=1)
+        table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+        predictions = self.predict_table(table.column(self.text_column).to_pylist())
+        for name in predictions.column_names:
+            table = table.append_column(name, predictions.column(name))
+        return table
+
+
+def predict_file(
+    model_dir: Path,
+    input_path: Path,
+    output: Path,
+    text_column: str | None = None,
+    id_column: str | None = None,
+    keep_columns: Sequence[str] = (),
+    top_k: int = 1,
+    threshold: float = 0.0,
+    batch_size: int = 256,
+    device: str = "auto",
+    force: bool = False,
+) -> dict[str, float]:
+    """Label every row of `input_path` into the Parquet file `output`; returns rows and seconds."""
+    start = time.perf_counter()
+    check_input(input_path)
+    if output.suffix.lower() not in (".parquet", ".pq"):
+        raise UsageError(f"{output}: predictions are written as Parquet; name it *.parquet")
+    predictor = Predictor(model_dir, device, batch_size)
+    predictor.check_top_k(top_k)
+    text_column = text_column or predictor.text_column
+    passed = [id_column] if id_column else []
+    passed += [c for c in keep_columns if c not in passed]
+    wanted = {"--text-column": text_column, "--id-column": id_column}
+    wanted.update({f"--keep-columns {c}": c for c in keep_columns})
+    require_columns(input_path, wanted)
+
+    rows = 0
+    metadata = {
+        "hanclf": json.dumps(
+            {"version": __version__, "model": str(model_dir), "labels": predictor.labels.names}
+        )
+    }
+    with atomic_output(output, force) as tmp:
+        writer: pq.ParquetWriter | None = None
+        pending: list[pa.Table] = []
+        for batch in iter_batches(input_path, [text_column, *passed], INPUT_BATCH_ROWS):
+            texts = text_values(input_path, text_column, batch.column(text_column))
+            columns = {} if id_column else {ROW_ID: pa.array(range(rows, rows + len(texts)), pa.int64())}
+            columns.update({name: batch.column(name) for name in passed})
+            predictions = predictor.predict_table(texts, top_k, threshold)
+            columns.update(zip(predictions.column_names, predictions.columns))
+            pending.append(pa.table(columns))
+            rows += len(texts)
+            if sum(t.num_rows for t in pending) >= ROW_GROUP_ROWS:
+                writer = _write(tmp, writer, pending, metadata)
+                pending = []
+        if rows == 0:
+            raise UsageError(f"{input_path}: has a header but no rows")
+        if pending:
+            writer = _write(tmp, writer, pending, metadata)
+        writer.close()
+    return {"rows": rows, "seconds": time.perf_counter() - start}
+
+
+def _write(
+    path: Path, writer: pq.ParquetWriter | None, tables: list[pa.Table], metadata: dict[str, str]
+) -> pq.ParquetWriter:
+    table = pa.concat_tables(tables)
+    if writer is None:
+        writer = pq.ParquetWriter(path, table.schema.with_metadata(metadata), compression="zstd")
+    writer.write_table(table.replace_schema_metadata(metadata), row_group_size=ROW_GROUP_ROWS)
+    return writer

@@ -1,0 +1,111 @@
+"""`train`: build the DataModule and the LightningModule from a config, let the Trainer run the
+loop, keep the epoch with the best validation accuracy, and save it as a model directory."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+from pytorch_lightning.loggers import CSVLogger
+
+from hanclf import __version__
+from hanclf.artifact import HISTORY, Artifact, load_checkpoint, save
+from hanclf.config import Config
+from hanclf.data import HANDataModule
+from hanclf.io import atomic_output, check_input, check_output
+from hanclf.module import HANClassifier
+
+MONITOR = "val_acc"
+
+
+def _quiet_lightning() -> None:
+    # Lightning's start-up banners and the num_workers hint are noise here: data is encoded in
+    # memory up front, so DataLoader workers would only add process start-up time.
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+def train(
+    data: Path,
+    output: Path,
+    config: Config,
+    valid: Path | None = None,
+    force: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = lambda message: None,
+) -> dict[str, Any]:
+    """Train a HAN on `data` (and `valid`), write the model directory `output`, return its
+    metrics (the same dict as metrics.json)."""
+    check_input(data)
+    if valid is not None:
+        check_input(valid)
+    check_output(output, force)
+    _quiet_lightning()
+    t = config.train
+    pl.seed_everything(t.seed, workers=True, verbose=False)
+
+    start = time.perf_counter()
+    datamodule = HANDataModule(data, valid, config.data, t.batch_size, t.seed)
+    datamodule.setup("fit")
+    vocab, labels = datamodule.vocab, datamodule.labels
+    han_config = config.han_config(len(vocab), len(labels))
+    module = HANClassifier(dataclasses.asdict(han_config), dataclasses.asdict(t), labels.names)
+    log(
+        f"{len(datamodule.train_set)} train / {len(datamodule.valid_set)} valid documents, "
+        f"{len(labels)} labels, vocabulary {len(vocab)} "
+        f"(prepared in {time.perf_counter() - start:.1f}s)"
+    )
+
+    with tempfile.TemporaryDirectory(prefix="hanclf-train-") as work, atomic_output(output, force) as tmp_out:
+        checkpoint = ModelCheckpoint(
+            dirpath=work, filename="best", monitor=MONITOR, mode="max", save_weights_only=True
+        )
+        callbacks: list[pl.Callback] = [
+            checkpoint,
+            EarlyStopping(monitor=MONITOR, mode="max", patience=t.patience),
+        ]
+        if progress:
+            callbacks.append(RichProgressBar(console_kwargs={"stderr": True}))
+        trainer = pl.Trainer(
+            accelerator=t.accelerator,
+            devices=t.devices,
+            precision=t.precision,
+            max_epochs=t.max_epochs,
+            gradient_clip_val=t.grad_clip or None,
+            callbacks=callbacks,
+            logger=CSVLogger(work, name="", version=""),
+            enable_progress_bar=progress,
+            enable_model_summary=False,
+            log_every_n_steps=10,
+        )
+        trainer.fit(module, datamodule=datamodule)
+        epochs_run = trainer.current_epoch
+        history = (Path(work) / "metrics.csv").read_text()
+        state, best_epoch = load_checkpoint(Path(checkpoint.best_model_path))
+        module.model.load_state_dict(state)
+        # Validate the kept weights once more: the saved metrics are those of the saved model.
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+        metrics = {
+            "valid": module.valid_report,
+            "best_epoch": best_epoch,
+            "epochs_run": epochs_run,
+            "train_documents": len(datamodule.train_set),
+            "valid_documents": len(datamodule.valid_set),
+            "vocab_size": len(vocab),
+            "train_seconds": round(time.perf_counter() - start, 1),
+            "device": str(module.device),
+            "hanclf_version": __version__,
+            "pytorch_lightning_version": pl.__version__,
+        }
+        save(tmp_out, Artifact(module.model.cpu(), config, vocab, labels, metrics))
+        (tmp_out / HISTORY).write_text(history)
+    return metrics

@@ -1,0 +1,104 @@
+"""Word and label tables, built from training data only and saved as plain JSON."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from hanclf.errors import UsageError
+from hanclf.model import PAD, UNK
+
+PAD_TOKEN, UNK_TOKEN = "<pad>", "<unk>"
+
+
+class Vocab:
+    """Maps words to ids; id 0 is padding, id 1 every word not in the table."""
+
+    def __init__(self, words: Sequence[str], lowercase: bool) -> None:
+        self.words = [PAD_TOKEN, UNK_TOKEN, *words]
+        self.lowercase = lowercase
+        self.index = {w: i for i, w in enumerate(self.words)}
+        assert self.index[PAD_TOKEN] == PAD and self.index[UNK_TOKEN] == UNK
+
+    @classmethod
+    def build(
+        cls, docs: Iterable[list[list[str]]], min_count: int, max_size: int, lowercase: bool
+    ) -> Vocab:
+        counts: Counter[str] = Counter()
+        for doc in docs:
+            for sentence in doc:
+                counts.update([w.lower() for w in sentence] if lowercase else sentence)
+        # Most frequent first; ties alphabetical so the same data always gives the same ids.
+        frequent = (w for w, c in counts.items() if c >= min_count)
+        kept = sorted(frequent, key=lambda w: (-counts[w], w))
+        return cls(kept[: max(0, max_size - 2)], lowercase)
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def ids(self, sentence: list[str]) -> list[int]:
+        get = self.index.get
+        if self.lowercase:
+            return [get(w.lower(), UNK) for w in sentence]
+        return [get(w, UNK) for w in sentence]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"lowercase": self.lowercase, "words": self.words[2:]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Vocab:
+        return cls(data["words"], bool(data["lowercase"]))
+
+
+def normalize_label(value: Any) -> str | None:
+    """Labels are compared as text: 4, 4.0 and '4' are the same label; None/NaN/'' are missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip()
+    return text or None
+
+
+class Labels:
+    """The classes a model predicts, in id order. Integer labels (e.g. stars) sort numerically
+    and are written back as integers."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = list(names)
+        self.index = {n: i for i, n in enumerate(self.names)}
+        self.numeric = all(_is_int(n) for n in self.names)
+
+    @classmethod
+    def build(cls, values: Iterable[str]) -> Labels:
+        distinct = set(values)
+        numeric = all(_is_int(v) for v in distinct)
+        return cls(sorted(distinct, key=int if numeric else str))
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def ids(self, values: Sequence[str], where: str, known_as: str = "the model's labels") -> list[int]:
+        unknown = sorted(set(values) - self.index.keys())
+        if unknown:
+            shown = ", ".join(repr(u) for u in unknown[:5])
+            raise UsageError(
+                f"{where}: label(s) {shown} not among {known_as} ({', '.join(self.names)})"
+            )
+        return [self.index[v] for v in values]
+
+    def value(self, name: str) -> int | str:
+        return int(name) if self.numeric else name
+
+    def to_json(self) -> dict[str, Any]:
+        return {"labels": self.names}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Labels:
+        return cls(data["labels"])
+
+
+def _is_int(text: str) -> bool:
+    return text.lstrip("-").isdigit()

@@ -1,0 +1,139 @@
+"""The HAN's invariants, including the bugs of public HAN implementations (notes/peers.md §3):
+attention over padding, padding-dependent outputs, batch of 1, NaN under mixed precision,
+hidden state leaking between sentences, uninitialised parameters."""
+
+import numpy as np
+import pytest
+import torch
+
+from hanclf.data import EncodedDoc, collate
+from hanclf.model import HAN, PAD, HANConfig, masked_softmax
+
+VOCAB = 40
+
+
+def doc(*sentences: list[int]) -> EncodedDoc:
+    return EncodedDoc(
+        np.array([i for s in sentences for i in s], dtype=np.int32),
+        np.array([len(s) for s in sentences], dtype=np.int32),
+    )
+
+
+DOCS = [
+    doc([2, 3, 4], [5, 6], [7, 8, 9, 10, 11, 12]),
+    doc([13]),  # one word, one sentence
+    doc([14, 15], [16, 17, 18]),
+    doc([PAD]),  # how an empty document is encoded
+    doc(*[[19 + i, 20 + i] for i in range(9)]),  # many short sentences
+]
+
+
+@pytest.fixture
+def model() -> HAN:
+    torch.manual_seed(0)
+    return HAN(HANConfig(vocab_size=VOCAB, num_classes=3, embed_dim=16, word_hidden=8,
+                         sent_hidden=8, word_att_dim=12, sent_att_dim=12)).eval()
+
+
+def run(model: HAN, docs: list[EncodedDoc]):
+    return model(**collate(docs))
+
+
+def test_collate_pads_and_keeps_order():
+    batch = collate([doc([2, 3], [4]), doc([5, 6, 7])])
+    assert batch["tokens"].tolist() == [[[2, 3, 0], [4, 0, 0]], [[5, 6, 7], [0, 0, 0]]]
+    assert batch["word_lengths"].tolist() == [[2, 1], [3, 0]]
+    assert batch["sent_lengths"].tolist() == [2, 1]
+
+
+def test_attention_is_zero_on_padding_and_sums_to_one(model):
+    _, word_att, sent_att = run(model, DOCS)
+    batch = collate(DOCS)
+    W = word_att.shape[-1]
+    word_mask = torch.arange(W) < batch["word_lengths"].unsqueeze(-1)  # (B, S, W)
+    sent_mask = batch["word_lengths"] > 0
+    assert torch.all(word_att[~word_mask] == 0)
+    assert torch.all(sent_att[~sent_mask] == 0)
+    # each real sentence's word attention and each document's sentence attention is a distribution
+    torch.testing.assert_close(word_att.sum(-1)[sent_mask], torch.ones(int(sent_mask.sum())))
+    torch.testing.assert_close(sent_att.sum(-1), torch.ones(len(DOCS)))
+    assert torch.all(word_att[word_mask] > 0)
+
+
+def test_document_output_is_the_same_alone_and_in_a_padded_batch(model):
+    logits, word_att, sent_att = run(model, DOCS)
+    for b, d in enumerate(DOCS):
+        alone_logits, alone_word, alone_sent = run(model, [d])
+        S, W = alone_word.shape[1:]
+        torch.testing.assert_close(alone_logits[0], logits[b], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(alone_sent[0], sent_att[b, :S], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(alone_word[0], word_att[b, :S, :W], atol=1e-5, rtol=1e-5)
+
+
+def test_batch_of_one_single_word(model):
+    logits, word_att, sent_att = run(model, [doc([7])])
+    assert logits.shape == (1, 3) and torch.isfinite(logits).all()
+    assert word_att.tolist() == [[[1.0]]] and sent_att.tolist() == [[1.0]]
+
+
+def test_no_hidden_state_leaks_between_sentences(model):
+    """A sentence's word attention depends on its own words only (uvipen, EdGE carried the word
+    GRU state from one sentence into the next)."""
+    _, word_a, _ = run(model, [doc([2, 3, 4], [5, 6])])
+    _, word_b, _ = run(model, [doc([2, 3, 4], [30, 31, 32, 33])])
+    torch.testing.assert_close(word_a[0, 0, :3], word_b[0, 0, :3])
+    assert not torch.allclose(word_a[0, 1, :2], word_b[0, 1, :2])
+
+
+def test_masked_softmax_is_nan_free_for_extreme_scores_and_empty_rows():
+    scores = torch.tensor([[1e30, -1e30, 0.0], [5.0, 5.0, 5.0], [0.0, 0.0, 0.0]])
+    mask = torch.tensor([[True, True, False], [True, False, False], [False, False, False]])
+    alpha = masked_softmax(scores, mask)
+    assert torch.isfinite(alpha).all()
+    assert alpha.tolist() == [[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_mixed_precision_gives_finite_outputs_and_fp32_attention(model, dtype):
+    with torch.autocast("cpu", dtype=dtype):
+        logits, word_att, sent_att = run(model, DOCS)
+    assert torch.isfinite(logits).all() and torch.isfinite(word_att).all()
+    assert word_att.dtype == torch.float32 and sent_att.dtype == torch.float32
+    torch.testing.assert_close(sent_att.sum(-1), torch.ones(len(DOCS)))
+    fp32_logits, _, _ = run(model, DOCS)
+    torch.testing.assert_close(logits.float(), fp32_logits, atol=0.05, rtol=0.05)
+
+
+def test_every_parameter_is_initialised_and_gets_a_gradient(model):
+    model.train()
+    for name, p in model.named_parameters():
+        assert torch.isfinite(p).all(), name
+    logits, _, _ = run(model, DOCS)
+    logits.sum().backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert no_grad == []
+    assert model.embedding.weight.grad[PAD].abs().sum() == 0  # PAD stays a zero vector
+
+
+def test_tiny_model_overfits_a_tiny_set():
+    """Labels decided by one word in one of several sentences: the model must fit all of them."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    docs, labels = [], []
+    for i in range(24):
+        label = i % 3
+        sentences = [list(rng.integers(10, VOCAB, size=rng.integers(2, 6))) for _ in range(3)]
+        sentences[int(rng.integers(0, 3))].insert(0, 2 + label)  # ids 2, 3, 4 decide the label
+        docs.append(doc(*sentences))
+        labels.append(label)
+    model = HAN(HANConfig(vocab_size=VOCAB, num_classes=3, embed_dim=16, word_hidden=16,
+                          sent_hidden=16, word_att_dim=16, sent_att_dim=16, dropout=0.0))
+    batch, y = collate(docs), torch.tensor(labels)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
+    for _ in range(150):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(**batch)[0], y)
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    assert (model(**batch)[0].argmax(-1) == y).float().mean().item() == 1.0
