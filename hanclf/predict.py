@@ -126,7 +126,7 @@ class Predictor:
         columns = {
             "pred_label": pa.array([values[i] for i in ranked[:, 0]], self.label_type()),
             "pred_prob": pa.array(probs[np.arange(len(probs)), ranked[:, 0]], pa.float32()),
-            "empty_text": pa.array([not (t and t.strip()) for t in texts], pa.bool_()),
+            "empty_text": pa.array([not (isinstance(t, str) and t.strip()) for t in texts], pa.bool_()),
         }
         if k > 1:
             top_labels, top_probs = [], []

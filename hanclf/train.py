@@ -48,6 +48,7 @@ def train(
     check_input(data)
     if valid is not None:
         check_input(valid)
+    output.parent.mkdir(parents=True, exist_ok=True)  # like spaCy and Lightning: runs/a/b is fine
     check_output(output, force)
     _quiet_lightning()
     t = config.train
@@ -85,7 +86,7 @@ def train(
             logger=CSVLogger(work, name="", version=""),
             enable_progress_bar=progress,
             enable_model_summary=False,
-            log_every_n_steps=10,
+            log_every_n_steps=max(1, min(50, len(datamodule.train_set) // t.batch_size)),
         )
         trainer.fit(module, datamodule=datamodule)
         epochs_run = trainer.current_epoch

@@ -1,0 +1,194 @@
+"""Sentence splitting and word tokenization for review text (Yelp, IMDb, Amazon), stdlib only.
+
+Cleaning: HTML entities are decoded, then inline tags (<i>, <b>, <a href=..>, <span>, ...) are
+dropped; text is NFC-normalized so accented letters are single characters.
+
+A sentence ends at:
+- a newline, or a block tag (<br />, <br>, <p>, </p>, <div>, <hr>, <li>, ...);
+- `!` or `?` (runs like `!!!`, `?!?` too) followed by whitespace;
+- a single `.` followed by whitespace, except after a title, month, initial or dotted acronym
+  (Mr. Mrs. Ms. Dr. Prof. Sr. Jr. St. Mt. vs. Jan.-Dec. Sept., "J. K.", U.S., e.g., i.e.) or
+  "No." before a number: those never end a sentence;
+- an ellipsis (`...`, `..`, `…`), a phrase-closing abbreviation (etc. Inc. Ltd. Co. Corp. a.m.
+  p.m.) or an end mark followed by closing quotes/brackets (`."`, `!)`, `?"`): only when the next
+  word does not start with a lowercase letter (`He said "wow." Then` splits, `"why?" he` doesn't).
+  Closing quotes and brackets stay with the sentence they close; so do emoticons and emoji that
+  follow an end mark (`Great! :) Will return` -> `Great! :)` | `Will return`).
+
+One token each: words with inner apostrophes, hyphens or `&` (don't, don’t, I'm, well-made,
+R&B); numbers with inner `.,:/` and a trailing `%` (3.5, 1,000, 9/10, 10:30, 50%; in `$12.99`
+the `$` is its own token); abbreviations with their dots (Mr., e.g., U.S., etc.); URLs, bare
+domains and e-mail addresses; emoticons (:) :-( ;) :D :P <3 ^_^ -_-) and emoji (with skin tone
+and joiner sequences); `...`/`…`; runs of `!`/`?` (`!!!`, `?!`); `--`. Any other visible
+character is a token by itself (, ; : ( ) " — $). Case is kept.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+
+# Titles and months never end a sentence; phrase-closing abbreviations only before a capital.
+_TITLES = "mr mrs ms dr prof sr jr st mt vs jan feb mar apr jun jul aug sep sept oct nov dec".split()
+_PHRASE_ENDS = "etc inc ltd co corp".split()
+
+
+def _behind(words: list[str], tail: str, negative: bool) -> str:
+    """Lookbehind for `<one of words><tail>` just before the cursor (any case, whole word).
+
+    A lookbehind needs a fixed width, so there is one per word length."""
+    by_length: dict[int, list[str]] = {}
+    for word in words:
+        by_length.setdefault(len(word), []).append(word)
+    sign = "!" if negative else "="
+    parts = [rf"(?<{sign}\b(?i:{'|'.join(ws)}){tail})" for ws in by_length.values()]
+    return "".join(parts) if negative else "(?:" + "|".join(parts) + ")"
+
+
+_NOT_ABBREVIATION = _behind(_TITLES + _PHRASE_ENDS, r"\.", negative=True)
+_ABBREVIATION = _behind(_TITLES + _PHRASE_ENDS, r"\.", negative=False)
+_PHRASE_END = _behind(_PHRASE_ENDS, r"\.", negative=False)
+
+_LOWER = r"a-z\u00df-\u00f6\u00f8-\u00ff\u03ac-\u03ce\u0430-\u045f"
+_NEWLINE = r"\n\r\v\f\x1c-\x1e\x85\u2028\u2029"
+_HSPACE = rf"[^\S{_NEWLINE}]"
+_CLOSE = r"[\"'”’»)\]}]"
+_EMOJI = r"[\u2600-\u27bf\u2b00-\u2bff\U0001f000-\U0001faff]"
+_MODIFIERS = r"[\ufe0f\u20e3\U0001f3fb-\U0001f3ff]*"
+_EMOJI_SEQUENCE = rf"{_EMOJI}{_MODIFIERS}(?:\u200d{_EMOJI}{_MODIFIERS})*"
+# Letter-initial emoticons are kept apart: they must be tried before words, the rest after.
+_EMOTICON_LETTER = r"[oO0T]_+[oO0T](?![^\W_])"
+_EMOTICON_OTHER = (
+    r"[:;=][\-^o']?(?:\)+|\(+|[DPpOo](?![^\W_])|[\]\[/\\|*])",
+    r"</?3+(?!\d)",
+    r"\^[_.\-]?\^",
+    r"[>;\-]_+[<;\-]",
+)
+_SMILEY = "(?:" + "|".join((_EMOTICON_LETTER, *_EMOTICON_OTHER, _EMOJI_SEQUENCE)) + ")"
+
+_BLOCK_TAG = re.compile(
+    r"</?(?:br|p|div|hr|li|ul|ol|h[1-6]|tr|table|blockquote|section|article)\b[^<>]*>", re.I
+)
+_INLINE_TAG = re.compile(
+    r"</?(?:a|b|i|u|s|em|strong|span|font|small|big|sub|sup|strike|del|ins|tt|code|cite|q|abbr"
+    r"|img|mark|center)\b[^<>]*>",
+    re.I,
+)
+
+# A break is a newline or a run of end marks; the captured run (with closing quotes and trailing
+# emoticons) is glued back onto its sentence. The pattern opens with a plain character class,
+# which lets `re` jump straight to the few candidate characters.
+_SPLIT = re.compile(
+    rf"""
+    (
+        [.!?…{_NEWLINE}]
+        (?:
+            (?<=[{_NEWLINE}])
+          | [.!?…]*
+            (?:
+                # emoticons after an end mark belong to that sentence; a break follows them
+                {_CLOSE}{{0,2}} (?:{_HSPACE}+{_SMILEY})+ (?=\s|$)
+                # `!`, `?` or a lone period that is no abbreviation: a break before anything
+                # but more dots (spaced ". . .")
+              | (?: (?<=[!?])
+                  | (?<=\.) (?<![.…]\.) (?<!\.\s\.) {_NOT_ABBREVIATION}
+                    (?<!\b[A-HJ-Z]\.) (?<!\b[^\W\d_]\.[^\W\d_]\.) (?!(?<=\b[Nn][Oo]\.)\s+\d)
+                ) (?=\s+[^\s.…])
+                # ellipsis, phrase-ending abbreviation or closing quotes: a break unless the
+                # next word starts lowercase
+              | (?: (?<=[.…][.…]) | (?<=…) | (?<=\.\s\.) | {_PHRASE_END} | (?<=\b[AaPp]\.[Mm]\.)
+                  | {_CLOSE}{{1,2}}
+                ) (?=\s+[^\s.…{_LOWER}])
+            )
+        )
+    )
+    \s*
+    """,
+    re.X,
+)
+
+_URL_END = r"[^\s<>\"'.,;:!?)\]]"
+_TLD = r"com|org|net|edu|gov|io|co|uk|us|ca|au|de|fr|info|biz|tv|me"
+_INVISIBLE = r"\x00-\x1f\x7f-\x9f\xad\u200b-\u200f\u2060-\u2064\ufeff"
+# One word rule: after the letters/digits, every extension opens with a literal or a character
+# class, so `re` rejects them in a few cycles and a plain word ends at the empty alternative.
+_TOKEN = re.compile(
+    rf"""
+    \s*(
+        \w+(?![\w'’\-&.,:/%@])
+      | \w+
+        (?:
+            (?:['’\-&]\w+)+
+          | (?:[.,:/](?<=\d[.,:/])(?=\d)\w+)+ %?
+          | %(?<=\d%)
+          | @[\w-]+(?:\.[\w-]+)+
+          | ://[^\s<>"]*{_URL_END}
+          | \.
+            (?: (?=\w)
+                (?: (?:[\w-]+\.)*(?:{_TLD})\b(?:/[^\s<>"]*{_URL_END})?
+                  | [\w.-]*@[\w-]+(?:\.[\w-]+)+
+                  | (?<=\b[^\W\d_]\.)[^\W\d_]\b(?:\.[^\W\d_]\b)*\.?
+                )
+              | {_ABBREVIATION}
+              | (?<=\b[A-HJ-Z]\.)(?=\s*[A-Z])
+              | (?<=\b[Nn][Oo]\.)(?=\s*\d)
+            )
+          |
+        )
+      | \.\.*
+      | [,"()]
+      | {"|".join(_EMOTICON_OTHER)}
+      | [!?][!?]*
+      | …[…]*
+      | --+
+      | [\U0001f1e6-\U0001f1ff][\U0001f1e6-\U0001f1ff]
+      | {_EMOJI_SEQUENCE}
+      | [^\s{_INVISIBLE}]
+    )
+    """,
+    re.X,
+)
+_words = _TOKEN.findall
+
+
+def _clean(text: str) -> str:
+    # Entities first, so double-escaped markup (&lt;br&gt;) is treated as markup too.
+    if "&" in text:
+        text = html.unescape(text)
+    if "<" in text:
+        text = _INLINE_TAG.sub("", _BLOCK_TAG.sub("\n", text))
+    if not text.isascii():
+        text = unicodedata.normalize("NFC", text)
+    return text
+
+
+def _pieces(text: str) -> list[str]:
+    parts = _SPLIT.split(_clean(text))
+    pieces = list(map(str.__add__, parts[:-1:2], parts[1::2]))
+    pieces.append(parts[-1])
+    return pieces
+
+
+def split_sentences(text: str | None) -> list[str]:
+    """Cleaned sentence strings, in order; never an empty string in the list.
+
+    Whitespace inside a sentence is collapsed to single spaces; a piece with no token (only
+    invisible characters) is dropped, so this lines up one to one with `tokenize(text)`.
+    """
+    if not isinstance(text, str):
+        return []
+    return [" ".join(p.split()) for p in _pieces(text) if _TOKEN.search(p)]
+
+
+def tokenize_words(sentence: str) -> list[str]:
+    """Word tokens of one sentence, original case kept (entities and inline tags cleaned)."""
+    return _words(_clean(sentence))
+
+
+def tokenize(text: str | None) -> list[list[str]]:
+    """The document as sentences of word tokens: [tokenize_words(s) for s in split_sentences(text)],
+    dropping sentences with no tokens. Empty/whitespace-only/None-like text gives []."""
+    if not isinstance(text, str):
+        return []
+    return [words for words in map(_words, _pieces(text)) if words]

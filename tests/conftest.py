@@ -1,0 +1,66 @@
+"""Shared fixtures: small labelled data made here, and one small model trained on it once."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from hanclf.config import load_config
+from hanclf.train import train
+
+FILLER = [
+    "We went there on a Sunday.", "The parking was easy to find.", "My friend ordered the soup.",
+    "It was a busy evening.", "The menu has many options.", "They open at nine.",
+]
+CUES = {"pos": "The food was wonderful!", "neg": "The food was awful.", "mix": "Great food but slow."}
+
+
+def make_reviews(n: int, seed: int = 0) -> pd.DataFrame:
+    """Documents of filler sentences plus one cue sentence that decides the label."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = list(CUES)[i % 3]
+        sentences = rng.sample(FILLER, 3)
+        sentences.insert(rng.randint(0, 3), CUES[label])
+        rows.append({"id": f"d{i:04d}", "text": " ".join(sentences), "label": label})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    make_reviews(240).to_csv(root / "train.csv", index=False)
+    make_reviews(60, seed=1).to_parquet(root / "test.parquet", index=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def model_dir(data_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    config = load_config(None, {
+        "model.embed_dim": 16, "model.word_hidden": 8, "model.sent_hidden": 8,
+        "model.word_att_dim": 8, "model.sent_att_dim": 8, "train.max_epochs": 6,
+        "train.lr": 0.01, "train.accelerator": "cpu", "data.min_count": 1,
+    })
+    train(data_dir / "train.csv", out, config, progress=False)
+    return out
+
+
+SAMPLE_DATA = Path(__file__).resolve().parent.parent / "sample_data"
+
+
+@pytest.fixture(scope="session")
+def sample_model_dir(tmp_path_factory) -> Path:
+    """A small HAN trained on the shipped sample data (planted deciding sentences)."""
+    out = tmp_path_factory.mktemp("models") / "sample"
+    config = load_config(None, {
+        "model.embed_dim": 32, "model.word_hidden": 16, "model.sent_hidden": 16,
+        "model.word_att_dim": 16, "model.sent_att_dim": 16, "train.lr": 0.02,
+        "train.max_epochs": 12, "train.accelerator": "cpu",
+    })
+    train(SAMPLE_DATA / "train.csv", out, config, progress=False)
+    return out

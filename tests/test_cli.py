@@ -1,0 +1,174 @@
+"""The four commands end to end, checked on the values they write."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from hanclf.artifact import load
+from hanclf.cli.main import app
+from hanclf.predict import Predictor
+
+runner = CliRunner()
+
+
+def invoke(*args: str | Path) -> str:
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_version_and_module_entry_point():
+    out = subprocess.run([sys.executable, "-m", "hanclf", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "hanclf 0.1.0"
+
+
+def test_trained_model_learns_the_cue_sentences(model_dir):
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert metrics["valid"]["accuracy"] >= 0.9
+    assert set(metrics["valid"]["labels"]) == {"mix", "neg", "pos"}
+    assert 0 <= metrics["best_epoch"] < metrics["epochs_run"] <= 6
+    history = pd.read_csv(model_dir / "history.csv")
+    best = history.dropna(subset=["val_acc"])["val_acc"].max()
+    assert metrics["valid"]["accuracy"] == pytest.approx(best, abs=1e-6)
+
+
+def test_predict_writes_ids_labels_and_probabilities(model_dir, data_dir, tmp_path):
+    out = tmp_path / "pred.parquet"
+    invoke("predict", model_dir, data_dir / "test.parquet", "-o", out, "--id-column", "id",
+           "--keep-columns", "label", "--top-k", "-1")
+    pred = pd.read_parquet(out)
+    source = pd.read_parquet(data_dir / "test.parquet")
+    assert list(pred.columns) == ["id", "label", "pred_label", "pred_prob", "empty_text",
+                                  "top_labels", "top_probs"]
+    assert pred["id"].tolist() == source["id"].tolist()
+    assert (pred["pred_label"] == pred["label"]).mean() >= 0.9
+    for labels, probs, top, prob in zip(pred["top_labels"], pred["top_probs"], pred["pred_label"], pred["pred_prob"]):
+        assert sorted(labels) == ["mix", "neg", "pos"] and labels[0] == top
+        assert math.isclose(sum(probs), 1.0, abs_tol=1e-5) and probs[0] == pytest.approx(prob)
+        assert list(probs) == sorted(probs, reverse=True)
+    meta = json.loads(pq.read_schema(out).metadata[b"hanclf"])
+    assert meta["labels"] == ["mix", "neg", "pos"]
+
+
+def test_predict_threshold_drops_unlikely_labels_and_row_id_without_id_column(model_dir, data_dir, tmp_path):
+    out = tmp_path / "pred.parquet"
+    invoke("predict", model_dir, data_dir / "train.csv", "-o", out, "--top-k", "3", "--threshold", "0.3")
+    pred = pd.read_parquet(out)
+    assert pred["row_id"].tolist() == list(range(240))
+    predictor = Predictor(model_dir, device="cpu")
+    probs = predictor.predict_proba(pd.read_csv(data_dir / "train.csv")["text"].tolist())
+    for row, labels, kept in zip(probs, pred["top_labels"], pred["top_probs"]):
+        expected = [i for i in np.argsort(-row) if row[i] >= 0.3]
+        assert list(labels) == [predictor.labels.names[i] for i in expected]
+        np.testing.assert_allclose(kept, row[expected], atol=1e-6)
+
+
+def test_save_load_predict_gives_the_same_probabilities(model_dir, data_dir):
+    texts = pd.read_parquet(data_dir / "test.parquet")["text"].tolist()
+    first = Predictor(model_dir, device="cpu").predict_proba(texts)
+    again = Predictor(model_dir, device="cpu", batch_size=7).predict_proba(texts)
+    np.testing.assert_allclose(first, again, atol=1e-6)
+    np.testing.assert_allclose(first.sum(1), 1.0, atol=1e-5)
+
+
+def test_predictor_on_pandas_and_empty_text(model_dir):
+    predictor = Predictor(model_dir, device="cpu")
+    frame = pd.DataFrame({"text": ["The food was awful. They open at nine.", "", None, "   "]})
+    out = predictor(frame)
+    assert out["pred_label"].iloc[0] == "neg"
+    assert out["empty_text"].tolist() == [False, True, True, True]
+    # an empty document gets the same prediction whatever its spelling of "nothing"
+    assert out["pred_prob"].iloc[1] == out["pred_prob"].iloc[2] == out["pred_prob"].iloc[3]
+
+
+def test_explain_rows_per_token_with_the_paper_weight(model_dir, data_dir, tmp_path):
+    out = tmp_path / "att.csv"
+    invoke("explain", model_dir, data_dir / "test.parquet", "-o", out, "--id-column", "id", "--limit", "5")
+    with out.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["doc_id", "sent_idx", "tok_idx", "token", "word_att", "sent_att",
+                             "weight", "pred_label", "pred_prob", "true_label"]
+    source = pd.read_parquet(data_dir / "test.parquet").head(5)
+    assert sorted({r["doc_id"] for r in rows}) == sorted(source["id"])
+    sent_att, word_sum = {}, defaultdict(float)
+    for r in rows:
+        key = (r["doc_id"], int(r["sent_idx"]))
+        sent_att[key] = float(r["sent_att"])
+        word_sum[key] += float(r["word_att"])
+        assert float(r["weight"]) == pytest.approx(math.sqrt(float(r["sent_att"])) * float(r["word_att"]), abs=2e-6)
+    assert all(abs(s - 1) < 1e-4 for s in word_sum.values())  # word attention sums to 1 per sentence
+    per_doc = defaultdict(float)
+    for (doc, _), att in sent_att.items():
+        per_doc[doc] += att
+    assert all(abs(s - 1) < 1e-4 for s in per_doc.values())  # sentence attention sums to 1 per doc
+    # tokens, joined per sentence, are the words of the text
+    first = source.iloc[0]
+    tokens = [r["token"] for r in rows if r["doc_id"] == first["id"]]
+    assert "".join(tokens) == first["text"].replace(" ", "")
+    assert {r["true_label"] for r in rows} <= {"mix", "neg", "pos"}
+
+
+@pytest.mark.slow
+def test_planted_sentence_gets_the_most_sentence_attention(sample_model_dir):
+    """sample_data plants one deciding sentence per document among label-neutral filler."""
+    from tests.conftest import SAMPLE_DATA
+
+    test = pd.read_parquet(SAMPLE_DATA / "test.parquet")
+    predictor = Predictor(sample_model_dir, device="cpu")
+    attention = predictor.attend(test["text"].tolist())
+    top = np.array([int(a.sent_att.argmax()) for a in attention])
+    predicted = [predictor.labels.names[int(a.probs.argmax())] for a in attention]
+    assert (np.array(predicted) == test["label"].to_numpy()).mean() >= 0.95
+    assert (top == test["planted_sentence"].to_numpy()).mean() >= 0.9
+
+
+def test_evaluate_prints_and_writes_metrics(model_dir, data_dir, tmp_path):
+    out = tmp_path / "metrics.json"
+    printed = invoke("evaluate", model_dir, data_dir / "test.parquet", "-o", out)
+    metrics = json.loads(out.read_text())
+    pred = Predictor(model_dir, device="cpu")
+    source = pd.read_parquet(data_dir / "test.parquet")
+    expected = (pred.predict_proba(source["text"].tolist()).argmax(1)
+                == np.array([pred.labels.index[v] for v in source["label"]])).mean()
+    assert metrics["accuracy"] == pytest.approx(expected)
+    assert metrics["support"] == 60 and np.sum(metrics["confusion_matrix"]) == 60
+    assert sum(r["support"] for r in metrics["per_class"].values()) == 60
+    assert f"{metrics['accuracy']:.4f}" in printed and "confusion matrix" in printed
+
+
+def test_evaluate_split_selects_rows(model_dir, data_dir, tmp_path):
+    frame = pd.read_parquet(data_dir / "test.parquet")
+    frame["split"] = ["test" if i < 20 else "train" for i in range(len(frame))]
+    path = tmp_path / "with_split.jsonl"
+    frame.to_json(path, orient="records", lines=True)
+    out = tmp_path / "m.json"
+    invoke("evaluate", model_dir, path, "--split", "test", "-o", out)
+    assert json.loads(out.read_text())["support"] == 20
+
+
+def test_train_cli_with_valid_file_overrides_and_saved_config(data_dir, tmp_path):
+    train_path, valid_path = tmp_path / "train.jsonl", tmp_path / "valid.tsv"
+    frame = pd.read_csv(data_dir / "train.csv")
+    frame.rename(columns={"text": "body", "label": "y"}).iloc[:200].to_json(train_path, orient="records", lines=True)
+    frame.rename(columns={"text": "body", "label": "y"}).iloc[200:].to_csv(valid_path, sep="\t", index=False)
+    out = tmp_path / "model"
+    invoke("train", train_path, "--valid", valid_path, "-o", out, "--text-column", "body",
+           "--label-column", "y", "--max-epochs", "1", "--seed", "3", "--quiet",
+           "--set", "model.word_hidden=6", "--set", "model.embed_dim=12")
+    artifact = load(out)
+    assert artifact.config.model["word_hidden"] == 6 and artifact.config.data.text_column == "body"
+    assert artifact.config.train.seed == 3 and artifact.config.train.max_epochs == 1
+    assert artifact.model.word_encoder.gru.hidden_size == 6
+    assert artifact.metrics["train_documents"] == 200 and artifact.metrics["valid_documents"] == 40
