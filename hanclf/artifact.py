@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,14 +66,18 @@ def load(directory: Path) -> Artifact:
         raise UsageError(
             f"{directory}: not a hanclf model directory (missing {', '.join(missing)})"
         )
-    try:
-        config = config_from_dict(yaml.safe_load((directory / CONFIG).read_text("utf-8")))
-        vocab = Vocab.from_json(json.loads((directory / VOCAB).read_text("utf-8")))
-        labels = Labels.from_json(json.loads((directory / LABELS).read_text("utf-8")))
-        metrics_path = directory / METRICS
-        metrics = json.loads(metrics_path.read_text("utf-8")) if metrics_path.is_file() else {}
-    except (ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError) as e:
-        raise HanclfError(f"{directory}: damaged model files ({type(e).__name__}: {e})") from None
+    def read(name: str, parse: Callable[[str], Any]) -> Any:
+        try:
+            return parse((directory / name).read_text("utf-8"))
+        except (ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError, HanclfError) as e:
+            raise HanclfError(
+                f"{directory / name}: damaged ({e}); retrain the model or restore the file"
+            ) from None
+
+    config = read(CONFIG, lambda text: config_from_dict(yaml.safe_load(text)))
+    vocab = read(VOCAB, lambda text: Vocab.from_json(json.loads(text)))
+    labels = read(LABELS, lambda text: Labels.from_json(json.loads(text)))
+    metrics = read(METRICS, json.loads) if (directory / METRICS).is_file() else {}
     model = HAN(config.han_config(len(vocab), len(labels)))
     try:
         state = load_file(directory / WEIGHTS)

@@ -134,7 +134,16 @@ def _check_type(key: str, value: Any, expected: Any) -> Any:
     raise UsageError(f"config key {key}: expected {names}, got {value!r}")
 
 
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true",
+              "64-true", "64")
+
+
 def _check_range(key: str, value: Any) -> None:
+    if key == "train.accelerator" and value not in ACCELERATORS:
+        raise UsageError(f"config key {key}: {value!r} is not one of {', '.join(ACCELERATORS)}")
+    if key == "train.precision" and str(value) not in PRECISIONS:
+        raise UsageError(f"config key {key}: {value!r} is not one of {', '.join(PRECISIONS)}")
     positive = {
         "data.max_sentences", "data.max_words", "data.min_count", "data.max_vocab",
         "model.embed_dim", "model.word_hidden", "model.sent_hidden", "model.word_att_dim",

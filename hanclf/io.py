@@ -81,7 +81,7 @@ def column_names(path: Path) -> list[str]:
         first = pd.read_json(path, lines=True, nrows=1)
         return list(first.columns)
     except (pa.ArrowException, ValueError, OSError, UnicodeDecodeError) as e:
-        raise HanclfError(f"{path}: cannot read as {fmt} ({_first_line(e)})") from None
+        raise _unreadable(path, fmt, e) from None
 
 
 def require_columns(path: Path, wanted: dict[str, str | None]) -> None:
@@ -110,7 +110,7 @@ def iter_batches(path: Path, columns: list[str], batch_rows: int) -> Iterator[pa
                 for frame in chunks:
                     yield pa.RecordBatch.from_pandas(frame[columns], preserve_index=False)
     except (pa.ArrowException, ValueError, OSError, UnicodeDecodeError) as e:
-        raise HanclfError(f"{path}: cannot read as {fmt} ({_first_line(e)})") from None
+        raise _unreadable(path, fmt, e) from None
 
 
 def read_table(path: Path, columns: list[str]) -> pa.Table:
@@ -130,9 +130,11 @@ def text_values(path: Path, column: str, array: pa.Array) -> list[str | None]:
     return array.to_pylist()
 
 
-def _first_line(error: BaseException) -> str:
+def _unreadable(path: Path, fmt: str, error: BaseException) -> HanclfError:
     text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    reason = text.splitlines()[0] if text else type(error).__name__
+    hint = "save it as UTF-8" if "utf" in text.lower() else f"check that it is a valid {fmt} file"
+    return HanclfError(f"{path}: cannot read as {fmt} ({reason}); {hint}")
 
 
 def check_output(path: Path, force: bool) -> None:
@@ -144,6 +146,21 @@ def check_output(path: Path, force: bool) -> None:
         raise UsageError(f"{path}: directory {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise UsageError(f"{path}: directory {parent} is not writable")
+
+
+@contextlib.contextmanager
+def created_parents(path: Path) -> Iterator[None]:
+    """Create the missing parent directories of `path`; remove them again if the block fails."""
+    missing = [p for p in path.parents if not p.exists()][::-1]  # outermost first
+    for directory in missing:
+        directory.mkdir()
+    try:
+        yield
+    except BaseException:
+        for directory in reversed(missing):
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        raise
 
 
 @contextlib.contextmanager

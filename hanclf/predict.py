@@ -45,9 +45,12 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        resolved = torch.device(device)
     except RuntimeError:
         raise UsageError(f"--device {device}: not a device (use auto, cpu, cuda or cuda:N)") from None
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise UsageError(f"--device {device}: no such CUDA device here; use --device cpu or auto")
+    return resolved
 
 
 class Predictor:

@@ -78,28 +78,30 @@ _INLINE_TAG = re.compile(
 
 # A break is a newline or a run of end marks; the captured run (with closing quotes and trailing
 # emoticons) is glued back onto its sentence. The pattern opens with a plain character class,
-# which lets `re` jump straight to the few candidate characters.
+# which lets `re` jump straight to the few candidate characters; each branch tests its cheapest
+# condition first.
 _SPLIT = re.compile(
     rf"""
     (
         [.!?…{_NEWLINE}]
         (?:
             (?<=[{_NEWLINE}])
-          | [.!?…]*
+          | (?<![.!?…][.!?…]) [.!?…]*   # a whole run of end marks, tried from its start only
             (?:
                 # emoticons after an end mark belong to that sentence; a break follows them
                 {_CLOSE}{{0,2}} (?:{_HSPACE}+{_SMILEY})+ (?=\s|$)
                 # `!`, `?` or a lone period that is no abbreviation: a break before anything
                 # but more dots (spaced ". . .")
-              | (?: (?<=[!?])
+              | (?=\s+[^\s.…])
+                (?: (?<=[!?])
                   | (?<=\.) (?<![.…]\.) (?<!\.\s\.) {_NOT_ABBREVIATION}
                     (?<!\b[A-HJ-Z]\.) (?<!\b[^\W\d_]\.[^\W\d_]\.) (?!(?<=\b[Nn][Oo]\.)\s+\d)
-                ) (?=\s+[^\s.…])
-                # ellipsis, phrase-ending abbreviation or closing quotes: a break unless the
-                # next word starts lowercase
-              | (?: (?<=[.…][.…]) | (?<=…) | (?<=\.\s\.) | {_PHRASE_END} | (?<=\b[AaPp]\.[Mm]\.)
-                  | {_CLOSE}{{1,2}}
-                ) (?=\s+[^\s.…{_LOWER}])
+                )
+                # closing quotes or brackets, an ellipsis or a phrase-ending abbreviation: a
+                # break unless the next word starts lowercase
+              | {_CLOSE}{{1,2}} (?=\s+[^\s.…{_LOWER}])
+              | (?=\s+[^\s.…{_LOWER}])
+                (?: (?<=[.…][.…]) | (?<=…) | (?<=\.\s\.) | {_PHRASE_END} | (?<=\b[AaPp]\.[Mm]\.) )
             )
         )
     )
@@ -116,10 +118,10 @@ _INVISIBLE = r"\x00-\x1f\x7f-\x9f\xad\u200b-\u200f\u2060-\u2064\ufeff"
 _TOKEN = re.compile(
     rf"""
     \s*(
-        \w+(?![\w'’\-&.,:/%@])
-      | \w+
+        \w+
         (?:
-            (?:['’\-&]\w+)+
+            (?![\w'’\-&.,:/%@])
+          | (?:['’\-&]\w+)+
           | (?:[.,:/](?<=\d[.,:/])(?=\d)\w+)+ %?
           | %(?<=\d%)
           | @[\w-]+(?:\.[\w-]+)+
@@ -165,7 +167,7 @@ def _clean(text: str) -> str:
 
 def _pieces(text: str) -> list[str]:
     parts = _SPLIT.split(_clean(text))
-    pieces = list(map(str.__add__, parts[:-1:2], parts[1::2]))
+    pieces = [piece + end for piece, end in zip(parts[:-1:2], parts[1::2])]
     pieces.append(parts[-1])
     return pieces
 

@@ -15,12 +15,14 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from hanclf import __version__
 from hanclf.artifact import HISTORY, Artifact, load_checkpoint, save
 from hanclf.config import Config
 from hanclf.data import HANDataModule
-from hanclf.io import atomic_output, check_input, check_output
+from hanclf.errors import UsageError
+from hanclf.io import atomic_output, check_input, check_output, created_parents
 from hanclf.module import HANClassifier
 
 MONITOR = "val_acc"
@@ -48,8 +50,21 @@ def train(
     check_input(data)
     if valid is not None:
         check_input(valid)
-    output.parent.mkdir(parents=True, exist_ok=True)  # like spaCy and Lightning: runs/a/b is fine
-    check_output(output, force)
+    # Like spaCy and Lightning, a new runs/a/b is fine; the folders go again if training fails.
+    with created_parents(output):
+        check_output(output, force)
+        return _train(data, output, config, valid, force, progress, log)
+
+
+def _train(
+    data: Path,
+    output: Path,
+    config: Config,
+    valid: Path | None,
+    force: bool,
+    progress: bool,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
     _quiet_lightning()
     t = config.train
     pl.seed_everything(t.seed, workers=True, verbose=False)
@@ -76,18 +91,21 @@ def train(
         ]
         if progress:
             callbacks.append(RichProgressBar(console_kwargs={"stderr": True}))
-        trainer = pl.Trainer(
-            accelerator=t.accelerator,
-            devices=t.devices,
-            precision=t.precision,
-            max_epochs=t.max_epochs,
-            gradient_clip_val=t.grad_clip or None,
-            callbacks=callbacks,
-            logger=CSVLogger(work, name="", version=""),
-            enable_progress_bar=progress,
-            enable_model_summary=False,
-            log_every_n_steps=max(1, min(50, len(datamodule.train_set) // t.batch_size)),
-        )
+        try:
+            trainer = pl.Trainer(
+                accelerator=t.accelerator,
+                devices=t.devices,
+                precision=t.precision,
+                max_epochs=t.max_epochs,
+                gradient_clip_val=t.grad_clip or None,
+                callbacks=callbacks,
+                logger=CSVLogger(work, name="", version=""),
+                enable_progress_bar=progress,
+                enable_model_summary=False,
+                log_every_n_steps=max(1, min(50, len(datamodule.train_set) // t.batch_size)),
+            )
+        except (ValueError, MisconfigurationException) as e:
+            raise UsageError(f"Trainer settings (accelerator, devices, precision): {e}") from None
         trainer.fit(module, datamodule=datamodule)
         epochs_run = trainer.current_epoch
         history = (Path(work) / "metrics.csv").read_text()

@@ -1,0 +1,373 @@
+"""The error contract of the CLI, one table row per way to get it wrong.
+
+Bad input must give ONE line on stderr, `error: ...`, naming the file / column / row / key
+concerned and what to do; exit 2 when the user's input or flags are wrong, 1 when something
+failed at run time; no traceback; no output (nor a `.NAME.*.tmp` beside it) left behind; and
+an existing output is never touched without --force.
+
+Each case builds its bad input under tmp_path and returns the command line. `check_case` runs it
+in-process (typer's CliRunner) and checks every invariant; a few cases run again through
+`python -m hanclf` to show the installed entry point behaves the same.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import shutil
+import subprocess
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from hanclf.cli.main import app
+
+pytestmark = pytest.mark.slow  # ~40 s: 70 CLI runs, 3 of them in a fresh interpreter, 1 training
+
+NOISE = random.Random(0).randbytes(4096)  # neither Parquet nor safetensors
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+
+
+# --- the bad inputs are built here -------------------------------------------------------------
+
+
+@dataclass
+class Env:
+    root: Path  # inputs of the case
+    out: Path  # where outputs go: must look exactly the same after a failed run
+    data: Path  # conftest's data_dir: train.csv (labels pos/neg/mix), test.parquet
+    model: Path  # conftest's model_dir: a tiny trained model
+
+    def file(self, name: str, content: str | bytes) -> Path:
+        path = self.root / name
+        if isinstance(content, str):
+            path.write_text(content, encoding="utf-8")
+        else:
+            path.write_bytes(content)
+        return path
+
+    def dir(self, name: str) -> Path:
+        (self.root / name).mkdir()
+        return self.root / name
+
+    def reviews(self, n: int = 30) -> pd.DataFrame:
+        """n rows (id, text, label) of the shared training data, all three labels present."""
+        return pd.read_csv(self.data / "train.csv").head(n).reset_index(drop=True)
+
+    def table(self, name: str, frame: pd.DataFrame | pa.Table) -> Path:
+        path = self.root / name
+        if isinstance(frame, pa.Table):
+            pq.write_table(frame, path)
+        elif path.suffix == ".parquet":
+            frame.to_parquet(path, index=False)
+        else:
+            frame.to_csv(path, index=False)
+        return path
+
+    def model_copy(self) -> Path:
+        copy = self.root / "model"
+        shutil.copytree(self.model, copy)
+        return copy
+
+
+def predict(env: Env, data: Path, *flags: str, model: Path | None = None, out: str = "pred.parquet") -> list[str]:
+    return ["predict", str(model or env.model), str(data), "-o", str(env.out / out), *flags]
+
+
+def explain(env: Env, data: Path, *flags: str, model: Path | None = None, out: str = "att.csv") -> list[str]:
+    return ["explain", str(model or env.model), str(data), "-o", str(env.out / out), *flags]
+
+
+def evaluate(env: Env, data: Path, *flags: str, model: Path | None = None) -> list[str]:
+    return ["evaluate", str(model or env.model), str(data), *flags]
+
+
+def train(env: Env, data: Path, *flags: str, out: str = "model") -> list[str]:
+    # --max-epochs 1: should a case wrongly get as far as training, it stays short.
+    return ["train", str(data), "-o", str(env.out / out), "-q", "--max-epochs", "1", *flags]
+
+
+def csv_with_text(env: Env, name: str = "in.csv") -> Path:
+    return env.table(name, env.reviews(12))
+
+
+def existing(env: Env, name: str) -> Path:
+    """An output left by an earlier run; the case must leave it byte for byte as it is."""
+    if name == "model":
+        (env.out / name).mkdir()
+        (env.out / name / "keep.txt").write_text("an earlier model\n")
+    else:
+        (env.out / name).write_text("an earlier output\n")
+    return env.out / name
+
+
+def bad_text_row(value: object, row: int, suffix: str = ".csv") -> Callable[[Env], list[str]]:
+    def build(env: Env) -> list[str]:
+        frame = env.reviews(30)
+        frame["text"] = frame["text"].astype(object)
+        frame.loc[row - 1, "text"] = value
+        return train(env, env.table(f"train{suffix}", frame))
+
+    return build
+
+
+def tampered_model(change: Callable[[Path], None], command=None) -> Callable[[Env], list[str]]:
+    """A copy of the tiny model with `change` applied, given to predict (or `command`)."""
+
+    def build(env: Env) -> list[str]:
+        model = env.model_copy()
+        change(model)
+        return (command or predict)(env, csv_with_text(env), model=model)
+
+    return build
+
+
+def set_embed_dim(model: Path) -> None:
+    config = model / "config.yaml"
+    text = config.read_text()
+    assert "embed_dim: 16" in text
+    config.write_text(text.replace("embed_dim: 16", "embed_dim: 32"))
+
+
+class Payload:
+    """Unpickling this creates `marker`: proof that a loader ran pickle on the file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def pickle_as_weights(save: str) -> Callable[[Path], None]:
+    def change(model: Path) -> None:
+        weights = model / "model.safetensors"
+        payload = Payload(model.parent / "PWNED")
+        if save == "pickle":
+            weights.write_bytes(pickle.dumps(payload))
+        else:
+            torch.save(payload, weights)
+
+    return change
+
+
+# --- the table ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    build: Callable[[Env], list[str]]  # makes the bad input, returns the command line
+    code: int  # 2: the user's input or flags are wrong; 1: failed at run time
+    mentions: tuple[str, ...] = ()  # must appear in the error line
+    usage: bool = False  # a click usage error (multi-line): check exit 2 and no traceback only
+    absent: tuple[str, ...] = ()  # paths under the case's input dir that must not exist after
+    marks: tuple = ()
+
+    def param(self):
+        return pytest.param(self, id=self.id, marks=list(self.marks))
+
+
+CASES = [
+    # -- input files
+    Case("predict-missing-input", lambda e: predict(e, e.root / "nope.csv"), 2, ("nope.csv", "no such file")),
+    Case("evaluate-input-is-directory", lambda e: evaluate(e, e.dir("dir.csv")), 2, ("dir.csv", "directory")),
+    Case("train-unknown-extension-xlsx", lambda e: train(e, e.file("data.xlsx", b"PK\x03\x04")), 2, ("data.xlsx", ".xlsx", ".parquet")),
+    Case("explain-empty-file", lambda e: explain(e, e.file("empty.csv", b"")), 2, ("empty.csv", "empty")),
+    Case("predict-header-only-csv", lambda e: predict(e, e.file("header.csv", "id,text,label\n")), 2, ("header.csv", "no rows")),
+    Case("train-header-only-csv", lambda e: train(e, e.file("header.csv", "id,text,label\n")), 2, ("header.csv", "no rows")),
+    Case("predict-missing-text-column", lambda e: predict(e, e.file("body.csv", "id,body\n1,Nice place.\n")), 2, ("body.csv", "'text'", "id, body", "--text-column")),
+    Case("train-missing-label-column", lambda e: train(e, e.table("stars.csv", e.reviews().rename(columns={"label": "stars"}))), 2, ("stars.csv", "'label'", "stars", "--label-column")),
+    Case("train-empty-text-row", bad_text_row("", 5), 2, ("train.csv", "row 5", "'text'")),
+    Case("train-whitespace-text-row", bad_text_row("   ", 7), 2, ("train.csv", "row 7", "'text'")),
+    Case("train-null-text-row-parquet", bad_text_row(None, 3, ".parquet"), 2, ("train.parquet", "row 3", "'text'")),
+    Case("train-null-label-row", lambda e: train(e, e.table("train.csv", e.reviews().assign(label=lambda f: f.label.where(f.index != 3)))), 2, ("train.csv", "row 4", "'label'")),
+    Case("train-single-class", lambda e: train(e, e.table("one.csv", e.reviews().assign(label="pos"))), 2, ("one.csv", "one class", "pos", "'label'")),
+    Case("train-valid-label-not-in-train", lambda e: train(e, e.data / "train.csv", "--valid", str(e.table("valid.csv", e.reviews(9).assign(label=["pos", "neg", "other"] * 3)))), 2, ("valid.csv", "'other'")),
+    Case("train-valid-missing-file", lambda e: train(e, e.data / "train.csv", "--valid", str(e.root / "nope.csv")), 2, ("nope.csv", "no such file")),
+    Case("predict-corrupt-parquet", lambda e: predict(e, e.file("bad.parquet", NOISE)), 1, ("bad.parquet", "parquet")),
+    Case("train-corrupt-parquet", lambda e: train(e, e.file("bad.parquet", NOISE)), 1, ("bad.parquet", "parquet")),
+    Case("predict-parquet-text-int64", lambda e: predict(e, e.table("nums.parquet", pa.table({"text": pa.array([1, 2, 3], pa.int64())}))), 2, ("nums.parquet", "'text'", "int64", "--text-column")),
+    Case("train-parquet-text-int64", lambda e: train(e, e.table("nums.parquet", pa.table({"text": pa.array(range(30), pa.int64()), "label": ["a", "b"] * 15}))), 2, ("nums.parquet", "'text'", "int64")),
+    # Invalid UTF-8 in a CSV is refused (the CSV reader checks it), not silently replaced.
+    Case("predict-csv-not-utf8", lambda e: predict(e, e.file("latin1.csv", "id,text\n1,Good.\n2,Caf\xe9 cr\xe8me!\n".encode("latin-1"))), 1, ("latin1.csv", "UTF8")),
+    Case("train-csv-not-utf8", lambda e: train(e, e.file("latin1.csv", ("text,label\n" + "Caf\xe9 cr\xe8me!,pos\nBad.,neg\n" * 10).encode("latin-1"))), 1, ("latin1.csv", "UTF8")),
+    Case("predict-csv-ragged-row", lambda e: predict(e, e.file("ragged.csv", "id,text\n1,Good.\n2,Bad.,extra\n")), 1, ("ragged.csv", "csv")),
+    Case("evaluate-malformed-jsonl", lambda e: evaluate(e, e.file("bad.jsonl", '{"text": "ok", "label": "pos"}\n{not json\n')), 1, ("bad.jsonl", "jsonl")),
+    # -- model directories
+    Case("predict-model-dir-missing", lambda e: predict(e, csv_with_text(e), model=e.root / "nomodel"), 2, ("nomodel", "hanclf train")),
+    Case("explain-model-missing-vocab", tampered_model(lambda m: (m / "vocab.json").unlink(), explain), 2, ("model", "vocab.json")),
+    Case("evaluate-model-garbage-weights", tampered_model(lambda m: (m / "model.safetensors").write_bytes(NOISE), evaluate), 1, ("model.safetensors", "safetensors")),
+    Case("predict-model-config-embed-dim-tampered", tampered_model(set_embed_dim), 1, ("model.safetensors", "config.yaml")),
+    Case("predict-model-pickle-as-weights", tampered_model(pickle_as_weights("pickle")), 1, ("model.safetensors",), absent=("PWNED",)),
+    Case("predict-model-torch-save-as-weights", tampered_model(pickle_as_weights("torch")), 1, ("model.safetensors",), absent=("PWNED",)),
+    Case("predict-model-labels-json-damaged", tampered_model(lambda m: (m / "labels.json").write_text("{labels: ")), 1, ("labels.json",),),
+    Case("predict-model-config-unknown-key", tampered_model(lambda m: (m / "config.yaml").write_text((m / "config.yaml").read_text().replace("model:\n", "model:\n  embed_size: 16\n"))), 1, ("config.yaml", "model.embed_size"),),
+    # -- evaluate
+    Case("evaluate-label-not-the-models", lambda e: evaluate(e, e.table("foreign.csv", e.reviews(9).assign(label=["pos", "neg", "zzz"] * 3))), 2, ("foreign.csv", "'zzz'", "'label'")),
+    Case("evaluate-null-label-row", lambda e: evaluate(e, e.table("gaps.csv", e.reviews(9).assign(label=lambda f: f.label.where(f.index != 2)))), 2, ("gaps.csv", "row 3", "'label'")),
+    Case("evaluate-missing-label-column", lambda e: evaluate(e, e.table("nolabel.csv", e.reviews(9).drop(columns="label"))), 2, ("nolabel.csv", "'label'", "--label-column")),
+    Case("evaluate-split-without-split-column", lambda e: evaluate(e, e.data / "test.parquet", "--split", "test"), 2, ("test.parquet", "--split test", "'split'")),
+    # -- outputs
+    Case("predict-output-exists", lambda e: existing(e, "pred.parquet") and predict(e, csv_with_text(e)), 2, ("pred.parquet", "--force")),
+    Case("explain-output-exists", lambda e: existing(e, "att.csv") and explain(e, csv_with_text(e)), 2, ("att.csv", "--force")),
+    Case("evaluate-output-exists", lambda e: existing(e, "metrics.json") and evaluate(e, e.data / "test.parquet", "-o", str(e.out / "metrics.json")), 2, ("metrics.json", "--force")),
+    Case("train-output-exists", lambda e: existing(e, "model") and train(e, e.data / "train.csv"), 2, ("model", "--force")),
+    Case("predict-output-dir-missing", lambda e: predict(e, csv_with_text(e), out="missing/pred.parquet"), 2, ("missing", "does not exist")),
+    Case("explain-output-dir-missing", lambda e: explain(e, csv_with_text(e), out="missing/att.csv"), 2, ("missing", "does not exist")),
+    Case("evaluate-output-dir-missing", lambda e: evaluate(e, e.data / "test.parquet", "-o", str(e.out / "missing" / "m.json")), 2, ("missing", "does not exist")),
+    # train makes the parents of -o (runs/a/model is fine), but a failed run must not leave them.
+    Case("train-fails-after-making-output-parents", lambda e: train(e, e.file("header.csv", "id,text,label\n"), out="runs/a/model"), 2, ("header.csv", "no rows"),),
+    Case("predict-output-not-parquet", lambda e: predict(e, csv_with_text(e), out="pred.csv"), 2, ("pred.csv", ".parquet")),
+    # -- flags of predict / explain / evaluate
+    Case("predict-top-k-above-label-count", lambda e: predict(e, csv_with_text(e), "--top-k", "9"), 2, ("--top-k 9", "3 labels")),
+    Case("predict-top-k-zero", lambda e: predict(e, csv_with_text(e), "--top-k", "0"), 2, ("--top-k 0",)),
+    Case("explain-limit-zero", lambda e: explain(e, csv_with_text(e), "--limit", "0"), 2, ("--limit 0",)),
+    Case("predict-id-column-missing", lambda e: predict(e, csv_with_text(e), "--id-column", "doc"), 2, ("in.csv", "'doc'", "--id-column")),
+    Case("predict-keep-columns-missing", lambda e: predict(e, csv_with_text(e), "--keep-columns", "label,nope"), 2, ("in.csv", "'nope'", "--keep-columns")),
+    Case("explain-label-column-missing", lambda e: explain(e, csv_with_text(e), "--label-column", "gold"), 2, ("in.csv", "'gold'", "--label-column")),
+    Case("predict-text-column-flag-missing", lambda e: predict(e, csv_with_text(e), "--text-column", "body"), 2, ("in.csv", "'body'", "--text-column")),
+    Case("predict-device-not-a-device", lambda e: predict(e, csv_with_text(e), "--device", "banana"), 2, ("--device banana",)),
+    Case("predict-device-cuda-without-gpu", lambda e: predict(e, csv_with_text(e), "--device", "cuda"), 2, ("cuda",),
+         marks=(NO_CUDA,)),
+    # -- train configuration
+    Case("train-config-unknown-preset", lambda e: train(e, e.data / "train.csv", "--config", "nosuch"), 2, ("'nosuch'", "yelp", ".yaml")),
+    Case("train-config-file-missing", lambda e: train(e, e.data / "train.csv", "--config", str(e.root / "nope.yaml")), 2, ("nope.yaml", "not found")),
+    Case("train-config-yaml-invalid", lambda e: train(e, e.data / "train.csv", "--config", str(e.file("bad.yaml", "model: [embed_dim: 3\n"))), 2, ("bad.yaml", "YAML")),
+    Case("train-config-yaml-unknown-key", lambda e: train(e, e.data / "train.csv", "--config", str(e.file("my.yaml", "model:\n  embed_size: 64\n"))), 2, ("model.embed_size", "embed_dim")),
+    Case("train-config-yaml-unknown-section", lambda e: train(e, e.data / "train.csv", "--config", str(e.file("my.yaml", "optim:\n  lr: 0.1\n"))), 2, ("my.yaml", "'optim'")),
+    Case("train-set-unknown-key", lambda e: train(e, e.data / "train.csv", "--set", "train.epochs=3"), 2, ("train.epochs", "max_epochs")),
+    Case("train-set-negative-size", lambda e: train(e, e.data / "train.csv", "--set", "model.embed_dim=-5"), 2, ("model.embed_dim", "-5", "> 0")),
+    Case("train-set-wrong-type", lambda e: train(e, e.data / "train.csv", "--set", "data.max_words=abc"), 2, ("data.max_words", "int", "abc")),
+    Case("train-set-without-equals", lambda e: train(e, e.data / "train.csv", "--set", "model.dropout"), 2, ("model.dropout", "KEY=VALUE")),
+    Case("train-valid-fraction-out-of-range", lambda e: train(e, e.data / "train.csv", "--valid-fraction", "1.5"), 2, ("data.valid_fraction", "1.5")),
+    Case("train-accelerator-unknown", lambda e: train(e, e.data / "train.csv", "--accelerator", "banana"), 2, ("banana", "accelerator"),),
+    Case("train-precision-unknown", lambda e: train(e, e.data / "train.csv", "--precision", "99"), 2, ("99", "precision"),),
+    # -- click's own usage errors (multi-line, exit 2)
+    Case("predict-missing-output-option", lambda e: ["predict", str(e.model), str(csv_with_text(e))], 2, usage=True),
+    Case("train-missing-data-argument", lambda e: ["train", "-o", str(e.out / "model")], 2, usage=True),
+    Case("predict-threshold-above-one", lambda e: predict(e, csv_with_text(e), "--threshold", "1.5"), 2, usage=True),
+    Case("evaluate-batch-size-zero", lambda e: evaluate(e, e.data / "test.parquet", "--batch-size", "0"), 2, usage=True),
+]
+BY_ID = {case.id: case for case in CASES}
+assert len(BY_ID) == len(CASES), "case ids must be unique"
+
+
+# --- running and checking ----------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    code: int
+    stdout: str
+    stderr: str
+    crash: str = ""  # the traceback of an exception that escaped the CLI, if any
+
+
+def run_in_process(args: list[str]) -> Outcome:
+    result = CliRunner().invoke(app, args)
+    crash = ""
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        crash = "".join(traceback.format_exception(*result.exc_info))
+    return Outcome(result.exit_code, result.stdout, result.stderr, crash)
+
+
+def run_subprocess(args: list[str], cwd: Path) -> Outcome:
+    proc = subprocess.run(
+        [sys.executable, "-m", "hanclf", *args], cwd=cwd, capture_output=True, text=True,
+        timeout=300, env={**os.environ, "COLUMNS": "120"},
+    )
+    return Outcome(proc.returncode, proc.stdout, proc.stderr)
+
+
+def snapshot(directory: Path) -> dict[str, bytes | None]:
+    """Every path under `directory` with its bytes (None for a directory)."""
+    return {
+        p.relative_to(directory).as_posix(): None if p.is_dir() else p.read_bytes()
+        for p in sorted(directory.rglob("*"))
+    }
+
+
+def make_env(tmp_path: Path, data_dir: Path, model_dir: Path) -> Env:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    return Env(tmp_path / "in", tmp_path / "out", data_dir, model_dir)
+
+
+def check_case(case: Case, env: Env, run: Callable[[list[str]], Outcome]) -> None:
+    args = case.build(env)
+    before = snapshot(env.out)
+    outcome = run(args)
+    shown = f"\n$ hanclf {' '.join(args)}\nexit {outcome.code}\nstderr:\n{outcome.stderr}\nstdout:\n{outcome.stdout}\n{outcome.crash}"
+
+    assert not outcome.crash, f"an exception escaped the CLI:{shown}"
+    assert "Traceback" not in outcome.stdout + outcome.stderr, f"traceback printed:{shown}"
+    assert outcome.code == case.code, f"exit code {outcome.code}, expected {case.code}:{shown}"
+    if not case.usage:
+        lines = [line for line in outcome.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1, f"expected one line on stderr:{shown}"
+        assert lines[0].startswith("error: "), f"the line must start with 'error: ':{shown}"
+        for word in case.mentions:
+            assert word in lines[0], f"the message does not mention {word!r}:{shown}"
+    # No output, no temp file beside it, and an existing output byte for byte as it was.
+    assert snapshot(env.out) == before, f"the output directory changed: {sorted(snapshot(env.out))}{shown}"
+    for name in case.absent:
+        assert not (env.root / name).exists(), f"{name} was created: the file was unpickled!{shown}"
+
+
+@pytest.mark.parametrize("case", [case.param() for case in CASES])
+def test_error(case: Case, tmp_path, data_dir, model_dir) -> None:
+    check_case(case, make_env(tmp_path, data_dir, model_dir), run_in_process)
+
+
+SUBPROCESS_CASES = ["predict-corrupt-parquet", "predict-model-pickle-as-weights", "train-set-unknown-key"]
+
+
+@pytest.mark.parametrize("case", [BY_ID[i].param() for i in SUBPROCESS_CASES])
+def test_error_through_entry_point(case: Case, tmp_path, data_dir, model_dir) -> None:
+    """`python -m hanclf` (the installed entry point), not just the Typer app in-process."""
+    check_case(case, make_env(tmp_path, data_dir, model_dir), lambda args: run_subprocess(args, tmp_path))
+
+
+def test_pickle_payload_is_live(tmp_path) -> None:
+    """The pickle cases prove something only if unpickling their file really runs code."""
+    marker = tmp_path / "marker"
+    pickle.loads(pickle.dumps(Payload(marker)))
+    assert marker.exists()
+
+
+# --- --force replaces an existing output --------------------------------------------------------
+
+TINY = ["--set", "model.embed_dim=8", "--set", "model.word_hidden=4", "--set", "model.sent_hidden=4",
+        "--set", "model.word_att_dim=4", "--set", "model.sent_att_dim=4", "--accelerator", "cpu"]
+
+FORCE_CASES = {
+    "predict": ("pred.parquet", lambda e: predict(e, csv_with_text(e), "--force")),
+    "explain": ("att.csv", lambda e: explain(e, csv_with_text(e), "--force")),
+    "evaluate": ("metrics.json", lambda e: evaluate(e, e.data / "test.parquet", "-o", str(e.out / "metrics.json"), "--force")),
+    "train": ("model", lambda e: train(e, e.data / "train.csv", *TINY, "--force")),
+}
+
+
+@pytest.mark.parametrize("command", list(FORCE_CASES))
+def test_force_replaces_existing_output(command: str, tmp_path, data_dir, model_dir) -> None:
+    env = make_env(tmp_path, data_dir, model_dir)
+    name, build = FORCE_CASES[command]
+    old = existing(env, name)
+    outcome = run_in_process(build(env))
+    assert outcome.code == 0 and not outcome.crash, (outcome.stderr, outcome.crash)
+    assert sorted(p.name for p in env.out.iterdir()) == [name], "temp files left beside the output"
+    if command == "train":
+        assert not (old / "keep.txt").exists() and (old / "model.safetensors").is_file()
+    else:
+        assert old.read_bytes() != b"an earlier output\n"
