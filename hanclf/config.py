@@ -47,7 +47,7 @@ class TrainConfig:
     seed: int = 42
     accelerator: str = "auto"
     devices: str | int = "auto"
-    precision: str = "32-true"
+    precision: str | int = "32-true"
 
 
 # The model section is HANConfig minus what the data decides.
@@ -157,7 +157,7 @@ def _check_range(key: str, value: Any) -> None:
         raise UsageError(f"config key {key}: must be in [0, 1), got {value!r}")
     if key == "data.valid_fraction" and not 0 < value < 1:
         raise UsageError(f"config key {key}: must be in (0, 1), got {value!r}")
-    if key in ("train.weight_decay", "train.grad_clip") and value < 0:
+    if key in ("train.weight_decay", "train.grad_clip", "train.seed") and value < 0:
         raise UsageError(f"config key {key}: must be >= 0, got {value!r}")
 
 
@@ -187,6 +187,12 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, str):
+        # YAML 1.1 reads 1e-3 as a string; users mean a number.
+        try:
+            value = float(value)
+        except ValueError:
+            pass
     return key.strip(), value
 
 
@@ -198,6 +204,7 @@ def load_config(
     if source:
         where, loaded = _read_yaml(source)
         for section, values in loaded.items():
+            values = {} if values is None else values  # a section with every key commented out
             if section not in ("data", "model", "train") or not isinstance(values, dict):
                 raise UsageError(
                     f"{where}: unknown section '{section}' (sections: data, model, train)"

@@ -103,8 +103,9 @@ def iter_batches(path: Path, columns: list[str], batch_rows: int) -> Iterator[pa
         if fmt == "parquet":
             yield from pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=columns)
         elif fmt in ("csv", "tsv"):
-            for batch in _csv_reader(path, fmt):
-                yield batch.select(columns)
+            for block in _csv_reader(path, fmt):
+                for start in range(0, block.num_rows, batch_rows):
+                    yield block.slice(start, batch_rows).select(columns)
         else:
             with pd.read_json(path, lines=True, chunksize=batch_rows, dtype=False) as chunks:
                 for frame in chunks:
@@ -118,7 +119,10 @@ def read_table(path: Path, columns: list[str]) -> pa.Table:
     batches = list(iter_batches(path, columns, batch_rows=1 << 16))
     if not batches or sum(b.num_rows for b in batches) == 0:
         raise UsageError(f"{path}: has a header but no rows")
-    return pa.Table.from_batches(batches)
+    # JSON Lines chunks infer their own types (an int column with a null becomes float).
+    return pa.concat_tables(
+        [pa.Table.from_batches([b]) for b in batches], promote_options="permissive"
+    )
 
 
 def text_values(path: Path, column: str, array: pa.Array) -> list[str | None]:

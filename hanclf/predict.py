@@ -22,7 +22,7 @@ import torch
 from hanclf import __version__
 from hanclf.artifact import load
 from hanclf.data import EncodedDoc, collate, doc_size, encode, truncate
-from hanclf.errors import UsageError
+from hanclf.errors import HanclfError, UsageError
 from hanclf.io import atomic_output, check_input, iter_batches, require_columns, text_values
 from hanclf.tokenize import tokenize
 
@@ -221,8 +221,16 @@ def predict_file(
 def _write(
     path: Path, writer: pq.ParquetWriter | None, tables: list[pa.Table], metadata: dict[str, str]
 ) -> pq.ParquetWriter:
-    table = pa.concat_tables(tables)
+    table = pa.concat_tables(tables, promote_options="permissive").replace_schema_metadata(metadata)
     if writer is None:
-        writer = pq.ParquetWriter(path, table.schema.with_metadata(metadata), compression="zstd")
-    writer.write_table(table.replace_schema_metadata(metadata), row_group_size=ROW_GROUP_ROWS)
+        writer = pq.ParquetWriter(path, table.schema, compression="zstd")
+    elif table.schema != writer.schema:
+        try:
+            table = table.cast(writer.schema)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise HanclfError(
+                f"column types change within the input ({table.schema} vs {writer.schema}); "
+                "give the input consistent types, e.g. as Parquet"
+            ) from None
+    writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
     return writer

@@ -57,7 +57,7 @@ _CLOSE = r"[\"'”’»)\]}]"
 _EMOJI = r"[\u2600-\u27bf\u2b00-\u2bff\U0001f000-\U0001faff]"
 _MODIFIERS = r"[\ufe0f\u20e3\U0001f3fb-\U0001f3ff]*"
 _EMOJI_SEQUENCE = rf"{_EMOJI}{_MODIFIERS}(?:\u200d{_EMOJI}{_MODIFIERS})*"
-# Letter-initial emoticons are kept apart: they must be tried before words, the rest after.
+# Letter emoticons (o_O) already tokenize as one word; the split needs them to spot trailing ones.
 _EMOTICON_LETTER = r"[oO0T]_+[oO0T](?![^\W_])"
 _EMOTICON_OTHER = (
     r"[:;=][\-^o']?(?:\)+|\(+|[DPpOo](?![^\W_])|[\]\[/\\|*])",
@@ -86,10 +86,12 @@ _SPLIT = re.compile(
         [.!?…{_NEWLINE}]
         (?:
             (?<=[{_NEWLINE}])
+            # a missing space ("the film.The end", "fun!!This"): a break before a capitalized word
+          | (?<=[a-z][a-z][.!?…]) (?<!www\.) [.!?…]* (?=[A-Z][a-z])
           | (?<![.!?…][.!?…]) [.!?…]*   # a whole run of end marks, tried from its start only
             (?:
                 # emoticons after an end mark belong to that sentence; a break follows them
-                {_CLOSE}{{0,2}} (?:{_HSPACE}+{_SMILEY})+ (?=\s|$)
+                {_CLOSE}{{0,2}} {_HSPACE}+{_SMILEY} (?:{_HSPACE}*{_SMILEY})* (?=\s|$)
                 # `!`, `?` or a lone period that is no abbreviation: a break before anything
                 # but more dots (spaced ". . .")
               | (?=\s+[^\s.…])
@@ -112,12 +114,21 @@ _SPLIT = re.compile(
 
 _URL_END = r"[^\s<>\"'.,;:!?)\]]"
 _TLD = r"com|org|net|edu|gov|io|co|uk|us|ca|au|de|fr|info|biz|tv|me"
-_INVISIBLE = r"\x00-\x1f\x7f-\x9f\xad\u200b-\u200f\u2060-\u2064\ufeff"
+# What the tokenizer skips: whitespace and invisible characters (controls, zero-width marks,
+# soft hyphen, BOM, stray variation selectors). Pieces are stripped of them at the end, so a token
+# search never fails after a long blank run (a failure there costs quadratic time).
+_BLANK_RANGES = (
+    (0x00, 0x20), (0x7F, 0xA0), (0xAD, 0xAD), (0x1680, 0x1680), (0x2000, 0x200F), (0x2028, 0x2029),
+    (0x202F, 0x202F), (0x205F, 0x2064), (0x3000, 0x3000), (0xFE0E, 0xFE0F), (0xFEFF, 0xFEFF),
+)
+_BLANK = "".join(chr(c) for first, last in _BLANK_RANGES for c in range(first, last + 1))
+_BLANK_CLASS = "".join(rf"\u{first:04x}-\u{last:04x}" for first, last in _BLANK_RANGES)
+
 # One word rule: after the letters/digits, every extension opens with a literal or a character
 # class, so `re` rejects them in a few cycles and a plain word ends at the empty alternative.
 _TOKEN = re.compile(
     rf"""
-    \s*(
+    [{_BLANK_CLASS}]*(
         \w+
         (?:
             (?![\w'’\-&.,:/%@])
@@ -128,8 +139,8 @@ _TOKEN = re.compile(
           | ://[^\s<>"]*{_URL_END}
           | \.
             (?: (?=\w)
-                (?: (?:[\w-]+\.)*(?:{_TLD})\b(?:/[^\s<>"]*{_URL_END})?
-                  | [\w.-]*@[\w-]+(?:\.[\w-]+)+
+                (?: (?:[\w-]+\.){{0,4}}(?:{_TLD})\b(?:/[^\s<>"]*{_URL_END})?
+                  | [\w.-]{{0,64}}@[\w-]+(?:\.[\w-]+)+
                   | (?<=\b[^\W\d_]\.)[^\W\d_]\b(?:\.[^\W\d_]\b)*\.?
                 )
               | {_ABBREVIATION}
@@ -146,7 +157,7 @@ _TOKEN = re.compile(
       | --+
       | [\U0001f1e6-\U0001f1ff][\U0001f1e6-\U0001f1ff]
       | {_EMOJI_SEQUENCE}
-      | [^\s{_INVISIBLE}]
+      | [^{_BLANK_CLASS}]
     )
     """,
     re.X,
@@ -167,8 +178,8 @@ def _clean(text: str) -> str:
 
 def _pieces(text: str) -> list[str]:
     parts = _SPLIT.split(_clean(text))
-    pieces = [piece + end for piece, end in zip(parts[:-1:2], parts[1::2])]
-    pieces.append(parts[-1])
+    pieces = [(piece + end).rstrip(_BLANK) for piece, end in zip(parts[:-1:2], parts[1::2])]
+    pieces.append(parts[-1].rstrip(_BLANK))
     return pieces
 
 
@@ -185,7 +196,7 @@ def split_sentences(text: str | None) -> list[str]:
 
 def tokenize_words(sentence: str) -> list[str]:
     """Word tokens of one sentence, original case kept (entities and inline tags cleaned)."""
-    return _words(_clean(sentence))
+    return _words(_clean(sentence).rstrip(_BLANK))
 
 
 def tokenize(text: str | None) -> list[list[str]]:

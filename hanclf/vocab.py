@@ -59,6 +59,9 @@ def normalize_label(value: Any) -> str | None:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     text = str(value).strip()
+    # "4.0" from a CSV written out of a float column is the label 4, as the float 4.0 is.
+    if text.endswith(".0") and text[:-2].lstrip("-").isdigit():
+        text = text[:-2]
     return text or None
 
 

@@ -1,0 +1,173 @@
+"""A model directory: save -> load is exact, and a damaged directory is a clear error."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import save_file
+
+from hanclf.artifact import REQUIRED, Artifact, load, save
+from hanclf.config import load_config
+from hanclf.data import EncodedDoc, collate
+from hanclf.errors import HanclfError, UsageError
+from hanclf.model import HAN
+from hanclf.vocab import Labels, Vocab
+
+SMALL = {"model.embed_dim": 8, "model.word_hidden": 4, "model.sent_hidden": 6,
+         "model.word_att_dim": 5, "model.sent_att_dim": 7, "data.max_words": 9}
+
+
+def make_artifact() -> Artifact:
+    torch.manual_seed(0)
+    config = load_config("yelp", SMALL)
+    vocab = Vocab(["the", "food", "was", "great", "awful"], lowercase=True)
+    labels = Labels.build(["1", "2", "5"])
+    model = HAN(config.han_config(len(vocab), len(labels))).eval()
+    return Artifact(model, config, vocab, labels, {"valid_accuracy": 0.75, "epoch": 3})
+
+
+def doc(*sentences: list[int]) -> EncodedDoc:
+    return EncodedDoc(np.array([i for s in sentences for i in s], np.int32),
+                      np.array([len(s) for s in sentences], np.int32))
+
+
+def batch() -> dict[str, torch.Tensor]:
+    return collate([doc([2, 3, 4, 5], [6]), doc([1, 1]), doc([0])])
+
+
+@pytest.fixture
+def saved(tmp_path):
+    artifact = make_artifact()
+    save(tmp_path / "model", artifact)
+    return tmp_path / "model", artifact
+
+
+def test_round_trip_is_exact(saved):
+    directory, original = saved
+    loaded = load(directory)
+    a, b = original.model.state_dict(), loaded.model.state_dict()
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert not loaded.model.training
+    with torch.no_grad():
+        logits_a, words_a, sents_a = original.model(**batch())
+        logits_b, words_b, sents_b = loaded.model(**batch())
+    assert logits_a.shape == (3, 3)
+    assert torch.equal(logits_a, logits_b)
+    assert torch.equal(words_a, words_b) and torch.equal(sents_a, sents_b)
+    assert loaded.config == original.config
+    assert loaded.config.data.label_column == "stars" and loaded.config.model["embed_dim"] == 8
+    assert loaded.vocab.words == original.vocab.words and loaded.vocab.lowercase is True
+    assert loaded.labels.names == ["1", "2", "5"] and loaded.labels.numeric
+    assert loaded.metrics == {"valid_accuracy": 0.75, "epoch": 3}
+
+
+def test_weights_are_a_real_safetensors_file(saved):
+    directory, original = saved
+    raw = (directory / "model.safetensors").read_bytes()
+    (header_size,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + header_size])
+    header.pop("__metadata__", None)
+    state = original.model.state_dict()
+    assert set(header) == set(state)
+    for name, info in header.items():
+        assert info["dtype"] == "F32"
+        assert tuple(info["shape"]) == tuple(state[name].shape)
+    assert header["embedding.weight"]["shape"] == [7, 8]  # 5 words + PAD + UNK, embed_dim 8
+    assert b"pickle" not in raw[:8 + header_size]
+
+
+def test_config_yaml_is_the_resolved_config(saved):
+    directory, original = saved
+    assert yaml.safe_load((directory / "config.yaml").read_text()) == original.config.to_dict()
+    assert load_config(str(directory / "config.yaml")) == original.config  # usable as --config
+
+
+def test_changed_shape_in_config_is_caught(saved):
+    directory, _ = saved
+    values = yaml.safe_load((directory / "config.yaml").read_text())
+    values["model"]["embed_dim"] = 12
+    (directory / "config.yaml").write_text(yaml.safe_dump(values))
+    with pytest.raises(HanclfError) as err:
+        load(directory)
+    message = str(err.value)
+    assert str(directory / "model.safetensors") in message
+    assert "embedding.weight" in message and "(7, 8)" in message and "(7, 12)" in message
+
+
+def test_vocab_or_labels_not_matching_weights(saved):
+    directory, _ = saved
+    vocab = json.loads((directory / "vocab.json").read_text())
+    (directory / "vocab.json").write_text(json.dumps({**vocab, "words": vocab["words"][:-1]}))
+    with pytest.raises(HanclfError, match=r"embedding\.weight' is \(7, 8\).*expect \(6, 8\)"):
+        load(directory)
+    (directory / "vocab.json").write_text(json.dumps(vocab))
+    (directory / "labels.json").write_text(json.dumps({"labels": ["1", "2", "3", "5"]}))
+    with pytest.raises(HanclfError, match=r"classifier\.(weight|bias)' is \(3"):
+        load(directory)
+
+
+@pytest.mark.parametrize("name", REQUIRED)
+def test_missing_file_is_named(saved, name):
+    directory, _ = saved
+    (directory / name).unlink()
+    with pytest.raises(UsageError) as err:
+        load(directory)
+    assert f"missing {name}" in str(err.value)
+
+
+def test_metrics_json_is_optional(saved):
+    directory, _ = saved
+    (directory / "metrics.json").unlink()
+    assert load(directory).metrics == {}
+
+
+def test_not_a_directory(tmp_path):
+    with pytest.raises(UsageError, match="not a model directory"):
+        load(tmp_path / "nope")
+
+
+def test_garbage_weights(saved):
+    directory, _ = saved
+    (directory / "model.safetensors").write_bytes(b"\x00garbage, not safetensors" * 10)
+    with pytest.raises(HanclfError) as err:
+        load(directory)
+    assert str(directory / "model.safetensors") in str(err.value)
+
+
+def test_wrong_tensor_names(saved):
+    directory, original = saved
+    state = dict(original.model.state_dict())
+    state["extra"] = torch.zeros(2)
+    del state["classifier.bias"]
+    save_file(state, directory / "model.safetensors")
+    with pytest.raises(HanclfError) as err:
+        load(directory)
+    assert "classifier.bias" in str(err.value) and "extra" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("config.yaml", "model: [1"),
+        ("config.yaml", "model:\n  dropout: 5\n"),
+        ("config.yaml", "- a list\n"),
+        ("vocab.json", "{"),
+        ("vocab.json", "[]"),
+        ("labels.json", "{}"),
+        ("metrics.json", "not json"),
+    ],
+)
+def test_damaged_text_file_is_named(saved, name, content):
+    directory, _ = saved
+    (directory / name).write_text(content)
+    with pytest.raises(HanclfError) as err:
+        load(directory)
+    assert str(directory / name) in str(err.value)
+

@@ -1,0 +1,217 @@
+"""Encoding, padding, bucketing and the train/valid split."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hanclf.config import DataConfig
+from hanclf.data import (
+    BUCKET_POOL,
+    BucketBatchSampler,
+    collate,
+    collate_labelled,
+    doc_size,
+    encode,
+    read_labelled,
+    training_sets,
+)
+from hanclf.errors import UsageError
+from hanclf.model import PAD, UNK
+from hanclf.vocab import Vocab
+
+VOCAB = Vocab(["a", "b", "c", "d", "e", "f"], lowercase=True)  # a=2 ... f=7
+
+
+# --- encode and collate ---------------------------------------------------------------------
+
+
+def test_encode_keeps_first_sentences_and_first_words():
+    doc = [["a", "b", "c", "d"], ["E"], ["f", "zzz", "a"], ["b"]]
+    encoded = encode(doc, VOCAB, DataConfig(max_sentences=3, max_words=2))
+    assert encoded.lengths.tolist() == [2, 1, 2]
+    assert encoded.ids.tolist() == [2, 3, 6, 7, UNK]
+    assert encoded.ids.dtype == np.int32 and encoded.lengths.dtype == np.int32
+
+
+def test_encode_short_document_unchanged():
+    encoded = encode([["a", "b"], ["c"]], VOCAB, DataConfig(max_sentences=30, max_words=50))
+    assert encoded.ids.tolist() == [2, 3, 4] and encoded.lengths.tolist() == [2, 1]
+
+
+def test_empty_document_is_one_pad_sentence():
+    encoded = encode([], VOCAB, DataConfig())
+    assert encoded.ids.tolist() == [PAD] and encoded.lengths.tolist() == [1]
+
+
+def test_collate_shapes_and_contents():
+    docs = [
+        encode([["a", "b", "c"], ["d"]], VOCAB, DataConfig()),
+        encode([["e"]], VOCAB, DataConfig()),
+        encode([["f"], ["a"], ["b", "c"]], VOCAB, DataConfig()),
+    ]
+    batch = collate(docs)
+    assert batch["tokens"].shape == (3, 3, 3)  # 3 docs, at most 3 sentences, at most 3 words
+    assert batch["tokens"].tolist() == [
+        [[2, 3, 4], [5, 0, 0], [0, 0, 0]],
+        [[6, 0, 0], [0, 0, 0], [0, 0, 0]],
+        [[7, 0, 0], [2, 0, 0], [3, 4, 0]],
+    ]
+    assert batch["word_lengths"].tolist() == [[3, 1, 0], [1, 0, 0], [1, 1, 2]]
+    assert batch["sent_lengths"].tolist() == [2, 1, 3]
+    assert doc_size(docs[0]) == 2 * 3
+
+
+def test_collate_labelled_adds_labels():
+    doc = encode([["a"]], VOCAB, DataConfig())
+    batch = collate_labelled([(doc, 2), (doc, 0)])
+    assert batch["labels"].tolist() == [2, 0]
+    assert batch["tokens"].shape == (2, 1, 1)
+
+
+# --- BucketBatchSampler -------------------------------------------------------------------
+
+
+SIZES = [int(x) for x in np.random.default_rng(0).integers(1, 500, 250)]
+
+
+def batches(sampler: BucketBatchSampler, epoch: int = 0) -> list[list[int]]:
+    sampler.set_epoch(epoch)
+    return list(sampler)
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_every_index_once_per_epoch(shuffle):
+    sampler = BucketBatchSampler(SIZES, batch_size=8, shuffle=shuffle, seed=3)
+    for epoch in range(3):
+        got = batches(sampler, epoch)
+        assert sorted(i for b in got for i in b) == list(range(250))
+        assert len(got) == len(sampler) == 32  # ceil(250 / 8)
+        assert all(len(b) <= 8 for b in got)
+        assert sum(len(b) == 8 for b in got) == 31
+
+
+def test_unshuffled_order_is_sorted_by_size_per_pool():
+    # batch_size 2 -> pools of 2 * BUCKET_POOL documents (100: [0, 100), [100, 200), [200, 250))
+    pool = 2 * BUCKET_POOL
+    assert pool < len(SIZES)
+    got = batches(BucketBatchSampler(SIZES, batch_size=2, shuffle=False))
+    flat = [i for b in got for i in b]
+    expected = [i for start in range(0, len(SIZES), pool)
+                for i in sorted(range(start, min(start + pool, len(SIZES))), key=SIZES.__getitem__)]
+    assert flat == expected  # stable sort: equal sizes keep index order
+    assert got == batches(BucketBatchSampler(SIZES, batch_size=2, shuffle=False), epoch=5)
+
+
+def test_shuffled_batches_hold_similar_sizes():
+    # all 250 docs fit in one pool: the batches cut one size-sorted list, so they don't overlap
+    assert len(SIZES) <= 8 * BUCKET_POOL
+    got = batches(BucketBatchSampler(SIZES, batch_size=8, shuffle=True, seed=1))
+    spans = sorted((min(SIZES[i] for i in b), max(SIZES[i] for i in b)) for b in got)
+    assert all(hi <= next_lo for (_, hi), (next_lo, _) in itertools.pairwise(spans))
+    for b in got:
+        assert [SIZES[i] for i in b] == sorted(SIZES[i] for i in b)
+    # batch order is shuffled, not smallest first
+    assert [min(SIZES[i] for i in b) for b in got] != [lo for lo, _ in spans]
+
+
+def test_shuffle_depends_on_seed_and_epoch_only():
+    def order(seed, epoch):
+        return batches(BucketBatchSampler(SIZES, batch_size=8, shuffle=True, seed=seed), epoch)
+
+    assert order(7, 0) == order(7, 0)
+    assert order(7, 4) == order(7, 4)
+    assert order(7, 0) != order(7, 1)
+    assert order(7, 0) != order(8, 0)
+    sampler = BucketBatchSampler(SIZES, batch_size=8, shuffle=True, seed=7)
+    assert batches(sampler, 2) == batches(sampler, 2)  # iterating again repeats the epoch
+
+
+# --- reading and splitting ------------------------------------------------------------------
+
+
+def frame(n: int, **extra) -> pd.DataFrame:
+    return pd.DataFrame({"text": [f"document {i}" for i in range(n)],
+                         "label": [["pos", "neg"][i % 2] for i in range(n)], **extra})
+
+
+def test_split_column(tmp_path):
+    splits = ["train", "valid", "test", " Valid ", "TRAIN", "train", "test", "valid"]
+    path = tmp_path / "data.csv"
+    frame(8, split=splits).to_csv(path, index=False)
+    train, valid = training_sets(path, None, DataConfig(), seed=0)
+    assert train.texts == ["document 0", "document 4", "document 5"]
+    assert train.labels == ["pos", "pos", "neg"]
+    assert valid.texts == ["document 1", "document 3", "document 7"]
+    assert valid.where == f"{path} (split=valid)"
+
+
+def test_split_column_without_valid_rows_holds_out_train_rows_only(tmp_path):
+    path = tmp_path / "data.csv"
+    frame(12, split=["train"] * 10 + ["test"] * 2).to_csv(path, index=False)
+    train, valid = training_sets(path, None, DataConfig(valid_fraction=0.2), seed=0)
+    assert len(valid.texts) == 2 and len(train.texts) == 8
+    assert sorted(train.texts + valid.texts) == sorted(f"document {i}" for i in range(10))
+
+
+def test_valid_file(tmp_path):
+    frame(6).to_csv(tmp_path / "train.csv", index=False)
+    frame(3).assign(text=lambda f: "held out " + f.text).to_parquet(tmp_path / "valid.parquet")
+    train, valid = training_sets(tmp_path / "train.csv", tmp_path / "valid.parquet",
+                                 DataConfig(), seed=0)
+    assert train.texts == [f"document {i}" for i in range(6)]
+    assert valid.texts == ["held out document 0", "held out document 1", "held out document 2"]
+    assert valid.labels == ["pos", "neg", "pos"]
+
+
+def test_random_valid_share_is_seeded(tmp_path):
+    path = tmp_path / "data.csv"
+    frame(40).to_csv(path, index=False)
+    config = DataConfig(valid_fraction=0.25)
+    train, valid = training_sets(path, None, config, seed=5)
+    assert len(valid.texts) == 10 and len(train.texts) == 30
+    assert sorted(train.texts + valid.texts) == sorted(frame(40).text)
+    pairs = dict(zip(frame(40).text, frame(40).label))
+    assert all(pairs[t] == label for t, label in zip(valid.texts, valid.labels))
+    again_train, again_valid = training_sets(path, None, config, seed=5)
+    assert (again_train.texts, again_valid.texts) == (train.texts, valid.texts)
+    assert training_sets(path, None, config, seed=6)[1].texts != valid.texts
+
+
+def test_too_few_rows_to_hold_out(tmp_path):
+    path = tmp_path / "data.csv"
+    frame(2).to_csv(path, index=False)
+    with pytest.raises(UsageError, match="too few rows"):
+        training_sets(path, None, DataConfig(), seed=0)
+
+
+def test_read_labelled_normalizes_labels(tmp_path):
+    path = tmp_path / "data.parquet"
+    pd.DataFrame({"review": ["a", "b", "c"], "stars": [4.0, 1.0, 10.0]}).to_parquet(path)
+    got = read_labelled(path, DataConfig(text_column="review", label_column="stars"))
+    assert got.labels == ["4", "1", "10"] and got.texts == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize(
+    "texts, labels, message",
+    [
+        (["ok", "fine"], ["pos", None], "row 2 has no label in column 'label'"),
+        (["ok", "  "], ["pos", "neg"], "row 2 has empty text in column 'text'"),
+    ],
+)
+def test_read_labelled_rejects_bad_rows(tmp_path, texts, labels, message):
+    path = tmp_path / "data.parquet"
+    pd.DataFrame({"text": texts, "label": labels}).to_parquet(path)
+    with pytest.raises(UsageError, match=message):
+        read_labelled(path, DataConfig())
+
+
+def test_unlabelled_test_rows_are_ignored(tmp_path):
+    path = tmp_path / "data.parquet"
+    frame(4, split=["train", "train", "valid", "test"]).assign(
+        label=["pos", "neg", "pos", None]).to_parquet(path)
+    train, valid = training_sets(path, None, DataConfig(), seed=0)
+    assert (len(train.texts), len(valid.texts)) == (2, 1)

@@ -1,0 +1,215 @@
+"""Reading tables in every format, streaming, and atomic outputs."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from hanclf.errors import UsageError
+from hanclf.io import (
+    atomic_output,
+    check_input,
+    check_output,
+    column_names,
+    iter_batches,
+    read_table,
+    require_columns,
+)
+from hanclf.vocab import normalize_label
+
+FRAME = pd.DataFrame({
+    "id": ["a1", "a2", "a3", "a4"],
+    "text": ["Good, really good.", 'She said "meh"; ok', "Crème brûlée — 10/10 👍", "x"],
+    "label": [1, 5, 2, 10],
+})
+
+
+def write(frame: pd.DataFrame, path) -> None:
+    suffix = path.suffix
+    if suffix == ".csv":
+        frame.to_csv(path, index=False)
+    elif suffix == ".tsv":
+        frame.to_csv(path, index=False, sep="\t")
+    elif suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_json(path, orient="records", lines=True, force_ascii=False)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".parquet", ".jsonl"])
+def test_every_format_reads_the_same(tmp_path, suffix):
+    path = tmp_path / f"data{suffix}"
+    write(FRAME, path)
+    assert column_names(path) == ["id", "text", "label"]
+    table = read_table(path, ["text", "label"])
+    assert table.column_names == ["text", "label"]
+    assert table.column("text").to_pylist() == FRAME["text"].tolist()
+    labels = [normalize_label(v) for v in table.column("label").to_pylist()]
+    assert labels == ["1", "5", "2", "10"]
+
+
+def test_csv_columns_are_strings(tmp_path):
+    path = tmp_path / "ids.csv"
+    path.write_text("id,text,label\n007,hello,1\n010,NA,2\n", encoding="utf-8")
+    table = read_table(path, ["id", "text", "label"])
+    assert table.column("id").to_pylist() == ["007", "010"]
+    assert table.column("label").to_pylist() == ["1", "2"]
+    assert table.column("text").to_pylist() == ["hello", "NA"]  # not a missing value
+
+
+def test_csv_quoted_newlines_and_commas(tmp_path):
+    texts = [f"doc {i}" for i in range(3000)]
+    texts[0] = "first line\nsecond line, with a comma"
+    texts[1500] = 'quoted "word",\n\nand a blank line, then more'
+    path = tmp_path / "multi.csv"
+    pd.DataFrame({"text": texts, "label": ["a"] * 3000}).to_csv(path, index=False)
+    table = read_table(path, ["text", "label"])
+    assert table.num_rows == 3000
+    assert table.column("text").to_pylist() == texts
+
+
+def test_iter_batches_streams_parquet(tmp_path):
+    n = 50_000
+    frame = pd.DataFrame({"text": [f"t{i}" for i in range(n)], "label": [i % 7 for i in range(n)]})
+    path = tmp_path / "big.parquet"
+    frame.to_parquet(path, index=False, row_group_size=10_000)
+    batches = list(iter_batches(path, ["label", "text", "label"], batch_rows=4096))
+    sizes = [b.num_rows for b in batches]
+    assert max(sizes) <= 4096
+    assert len(batches) >= 13  # ceil(50000 / 4096): never the whole file at once
+    assert sum(sizes) == n
+    assert batches[0].schema.names == ["label", "text"]  # duplicates dropped, order kept
+    texts = [t for b in batches for t in b.column("text").to_pylist()]
+    labels = [x for b in batches for x in b.column("label").to_pylist()]
+    assert texts == frame["text"].tolist()
+    assert labels == frame["label"].tolist()
+
+
+def test_iter_batches_jsonl_chunks(tmp_path):
+    path = tmp_path / "d.jsonl"
+    write(pd.DataFrame({"text": [f"t{i}" for i in range(10)], "label": range(10)}), path)
+    batches = list(iter_batches(path, ["text"], batch_rows=4))
+    assert [b.num_rows for b in batches] == [4, 4, 2]
+    assert [t for b in batches for t in b.column("text").to_pylist()] == [f"t{i}" for i in range(10)]
+
+
+def test_header_only_is_an_error(tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_text("text,label\n")
+    with pytest.raises(UsageError, match="has a header but no rows"):
+        read_table(path, ["text", "label"])
+
+
+def test_check_input_errors(tmp_path):
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "data.xlsx").write_text("x")
+    cases = {
+        tmp_path / "missing.csv": "no such file",
+        tmp_path: "is a directory",
+        tmp_path / "empty.csv": "file is empty",
+        tmp_path / "data.xlsx": "unknown file type '.xlsx'",
+    }
+    for path, message in cases.items():
+        with pytest.raises(UsageError, match=message) as err:
+            check_input(path)
+        assert str(path) in str(err.value)
+
+
+def test_require_columns_names_the_missing_column(tmp_path):
+    path = tmp_path / "d.csv"
+    write(FRAME, path)
+    require_columns(path, {"--text-column": "text", "--id-column": None})
+    with pytest.raises(UsageError, match="no column 'review'.*--text-column"):
+        require_columns(path, {"--text-column": "review"})
+
+
+def test_check_output(tmp_path):
+    existing = tmp_path / "out.csv"
+    existing.write_text("old")
+    with pytest.raises(UsageError, match="already exists; pass --force"):
+        check_output(existing, force=False)
+    check_output(existing, force=True)
+    check_output(tmp_path / "new.csv", force=False)
+    with pytest.raises(UsageError, match="does not exist") as err:
+        check_output(tmp_path / "no_dir" / "out.csv", force=True)
+    assert "no_dir" in str(err.value)
+
+
+def test_atomic_output_failure_leaves_old_file(tmp_path):
+    path = tmp_path / "out.csv"
+    path.write_text("old")
+    with pytest.raises(RuntimeError), atomic_output(path, force=True) as tmp:
+        tmp.write_text("partial")
+        raise RuntimeError("boom")
+    assert path.read_text() == "old"
+    assert list(tmp_path.iterdir()) == [path]  # no temporary left behind
+
+
+def test_atomic_output_failure_leaves_nothing_new(tmp_path):
+    path = tmp_path / "out.csv"
+    with pytest.raises(RuntimeError), atomic_output(path, force=False) as tmp:
+        tmp.write_text("partial")
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_output_replaces_file_with_force(tmp_path):
+    path = tmp_path / "out.csv"
+    path.write_text("old")
+    with pytest.raises(UsageError), atomic_output(path, force=False):
+        pass
+    with atomic_output(path, force=True) as tmp:
+        assert tmp.parent.parent == tmp_path and tmp != path
+        tmp.write_text("new")
+        assert path.read_text() == "old"  # not yet replaced inside the block
+    assert path.read_text() == "new"
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_atomic_output_directory(tmp_path):
+    path = tmp_path / "model"
+    with atomic_output(path, force=False) as tmp:
+        tmp.mkdir()
+        (tmp / "weights.bin").write_text("v1")
+    assert (path / "weights.bin").read_text() == "v1"
+    # replacing a directory: the old contents are gone, not merged
+    with atomic_output(path, force=True) as tmp:
+        tmp.mkdir()
+        (tmp / "other.bin").write_text("v2")
+    assert sorted(p.name for p in path.iterdir()) == ["other.bin"]
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_atomic_output_directory_failure_keeps_old(tmp_path):
+    path = tmp_path / "model"
+    path.mkdir()
+    (path / "weights.bin").write_text("v1")
+    with pytest.raises(RuntimeError), atomic_output(path, force=True) as tmp:
+        tmp.mkdir()
+        (tmp / "weights.bin").write_text("half")
+        raise RuntimeError("boom")
+    assert (path / "weights.bin").read_text() == "v1"
+    assert list(tmp_path.iterdir()) == [path]
+
+
+
+def test_iter_batches_csv_honours_batch_rows(tmp_path):
+    path = tmp_path / "many.csv"
+    pd.DataFrame({"text": [f"t{i}" for i in range(20_000)], "label": 1}).to_csv(path, index=False)
+    batches = list(iter_batches(path, ["text"], batch_rows=4096))
+    assert sum(b.num_rows for b in batches) == 20_000
+    assert max(b.num_rows for b in batches) <= 4096
+
+
+def test_jsonl_types_may_change_between_chunks(tmp_path):
+    n = 70_000  # more than read_table's 65,536-row chunks
+    path = tmp_path / "big.jsonl"
+    labels = [None if i == 69_000 else i % 3 for i in range(n)]
+    path.write_text("".join(json.dumps({"text": f"t{i}", "label": x}) + "\n"
+                            for i, x in enumerate(labels)))
+    table = read_table(path, ["text", "label"])
+    assert table.num_rows == n
+    got = [normalize_label(v) for v in table.column("label").to_pylist()]
+    assert got == [normalize_label(x) for x in labels]

@@ -1,0 +1,91 @@
+"""Confusion matrix and report, checked against numbers worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from hanclf.metrics import confusion_matrix, report
+
+# rows: true class, columns: predicted class
+#            pred a  b  c     support
+HAND = [[4, 1, 0],  # a    5
+        [2, 1, 1],  # b    4
+        [1, 0, 3]]  # c    4
+# predicted totals: a 7, b 2, c 4; 13 documents, 8 correct
+PRECISION = {"a": 4 / 7, "b": 1 / 2, "c": 3 / 4}
+RECALL = {"a": 4 / 5, "b": 1 / 4, "c": 3 / 4}
+F1 = {"a": 2 / 3, "b": 1 / 3, "c": 3 / 4}  # e.g. a: 2*(4/7)*(4/5) / (4/7 + 4/5) = 2/3
+
+
+def hand_labels() -> tuple[np.ndarray, np.ndarray]:
+    pairs = [(t, p) for t, row in enumerate(HAND) for p, n in enumerate(row) for _ in range(n)]
+    np.random.default_rng(0).shuffle(pairs)
+    y_true, y_pred = zip(*pairs)
+    return np.array(y_true), np.array(y_pred)
+
+
+def test_confusion_matrix_counts():
+    y_true, y_pred = hand_labels()
+    assert confusion_matrix(y_true, y_pred, 3).tolist() == HAND
+    assert confusion_matrix(np.array([0, 1]), np.array([1, 1]), 4).tolist() == [
+        [0, 1, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]
+    ]
+
+
+def test_report_hand_computed():
+    r = report(np.array(HAND), ["a", "b", "c"])
+    for name in "abc":
+        c = r["per_class"][name]
+        assert c["precision"] == pytest.approx(PRECISION[name], abs=1e-9)
+        assert c["recall"] == pytest.approx(RECALL[name], abs=1e-9)
+        assert c["f1"] == pytest.approx(F1[name], abs=1e-9)
+    assert [r["per_class"][n]["support"] for n in "abc"] == [5, 4, 4]
+    assert r["accuracy"] == pytest.approx(8 / 13, abs=1e-9)
+    assert r["macro_f1"] == pytest.approx((2 / 3 + 1 / 3 + 3 / 4) / 3, abs=1e-9)  # 7/12
+    assert r["weighted_f1"] == pytest.approx((5 * 2 / 3 + 4 * 1 / 3 + 4 * 3 / 4) / 13, abs=1e-9)
+    assert r["support"] == 13
+    assert r["labels"] == ["a", "b", "c"]
+    assert r["confusion_matrix"] == HAND
+
+
+def test_never_predicted_class_scores_zero_not_nan():
+    confusion = np.array([[3, 0, 0], [1, 2, 0], [2, 0, 0]])  # class 2 is never predicted
+    r = report(confusion, ["x", "y", "z"])
+    z = r["per_class"]["z"]
+    assert (z["precision"], z["recall"], z["f1"], z["support"]) == (0.0, 0.0, 0.0, 2)
+    assert not any(math.isnan(v) for c in r["per_class"].values() for v in c.values())
+    f1_x = 2 * (3 / 6) * 1 / (3 / 6 + 1)
+    f1_y = 2 * 1 * (2 / 3) / (1 + 2 / 3)
+    assert r["macro_f1"] == pytest.approx((f1_x + f1_y + 0) / 3, abs=1e-9)
+
+
+def test_numeric_label_names_become_strings():
+    r = report(np.array([[1, 0], [0, 1]]), [1, 5])
+    assert r["labels"] == ["1", "5"] and set(r["per_class"]) == {"1", "5"}
+    assert r["accuracy"] == 1.0 and r["macro_f1"] == 1.0
+
+
+def test_empty_confusion_gives_zeros():
+    r = report(np.zeros((2, 2), dtype=int), ["a", "b"])
+    assert (r["accuracy"], r["macro_f1"], r["weighted_f1"], r["support"]) == (0.0, 0.0, 0.0, 0)
+
+
+def test_matches_scikit_learn():
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(1)
+    y_true = rng.integers(0, 4, 200)
+    y_pred = np.where(rng.random(200) < 0.6, y_true, rng.integers(0, 3, 200))  # 3 never predicted
+    labels = [0, 1, 2, 3]
+    r = report(confusion_matrix(y_true, y_pred, 4), ["a", "b", "c", "d"])
+    expected = metrics.classification_report(
+        y_true, y_pred, labels=labels, output_dict=True, zero_division=0
+    )
+    assert r["accuracy"] == pytest.approx(metrics.accuracy_score(y_true, y_pred), abs=1e-9)
+    assert r["macro_f1"] == pytest.approx(expected["macro avg"]["f1-score"], abs=1e-9)
+    assert r["weighted_f1"] == pytest.approx(expected["weighted avg"]["f1-score"], abs=1e-9)
+    for i, name in enumerate("abcd"):
+        for ours, theirs in (("precision", "precision"), ("recall", "recall"), ("f1", "f1-score")):
+            assert r["per_class"][name][ours] == pytest.approx(expected[str(i)][theirs], abs=1e-9)

@@ -1,0 +1,250 @@
+"""Sentence splitting and word tokenization: exact outputs for the rules in hanclf/tokenize.py."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from hanclf.tokenize import split_sentences, tokenize, tokenize_words
+
+# (text, tokenize(text)): each row pins one rule of the module docstring.
+CASES = [
+    # HTML: block tags break, inline tags vanish, entities decode
+    ("Great film.<br /><br />Loved it", [["Great", "film", "."], ["Loved", "it"]]),
+    ("First part<br/>second part", [["First", "part"], ["second", "part"]]),
+    ("one<br>two<p>three</p>four", [["one"], ["two"], ["three"], ["four"]]),
+    ("This is <i>really</i> <b>good</b> stuff", [["This", "is", "really", "good", "stuff"]]),
+    (
+        'See <a href="http://x.com">this site</a> and <span class="x">that</span> now',
+        [["See", "this", "site", "and", "that", "now"]],
+    ),
+    (
+        "I don&#039;t care &amp; you &quot;know&quot; it &lt;3",
+        [["I", "don't", "care", "&", "you", '"', "know", '"', "it", "<3"]],
+    ),
+    ("Two&lt;br&gt;lines", [["Two"], ["lines"]]),
+    # newlines
+    ("Line one\nline two\n\n\nline three", [["Line", "one"], ["line", "two"], ["line", "three"]]),
+    ("Windows\r\nstyle", [["Windows"], ["style"]]),
+    # end marks
+    (
+        "It was good. It was fun! Was it? Yes",
+        [["It", "was", "good", "."], ["It", "was", "fun", "!"], ["Was", "it", "?"], ["Yes"]],
+    ),
+    (
+        "Wow!!! Really?!? Yes... Great",
+        [["Wow", "!!!"], ["Really", "?!?"], ["Yes", "..."], ["Great"]],
+    ),
+    ("It was good. the end", [["It", "was", "good", "."], ["the", "end"]]),
+    ("great food! will come again", [["great", "food", "!"], ["will", "come", "again"]]),
+    ("the film.The end", [["the", "film", "."], ["The", "end"]]),
+    ("Why???", [["Why", "???"]]),
+    # abbreviations never end a sentence and keep their dots
+    (
+        "Mr. Smith and Mrs. Jones met Dr. Who. Then Prof. X left.",
+        [["Mr.", "Smith", "and", "Mrs.", "Jones", "met", "Dr.", "Who", "."],
+         ["Then", "Prof.", "X", "left", "."]],
+    ),
+    (
+        "Ms. Lee, Sr. Perez, Jr. Doe and St. Louis.",
+        [["Ms.", "Lee", ",", "Sr.", "Perez", ",", "Jr.", "Doe", "and", "St.", "Louis", "."]],
+    ),
+    (
+        "Alien vs. Predator was out in Jan. 2004.",
+        [["Alien", "vs.", "Predator", "was", "out", "in", "Jan.", "2004", "."]],
+    ),
+    (
+        "J. K. Rowling wrote it. J.R.R. Tolkien too.",
+        [["J.", "K.", "Rowling", "wrote", "it", "."], ["J.R.R.", "Tolkien", "too", "."]],
+    ),
+    (
+        "I like films, e.g. Alien, i.e. horror. Made in the U.S. and the U.K. by 5 p.m. today.",
+        [["I", "like", "films", ",", "e.g.", "Alien", ",", "i.e.", "horror", "."],
+         ["Made", "in", "the", "U.S.", "and", "the", "U.K.", "by", "5", "p.m.", "today", "."]],
+    ),
+    (
+        "Scene No. 5 was great. I said no. Then left.",
+        [["Scene", "No.", "5", "was", "great", "."], ["I", "said", "no", "."], ["Then", "left", "."]],
+    ),
+    (
+        "Acme Inc. and Foo Ltd. and Bar Co. sell stuff.",
+        [["Acme", "Inc.", "and", "Foo", "Ltd.", "and", "Bar", "Co.", "sell", "stuff", "."]],
+    ),
+    # phrase-closing abbreviations end a sentence only before a capital
+    (
+        "We ate, drank etc. and left. Apples, pears etc. The end.",
+        [["We", "ate", ",", "drank", "etc.", "and", "left", "."], ["Apples", ",", "pears", "etc."],
+         ["The", "end", "."]],
+    ),
+    (
+        "We left at 5 p.m. The show was over.",
+        [["We", "left", "at", "5", "p.m."], ["The", "show", "was", "over", "."]],
+    ),
+    ("so did I. Then we left", [["so", "did", "I", "."], ["Then", "we", "left"]]),
+    # numbers
+    (
+        "It costs $12.99 or 3.5 euros, 1,000 yen, 50% off",
+        [["It", "costs", "$", "12.99", "or", "3.5", "euros", ",", "1,000", "yen", ",", "50%", "off"]],
+    ),
+    (
+        "I give it 9/10. Maybe 10/10 at 10:30.",
+        [["I", "give", "it", "9/10", "."], ["Maybe", "10/10", "at", "10:30", "."]],
+    ),
+    # ellipsis: one token; a break only before a non-lowercase word
+    (
+        "I thought... maybe not. Then… nothing",
+        [["I", "thought", "...", "maybe", "not", "."], ["Then", "…", "nothing"]],
+    ),
+    ("Wait... What? Oh", [["Wait", "..."], ["What", "?"], ["Oh"]]),
+    ("Well … OK", [["Well", "…"], ["OK"]]),
+    ("...and", [["...", "and"]]),
+    (
+        "Wait . . . what . . . Okay",
+        [["Wait", ".", ".", ".", "what", ".", ".", "."], ["Okay"]],
+    ),
+    # closing quotes and brackets stay with their sentence
+    (
+        'He said "wow." Then left.',
+        [["He", "said", '"', "wow", ".", '"'], ["Then", "left", "."]],
+    ),
+    (
+        '"Why?" he asked. (It was late!) We left.',
+        [['"', "Why", "?", '"', "he", "asked", "."], ["(", "It", "was", "late", "!", ")"],
+         ["We", "left", "."]],
+    ),
+    (
+        "She said 'no.' Then she left.",
+        [["She", "said", "'", "no", ".", "'"], ["Then", "she", "left", "."]],
+    ),
+    # contractions are one token; other apostrophes are quotes
+    (
+        "I'm sure it's fine, don't worry, we’re OK and they'll come",
+        [["I'm", "sure", "it's", "fine", ",", "don't", "worry", ",", "we’re", "OK", "and", "they'll",
+          "come"]],
+    ),
+    (
+        "The dogs' bones and 'quotes' here",
+        [["The", "dogs", "'", "bones", "and", "'", "quotes", "'", "here"]],
+    ),
+    # emoticons and emoji
+    (
+        "Loved it :) :-) :( ;) :D <3 :P ^_^ -_- o_O",
+        [["Loved", "it", ":)", ":-)", ":(", ";)", ":D", "<3", ":P", "^_^", "-_-", "o_O"]],
+    ),
+    ("Time: 10 :(", [["Time", ":", "10", ":("]]),
+    ("Great! :) Will return.", [["Great", "!", ":)"], ["Will", "return", "."]]),
+    (
+        "Amazing!! 😍😍 Going back",
+        [["Amazing", "!!", "😍", "😍"], ["Going", "back"]],
+    ),
+    ("So good 😀👍🏽 ❤️ 🇺🇸 yes", [["So", "good", "😀", "👍🏽", "❤️", "🇺🇸", "yes"]]),
+    # non-English letters
+    (
+        "café naïve Zürich São Paulo Ελληνικά Москва",
+        [["café", "naïve", "Zürich", "São", "Paulo", "Ελληνικά", "Москва"]],
+    ),
+    ("cafe\u0301 au lait", [["café", "au", "lait"]]),
+    # hyphens join, dashes split
+    (
+        "A well-made, state-of-the-art film -- truly — great - ok",
+        [["A", "well-made", ",", "state-of-the-art", "film", "--", "truly", "—", "great", "-", "ok"]],
+    ),
+    # URLs and e-mail addresses
+    (
+        "See http://example.com/a?b=1. Or www.yelp.com. Mail me@x.org today",
+        [["See", "http://example.com/a?b=1", "."], ["Or", "www.yelp.com", "."],
+         ["Mail", "me@x.org", "today"]],
+    ),
+    (
+        "Bought it on Amazon.com for 20 bucks (https://amzn.to/x).",
+        [["Bought", "it", "on", "Amazon.com", "for", "20", "bucks", "(", "https://amzn.to/x", ")",
+          "."]],
+    ),
+    ("Write to john.smith@gmail.com now", [["Write", "to", "john.smith@gmail.com", "now"]]),
+    # punctuation
+    (
+        'Good; bad: ugly (really) "yes"',
+        [["Good", ";", "bad", ":", "ugly", "(", "really", ")", '"', "yes", '"']],
+    ),
+    # edges
+    ("", []),
+    ("   \n\t ", []),
+    ("\u200b\ufeff", []),
+    ("hello", [["hello"]]),
+    ("!!!", [["!!!"]]),
+    ("?!", [["?!"]]),
+    (". . .", [[".", ".", "."]]),
+    ("Hi\u200b there\u00a0friend", [["Hi", "there", "friend"]]),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), CASES, ids=[repr(t)[:40] for t, _ in CASES])
+def test_tokenize(text, expected):
+    assert tokenize(text) == expected
+
+
+@pytest.mark.parametrize("text", [t for t, _ in CASES], ids=[repr(t)[:40] for t, _ in CASES])
+def test_tokenize_is_words_of_split_sentences(text):
+    assert tokenize(text) == [tokenize_words(s) for s in split_sentences(text)]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("One.  Two<br />Three\n\n  Four", ["One.", "Two", "Three", "Four"]),
+        ('He said "wow." Then left.', ['He said "wow."', "Then left."]),
+        ("Great! :) Will return.", ["Great! :)", "Will return."]),
+        ("I don&#039;t <i>really</i>   know.", ["I don't really know."]),
+        ("   ", []),
+        ("\u200b", []),
+    ],
+)
+def test_split_sentences(text, expected):
+    assert split_sentences(text) == expected
+
+
+def test_tokenize_words_does_not_split_sentences():
+    assert tokenize_words("Wow!!! Mr. Smith's well-made car. Really") == [
+        "Wow", "!!!", "Mr.", "Smith's", "well-made", "car", ".", "Really"
+    ]
+
+
+@pytest.mark.parametrize("missing", [None, float("nan"), b"bytes"])
+def test_none_like_text_gives_nothing(missing):
+    assert tokenize(missing) == []
+    assert split_sentences(missing) == []
+
+
+def test_long_document_is_linear():
+    paragraph = "The movie was great. Mr. Smith said it's a 9/10! I'd watch it again... Would you? "
+    repeats = 1_000_000 // len(paragraph)
+    start = time.perf_counter()
+    doc = tokenize(paragraph * repeats)
+    elapsed = time.perf_counter() - start
+    assert len(doc) == 4 * repeats
+    assert doc[:4] == [
+        ["The", "movie", "was", "great", "."],
+        ["Mr.", "Smith", "said", "it's", "a", "9/10", "!"],
+        ["I'd", "watch", "it", "again", "..."],
+        ["Would", "you", "?"],
+    ]
+    assert elapsed < 5
+
+
+@pytest.mark.parametrize(
+    ("text", "sentences"),
+    [
+        ("word" + " " * 1_000_000 + "\u200b", 1),  # a token search failing after a long blank run
+        ("ab." * 300_000, 1),
+        ("!" * 1_000_000, 1),
+        (". " * 500_000, 1),
+        ("<b " * 300_000, 1),
+        ("Wow! " + ":) " * 300_000, 1),
+    ],
+    ids=["blank run", "dotted chain", "bangs", "spaced dots", "open tags", "emoticons"],
+)
+def test_adversarial_input_is_linear(text, sentences):
+    start = time.perf_counter()
+    assert len(tokenize(text)) == sentences
+    assert time.perf_counter() - start < 5

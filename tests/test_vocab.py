@@ -1,0 +1,122 @@
+"""Vocab (word ids), Labels (class ids) and label normalisation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from hanclf.errors import UsageError
+from hanclf.model import PAD, UNK
+from hanclf.vocab import Labels, Vocab, normalize_label
+
+# counts: the 4, cat 3, sat 2, mat 2, on 2, a 1
+DOCS = [
+    [["the", "cat", "sat"], ["on", "the", "mat"]],
+    [["the", "cat", "sat", "on", "the", "mat"]],
+    [["a", "cat"]],
+]
+
+
+def test_reserved_ids():
+    vocab = Vocab(["x"], lowercase=True)
+    assert (PAD, UNK) == (0, 1)
+    assert vocab.words[:2] == ["<pad>", "<unk>"]
+    assert vocab.ids(["x"]) == [2]
+
+
+def test_order_by_count_then_alphabetical():
+    vocab = Vocab.build(DOCS, min_count=1, max_size=100, lowercase=False)
+    # ties (mat, on, sat: 2 each) in alphabetical order
+    assert vocab.words == ["<pad>", "<unk>", "the", "cat", "mat", "on", "sat", "a"]
+    assert len(vocab) == 8
+
+
+def test_min_count():
+    vocab = Vocab.build(DOCS, min_count=2, max_size=100, lowercase=False)
+    assert vocab.words[2:] == ["the", "cat", "mat", "on", "sat"]
+    assert vocab.ids(["a"]) == [UNK]
+    assert Vocab.build(DOCS, min_count=4, max_size=100, lowercase=False).words[2:] == ["the"]
+
+
+def test_max_size_counts_pad_and_unk():
+    vocab = Vocab.build(DOCS, min_count=1, max_size=4, lowercase=False)
+    assert len(vocab) == 4
+    assert vocab.words == ["<pad>", "<unk>", "the", "cat"]
+    assert len(Vocab.build(DOCS, min_count=1, max_size=2, lowercase=False)) == 2
+
+
+def test_lowercase_on_merges_counts_and_maps_any_case():
+    docs = [[["The", "the", "THE", "Cat"]]]
+    vocab = Vocab.build(docs, min_count=2, max_size=10, lowercase=True)
+    assert vocab.words[2:] == ["the"]  # 3 occurrences together; "cat" has only 1
+    assert vocab.ids(["tHe", "THE", "cat"]) == [2, 2, UNK]
+
+
+def test_lowercase_off_keeps_case():
+    docs = [[["The", "the", "the", "The"]]]
+    vocab = Vocab.build(docs, min_count=2, max_size=10, lowercase=False)
+    assert vocab.words[2:] == ["The", "the"]
+    assert vocab.ids(["The", "the", "THE"]) == [2, 3, UNK]
+
+
+def test_unknown_words_are_unk():
+    vocab = Vocab.build(DOCS, min_count=1, max_size=100, lowercase=True)
+    assert vocab.ids(["cat", "dog", "", "Cat"]) == [3, UNK, UNK, 3]
+    assert vocab.ids([]) == []
+
+
+def test_vocab_json_round_trip():
+    vocab = Vocab.build(DOCS, min_count=1, max_size=100, lowercase=False)
+    data = json.loads(json.dumps(vocab.to_json()))
+    assert data == {"lowercase": False, "words": ["the", "cat", "mat", "on", "sat", "a"]}
+    again = Vocab.from_json(data)
+    assert again.words == vocab.words and again.lowercase is False
+    assert again.ids(["sat", "The"]) == vocab.ids(["sat", "The"]) == [6, UNK]
+
+
+def test_numeric_labels_sort_numerically():
+    labels = Labels.build(["2", "10", "1", "2", "-3"])
+    assert labels.names == ["-3", "1", "2", "10"]
+    assert labels.numeric
+    assert labels.value("10") == 10 and type(labels.value("10")) is int
+    assert labels.ids(["10", "1", "-3"], "f.csv") == [3, 1, 0]
+
+
+def test_string_labels_sort_alphabetically():
+    labels = Labels.build(["pos", "neg", "mixed", "neg", "10"])
+    assert labels.names == ["10", "mixed", "neg", "pos"]
+    assert not labels.numeric
+    assert labels.value("10") == "10"
+    assert labels.value("neg") == "neg"
+
+
+def test_unknown_label_is_named():
+    labels = Labels.build(["neg", "pos"])
+    with pytest.raises(UsageError) as err:
+        labels.ids(["pos", "meh"], "test.csv")
+    message = str(err.value)
+    assert "test.csv" in message and "'meh'" in message and "neg, pos" in message
+
+
+def test_labels_json_round_trip():
+    labels = Labels.build(["3", "1", "2"])
+    again = Labels.from_json(json.loads(json.dumps(labels.to_json())))
+    assert again.names == ["1", "2", "3"] and again.numeric
+
+
+@pytest.mark.parametrize("value", [4, 4.0, "4", " 4 ", np.int64(4), np.float64(4.0)])
+def test_normalize_label_same_label(value):
+    assert normalize_label(value) == "4"
+
+
+@pytest.mark.parametrize("value", [None, float("nan"), np.nan, "", "   "])
+def test_normalize_label_missing(value):
+    assert normalize_label(value) is None
+
+
+def test_normalize_label_keeps_text_and_fractions():
+    assert normalize_label(" pos\n") == "pos"
+    assert normalize_label(4.5) == "4.5"
+    assert normalize_label(0) == "0"  # a falsy label is not missing
