@@ -8,6 +8,7 @@ Library modules are imported inside the commands so `hanclf --help` does not wai
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional, TypeVar
@@ -96,7 +97,7 @@ def train(
     devices: Annotated[Optional[str], typer.Option(help="Lightning devices: auto, N or a list.")] = None,
     precision: Annotated[Optional[str], typer.Option(help="Lightning precision: 32-true, bf16-mixed, 16-mixed.")] = None,
     force: Force = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (one line per epoch still).")] = False,
 ) -> None:
     """Train a HAN and write a self-contained model directory."""
     from hanclf.config import load_config, parse_override
@@ -113,7 +114,8 @@ def train(
         overrides.update({k: v for k, v in flags.items() if v is not None})
         resolved = load_config(config, overrides)
         return train_model(
-            data, output, resolved, valid=valid, force=force, progress=not quiet,
+            data, output, resolved, valid=valid, force=force,
+            progress=not quiet and sys.stderr.isatty(),  # bars only where a person watches
             log=lambda message: stderr.print(message, highlight=False, markup=False),
         )
 

@@ -30,7 +30,9 @@ import re
 import unicodedata
 
 # Titles and months never end a sentence; phrase-closing abbreviations only before a capital.
-_TITLES = "mr mrs ms dr prof sr jr st mt vs jan feb mar apr jun jul aug sep sept oct nov dec".split()
+_TITLES = (
+    "mr mrs ms dr prof sr jr st mt vs " "jan feb mar apr jun jul aug sep sept oct nov dec"
+).split()
 _PHRASE_ENDS = "etc inc ltd co corp".split()
 
 

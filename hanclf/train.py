@@ -36,6 +36,22 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
 
+class EpochLog(pl.Callback):
+    """One line per epoch through `log`: readable in CI logs and files, where bars are not."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.write, self.started = log, time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        m = trainer.callback_metrics  # validation has run by now (Lightning 2: end of epoch)
+        loss = f"train loss {m['train_loss']:.4f}, " if "train_loss" in m else ""
+        self.write(
+            f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {loss}"
+            f"valid accuracy {m['val_acc']:.4f}, macro-F1 {m['val_macro_f1']:.4f} "
+            f"({time.perf_counter() - self.started:.0f}s)"
+        )
+
+
 def train(
     data: Path,
     output: Path,
@@ -88,6 +104,7 @@ def _train(
         callbacks: list[pl.Callback] = [
             checkpoint,
             EarlyStopping(monitor=MONITOR, mode="max", patience=t.patience),
+            EpochLog(log),
         ]
         if progress:
             callbacks.append(RichProgressBar(console_kwargs={"stderr": True}))
