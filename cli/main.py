@@ -211,7 +211,8 @@ def evaluate(
 
 
 def _print_report(result: dict[str, Any]) -> None:
-    summary = Table(title=f"{result['data']}: {result['support']} documents", show_header=False)
+    stdout.print(f"{result['data']}: {result['support']} documents", highlight=False, markup=False)
+    summary = Table(show_header=False)
     for name in ("accuracy", "macro_f1", "weighted_f1"):
         summary.add_row(name, f"{result[name]:.4f}")
     per_class = Table("label", "precision", "recall", "f1", "support", title="per class")

@@ -1,26 +1,30 @@
 """Sentence splitting and word tokenization for review text (Yelp, IMDb, Amazon), stdlib only.
 
-Cleaning: HTML entities are decoded, then inline tags (<i>, <b>, <a href=..>, <span>, ...) are
-dropped; text is NFC-normalized so accented letters are single characters.
+Cleaning: HTML entities are decoded, inline tags (<i>, <b>, <a href=..>, <span>, ...) dropped,
+text NFC-normalized (accented letters become single characters); whitespace and invisible
+characters (zero-width, soft hyphen, controls) only separate tokens.
 
 A sentence ends at:
 - a newline, or a block tag (<br />, <br>, <p>, </p>, <div>, <hr>, <li>, ...);
-- `!` or `?` (runs like `!!!`, `?!?` too) followed by whitespace;
-- a single `.` followed by whitespace, except after a title, month, initial or dotted acronym
-  (Mr. Mrs. Ms. Dr. Prof. Sr. Jr. St. Mt. vs. Jan.-Dec. Sept., "J. K.", U.S., e.g., i.e.) or
-  "No." before a number: those never end a sentence;
-- an ellipsis (`...`, `..`, `…`), a phrase-closing abbreviation (etc. Inc. Ltd. Co. Corp. a.m.
-  p.m.) or an end mark followed by closing quotes/brackets (`."`, `!)`, `?"`): only when the next
-  word does not start with a lowercase letter (`He said "wow." Then` splits, `"why?" he` doesn't).
-  Closing quotes and brackets stay with the sentence they close; so do emoticons and emoji that
-  follow an end mark (`Great! :) Will return` -> `Great! :)` | `Will return`).
+- `!` or `?` (or a run: `!!!`, `?!?`) followed by whitespace, whatever comes next;
+- a lone `.` followed by whitespace (also before a lowercase word: reviews often skip capitals),
+  except after a title, month, capital initial but I, or dotted acronym (Mr. Mrs. Ms. Dr. Prof.
+  Sr. Jr. St. Mt. vs. Jan.-Dec. Sept., J. K., U.S., e.g., i.e.) or "No." before a number, which
+  never end a sentence;
+- an ellipsis (`...`, `..`, `…`, `. . .`), a phrase-closing abbreviation (etc. Inc. Ltd. Co.
+  Corp. a.m. p.m.) or an end mark plus closing quotes/brackets (`."`, `!)`): only when the next
+  word does not start lowercase (`He said "wow." Then` splits, `"Why?" he asked` does not);
+- an end mark with no space before a capitalized word after a lowercase one (`film.The`).
+Closing quotes/brackets stay with the sentence they close, and so do emoticons and emoji right
+after an end mark (`Great! :) Back soon` -> `Great! :)` | `Back soon`); emoticons never end a
+sentence themselves.
 
 One token each: words with inner apostrophes, hyphens or `&` (don't, don’t, I'm, well-made,
-R&B); numbers with inner `.,:/` and a trailing `%` (3.5, 1,000, 9/10, 10:30, 50%; in `$12.99`
-the `$` is its own token); abbreviations with their dots (Mr., e.g., U.S., etc.); URLs, bare
-domains and e-mail addresses; emoticons (:) :-( ;) :D :P <3 ^_^ -_-) and emoji (with skin tone
-and joiner sequences); `...`/`…`; runs of `!`/`?` (`!!!`, `?!`); `--`. Any other visible
-character is a token by itself (, ; : ( ) " — $). Case is kept.
+R&B); numbers with inner `.,:/` and a trailing `%` (3.5, 1,000, 9/10, 10:30, 50%; `$12.99` is
+`$` + `12.99`); abbreviations with their dots (Mr., e.g., U.S., etc., J., No. before a number);
+URLs, bare domains and e-mail addresses; emoticons (:) :-( ;) :D :P <3 ^_^ -_- o_O) and emoji
+(skin tones, flags and joined sequences included); `...`/`…`; runs of `!`/`?`; `--`. Any other
+visible character is a token by itself (, ; : ( ) " — $). Case is kept.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import unicodedata
 
 # Titles and months never end a sentence; phrase-closing abbreviations only before a capital.
 _TITLES = (
-    "mr mrs ms dr prof sr jr st mt vs " "jan feb mar apr jun jul aug sep sept oct nov dec"
+    "mr mrs ms dr prof sr jr st mt vs jan feb mar apr jun jul aug sep sept oct nov dec"
 ).split()
 _PHRASE_ENDS = "etc inc ltd co corp".split()
 
@@ -126,8 +130,9 @@ _BLANK_RANGES = (
 _BLANK = "".join(chr(c) for first, last in _BLANK_RANGES for c in range(first, last + 1))
 _BLANK_CLASS = "".join(rf"\u{first:04x}-\u{last:04x}" for first, last in _BLANK_RANGES)
 
-# One word rule: after the letters/digits, every extension opens with a literal or a character
-# class, so `re` rejects them in a few cycles and a plain word ends at the empty alternative.
+# One word rule. After the letters/digits, the first branch settles plain words (nothing that
+# could extend them follows); every other branch opens with a literal or a character class, so
+# `re` rejects it in a few cycles; the empty branch ends words like "film" in "film.".
 _TOKEN = re.compile(
     rf"""
     [{_BLANK_CLASS}]*(

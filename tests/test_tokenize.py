@@ -65,7 +65,8 @@ CASES = [
     ),
     (
         "Scene No. 5 was great. I said no. Then left.",
-        [["Scene", "No.", "5", "was", "great", "."], ["I", "said", "no", "."], ["Then", "left", "."]],
+        [["Scene", "No.", "5", "was", "great", "."], ["I", "said", "no", "."],
+         ["Then", "left", "."]],
     ),
     (
         "Acme Inc. and Foo Ltd. and Bar Co. sell stuff.",
@@ -85,7 +86,8 @@ CASES = [
     # numbers
     (
         "It costs $12.99 or 3.5 euros, 1,000 yen, 50% off",
-        [["It", "costs", "$", "12.99", "or", "3.5", "euros", ",", "1,000", "yen", ",", "50%", "off"]],
+        [["It", "costs", "$", "12.99", "or", "3.5", "euros", ",", "1,000", "yen", ",", "50%",
+          "off"]],
     ),
     (
         "I give it 9/10. Maybe 10/10 at 10:30.",
@@ -120,8 +122,8 @@ CASES = [
     # contractions are one token; other apostrophes are quotes
     (
         "I'm sure it's fine, don't worry, we’re OK and they'll come",
-        [["I'm", "sure", "it's", "fine", ",", "don't", "worry", ",", "we’re", "OK", "and", "they'll",
-          "come"]],
+        [["I'm", "sure", "it's", "fine", ",", "don't", "worry", ",", "we’re", "OK", "and",
+          "they'll", "come"]],
     ),
     (
         "The dogs' bones and 'quotes' here",
@@ -148,7 +150,8 @@ CASES = [
     # hyphens join, dashes split
     (
         "A well-made, state-of-the-art film -- truly — great - ok",
-        [["A", "well-made", ",", "state-of-the-art", "film", "--", "truly", "—", "great", "-", "ok"]],
+        [["A", "well-made", ",", "state-of-the-art", "film", "--", "truly", "—", "great", "-",
+          "ok"]],
     ),
     # URLs and e-mail addresses
     (
