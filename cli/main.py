@@ -50,7 +50,7 @@ def _run(action: Callable[[], T]) -> T:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt:
-        typer.echo("interrupted: no output was written", err=True)
+        typer.echo("interrupted: no output was written (train: --resume continues)", err=True)
         raise typer.Exit(130) from None
 
 
@@ -90,6 +90,7 @@ def train(
     ] = None,
     text_column: Annotated[Optional[str], typer.Option(help="Text column [default: text].")] = None,
     label_column: Annotated[Optional[str], typer.Option(help="Label column [default: label].")] = None,
+    id_column: Annotated[Optional[str], typer.Option(help="Id column; predict and explain then copy it by default.")] = None,
     valid_fraction: Annotated[Optional[float], typer.Option(help="Share held out for validation when there is no split column or --valid.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
     max_epochs: Annotated[Optional[int], typer.Option(help="Epochs at most (early stopping may end sooner).")] = None,
@@ -97,6 +98,7 @@ def train(
     devices: Annotated[Optional[str], typer.Option(help="Lightning devices: auto, N or a list.")] = None,
     precision: Annotated[Optional[str], typer.Option(help="Lightning precision: 32-true, bf16-mixed, 16-mixed.")] = None,
     force: Force = False,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run (crash, kill -9) from its last completed epoch.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (one line per epoch still).")] = False,
 ) -> None:
     """Train a HAN and write a self-contained model directory."""
@@ -107,6 +109,7 @@ def train(
         overrides = dict(parse_override(item) for item in set_ or [])
         flags = {
             "data.text_column": text_column, "data.label_column": label_column,
+            "data.id_column": id_column,
             "data.valid_fraction": valid_fraction, "train.seed": seed,
             "train.max_epochs": max_epochs, "train.accelerator": accelerator,
             "train.devices": _devices(devices), "train.precision": precision,
@@ -114,7 +117,7 @@ def train(
         overrides.update({k: v for k, v in flags.items() if v is not None})
         resolved = load_config(config, overrides)
         return train_model(
-            data, output, resolved, valid=valid, force=force,
+            data, output, resolved, valid=valid, force=force, resume=resume,
             progress=not quiet and sys.stderr.isatty(),  # bars only where a person watches
             log=lambda message: stderr.print(message, highlight=False, markup=False),
         )
@@ -133,7 +136,7 @@ def predict(
     model: ModelDir,
     input: Annotated[Path, typer.Argument(help="Texts to label: .parquet, .csv, .tsv or .jsonl.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Parquet file to write.")],
-    id_column: Annotated[Optional[str], typer.Option(help="Column copied to the output to join on [default: a row_id column is added].")] = None,
+    id_column: Annotated[Optional[str], typer.Option(help="Column copied to the output to join on [default: the model's id column if the input has it, else a row_id column is added].")] = None,
     keep_columns: Annotated[
         Optional[list[str]], typer.Option(help="More input columns to copy, comma-separated or repeated.")
     ] = None,
@@ -163,7 +166,7 @@ def explain(
     input: Annotated[Path, typer.Argument(help="Texts to explain: .parquet, .csv, .tsv or .jsonl.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="CSV file to write, one row per token.")],
     limit: Annotated[Optional[int], typer.Option(help="Explain only the first N rows.")] = None,
-    id_column: Annotated[Optional[str], typer.Option(help="Column used as doc_id [default: the row number].")] = None,
+    id_column: Annotated[Optional[str], typer.Option(help="Column used as doc_id [default: the model's id column if the input has it, else the row number].")] = None,
     label_column: Annotated[Optional[str], typer.Option(help="Column with true labels [default: the model's, if present].")] = None,
     text_column: TextColumn = None,
     batch_size: BatchSize = 256,

@@ -124,7 +124,11 @@ class LabelledSet(NamedTuple):
 
 def read_labelled(path: Path, config: DataConfig, split: str | None = None) -> LabelledSet:
     """Texts and labels of `path`; with `split`, only rows whose split column has that value."""
-    require_columns(path, {"--text-column": config.text_column, "--label-column": config.label_column})
+    require_columns(path, {
+        "--text-column": config.text_column,
+        "--label-column": config.label_column,
+        "--id-column": config.id_column,
+    })
     has_split = split is not None and SPLIT_COLUMN in column_names(path)
     columns = [config.text_column, config.label_column] + ([SPLIT_COLUMN] if has_split else [])
     table = read_table(path, columns)

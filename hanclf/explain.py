@@ -43,7 +43,7 @@ def explain_file(
     if limit is not None and limit < 1:
         raise UsageError(f"--limit {limit}: must be at least 1")
     predictor = Predictor(model_dir, device, batch_size)
-    text_column = text_column or predictor.text_column
+    text_column, id_column = predictor.input_columns(input_path, text_column, id_column)
     require_columns(input_path, {"--text-column": text_column, "--id-column": id_column, "--label-column": label_column})
     if label_column is None and predictor.artifact.config.data.label_column in column_names(input_path):
         label_column = predictor.artifact.config.data.label_column

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from hanclf.config import TrainConfig
+from hanclf.errors import HanclfError
 from hanclf.metrics import confusion_matrix, report
 from hanclf.model import HAN, HANConfig
 
@@ -37,6 +38,12 @@ class HANClassifier(pl.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self._loss(self(batch), batch["labels"])
+        if not torch.isfinite(loss):
+            raise HanclfError(
+                f"training loss became {loss.item()} at epoch {self.current_epoch + 1}, step "
+                f"{self.global_step + 1}; lower the learning rate (e.g. --set train.lr="
+                f"{self.train_config.lr / 10:g}) and train again"
+            )
         self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
         return loss
 

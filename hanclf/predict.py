@@ -23,7 +23,14 @@ from hanclf import __version__
 from hanclf.artifact import load
 from hanclf.data import EncodedDoc, collate, doc_size, encode, truncate
 from hanclf.errors import HanclfError, UsageError
-from hanclf.io import atomic_output, check_input, iter_batches, require_columns, text_values
+from hanclf.io import (
+    atomic_output,
+    check_input,
+    column_names,
+    iter_batches,
+    require_columns,
+    text_values,
+)
 from hanclf.tokenize import tokenize
 
 ROW_ID = "row_id"  # added to the output when no --id-column is given: the 0-based input row
@@ -66,6 +73,16 @@ class Predictor:
     @property
     def text_column(self) -> str:
         return self.artifact.config.data.text_column
+
+    def input_columns(
+        self, path: Path, text_column: str | None, id_column: str | None
+    ) -> tuple[str, str | None]:
+        """Text and id columns to read from `path`: those given, else the ones the model was
+        trained with (the id column only where the file has it)."""
+        data = self.artifact.config.data
+        if id_column is None and data.id_column and data.id_column in column_names(path):
+            id_column = data.id_column
+        return text_column or data.text_column, id_column
 
     def _tokenize(self, texts: Sequence[str | None]) -> list[list[list[str]]]:
         return [truncate(tokenize(t), self.artifact.config.data) if t else [] for t in texts]
@@ -183,7 +200,7 @@ def predict_file(
         raise UsageError(f"{output}: predictions are written as Parquet; name it *.parquet")
     predictor = Predictor(model_dir, device, batch_size)
     predictor.check_top_k(top_k)
-    text_column = text_column or predictor.text_column
+    text_column, id_column = predictor.input_columns(input_path, text_column, id_column)
     passed = [id_column] if id_column else []
     passed += [c for c in keep_columns if c not in passed]
     wanted = {"--text-column": text_column, "--id-column": id_column}

@@ -5,21 +5,23 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import tempfile
+import shutil
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytorch_lightning as pl
+import yaml
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from hanclf import __version__
-from hanclf.artifact import HISTORY, Artifact, load_checkpoint, save
-from hanclf.config import Config
+from hanclf.artifact import CONFIG, HISTORY, Artifact, load_checkpoint, save
+from hanclf.config import Config, config_from_dict, default_config
 from hanclf.data import HANDataModule
 from hanclf.errors import UsageError
 from hanclf.io import atomic_output, check_input, check_output, created_parents
@@ -34,6 +36,8 @@ def _quiet_lightning() -> None:
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    # The work directory is ours and holds the run's config (and, on --resume, its checkpoints).
+    warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
 
 
 class EpochLog(pl.Callback):
@@ -52,24 +56,62 @@ class EpochLog(pl.Callback):
         )
 
 
+def work_dir(output: Path) -> Path:
+    """Where a run keeps its checkpoints until the model directory is written: beside the
+    output, so `--resume` finds them after a crash or `kill -9`."""
+    return output.parent / f".{output.name}.training"
+
+
 def train(
     data: Path,
     output: Path,
     config: Config,
     valid: Path | None = None,
     force: bool = False,
+    resume: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any]:
     """Train a HAN on `data` (and `valid`), write the model directory `output`, return its
-    metrics (the same dict as metrics.json)."""
+    metrics (the same dict as metrics.json).
+
+    Checkpoints of every epoch are kept in `work_dir(output)` until the model is written;
+    `resume=True` continues an interrupted run from its last completed epoch.
+    """
     check_input(data)
     if valid is not None:
         check_input(valid)
     # Like spaCy and Lightning, a new runs/a/b is fine; the folders go again if training fails.
     with created_parents(output):
         check_output(output, force)
-        return _train(data, output, config, valid, force, progress, log)
+        work = work_dir(output)
+        last = work / "last.ckpt"
+        if resume and not last.is_file():
+            raise UsageError(f"{output}: no interrupted run to resume (no {last})")
+        if resume:
+            config = _resumed_config(work, config)
+            log(f"resuming from {last}")
+        elif work.exists():
+            if not force:
+                raise UsageError(
+                    f"{work} holds checkpoints of an interrupted run: pass --resume to continue "
+                    "it, or --force to start over"
+                )
+            shutil.rmtree(work)
+        metrics = _train(data, output, config, valid, work, last if resume else None, force, progress, log)
+        shutil.rmtree(work)
+        return metrics
+
+
+def _resumed_config(work: Path, given: Config) -> Config:
+    """The interrupted run's config; refuse silently different settings."""
+    saved = config_from_dict(yaml.safe_load((work / CONFIG).read_text()))
+    if given != default_config() and given.to_dict() != saved.to_dict():
+        raise UsageError(
+            f"--resume continues with the settings saved in {work / CONFIG}; "
+            "drop --config/--set and other setting flags"
+        )
+    return saved
 
 
 def _train(
@@ -77,6 +119,8 @@ def _train(
     output: Path,
     config: Config,
     valid: Path | None,
+    work: Path,
+    resume_from: Path | None,
     force: bool,
     progress: bool,
     log: Callable[[str], None],
@@ -97,51 +141,66 @@ def _train(
         f"(prepared in {time.perf_counter() - start:.1f}s)"
     )
 
-    with tempfile.TemporaryDirectory(prefix="hanclf-train-") as work, atomic_output(output, force) as tmp_out:
-        checkpoint = ModelCheckpoint(
-            dirpath=work, filename="best", monitor=MONITOR, mode="max", save_weights_only=True
+    checkpoint = ModelCheckpoint(
+        dirpath=work, filename="best", monitor=MONITOR, mode="max", save_last=True,
+        enable_version_counter=False,
+    )
+    callbacks: list[pl.Callback] = [
+        checkpoint,
+        EarlyStopping(monitor=MONITOR, mode="max", patience=t.patience),
+        EpochLog(log),
+    ]
+    if progress:
+        callbacks.append(RichProgressBar(console_kwargs={"stderr": True}))
+    try:
+        trainer = pl.Trainer(
+            accelerator=t.accelerator,
+            devices=t.devices,
+            precision=t.precision,
+            max_epochs=t.max_epochs,
+            gradient_clip_val=t.grad_clip or None,
+            callbacks=callbacks,
+            logger=CSVLogger(work, name="", version=""),
+            enable_progress_bar=progress,
+            enable_model_summary=False,
+            log_every_n_steps=max(1, min(50, len(datamodule.train_set) // t.batch_size)),
         )
-        callbacks: list[pl.Callback] = [
-            checkpoint,
-            EarlyStopping(monitor=MONITOR, mode="max", patience=t.patience),
-            EpochLog(log),
-        ]
-        if progress:
-            callbacks.append(RichProgressBar(console_kwargs={"stderr": True}))
-        try:
-            trainer = pl.Trainer(
-                accelerator=t.accelerator,
-                devices=t.devices,
-                precision=t.precision,
-                max_epochs=t.max_epochs,
-                gradient_clip_val=t.grad_clip or None,
-                callbacks=callbacks,
-                logger=CSVLogger(work, name="", version=""),
-                enable_progress_bar=progress,
-                enable_model_summary=False,
-                log_every_n_steps=max(1, min(50, len(datamodule.train_set) // t.batch_size)),
-            )
-        except (ValueError, MisconfigurationException) as e:
-            raise UsageError(f"Trainer settings (accelerator, devices, precision): {e}") from None
-        trainer.fit(module, datamodule=datamodule)
-        epochs_run = trainer.current_epoch
-        history = (Path(work) / "metrics.csv").read_text()
-        state, best_epoch = load_checkpoint(Path(checkpoint.best_model_path))
-        module.model.load_state_dict(state)
-        # Validate the kept weights once more: the saved metrics are those of the saved model.
-        trainer.validate(module, datamodule=datamodule, verbose=False)
-        metrics = {
-            "valid": module.valid_report,
-            "best_epoch": best_epoch,
-            "epochs_run": epochs_run,
-            "train_documents": len(datamodule.train_set),
-            "valid_documents": len(datamodule.valid_set),
-            "vocab_size": len(vocab),
-            "train_seconds": round(time.perf_counter() - start, 1),
-            "device": str(module.device),
-            "hanclf_version": __version__,
-            "pytorch_lightning_version": pl.__version__,
-        }
+    except (ValueError, MisconfigurationException) as e:
+        raise UsageError(f"Trainer settings (accelerator, devices, precision): {e}") from None
+    work.mkdir(exist_ok=True)
+    (work / CONFIG).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    history_path = work / "metrics.csv"
+    # Lightning's CSV logger starts its file afresh on resume: keep the epochs already done.
+    earlier = pd.read_csv(history_path) if resume_from and history_path.is_file() else None
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    except BaseException as e:
+        if not (work / "last.ckpt").is_file():  # nothing a --resume could continue from
+            shutil.rmtree(work, ignore_errors=True)
+        if isinstance(e, SystemExit):  # how Lightning ends fit() on Ctrl-C
+            raise KeyboardInterrupt from None
+        raise
+    epochs_run = trainer.current_epoch
+    history = pd.read_csv(history_path)
+    if earlier is not None:
+        history = pd.concat([earlier[earlier["epoch"] < history["epoch"].min()], history])
+    state, best_epoch = load_checkpoint(Path(checkpoint.best_model_path))
+    module.model.load_state_dict(state)
+    # Validate the kept weights once more: the saved metrics are those of the saved model.
+    trainer.validate(module, datamodule=datamodule, verbose=False)
+    metrics = {
+        "valid": module.valid_report,
+        "best_epoch": best_epoch,
+        "epochs_run": epochs_run,
+        "train_documents": len(datamodule.train_set),
+        "valid_documents": len(datamodule.valid_set),
+        "vocab_size": len(vocab),
+        "train_seconds": round(time.perf_counter() - start, 1),
+        "device": str(module.device),
+        "hanclf_version": __version__,
+        "pytorch_lightning_version": pl.__version__,
+    }
+    with atomic_output(output, force) as tmp_out:
         save(tmp_out, Artifact(module.model.cpu(), config, vocab, labels, metrics))
-        (tmp_out / HISTORY).write_text(history)
+        history.to_csv(tmp_out / HISTORY, index=False)
     return metrics

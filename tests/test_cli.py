@@ -165,10 +165,15 @@ def test_train_cli_with_valid_file_overrides_and_saved_config(data_dir, tmp_path
     frame.rename(columns={"text": "body", "label": "y"}).iloc[200:].to_csv(valid_path, sep="\t", index=False)
     out = tmp_path / "model"
     invoke("train", train_path, "--valid", valid_path, "-o", out, "--text-column", "body",
-           "--label-column", "y", "--max-epochs", "1", "--seed", "3", "--quiet",
+           "--label-column", "y", "--id-column", "id", "--max-epochs", "1", "--seed", "3", "--quiet",
            "--set", "model.word_hidden=6", "--set", "model.embed_dim=12")
     artifact = load(out)
     assert artifact.config.model["word_hidden"] == 6 and artifact.config.data.text_column == "body"
     assert artifact.config.train.seed == 3 and artifact.config.train.max_epochs == 1
     assert artifact.model.word_encoder.gru.hidden_size == 6
     assert artifact.metrics["train_documents"] == 200 and artifact.metrics["valid_documents"] == 40
+    # the id column given at training is copied by predict without being named again
+    invoke("predict", out, valid_path, "-o", tmp_path / "p.parquet")
+    pred = pd.read_parquet(tmp_path / "p.parquet")
+    assert pred.columns[0] == "id" and "row_id" not in pred.columns
+    assert pred["id"].tolist() == frame["id"].iloc[200:].tolist()

@@ -1,0 +1,82 @@
+"""Training survives a crash: `kill -9` mid-epoch, then `--resume` finishes the run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from tests.conftest import SAMPLE_DATA
+
+pytestmark = pytest.mark.slow
+
+SMALL = ["--set", "model.embed_dim=32", "--set", "model.word_hidden=16", "--set", "model.sent_hidden=16",
+         "--set", "model.word_att_dim=16", "--set", "model.sent_att_dim=16", "--set", "train.lr=0.02",
+         "--set", "train.patience=10", "--max-epochs", "6", "--accelerator", "cpu", "--quiet"]
+
+
+def hanclf(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "hanclf", *args], stderr=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_kill_9_then_resume_matches_an_uninterrupted_run(tmp_path):
+    out = tmp_path / "model"
+    work = tmp_path / ".model.training"
+    run = hanclf("train", str(SAMPLE_DATA / "train.csv"), "-o", str(out), *SMALL)
+    for line in run.stderr:
+        if line.startswith("epoch 2/6"):
+            os.kill(run.pid, signal.SIGKILL)  # mid-epoch 3
+            break
+    run.wait()
+    assert run.returncode == -signal.SIGKILL
+    assert not out.exists() and (work / "last.ckpt").is_file()
+
+    again = hanclf("train", str(SAMPLE_DATA / "train.csv"), "-o", str(out), *SMALL)
+    _, err = again.communicate()
+    assert again.returncode == 2 and "--resume" in err and not out.exists()
+
+    resumed = hanclf("train", str(SAMPLE_DATA / "train.csv"), "-o", str(out), "--resume", "--quiet")
+    _, err = resumed.communicate()
+    assert resumed.returncode == 0, err
+    assert "resuming from" in err and "epoch 3/6" in err and "epoch 1/6" not in err
+    assert not work.exists()
+
+    straight = tmp_path / "straight"
+    full = hanclf("train", str(SAMPLE_DATA / "train.csv"), "-o", str(straight), *SMALL)
+    _, err = full.communicate()
+    assert full.returncode == 0, err
+
+    after_resume = json.loads((out / "metrics.json").read_text())
+    uninterrupted = json.loads((straight / "metrics.json").read_text())
+    assert after_resume["epochs_run"] == uninterrupted["epochs_run"] == 6
+    # dropout masks after the restart differ, so "the same" means within a few documents
+    assert abs(after_resume["valid"]["accuracy"] - uninterrupted["valid"]["accuracy"]) <= 0.05
+    history = pd.read_csv(out / "history.csv")
+    assert sorted(history.dropna(subset=["val_acc"])["epoch"].unique()) == list(range(6))
+
+
+def test_resume_without_an_interrupted_run_is_a_usage_error(tmp_path):
+    run = hanclf("train", str(SAMPLE_DATA / "train.csv"), "-o", str(tmp_path / "m"), "--resume")
+    _, err = run.communicate()
+    assert run.returncode == 2
+    assert err.strip().splitlines() == [f"error: {tmp_path / 'm'}: no interrupted run to resume "
+                                        f"(no {tmp_path / '.m.training' / 'last.ckpt'})"]
+
+
+def test_a_diverging_run_stops_with_a_clear_message(tmp_path):
+    out = tmp_path / "m"
+    run = hanclf("train", str(SAMPLE_DATA / "train.csv"), "-o", str(out), "--set", "train.lr=1e35",
+                 "--set", "train.warmup_fraction=0", "--max-epochs", "2", "--quiet")
+    _, err = run.communicate()
+    assert run.returncode == 1
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: training loss became nan at epoch 1, step ")
+    assert "lower the learning rate (e.g. --set train.lr=1e+34)" in last
+    assert "Traceback" not in err and not out.exists()
+    assert not (tmp_path / ".m.training").exists()  # no epoch finished: nothing to resume
