@@ -106,8 +106,13 @@ class Predictor:
 
     def predict_proba(self, texts: Sequence[str | None]) -> np.ndarray:
         """Class probabilities (len(texts), len(labels)), columns in `self.labels.names` order."""
+        return self.predict_tokenized(self._tokenize(texts))
+
+    def predict_tokenized(self, tokenized: Sequence[list[list[str]]]) -> np.ndarray:
+        """As predict_proba, for documents already split into sentences of tokens (e.g. with
+        some sentences removed, to measure what they contributed)."""
         vocab, config = self.artifact.vocab, self.artifact.config.data
-        docs = [encode(d, vocab, config) for d in self._tokenize(texts)]
+        docs = [encode(d, vocab, config) for d in tokenized]
         probs = np.zeros((len(docs), len(self.labels)), dtype=np.float32)
         for index, batch_probs, _, _ in self._forward(docs):
             probs[index] = batch_probs.numpy()
