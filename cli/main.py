@@ -40,6 +40,7 @@ TextColumn = Annotated[
 Force = Annotated[bool, typer.Option("--force", "-F", help="Overwrite an existing output.")]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 BatchSize = Annotated[int, typer.Option(min=1, help="Documents per forward pass.")]
+TOP_SENTENCE_DOCS = 50  # --top-sentences is for reading in a terminal
 
 
 def _run(action: Callable[[], T]) -> T:
@@ -164,7 +165,10 @@ def predict(
 def explain(
     model: ModelDir,
     input: Annotated[Path, typer.Argument(help="Texts to explain: .parquet, .csv, .tsv or .jsonl.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="CSV file to write, one row per token.")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="CSV file to write (see --level).")] = None,
+    level: Annotated[str, typer.Option(help="CSV rows: token (one per token) or sentence (one per sentence, ranked).")] = "token",
+    html: Annotated[Optional[Path], typer.Option(help="Also write a self-contained HTML report (use with --limit).")] = None,
+    top_sentences: Annotated[int, typer.Option(min=0, help="Print each document's K most attended sentences (first 50 documents).")] = 0,
     limit: Annotated[Optional[int], typer.Option(help="Explain only the first N rows.")] = None,
     id_column: Annotated[Optional[str], typer.Option(help="Column used as doc_id [default: the model's id column if the input has it, else the row number].")] = None,
     label_column: Annotated[Optional[str], typer.Option(help="Column with true labels [default: the model's, if present].")] = None,
@@ -173,15 +177,37 @@ def explain(
     device: Device = "auto",
     force: Force = False,
 ) -> None:
-    """Word and sentence attention per token as CSV (doc_id, sent_idx, tok_idx, token, word_att, sent_att, weight, ...)."""
-    from hanclf.explain import explain_file
+    """Word and sentence attention: CSV (--output), HTML report (--html), terminal table (--top-sentences)."""
+    from hanclf.explain import Explained, explain_file
+
+    if output is None and html is None and not top_sentences:
+        typer.echo("error: nothing to write: give --output, --html or --top-sentences", err=True)
+        raise typer.Exit(2)
+    table = Table("doc_id", "rank", "sent_att", "sentence", "predicted", "true", title="most attended sentences")
+    documents_shown = 0
+
+    def add_top_sentences(doc: Explained) -> None:
+        nonlocal documents_shown
+        if documents_shown >= TOP_SENTENCE_DOCS:
+            return
+        documents_shown += 1
+        ranks = doc.sentence_ranks()
+        for s in sorted(range(len(ranks)), key=ranks.__getitem__)[:top_sentences]:
+            table.add_row(str(doc.doc_id), str(ranks[s]), f"{doc.attention.sent_att[s]:.3f}",
+                          " ".join(doc.attention.sentences[s]), f"{doc.pred_label} ({doc.pred_prob:.2f})",
+                          doc.true_label or "", end_section=ranks[s] == min(top_sentences, len(ranks)))
 
     result = _run(lambda: explain_file(
-        model, input, output, text_column=text_column, id_column=id_column,
+        model, input, output, level=level, html=html, text_column=text_column, id_column=id_column,
         label_column=label_column, limit=limit, batch_size=batch_size, device=device, force=force,
+        on_document=add_top_sentences if top_sentences else None,
     ))
-    stderr.print(f"wrote {output}: {result['tokens']} tokens of {result['documents']} documents",
-                 highlight=False, markup=False)
+    if top_sentences:
+        stdout.print(table)
+    written = [str(p) for p in (output, html) if p is not None]
+    if written:
+        stderr.print(f"wrote {' and '.join(written)}: {result['documents']} documents",
+                     highlight=False, markup=False)
 
 
 @app.command()

@@ -1,4 +1,6 @@
-"""`explain`: word and sentence attention as a long CSV, one row per token the model saw.
+"""`explain`: where the model looked. Word and sentence attention as a long CSV (one row per
+token, or per sentence with `level="sentence"`) and as an HTML report, streamed so any input
+size works (the HTML report is meant for tens to a few thousand documents).
 
 weight = sqrt(sent_att) * word_att is the paper's display weight (Yang et al. 2016, §3.6): a
 word in a lightly attended sentence still shows when the sentence attention is spread out.
@@ -7,26 +9,127 @@ Tokens cut by max_sentences / max_words are not listed: the model never saw them
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from hanclf.errors import UsageError
-from hanclf.io import atomic_output, check_input, column_names, iter_batches, require_columns, text_values
-from hanclf.predict import Predictor
+from hanclf.io import (
+    atomic_output,
+    check_input,
+    check_output,
+    column_names,
+    iter_batches,
+    require_columns,
+    text_values,
+)
+from hanclf.predict import DocAttention, Predictor
+from hanclf.report import HtmlReport
 from hanclf.vocab import normalize_label
 
-COLUMNS = [
+TOKEN_COLUMNS = [
     "doc_id", "sent_idx", "tok_idx", "token", "word_att", "sent_att", "weight",
     "pred_label", "pred_prob", "true_label",
 ]
+SENTENCE_COLUMNS = [
+    "doc_id", "sent_idx", "sentence", "sent_att", "rank", "pred_label", "pred_prob", "true_label",
+]
+LEVELS = ("token", "sentence")
 BATCH_ROWS = 1_024
+
+
+@dataclass
+class Explained:
+    """One document as explain reports it."""
+
+    doc_id: Any
+    attention: DocAttention
+    pred_label: str
+    pred_prob: float
+    true_label: str | None
+
+    def sentence_ranks(self) -> list[int]:
+        """Rank of each sentence by attention, 1 = most attended."""
+        order = np.argsort(-self.attention.sent_att, kind="stable")
+        ranks = np.empty(len(order), dtype=int)
+        ranks[order] = np.arange(1, len(order) + 1)
+        return ranks.tolist()
+
+
+def token_rows(doc: Explained) -> Iterator[list[Any]]:
+    att = doc.attention
+    for s, (sentence, sent_att) in enumerate(zip(att.sentences, att.sent_att)):
+        root = math.sqrt(float(sent_att))
+        for w, (token, word_att) in enumerate(zip(sentence, att.word_att[s])):
+            yield [
+                doc.doc_id, s, w, token, f"{word_att:.6f}", f"{sent_att:.6f}",
+                f"{root * float(word_att):.6f}", doc.pred_label, f"{doc.pred_prob:.6f}",
+                doc.true_label or "",
+            ]
+
+
+def sentence_rows(doc: Explained) -> Iterator[list[Any]]:
+    att = doc.attention
+    for s, (sentence, rank) in enumerate(zip(att.sentences, doc.sentence_ranks())):
+        yield [
+            doc.doc_id, s, " ".join(sentence), f"{att.sent_att[s]:.6f}", rank,
+            doc.pred_label, f"{doc.pred_prob:.6f}", doc.true_label or "",
+        ]
+
+
+def iter_explained(
+    predictor: Predictor,
+    input_path: Path,
+    text_column: str | None = None,
+    id_column: str | None = None,
+    label_column: str | None = None,
+    limit: int | None = None,
+) -> Iterator[Explained]:
+    """Stream the first `limit` rows (all if None) of `input_path` with their attention.
+
+    true_label is filled when the input has the model's label column (or `label_column`).
+    """
+    check_input(input_path)
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit {limit}: must be at least 1")
+    text_column, id_column = predictor.input_columns(input_path, text_column, id_column)
+    require_columns(input_path, {
+        "--text-column": text_column, "--id-column": id_column, "--label-column": label_column,
+    })
+    model_label = predictor.artifact.config.data.label_column
+    if label_column is None and model_label in column_names(input_path):
+        label_column = model_label
+    columns = [c for c in (text_column, id_column, label_column) if c]
+    names = predictor.labels.names
+    docs = 0
+    for batch in iter_batches(input_path, columns, BATCH_ROWS):
+        if limit is not None:
+            batch = batch.slice(0, limit - docs)
+        texts = text_values(input_path, text_column, batch.column(text_column))
+        ids = batch.column(id_column).to_pylist() if id_column else range(docs, docs + len(texts))
+        truth = batch.column(label_column).to_pylist() if label_column else [None] * len(texts)
+        for doc_id, true, att in zip(ids, truth, predictor.attend(texts)):
+            best = int(att.probs.argmax())
+            yield Explained(doc_id, att, names[best], float(att.probs[best]), normalize_label(true))
+        docs += len(texts)
+        if limit is not None and docs >= limit:
+            break
+    if docs == 0:
+        raise UsageError(f"{input_path}: has a header but no rows")
 
 
 def explain_file(
     model_dir: Path,
     input_path: Path,
-    output: Path,
+    output: Path | None = None,
+    level: str = "token",
+    html: Path | None = None,
     text_column: str | None = None,
     id_column: str | None = None,
     label_column: str | None = None,
@@ -34,47 +137,36 @@ def explain_file(
     batch_size: int = 256,
     device: str = "auto",
     force: bool = False,
+    on_document: Callable[[Explained], None] | None = None,
 ) -> dict[str, int]:
-    """Write the attention CSV for the first `limit` rows (all rows if None); returns counts.
-
-    true_label is filled when the input has the model's label column (or `label_column`).
-    """
-    check_input(input_path)
-    if limit is not None and limit < 1:
-        raise UsageError(f"--limit {limit}: must be at least 1")
+    """Write attention as CSV (`level` token: one row per token; sentence: one per sentence)
+    and/or an HTML report; call `on_document` for each document. Returns counts."""
+    if level not in LEVELS:
+        raise UsageError(f"--level {level}: use one of {', '.join(LEVELS)}")
+    for path in (output, html):
+        if path is not None:
+            check_output(path, force)
     predictor = Predictor(model_dir, device, batch_size)
-    text_column, id_column = predictor.input_columns(input_path, text_column, id_column)
-    require_columns(input_path, {"--text-column": text_column, "--id-column": id_column, "--label-column": label_column})
-    if label_column is None and predictor.artifact.config.data.label_column in column_names(input_path):
-        label_column = predictor.artifact.config.data.label_column
-    columns = [c for c in (text_column, id_column, label_column) if c]
-    names = predictor.labels.names
-
-    docs = tokens = 0
-    with atomic_output(output, force) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(COLUMNS)
-        for batch in iter_batches(input_path, columns, BATCH_ROWS):
-            if limit is not None:
-                batch = batch.slice(0, limit - docs)
-            texts = text_values(input_path, text_column, batch.column(text_column))
-            ids = batch.column(id_column).to_pylist() if id_column else range(docs, docs + len(texts))
-            truth = batch.column(label_column).to_pylist() if label_column else [None] * len(texts)
-            for doc_id, true, att in zip(ids, truth, predictor.attend(texts)):
-                best = int(att.probs.argmax())
-                label, prob = names[best], f"{att.probs[best]:.6f}"
-                true = normalize_label(true) or ""
-                for s, (sentence, sent_att) in enumerate(zip(att.sentences, att.sent_att)):
-                    root = math.sqrt(float(sent_att))
-                    for w, (token, word_att) in enumerate(zip(sentence, att.word_att[s])):
-                        writer.writerow([
-                            doc_id, s, w, token, f"{word_att:.6f}", f"{sent_att:.6f}",
-                            f"{root * float(word_att):.6f}", label, prob, true,
-                        ])
-                        tokens += 1
-            docs += len(texts)
-            if limit is not None and docs >= limit:
-                break
-    if docs == 0:
-        raise UsageError(f"{input_path}: has a header but no rows")
-    return {"documents": docs, "tokens": tokens}
+    rows, columns = (token_rows, TOKEN_COLUMNS) if level == "token" else (sentence_rows, SENTENCE_COLUMNS)
+    report = HtmlReport(predictor.labels.names, title=f"{input_path.name}: {model_dir}") if html else None
+    counts = {"documents": 0, "rows": 0}
+    with contextlib.ExitStack() as stack:
+        writer = None
+        if output is not None:
+            tmp = stack.enter_context(atomic_output(output, force))
+            writer = csv.writer(stack.enter_context(tmp.open("w", newline="", encoding="utf-8")))
+            writer.writerow(columns)
+        for doc in iter_explained(predictor, input_path, text_column, id_column, label_column, limit):
+            if writer is not None:
+                lines = list(rows(doc))
+                writer.writerows(lines)
+                counts["rows"] += len(lines)
+            if report is not None:
+                report.add(str(doc.doc_id), doc.attention, doc.true_label)
+            if on_document is not None:
+                on_document(doc)
+            counts["documents"] += 1
+        if report is not None and html is not None:
+            with atomic_output(html, force) as tmp_html:
+                report.write(tmp_html)
+    return counts

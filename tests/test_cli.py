@@ -177,3 +177,36 @@ def test_train_cli_with_valid_file_overrides_and_saved_config(data_dir, tmp_path
     pred = pd.read_parquet(tmp_path / "p.parquet")
     assert pred.columns[0] == "id" and "row_id" not in pred.columns
     assert pred["id"].tolist() == frame["id"].iloc[200:].tolist()
+
+
+def test_explain_sentence_level_ranks_sentences_by_attention(model_dir, data_dir, tmp_path):
+    out = tmp_path / "sentences.csv"
+    invoke("explain", model_dir, data_dir / "test.parquet", "-o", out, "--level", "sentence",
+           "--id-column", "id", "--limit", "4")
+    frame = pd.read_csv(out)
+    assert list(frame.columns) == ["doc_id", "sent_idx", "sentence", "sent_att", "rank",
+                                   "pred_label", "pred_prob", "true_label"]
+    source = pd.read_parquet(data_dir / "test.parquet").head(4)
+    assert frame["doc_id"].unique().tolist() == source["id"].tolist()
+    for _, doc in frame.groupby("doc_id"):
+        assert doc["sent_att"].sum() == pytest.approx(1, abs=1e-4)
+        by_rank = doc.sort_values("rank")
+        assert by_rank["rank"].tolist() == list(range(1, len(doc) + 1))
+        assert by_rank["sent_att"].is_monotonic_decreasing
+    first = frame[frame["doc_id"] == source["id"].iloc[0]]
+    assert "".join(first["sentence"]).replace(" ", "") == source["text"].iloc[0].replace(" ", "")
+
+
+def test_explain_top_sentences_prints_the_most_attended_sentence(model_dir, data_dir):
+    printed = invoke("explain", model_dir, data_dir / "test.parquet", "--top-sentences", "1",
+                     "--id-column", "id", "--limit", "3")
+    predictor = Predictor(model_dir, device="cpu")
+    texts = pd.read_parquet(data_dir / "test.parquet")["text"].head(3).tolist()
+    for att in predictor.attend(texts):
+        top = " ".join(att.sentences[int(att.sent_att.argmax())])
+        assert top[:20] in printed
+
+
+def test_explain_needs_some_output(model_dir, data_dir):
+    result = runner.invoke(app, ["explain", str(model_dir), str(data_dir / "test.parquet")])
+    assert result.exit_code == 2 and "give --output, --html or --top-sentences" in result.output
