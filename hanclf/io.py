@@ -7,13 +7,13 @@ stays bounded whatever the input size.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
@@ -78,8 +78,7 @@ def column_names(path: Path) -> list[str]:
             return pq.ParquetFile(path).schema_arrow.names
         if fmt in ("csv", "tsv"):
             return _csv_reader(path, fmt).schema.names
-        first = pd.read_json(path, lines=True, nrows=1)
-        return list(first.columns)
+        return list(next(_jsonl_records(path), {}))
     except (pa.ArrowException, ValueError, OSError, UnicodeDecodeError) as e:
         raise _unreadable(path, fmt, e) from None
 
@@ -107,22 +106,67 @@ def iter_batches(path: Path, columns: list[str], batch_rows: int) -> Iterator[pa
                 for start in range(0, block.num_rows, batch_rows):
                     yield block.slice(start, batch_rows).select(columns)
         else:
-            with pd.read_json(path, lines=True, chunksize=batch_rows, dtype=False) as chunks:
-                for frame in chunks:
-                    yield pa.RecordBatch.from_pandas(frame[columns], preserve_index=False)
+            records: list[dict] = []
+            for record in _jsonl_records(path):
+                records.append(record)
+                if len(records) == batch_rows:
+                    yield _records_to_batch(records, columns)
+                    records = []
+            if records:
+                yield _records_to_batch(records, columns)
     except (pa.ArrowException, ValueError, OSError, UnicodeDecodeError) as e:
         raise _unreadable(path, fmt, e) from None
 
 
+def _jsonl_records(path: Path) -> Iterator[dict]:
+    """The objects of a JSON Lines file, one per non-blank line; a bad line names its number."""
+    with open(path, encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise HanclfError(
+                    f"{path}: line {number} is not valid JSON ({e.msg}, column {e.colno}); "
+                    "fix or remove that line"
+                ) from None
+            if not isinstance(record, dict):
+                raise HanclfError(
+                    f"{path}: line {number} is a JSON {type(record).__name__}, not an object; "
+                    "each line must be one object such as {\"text\": ..., \"label\": ...}"
+                )
+            yield record
+
+
+def _records_to_batch(records: list[dict], columns: list[str]) -> pa.RecordBatch:
+    """Columns typed as Arrow infers them: ints with nulls stay int64 (ids keep every digit).
+    A column mixing types (labels 1 and "pos") is read as text, the JSON of each value."""
+    arrays = []
+    for name in columns:
+        values = [record.get(name) for record in records]
+        try:
+            arrays.append(pa.array(values))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            arrays.append(pa.array(
+                [v if v is None or isinstance(v, str) else json.dumps(v) for v in values],
+                pa.string(),
+            ))
+    return pa.RecordBatch.from_arrays(arrays, names=columns)
+
+
 def read_table(path: Path, columns: list[str]) -> pa.Table:
     """The whole table (training data); an empty table is an error."""
-    batches = list(iter_batches(path, columns, batch_rows=1 << 16))
-    if not batches or sum(b.num_rows for b in batches) == 0:
+    tables = [pa.Table.from_batches([b]) for b in iter_batches(path, columns, batch_rows=1 << 16)]
+    if sum(t.num_rows for t in tables) == 0:
         raise UsageError(f"{path}: has a header but no rows")
-    # JSON Lines chunks infer their own types (an int column with a null becomes float).
-    return pa.concat_tables(
-        [pa.Table.from_batches([b]) for b in batches], promote_options="permissive"
-    )
+    try:
+        # JSON Lines chunks infer their own types: an all-null chunk is null, ints widen to float.
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        # A column that is numbers in one chunk and text in another is compared as text.
+        text = pa.schema([pa.field(name, pa.string()) for name in columns])
+        return pa.concat_tables([table.cast(text) for table in tables])
 
 
 def text_values(path: Path, column: str, array: pa.Array) -> list[str | None]:
