@@ -169,7 +169,9 @@ def explain(
     level: Annotated[str, typer.Option(help="CSV rows: token (one per token) or sentence (one per sentence, ranked).")] = "token",
     html: Annotated[Optional[Path], typer.Option(help="Also write a self-contained HTML report (use with --limit).")] = None,
     top_sentences: Annotated[int, typer.Option(min=0, help="Print each document's K most attended sentences (first 50 documents).")] = 0,
+    faithfulness: Annotated[Optional[Path], typer.Option(help="Also measure whether the most attended sentences are the ones the prediction needs (ERASER comprehensiveness and sufficiency against random sentences) and write the figures as JSON.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Explain only the first N rows.")] = None,
+    split: Annotated[Optional[str], typer.Option(help="Only rows whose 'split' column has this value, e.g. test.")] = None,
     id_column: Annotated[Optional[str], typer.Option(help="Column used as doc_id [default: the model's id column if the input has it, else the row number].")] = None,
     label_column: Annotated[Optional[str], typer.Option(help="Column with true labels [default: the model's, if present].")] = None,
     text_column: TextColumn = None,
@@ -177,12 +179,15 @@ def explain(
     device: Device = "auto",
     force: Force = False,
 ) -> None:
-    """Word and sentence attention: CSV (--output), HTML report (--html), terminal table (--top-sentences)."""
+    """Word and sentence attention: CSV (--output), HTML report (--html), terminal table
+    (--top-sentences), and how faithful it is (--faithfulness)."""
     from hanclf.explain import Explained, explain_file
+    from hanclf.faithfulness import faithfulness_file, format_table
 
-    if output is None and html is None and not top_sentences:
-        typer.echo("error: nothing to write: give --output, --html or --top-sentences", err=True)
+    if output is None and html is None and not top_sentences and faithfulness is None:
+        typer.echo("error: nothing to write: give --output, --html, --top-sentences or --faithfulness", err=True)
         raise typer.Exit(2)
+    split = split.lower() if split else None
     table = Table("doc_id", "rank", "sent_att", "sentence", "predicted", "true", title="most attended sentences")
     documents_shown = 0
 
@@ -197,17 +202,26 @@ def explain(
                           " ".join(doc.attention.sentences[s]), f"{doc.pred_label} ({doc.pred_prob:.2f})",
                           doc.true_label or "", end_section=ranks[s] == min(top_sentences, len(ranks)))
 
-    result = _run(lambda: explain_file(
-        model, input, output, level=level, html=html, text_column=text_column, id_column=id_column,
-        label_column=label_column, limit=limit, batch_size=batch_size, device=device, force=force,
-        on_document=add_top_sentences if top_sentences else None,
-    ))
-    if top_sentences:
-        stdout.print(table)
-    written = [str(p) for p in (output, html) if p is not None]
-    if written:
-        stderr.print(f"wrote {' and '.join(written)}: {result['documents']} documents",
-                     highlight=False, markup=False)
+    if output is not None or html is not None or top_sentences:
+        result = _run(lambda: explain_file(
+            model, input, output, level=level, html=html, text_column=text_column,
+            id_column=id_column, label_column=label_column, split=split, limit=limit,
+            batch_size=batch_size, device=device, force=force,
+            on_document=add_top_sentences if top_sentences else None,
+        ))
+        if top_sentences:
+            stdout.print(table)
+        written = [str(p) for p in (output, html) if p is not None]
+        if written:
+            stderr.print(f"wrote {' and '.join(written)}: {result['documents']} documents",
+                         highlight=False, markup=False)
+    if faithfulness is not None:
+        figures = _run(lambda: faithfulness_file(
+            model, input, faithfulness, text_column=text_column, split=split, limit=limit,
+            batch_size=batch_size, device=device, force=force,
+        ))
+        stdout.print(format_table(figures))
+        stderr.print(f"wrote {faithfulness}", highlight=False, markup=False)
 
 
 @app.command()

@@ -116,6 +116,16 @@ class BucketBatchSampler(Sampler[list[int]]):
         return iter(batches)
 
 
+def require_split_column(path: Path, split: str | None) -> None:
+    if split is not None and SPLIT_COLUMN not in column_names(path):
+        raise UsageError(f"{path}: --split {split} given but the file has no '{SPLIT_COLUMN}' column")
+
+
+def rows_in_split(values: list, split: str) -> list[int]:
+    """Positions whose split value is `split` (case and surrounding spaces ignored)."""
+    return [i for i, v in enumerate(values) if str(v).strip().lower() == split]
+
+
 class LabelledSet(NamedTuple):
     texts: list[str]
     labels: list[str]
@@ -137,8 +147,7 @@ def read_labelled(path: Path, config: DataConfig, split: str | None = None) -> L
     rows = range(len(texts))
     where = str(path)
     if has_split:
-        splits = [str(s).strip().lower() for s in table.column(SPLIT_COLUMN).to_pylist()]
-        rows = [i for i in rows if splits[i] == split]
+        rows = rows_in_split(table.column(SPLIT_COLUMN).to_pylist(), split)
         where = f"{path} (split={split})"
     for i in rows:
         if labels[i] is None:

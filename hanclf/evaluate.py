@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from hanclf.data import SPLIT_COLUMN
+from hanclf.data import SPLIT_COLUMN, require_split_column, rows_in_split
 from hanclf.errors import UsageError
-from hanclf.io import check_input, column_names, iter_batches, require_columns, text_values
+from hanclf.io import check_input, iter_batches, require_columns, text_values
 from hanclf.metrics import confusion_matrix, report
 from hanclf.predict import Predictor
 from hanclf.vocab import normalize_label
@@ -34,8 +34,7 @@ def evaluate_file(
     text_column = text_column or config.text_column
     label_column = label_column or config.label_column
     require_columns(data, {"--text-column": text_column, "--label-column": label_column})
-    if split is not None and SPLIT_COLUMN not in column_names(data):
-        raise UsageError(f"{data}: --split {split} given but the file has no '{SPLIT_COLUMN}' column")
+    require_split_column(data, split)
     columns = [text_column, label_column] + ([SPLIT_COLUMN] if split else [])
 
     n = len(predictor.labels)
@@ -44,10 +43,7 @@ def evaluate_file(
     for batch in iter_batches(data, columns, BATCH_ROWS):
         texts = text_values(data, text_column, batch.column(text_column))
         labels = [normalize_label(v) for v in batch.column(label_column).to_pylist()]
-        keep = range(len(texts))
-        if split:
-            splits = batch.column(SPLIT_COLUMN).to_pylist()
-            keep = [i for i in keep if str(splits[i]).strip().lower() == split]
+        keep = rows_in_split(batch.column(SPLIT_COLUMN).to_pylist(), split) if split else range(len(texts))
         for i in keep:
             if labels[i] is None:
                 raise UsageError(

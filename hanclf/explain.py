@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from hanclf.data import SPLIT_COLUMN, require_split_column, rows_in_split
 from hanclf.errors import UsageError
 from hanclf.io import (
     atomic_output,
@@ -83,17 +84,19 @@ def sentence_rows(doc: Explained) -> Iterator[list[Any]]:
         ]
 
 
-def iter_explained(
+def iter_rows(
     predictor: Predictor,
     input_path: Path,
     text_column: str | None = None,
     id_column: str | None = None,
     label_column: str | None = None,
+    split: str | None = None,
     limit: int | None = None,
-) -> Iterator[Explained]:
-    """Stream the first `limit` rows (all if None) of `input_path` with their attention.
+) -> Iterator[tuple[list[str | None], list[Any], list[str | None]]]:
+    """Stream (texts, doc ids, true labels) of the first `limit` rows (all if None) of
+    `input_path`, only those of `split` if given.
 
-    true_label is filled when the input has the model's label column (or `label_column`).
+    True labels are filled when the input has the model's label column (or `label_column`).
     """
     check_input(input_path)
     if limit is not None and limit < 1:
@@ -102,26 +105,37 @@ def iter_explained(
     require_columns(input_path, {
         "--text-column": text_column, "--id-column": id_column, "--label-column": label_column,
     })
+    require_split_column(input_path, split)
     model_label = predictor.artifact.config.data.label_column
     if label_column is None and model_label in column_names(input_path):
         label_column = model_label
     columns = [c for c in (text_column, id_column, label_column) if c]
-    names = predictor.labels.names
-    docs = 0
+    columns += [SPLIT_COLUMN] if split else []
+    row = docs = 0  # rows read, rows yielded
     for batch in iter_batches(input_path, columns, BATCH_ROWS):
-        if limit is not None:
-            batch = batch.slice(0, limit - docs)
+        keep = rows_in_split(batch.column(SPLIT_COLUMN).to_pylist(), split) if split else range(batch.num_rows)
+        keep = list(keep)[: None if limit is None else limit - docs]
         texts = text_values(input_path, text_column, batch.column(text_column))
-        ids = batch.column(id_column).to_pylist() if id_column else range(docs, docs + len(texts))
+        ids = batch.column(id_column).to_pylist() if id_column else range(row, row + len(texts))
         truth = batch.column(label_column).to_pylist() if label_column else [None] * len(texts)
-        for doc_id, true, att in zip(ids, truth, predictor.attend(texts)):
-            best = int(att.probs.argmax())
-            yield Explained(doc_id, att, names[best], float(att.probs[best]), normalize_label(true))
-        docs += len(texts)
+        row += batch.num_rows
+        if keep:
+            yield [texts[i] for i in keep], [ids[i] for i in keep], [normalize_label(truth[i]) for i in keep]
+        docs += len(keep)
         if limit is not None and docs >= limit:
             break
     if docs == 0:
-        raise UsageError(f"{input_path}: has a header but no rows")
+        where = f"rows with {SPLIT_COLUMN}={split}" if split else "rows"
+        raise UsageError(f"{input_path}: has no {where}")
+
+
+def iter_explained(predictor: Predictor, input_path: Path, **rows: Any) -> Iterator[Explained]:
+    """Each document of `iter_rows(predictor, input_path, **rows)` with its attention."""
+    names = predictor.labels.names
+    for texts, ids, truth in iter_rows(predictor, input_path, **rows):
+        for doc_id, true, att in zip(ids, truth, predictor.attend(texts)):
+            best = int(att.probs.argmax())
+            yield Explained(doc_id, att, names[best], float(att.probs[best]), true)
 
 
 def explain_file(
@@ -133,6 +147,7 @@ def explain_file(
     text_column: str | None = None,
     id_column: str | None = None,
     label_column: str | None = None,
+    split: str | None = None,
     limit: int | None = None,
     batch_size: int = 256,
     device: str = "auto",
@@ -156,7 +171,11 @@ def explain_file(
             tmp = stack.enter_context(atomic_output(output, force))
             writer = csv.writer(stack.enter_context(tmp.open("w", newline="", encoding="utf-8")))
             writer.writerow(columns)
-        for doc in iter_explained(predictor, input_path, text_column, id_column, label_column, limit):
+        docs = iter_explained(
+            predictor, input_path, text_column=text_column, id_column=id_column,
+            label_column=label_column, split=split, limit=limit,
+        )
+        for doc in docs:
             if writer is not None:
                 lines = list(rows(doc))
                 writer.writerows(lines)

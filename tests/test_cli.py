@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from hanclf.artifact import load
 from hanclf.cli.main import app
 from hanclf.predict import Predictor
+from tests.conftest import SAMPLE_DATA
 
 runner = CliRunner()
 
@@ -123,15 +124,13 @@ def test_explain_rows_per_token_with_the_paper_weight(model_dir, data_dir, tmp_p
 @pytest.mark.slow
 def test_planted_sentence_gets_the_most_sentence_attention(sample_model_dir):
     """sample_data plants one deciding sentence per document among label-neutral filler."""
-    from tests.conftest import SAMPLE_DATA
-
     test = pd.read_parquet(SAMPLE_DATA / "test.parquet")
     predictor = Predictor(sample_model_dir, device="cpu")
     attention = predictor.attend(test["text"].tolist())
     top = np.array([int(a.sent_att.argmax()) for a in attention])
     predicted = [predictor.labels.names[int(a.probs.argmax())] for a in attention]
     assert (np.array(predicted) == test["label"].to_numpy()).mean() >= 0.95
-    assert (top == test["planted_sentence"].to_numpy()).mean() >= 0.9
+    assert (top == test["planted_sentence"].to_numpy()).mean() >= 0.95  # 0.97 measured
 
 
 def test_evaluate_prints_and_writes_metrics(model_dir, data_dir, tmp_path):
@@ -209,4 +208,31 @@ def test_explain_top_sentences_prints_the_most_attended_sentence(model_dir, data
 
 def test_explain_needs_some_output(model_dir, data_dir):
     result = runner.invoke(app, ["explain", str(model_dir), str(data_dir / "test.parquet")])
-    assert result.exit_code == 2 and "give --output, --html or --top-sentences" in result.output
+    assert result.exit_code == 2 and "give --output, --html, --top-sentences or --faithfulness" in result.output
+
+
+def test_explain_split_and_limit_select_rows(model_dir, data_dir, tmp_path):
+    frame = pd.read_parquet(data_dir / "test.parquet")
+    frame["split"] = [" Test" if i % 3 == 0 else "train" for i in range(len(frame))]
+    path = tmp_path / "with_split.parquet"
+    frame.to_parquet(path, index=False)
+    out = tmp_path / "sentences.csv"
+    invoke("explain", model_dir, path, "-o", out, "--level", "sentence", "--id-column", "id",
+           "--split", "test", "--limit", "7")
+    assert pd.read_csv(out)["doc_id"].unique().tolist() == frame["id"].iloc[::3].head(7).tolist()
+
+
+def test_explain_faithfulness_on_planted_sentences(sample_model_dir, tmp_path):
+    # One sentence decides each label, and the model attends to it: removing the most attended
+    # sentence must cost far more probability than removing a random one.
+    out = tmp_path / "faithfulness.json"
+    printed = invoke("explain", sample_model_dir, SAMPLE_DATA / "test.parquet", "--faithfulness", out)
+    figures = json.loads(out.read_text())
+    assert figures["documents"] == 100 and figures["used"] == 100
+    at_1 = figures["per_k"][0]
+    assert at_1["k"] == 1
+    assert at_1["comprehensiveness"]["attention"] >= 0.3
+    assert at_1["comprehensiveness"]["ratio"] >= 3
+    assert at_1["sufficiency"]["attention"] < at_1["sufficiency"]["random"]
+    assert figures["flip_rate"]["attention"] > 2 * figures["flip_rate"]["random"]
+    assert f"{at_1['comprehensiveness']['attention']:.4f}" in printed
