@@ -1,0 +1,203 @@
+"""Peak memory and speed of `hanclf predict` as the input grows: is memory flat in the row count?
+
+For each --rows size this writes a Parquet file of review-like texts (~600 characters, several
+sentences drawn from a fixed vocabulary; written in row groups of --chunk-rows with a
+ParquetWriter, so generating 10^6 rows takes little memory) into a temporary directory, runs
+`python -m hanclf predict` on it under `/usr/bin/time -v`, and prints a markdown table of wall
+seconds, rows/s and peak RSS. Without --model it first trains a small model on
+sample_data/train.csv (small dimensions, 3 epochs). Nothing generated is kept.
+
+    python bench/predict_memory.py --rows 10000 100000 1000000 [--model DIR] [--output FILE.md]
+
+Run nothing else heavy meanwhile: the numbers are only meaningful on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parent.parent
+TIME = "/usr/bin/time"
+
+# A fixed review vocabulary: sentences are random words from these lists in a fixed shape.
+SUBJECTS = ["The food", "Our waiter", "The pasta", "The soup", "My steak", "The dessert",
+            "The service", "The room", "The coffee", "Our table", "The staff", "The menu",
+            "The burger", "The salad", "The music", "The bill", "The curry", "The wine list"]
+VERBS = ["was", "seemed", "felt", "looked", "turned out", "remained", "tasted", "came out"]
+ADJECTIVES = ["wonderful", "awful", "superb", "bland", "friendly", "slow", "excellent",
+              "terrible", "delicious", "greasy", "charming", "rude", "perfect", "cold", "fresh",
+              "noisy", "cosy", "overpriced", "generous", "tiny", "crowded", "quiet", "spicy",
+              "salty", "dry", "tender", "stale", "fantastic", "mediocre", "lovely"]
+FILLERS = ["and", "but", "although", "because", "so", "even though", "while"]
+TAILS = ["we waited a long time for a table", "my friend ordered the same thing twice",
+         "the place was busy on a Friday evening", "parking near the station was easy",
+         "they open at nine on weekdays", "the portions were bigger than expected",
+         "we sat by the window facing the river", "the kitchen closes at ten",
+         "the prices went up since last year", "it was my sister's birthday",
+         "the host remembered our names", "there was live music in the back room"]
+ENDS = [".", ".", ".", "!", "?"]
+
+
+def sentence_pool(size: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    pool = []
+    for _ in range(size):
+        words = f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(ADJECTIVES)}"
+        if rng.random() < 0.7:
+            words += f" {rng.choice(FILLERS)} {rng.choice(TAILS)}"
+        pool.append(words + rng.choice(ENDS))
+    return pool
+
+
+def write_input(path: Path, rows: int, chunk_rows: int, seed: int) -> float:
+    """Write `rows` documents of about 600 characters; returns the mean text length."""
+    pool = np.array(sentence_pool(20_000, seed), dtype=object)
+    mean_len = float(np.mean([len(s) for s in pool])) + 1
+    per_doc = max(1, round(600 / mean_len))
+    rng = np.random.default_rng(seed)
+    schema = pa.schema([("id", pa.string()), ("text", pa.string())])
+    total_chars = 0
+    with pq.ParquetWriter(path, schema, compression="snappy") as writer:
+        for start in range(0, rows, chunk_rows):
+            n = min(chunk_rows, rows - start)
+            picks = pool[rng.integers(0, len(pool), size=(n, per_doc))]
+            texts = [" ".join(row) for row in picks]
+            total_chars += sum(map(len, texts))
+            ids = [f"r{i:09d}" for i in range(start, start + n)]
+            writer.write_table(pa.table({"id": ids, "text": texts}, schema=schema))
+    return total_chars / rows
+
+
+def train_model(directory: Path) -> Path:
+    model = directory / "model"
+    command = [
+        sys.executable, "-m", "hanclf", "train", str(ROOT / "sample_data" / "train.csv"),
+        "--output", str(model), "--max-epochs", "3", "--accelerator", "cpu", "--quiet",
+        "--set", "model.embed_dim=64", "--set", "model.word_hidden=32",
+        "--set", "model.sent_hidden=32", "--set", "model.word_att_dim=32",
+        "--set", "model.sent_att_dim=32", "--set", "train.patience=3",
+    ]
+    print("training:", " ".join(command[1:]), file=sys.stderr, flush=True)
+    subprocess.run(command, check=True)
+    return model
+
+
+def parse_time(report: str) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MB) from `/usr/bin/time -v` output."""
+    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", report)
+    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", report)
+    if not (wall and rss):
+        raise RuntimeError(f"cannot parse /usr/bin/time output:\n{report}")
+    seconds = 0.0
+    for part in wall.group(1).split(":"):
+        seconds = seconds * 60 + float(part)
+    return seconds, int(rss.group(1)) / 1024
+
+
+def run_predict(model: Path, source: Path, out: Path, batch_size: int | None) -> dict[str, float]:
+    command = [TIME, "-v", sys.executable, "-m", "hanclf", "predict", str(model), str(source),
+               "--output", str(out), "--id-column", "id", "--force"]
+    if batch_size:
+        command += ["--batch-size", str(batch_size)]
+    proc = subprocess.run(command, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"predict failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    wall, rss = parse_time(proc.stderr)
+    inner = re.search(r"wrote .*: (\d+) rows in ([\d.]+)s", proc.stderr)
+    meta = pq.ParquetFile(out).metadata
+    return {"wall": wall, "rss": rss, "predict_s": float(inner.group(2)) if inner else float("nan"),
+            "out_rows": meta.num_rows, "row_groups": meta.num_row_groups}
+
+
+def machine() -> list[str]:
+    import torch
+
+    cpu = "unknown"
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    mem = ""
+    with open("/proc/meminfo", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem = f"{int(line.split()[1]) / 1024 / 1024:.0f} GiB RAM"
+    return [
+        f"CPU: {cpu}, {os.cpu_count()} cores ({usable} usable), {mem}",
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), pyarrow {pa.__version__}, "
+        f"Python {platform.python_version()}, {platform.system()} {platform.release()}",
+        f"load average at start: {' '.join(open('/proc/loadavg').read().split()[:3])}",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--model", type=Path, help="model directory [default: train a small one]")
+    parser.add_argument("--batch-size", type=int, help="passed to predict [default: its own]")
+    parser.add_argument("--chunk-rows", type=int, default=50_000,
+                        help="rows per generated row group (default 50000)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", type=Path, help="also write the report (markdown) here")
+    args = parser.parse_args()
+    if not Path(TIME).exists():
+        sys.exit(f"{TIME} not found (GNU time; apt-get install time)")
+
+    lines = ["# `hanclf predict`: peak memory against input size", ""]
+    lines += [f"- {line}" for line in machine()]
+    with tempfile.TemporaryDirectory(prefix="hanclf-bench-") as tmp:
+        work = Path(tmp)
+        model = args.model or train_model(work)
+        config = (model / "config.yaml").read_text()
+        dims = re.findall(r"^\s+(embed_dim|word_hidden|sent_hidden): (\d+)", config, re.M)
+        lines.append(f"- model: {args.model or 'small model trained on sample_data (3 epochs)'} "
+                     f"({', '.join(f'{k} {v}' for k, v in dims)})")
+        lines.append(f"- predict --batch-size {args.batch_size or 'default (256)'}; input row "
+                     f"groups of {args.chunk_rows} rows; `/usr/bin/time -v` around "
+                     "`python -m hanclf predict` (wall includes start-up and model load)")
+        lines.append("")
+        table = ["| rows | input MB | mean chars | wall s | predict s | rows/s | peak RSS MB | out row groups |",
+                 "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for rows in args.rows:
+            source, out = work / f"in_{rows}.parquet", work / f"out_{rows}.parquet"
+            started = time.perf_counter()
+            chars = write_input(source, rows, args.chunk_rows, args.seed)
+            print(f"{rows} rows: input written in {time.perf_counter() - started:.1f}s, "
+                  f"predicting...", file=sys.stderr, flush=True)
+            result = run_predict(model, source, out, args.batch_size)
+            assert result["out_rows"] == rows, result
+            rate = rows / result["predict_s"]
+            table.append(
+                f"| {rows:,} | {source.stat().st_size / 2**20:.1f} | {chars:.0f} | "
+                f"{result['wall']:.1f} | {result['predict_s']:.1f} | {rate:,.0f} | "
+                f"{result['rss']:.0f} | {result['row_groups']} |"
+            )
+            print(table[-1], file=sys.stderr, flush=True)
+            source.unlink()
+            out.unlink()
+    lines += table
+    lines += ["", "rows/s = rows / predict s (hanclf's own timing, without start-up)."]
+    report = "\n".join(lines) + "\n"
+    print(report)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(report, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
