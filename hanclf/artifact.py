@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from hanclf.config import Config, config_from_dict
 from hanclf.errors import HanclfError, UsageError
-from hanclf.model import HAN
+from hanclf.model import HAN, FlatAttention, build_model
 from hanclf.vocab import Labels, Vocab
 
 WEIGHTS, CONFIG, VOCAB, LABELS, METRICS, HISTORY = (
@@ -34,7 +34,7 @@ REQUIRED = (WEIGHTS, CONFIG, VOCAB, LABELS)
 
 @dataclass
 class Artifact:
-    model: HAN
+    model: HAN | FlatAttention
     config: Config
     vocab: Vocab
     labels: Labels
@@ -78,7 +78,7 @@ def load(directory: Path) -> Artifact:
     vocab = read(VOCAB, lambda text: Vocab.from_json(json.loads(text)))
     labels = read(LABELS, lambda text: Labels.from_json(json.loads(text)))
     metrics = read(METRICS, json.loads) if (directory / METRICS).is_file() else {}
-    model = HAN(config.han_config(len(vocab), len(labels)))
+    model = build_model(config.han_config(len(vocab), len(labels)))
     try:
         state = load_file(directory / WEIGHTS)
     except (SafetensorError, OSError) as e:

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from hanclf.errors import UsageError
-from hanclf.model import HANConfig
+from hanclf.model import ARCHITECTURES, HANConfig
 
 
 @dataclass
@@ -142,6 +142,8 @@ PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true"
 def _check_range(key: str, value: Any) -> None:
     if key == "train.accelerator" and value not in ACCELERATORS:
         raise UsageError(f"config key {key}: {value!r} is not one of {', '.join(ACCELERATORS)}")
+    if key == "model.architecture" and value not in ARCHITECTURES:
+        raise UsageError(f"config key {key}: {value!r} is not one of {', '.join(ARCHITECTURES)}")
     if key == "train.precision" and str(value) not in PRECISIONS:
         raise UsageError(f"config key {key}: {value!r} is not one of {', '.join(PRECISIONS)}")
     positive = {

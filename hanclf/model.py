@@ -1,4 +1,5 @@
-"""The Hierarchical Attention Network of Yang et al. (NAACL 2016), and nothing else.
+"""The Hierarchical Attention Network of Yang et al. (NAACL 2016), and the flat attention
+baseline it is measured against (one BiGRU + attention over all the words of a document).
 
 Shapes in the comments:
     B  documents in the batch        S  sentence slots per document (padded)
@@ -22,10 +23,14 @@ PAD = 0  # word id of padding; its embedding row is held at zero
 UNK = 1  # word id of out-of-vocabulary words
 
 
+ARCHITECTURES = ("han", "flat")
+
+
 @dataclass
 class HANConfig:
     vocab_size: int
     num_classes: int
+    architecture: str = "han"  # or "flat": the baseline that shows what the hierarchy buys
     embed_dim: int = 200  # paper: 200
     word_hidden: int = 50  # per direction; paper: 50
     sent_hidden: int = 50  # per direction; paper: 50
@@ -117,3 +122,49 @@ class HAN(nn.Module):
         word_att = word_alpha.new_zeros(B, S, W)
         word_att[is_sentence] = word_alpha
         return logits, word_att, sent_alpha
+
+
+class FlatAttention(nn.Module):
+    """The baseline without the hierarchy: the document's words in one sequence, one BiGRU, one
+    attention (Yang et al.'s word level applied to the whole document).
+
+    It answers in HAN's shapes so that predict and explain work unchanged: a sentence's
+    attention is the share of the word attention that falls in it, and its words' attention is
+    renormalised within it (so sent_att * word_att is the flat attention of the word).
+    """
+
+    def __init__(self, config: HANConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.embedding = nn.Embedding(c.vocab_size, c.embed_dim, padding_idx=PAD)
+        self.encoder = BiGRUEncoder(c.embed_dim, c.word_hidden)
+        self.attention = Attention(2 * c.word_hidden, c.word_att_dim)
+        self.dropout = nn.Dropout(c.dropout)
+        self.classifier = nn.Linear(2 * c.word_hidden, c.num_classes)
+
+    def forward(
+        self, tokens: torch.Tensor, word_lengths: torch.Tensor, sent_lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        B, S, W = tokens.shape
+        is_word = torch.arange(W, device=tokens.device) < word_lengths.unsqueeze(-1)  # (B, S, W)
+        doc_lengths = word_lengths.sum(1)  # (B,)
+        T = int(doc_lengths.max())
+        in_doc = torch.arange(T, device=tokens.device) < doc_lengths.unsqueeze(1)  # (B, T)
+        # Row-major order keeps each document's words in reading order.
+        doc_tokens = tokens.new_full((B, T), PAD)
+        doc_tokens[in_doc] = tokens[is_word]  # (B, T)
+
+        h = self.encoder(self.dropout(self.embedding(doc_tokens)), doc_lengths)  # (B, T, 2Hw)
+        doc_vecs, alpha = self.attention(h, in_doc)  # (B, 2Hw), (B, T)
+        logits = self.classifier(self.dropout(doc_vecs))  # (B, C)
+
+        flat_att = alpha.new_zeros(B, S, W)
+        flat_att[is_word] = alpha[in_doc]
+        sent_att = flat_att.sum(-1)  # (B, S)
+        word_att = flat_att / sent_att.clamp_min(torch.finfo(torch.float32).tiny).unsqueeze(-1)
+        return logits, word_att, sent_att
+
+
+def build_model(config: HANConfig) -> HAN | FlatAttention:
+    return {"han": HAN, "flat": FlatAttention}[config.architecture](config)

@@ -12,14 +12,14 @@ import torch.nn.functional as F
 from hanclf.config import TrainConfig
 from hanclf.errors import HanclfError
 from hanclf.metrics import confusion_matrix, report
-from hanclf.model import HAN, HANConfig
+from hanclf.model import HANConfig, build_model
 
 
 class HANClassifier(pl.LightningModule):
     def __init__(self, han: dict[str, Any], train: dict[str, Any], label_names: list[str]) -> None:
         super().__init__()
         self.save_hyperparameters()  # plain dicts and lists: checkpoints stay weights_only-loadable
-        self.model = HAN(HANConfig(**han))
+        self.model = build_model(HANConfig(**han))
         self.train_config = TrainConfig(**train)
         self.label_names = label_names
         self.valid_report: dict[str, Any] = {}

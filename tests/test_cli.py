@@ -236,3 +236,20 @@ def test_explain_faithfulness_on_planted_sentences(sample_model_dir, tmp_path):
     assert at_1["sufficiency"]["attention"] < at_1["sufficiency"]["random"]
     assert figures["flip_rate"]["attention"] > 2 * figures["flip_rate"]["random"]
     assert f"{at_1['comprehensiveness']['attention']:.4f}" in printed
+
+
+def test_flat_baseline_trains_saves_and_explains(data_dir, tmp_path):
+    out = tmp_path / "flat"
+    invoke("train", data_dir / "train.csv", "-o", out, "--set", "model.architecture=flat",
+           "--set", "model.embed_dim=16", "--set", "model.word_hidden=8", "--set", "data.min_count=1",
+           "--set", "train.lr=0.01", "--max-epochs", "6", "--accelerator", "cpu")
+    artifact = load(out)
+    assert artifact.config.model["architecture"] == "flat"
+    assert not any(name.startswith("sent_") for name in artifact.model.state_dict())
+    assert json.loads((out / "metrics.json").read_text())["valid"]["accuracy"] >= 0.6  # chance: 1/3
+    csv_path = tmp_path / "att.csv"
+    invoke("explain", out, data_dir / "test.parquet", "-o", csv_path, "--limit", "5")
+    rows = pd.read_csv(csv_path)
+    # sent_att * word_att is one distribution over all the words of a document
+    rows["flat"] = rows["sent_att"] * rows["word_att"]
+    assert np.allclose(rows.groupby("doc_id")["flat"].sum(), 1, atol=1e-4)

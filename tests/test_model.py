@@ -1,4 +1,4 @@
-"""The HAN's invariants, including the bugs of public HAN implementations (notes/peers.md §3):
+"""The HAN's invariants (and the flat baseline's, where they apply), including the bugs of public HAN implementations (notes/peers.md §3):
 attention over padding, padding-dependent outputs, batch of 1, NaN under mixed precision,
 hidden state leaking between sentences, uninitialised parameters."""
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hanclf.data import EncodedDoc, collate
-from hanclf.model import HAN, PAD, HANConfig, masked_softmax
+from hanclf.model import HAN, PAD, FlatAttention, HANConfig, build_model, masked_softmax
 
 VOCAB = 40
 
@@ -28,11 +28,16 @@ DOCS = [
 ]
 
 
-@pytest.fixture
-def model() -> HAN:
+def small(architecture: str) -> HAN | FlatAttention:
     torch.manual_seed(0)
-    return HAN(HANConfig(vocab_size=VOCAB, num_classes=3, embed_dim=16, word_hidden=8,
-                         sent_hidden=8, word_att_dim=12, sent_att_dim=12)).eval()
+    return build_model(HANConfig(vocab_size=VOCAB, num_classes=3, embed_dim=16, word_hidden=8,
+                                 sent_hidden=8, word_att_dim=12, sent_att_dim=12,
+                                 architecture=architecture)).eval()
+
+
+@pytest.fixture(params=["han", "flat"])
+def model(request) -> HAN | FlatAttention:
+    return small(request.param)
 
 
 def run(model: HAN, docs: list[EncodedDoc]):
@@ -76,13 +81,25 @@ def test_batch_of_one_single_word(model):
     assert word_att.tolist() == [[[1.0]]] and sent_att.tolist() == [[1.0]]
 
 
-def test_no_hidden_state_leaks_between_sentences(model):
+def test_no_hidden_state_leaks_between_sentences():
     """A sentence's word attention depends on its own words only (uvipen, EdGE carried the word
     GRU state from one sentence into the next)."""
+    model = small("han")
     _, word_a, _ = run(model, [doc([2, 3, 4], [5, 6])])
     _, word_b, _ = run(model, [doc([2, 3, 4], [30, 31, 32, 33])])
     torch.testing.assert_close(word_a[0, 0, :3], word_b[0, 0, :3])
     assert not torch.allclose(word_a[0, 1, :2], word_b[0, 1, :2])
+
+
+def test_flat_attention_is_one_distribution_over_the_whole_document():
+    model = small("flat")
+    _, word_att, sent_att = run(model, DOCS)
+    flat = word_att * sent_att.unsqueeze(-1)  # the attention of each word among all words
+    torch.testing.assert_close(flat.sum((1, 2)), torch.ones(len(DOCS)))
+    # one GRU runs across sentence boundaries: the first sentence sees the second
+    _, word_a, _ = run(model, [doc([2, 3, 4], [5, 6])])
+    _, word_b, _ = run(model, [doc([2, 3, 4], [30, 31, 32, 33])])
+    assert not torch.allclose(word_a[0, 0, :3], word_b[0, 0, :3])
 
 
 def test_masked_softmax_is_nan_free_for_extreme_scores_and_empty_rows():
@@ -115,7 +132,8 @@ def test_every_parameter_is_initialised_and_gets_a_gradient(model):
     assert model.embedding.weight.grad[PAD].abs().sum() == 0  # PAD stays a zero vector
 
 
-def test_tiny_model_overfits_a_tiny_set():
+@pytest.mark.parametrize("architecture", ["han", "flat"])
+def test_tiny_model_overfits_a_tiny_set(architecture):
     """Labels decided by one word in one of several sentences: the model must fit all of them."""
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -126,8 +144,9 @@ def test_tiny_model_overfits_a_tiny_set():
         sentences[int(rng.integers(0, 3))].insert(0, 2 + label)  # ids 2, 3, 4 decide the label
         docs.append(doc(*sentences))
         labels.append(label)
-    model = HAN(HANConfig(vocab_size=VOCAB, num_classes=3, embed_dim=16, word_hidden=16,
-                          sent_hidden=16, word_att_dim=16, sent_att_dim=16, dropout=0.0))
+    model = build_model(HANConfig(vocab_size=VOCAB, num_classes=3, embed_dim=16, word_hidden=16,
+                                  sent_hidden=16, word_att_dim=16, sent_att_dim=16, dropout=0.0,
+                                  architecture=architecture))
     batch, y = collate(docs), torch.tensor(labels)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
     for _ in range(150):
