@@ -91,6 +91,8 @@ def train(
     ] = None,
     text_column: Annotated[Optional[str], typer.Option(help="Text column [default: text].")] = None,
     label_column: Annotated[Optional[str], typer.Option(help="Label column [default: label].")] = None,
+    multi_label: Annotated[Optional[bool], typer.Option("--multi-label", help="Each document has a set of labels: a list column, or labels joined by --label-separator.", show_default=False)] = None,
+    label_separator: Annotated[Optional[str], typer.Option(help="Separator of multi-label labels in one string [default: ,].")] = None,
     id_column: Annotated[Optional[str], typer.Option(help="Id column; predict and explain then copy it by default.")] = None,
     valid_fraction: Annotated[Optional[float], typer.Option(help="Share held out for validation when there is no split column or --valid.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
@@ -104,13 +106,14 @@ def train(
 ) -> None:
     """Train a HAN and write a self-contained model directory."""
     from hanclf.config import load_config, parse_override
-    from hanclf.train import train as train_model
+    from hanclf.train import describe, train as train_model
 
     def action() -> dict[str, Any]:
         overrides = dict(parse_override(item) for item in set_ or [])
         flags = {
             "data.text_column": text_column, "data.label_column": label_column,
-            "data.id_column": id_column,
+            "data.id_column": id_column, "data.multi_label": multi_label,
+            "data.label_separator": label_separator,
             "data.valid_fraction": valid_fraction, "train.seed": seed,
             "train.max_epochs": max_epochs, "train.accelerator": accelerator,
             "train.devices": _devices(devices), "train.precision": precision,
@@ -124,9 +127,8 @@ def train(
         )
 
     metrics = _run(action)
-    best = metrics["valid"]
     stderr.print(
-        f"saved {output}: valid accuracy {best['accuracy']:.4f}, macro-F1 {best['macro_f1']:.4f} "
+        f"saved {output}: valid {describe(metrics['valid'])} "
         f"(epoch {metrics['best_epoch'] + 1} of {metrics['epochs_run']}, {metrics['train_seconds']:.0f}s)",
         highlight=False, markup=False,
     )
@@ -142,7 +144,7 @@ def predict(
         Optional[list[str]], typer.Option(help="More input columns to copy, comma-separated or repeated.")
     ] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Also write the k most likely labels and their probabilities (-1: all).")] = 1,
-    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Leave labels below this probability out of the top-k lists.")] = 0.0,
+    threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Leave labels below this probability out of the top-k lists; for a multi-label model, also the probability a label needs to be predicted [default: its threshold tuned on valid].")] = None,
     text_column: TextColumn = None,
     batch_size: BatchSize = 256,
     device: Device = "auto",

@@ -32,6 +32,10 @@ class DataConfig:
     max_vocab: int = 50_000  # most frequent words kept, PAD and UNK included
     lowercase: bool = True
     valid_fraction: float = 0.1  # used only without a split column and without --valid
+    # Multi-label: each document has a set of labels (a list column, or labels joined by
+    # label_separator in one string); sigmoid outputs, one tuned threshold per label.
+    multi_label: bool = False
+    label_separator: str = ","
 
 
 @dataclass
@@ -157,6 +161,8 @@ def _check_range(key: str, value: Any) -> None:
         raise UsageError(f"config key {key}: must be > 0, got {value!r}")
     if key in unit and not 0 <= value < 1:
         raise UsageError(f"config key {key}: must be in [0, 1), got {value!r}")
+    if key == "data.label_separator" and not value:
+        raise UsageError(f"config key {key}: must not be empty (e.g. ',' or '|')")
     if key == "data.valid_fraction" and not 0 < value < 1:
         raise UsageError(f"config key {key}: must be in (0, 1), got {value!r}")
     if key in ("train.weight_decay", "train.grad_clip", "train.seed") and value < 0:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -20,7 +21,7 @@ from hanclf.errors import UsageError
 from hanclf.io import read_table, require_columns, text_values, column_names
 from hanclf.model import PAD
 from hanclf.tokenize import tokenize
-from hanclf.vocab import Labels, Vocab, normalize_label
+from hanclf.vocab import Labels, Vocab, normalize_label, normalize_label_set
 
 SPLIT_COLUMN = "split"
 BUCKET_POOL = 50  # batches sorted by size together; larger pools pad less but shuffle less
@@ -68,20 +69,27 @@ def doc_size(doc: EncodedDoc) -> int:
     return len(doc.lengths) * int(doc.lengths.max())
 
 
+Target = int | np.ndarray  # a class id, or a multi-hot row (labels,) for multi-label
+
+
 class LabelledDocs(Dataset):
-    def __init__(self, docs: list[EncodedDoc], labels: list[int]) -> None:
-        self.docs, self.labels = docs, labels
+    def __init__(self, docs: list[EncodedDoc], targets: Sequence[Target]) -> None:
+        self.docs, self.targets = docs, targets
 
     def __len__(self) -> int:
         return len(self.docs)
 
-    def __getitem__(self, i: int) -> tuple[EncodedDoc, int]:
-        return self.docs[i], self.labels[i]
+    def __getitem__(self, i: int) -> tuple[EncodedDoc, Target]:
+        return self.docs[i], self.targets[i]
 
 
-def collate_labelled(items: list[tuple[EncodedDoc, int]]) -> dict[str, torch.Tensor]:
+def collate_labelled(items: list[tuple[EncodedDoc, Target]]) -> dict[str, torch.Tensor]:
     batch = collate([doc for doc, _ in items])
-    batch["labels"] = torch.tensor([label for _, label in items], dtype=torch.long)
+    targets = [target for _, target in items]
+    if isinstance(targets[0], np.ndarray):
+        batch["labels"] = torch.from_numpy(np.stack(targets))  # (B, labels) float32
+    else:
+        batch["labels"] = torch.tensor(targets, dtype=torch.long)  # (B,)
     return batch
 
 
@@ -128,7 +136,7 @@ def rows_in_split(values: list, split: str) -> list[int]:
 
 class LabelledSet(NamedTuple):
     texts: list[str]
-    labels: list[str]
+    labels: list[str] | list[list[str]]  # multi-label: a sorted list of labels per document
     where: str  # the file (and split) the rows came from, for messages
 
 
@@ -143,14 +151,18 @@ def read_labelled(path: Path, config: DataConfig, split: str | None = None) -> L
     columns = [config.text_column, config.label_column] + ([SPLIT_COLUMN] if has_split else [])
     table = read_table(path, columns)
     texts = text_values(path, config.text_column, table.column(config.text_column).combine_chunks())
-    labels = [normalize_label(v) for v in table.column(config.label_column).to_pylist()]
+    raw_labels = table.column(config.label_column).to_pylist()
+    if config.multi_label:
+        labels = [normalize_label_set(v, config.label_separator) for v in raw_labels]
+    else:
+        labels = [normalize_label(v) for v in raw_labels]
     rows = range(len(texts))
     where = str(path)
     if has_split:
         rows = rows_in_split(table.column(SPLIT_COLUMN).to_pylist(), split)
         where = f"{path} (split={split})"
     for i in rows:
-        if labels[i] is None:
+        if labels[i] is None:  # never for multi-label, where no label is the empty set
             raise UsageError(
                 f"{path}: row {i + 1} has no label in column '{config.label_column}'; "
                 "fill or drop unlabelled rows"
@@ -207,23 +219,32 @@ class HANDataModule(pl.LightningDataModule):
         if self.vocab is not None:
             return
         train, valid = training_sets(self.train_path, self.valid_path, self.config, self.seed)
-        self.labels = Labels.build(train.labels)
-        if len(self.labels) < 2:
-            raise UsageError(
-                f"{train.where}: only one class ({self.labels.names[0]}) in column "
-                f"'{self.config.label_column}'; a classifier needs at least two"
-            )
-        valid_ids = self.labels.ids(valid.labels, valid.where, known_as="the training labels")
+        column = f"column '{self.config.label_column}'"
+        if self.config.multi_label:
+            self.labels = Labels.build([x for labels in train.labels for x in labels], multi_label=True)
+            if not self.labels.names:
+                raise UsageError(f"{train.where}: no labels at all in {column}")
+            valid_targets = self.labels.multi_hot(valid.labels, valid.where, known_as="the training labels")
+            train_targets = self.labels.multi_hot(train.labels, train.where)
+        else:
+            self.labels = Labels.build(train.labels)
+            if len(self.labels) < 2:
+                raise UsageError(
+                    f"{train.where}: only one class ({self.labels.names[0]}) in {column}; "
+                    "a classifier needs at least two (for tags that may or may not apply, "
+                    "use --multi-label)"
+                )
+            valid_targets = self.labels.ids(valid.labels, valid.where, known_as="the training labels")
+            train_targets = self.labels.ids(train.labels, train.where)
         train_tokens = [tokenize(t) for t in train.texts]
         self.vocab = Vocab.build(
             train_tokens, self.config.min_count, self.config.max_vocab, self.config.lowercase
         )
         self.train_set = LabelledDocs(
-            [encode(d, self.vocab, self.config) for d in train_tokens],
-            self.labels.ids(train.labels, train.where),
+            [encode(d, self.vocab, self.config) for d in train_tokens], train_targets
         )
         self.valid_set = LabelledDocs(
-            [encode(tokenize(t), self.vocab, self.config) for t in valid.texts], valid_ids
+            [encode(tokenize(t), self.vocab, self.config) for t in valid.texts], valid_targets
         )
 
     def _loader(self, dataset: LabelledDocs, shuffle: bool) -> DataLoader:

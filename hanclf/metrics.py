@@ -42,3 +42,66 @@ def report(confusion: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
         "labels": [str(n) for n in names],
         "confusion_matrix": confusion.astype(int).tolist(),
     }
+
+
+def multilabel_counts(targets: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Counts per label, (labels, 3): true positives, false positives, false negatives; plus a
+    last row [documents, exact matches, 0]. Counts of several batches add up."""
+    t, p = np.asarray(targets, dtype=bool), np.asarray(predicted, dtype=bool)
+    per_label = np.stack([(t & p).sum(0), (~t & p).sum(0), (t & ~p).sum(0)], axis=1)
+    totals = np.array([[len(t), int((t == p).all(axis=1).sum()), 0]])
+    return np.concatenate([per_label, totals]).astype(np.int64)
+
+
+def multilabel_report(counts: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
+    """Micro and macro F1, subset accuracy (all labels of a document right), Hamming loss and
+    per-label precision/recall/F1/support, from `multilabel_counts`."""
+    tp, fp, fn = (counts[:-1, i].astype(float) for i in range(3))
+    documents, exact = int(counts[-1, 0]), int(counts[-1, 1])
+
+    def ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.divide(a, b, out=np.zeros_like(a, dtype=float), where=b > 0)
+
+    precision, recall = ratio(tp, tp + fp), ratio(tp, tp + fn)
+    f1 = ratio(2 * precision * recall, precision + recall)
+    micro_p, micro_r = ratio(tp.sum(), tp.sum() + fp.sum()), ratio(tp.sum(), tp.sum() + fn.sum())
+    return {
+        "multi_label": True,
+        "subset_accuracy": exact / documents if documents else 0.0,
+        "micro_f1": float(ratio(2 * micro_p * micro_r, micro_p + micro_r)),
+        "macro_f1": float(f1.mean()),
+        "micro_precision": float(micro_p),
+        "micro_recall": float(micro_r),
+        "hamming_loss": float((fp.sum() + fn.sum()) / (documents * len(names))) if documents else 0.0,
+        "support": documents,
+        "per_class": {
+            str(name): {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(tp[i] + fn[i]),
+            }
+            for i, name in enumerate(names)
+        },
+        "labels": [str(n) for n in names],
+    }
+
+
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.96, 0.05), 2)
+
+
+def tune_thresholds(probs: np.ndarray, targets: np.ndarray) -> list[float]:
+    """Per label, the threshold on THRESHOLD_GRID with the best F1 on (valid) data; ties go to
+    the one nearest 0.5, and a label with no positive example keeps 0.5."""
+    targets = np.asarray(targets, dtype=bool)
+    thresholds = []
+    for j in range(targets.shape[1]):
+        if not targets[:, j].any():
+            thresholds.append(0.5)
+            continue
+        predicted = probs[:, j][:, None] >= THRESHOLD_GRID[None, :]  # (N, grid)
+        tp = (predicted & targets[:, j, None]).sum(0)
+        f1 = 2 * tp / (predicted.sum(0) + targets[:, j].sum())
+        best = np.flatnonzero(np.isclose(f1, f1.max()))
+        thresholds.append(float(THRESHOLD_GRID[best[np.argmin(np.abs(THRESHOLD_GRID[best] - 0.5))]]))
+    return thresholds

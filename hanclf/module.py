@@ -1,37 +1,55 @@
-"""The LightningModule: the HAN plus its loss, optimiser, schedule and validation metrics."""
+"""The LightningModule: the HAN plus its loss, optimiser, schedule and validation metrics.
+
+Single-label: softmax and cross-entropy, selected on valid accuracy. Multi-label: a sigmoid per
+label and binary cross-entropy, selected on valid micro-F1 (at the thresholds in `thresholds`,
+0.5 while training; train tunes them on valid afterwards).
+"""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
 from hanclf.config import TrainConfig
 from hanclf.errors import HanclfError
-from hanclf.metrics import confusion_matrix, report
+from hanclf.metrics import confusion_matrix, multilabel_counts, multilabel_report, report
 from hanclf.model import HANConfig, build_model
 
 
 class HANClassifier(pl.LightningModule):
-    def __init__(self, han: dict[str, Any], train: dict[str, Any], label_names: list[str]) -> None:
+    def __init__(
+        self, han: dict[str, Any], train: dict[str, Any], label_names: list[str], multi_label: bool = False
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()  # plain dicts and lists: checkpoints stay weights_only-loadable
         self.model = build_model(HANConfig(**han))
         self.train_config = TrainConfig(**train)
         self.label_names = label_names
+        self.multi_label = multi_label
+        self.thresholds = np.full(len(label_names), 0.5)
         self.valid_report: dict[str, Any] = {}
-        self._valid_true: list[torch.Tensor] = []
-        self._valid_pred: list[torch.Tensor] = []
+        self.valid_probs = np.zeros((0, len(label_names)))  # of the last validation, for tuning
+        self.valid_targets = np.zeros(0)
+        self._probs: list[torch.Tensor] = []
+        self._targets: list[torch.Tensor] = []
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits, _, _ = self.model(batch["tokens"], batch["word_lengths"], batch["sent_lengths"])
         return logits
 
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        return torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, -1)
+
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         # fp32: under bf16 autocast the log-softmax of confident logits rounds away the loss.
+        if self.multi_label:
+            return F.binary_cross_entropy_with_logits(logits.float(), labels)
         return F.cross_entropy(
             logits.float(), labels, label_smoothing=self.train_config.label_smoothing
         )
@@ -50,18 +68,30 @@ class HANClassifier(pl.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         logits = self(batch)
         self.log("val_loss", self._loss(logits, batch["labels"]), batch_size=len(batch["labels"]))
-        self._valid_true.append(batch["labels"].cpu())
-        self._valid_pred.append(logits.argmax(-1).cpu())
+        self._targets.append(batch["labels"].cpu())
+        self._probs.append(self.probabilities(logits).cpu())
 
     def on_validation_epoch_end(self) -> None:
-        y_true = torch.cat(self._valid_true).numpy()
-        y_pred = torch.cat(self._valid_pred).numpy()
-        self._valid_true.clear()
-        self._valid_pred.clear()
-        confusion = confusion_matrix(y_true, y_pred, len(self.label_names))
-        self.valid_report = report(confusion, self.label_names)
-        self.log("val_acc", self.valid_report["accuracy"], prog_bar=True)
-        self.log("val_macro_f1", self.valid_report["macro_f1"], prog_bar=True)
+        self.valid_probs = torch.cat(self._probs).numpy()
+        self.valid_targets = torch.cat(self._targets).numpy()
+        self._probs.clear()
+        self._targets.clear()
+        self.valid_report = self.report(self.valid_probs, self.valid_targets)
+        r = self.valid_report
+        if self.multi_label:
+            scores = {"val_score": r["micro_f1"], "val_micro_f1": r["micro_f1"],
+                      "val_subset_acc": r["subset_accuracy"]}
+        else:
+            scores = {"val_score": r["accuracy"], "val_acc": r["accuracy"]}
+        scores["val_macro_f1"] = r["macro_f1"]
+        for name, value in scores.items():
+            self.log(name, value, prog_bar=name != "val_score")
+
+    def report(self, probs: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
+        if self.multi_label:
+            return multilabel_report(multilabel_counts(targets, probs >= self.thresholds), self.label_names)
+        confusion = confusion_matrix(targets, probs.argmax(-1), len(self.label_names))
+        return report(confusion, self.label_names)
 
     def configure_optimizers(self) -> dict[str, Any]:
         c = self.train_config

@@ -102,10 +102,12 @@ class Predictor:
                     for k, v in collate([docs[i] for i in index]).items()
                 }
                 logits, word_att, sent_att = self.model(**batch)
-                yield index, torch.softmax(logits.float(), -1).cpu(), word_att.cpu(), sent_att.cpu()
+                probs = torch.sigmoid(logits.float()) if self.labels.multi_label else torch.softmax(logits.float(), -1)
+                yield index, probs.cpu(), word_att.cpu(), sent_att.cpu()
 
     def predict_proba(self, texts: Sequence[str | None]) -> np.ndarray:
-        """Class probabilities (len(texts), len(labels)), columns in `self.labels.names` order."""
+        """Class probabilities (len(texts), len(labels)), columns in `self.labels.names` order;
+        rows sum to 1, except for multi-label models (one independent probability per label)."""
         return self.predict_tokenized(self._tokenize(texts))
 
     def predict_tokenized(self, tokenized: Sequence[list[list[str]]]) -> np.ndarray:
@@ -138,30 +140,56 @@ class Predictor:
     def label_type(self) -> pa.DataType:
         return pa.int64() if self.labels.numeric else pa.string()
 
+    def output_schema(self, top_k: int = 1) -> pa.Schema:
+        """The columns `predict_table` returns, known before any data is seen (Spark's
+        mapInArrow and Ray want the schema up front)."""
+        label, prob = self.label_type(), pa.float32()
+        if self.labels.multi_label:
+            fields = [pa.field("pred_labels", pa.list_(label)), pa.field("pred_probs", pa.list_(prob))]
+        else:
+            fields = [pa.field("pred_label", label), pa.field("pred_prob", prob)]
+        fields.append(pa.field("empty_text", pa.bool_()))
+        if self.check_top_k(top_k) > 1:
+            fields += [pa.field("top_labels", pa.list_(label)), pa.field("top_probs", pa.list_(prob))]
+        return pa.schema(fields)
+
     def predict_table(
-        self, texts: Sequence[str | None], top_k: int = 1, threshold: float = 0.0
+        self, texts: Sequence[str | None], top_k: int = 1, threshold: float | None = None
     ) -> pa.Table:
-        """The prediction columns for `texts`: pred_label, pred_prob, empty_text and, with
-        top_k > 1 (or -1 for all), top_labels / top_probs: the k most likely labels whose
-        probability is at least `threshold`, most likely first (fastText's predict-prob k th)."""
+        """The prediction columns for `texts` (see `output_schema`).
+
+        Single-label: pred_label and pred_prob, the most likely label. Multi-label: pred_labels
+        and pred_probs, every label whose probability reaches its threshold (tuned on valid, or
+        `threshold` for all), most likely first. Both: empty_text and, with top_k > 1 (-1: all),
+        top_labels / top_probs, the k most likely labels whose probability is at least
+        `threshold`, most likely first (fastText's predict-prob k th).
+        """
+        schema = self.output_schema(top_k)
         k = self.check_top_k(top_k)
         probs = self.predict_proba(texts)
-        ranked = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        ranked = np.argsort(-probs, axis=1, kind="stable")
         values = [self.labels.value(n) for n in self.labels.names]
-        columns = {
-            "pred_label": pa.array([values[i] for i in ranked[:, 0]], self.label_type()),
-            "pred_prob": pa.array(probs[np.arange(len(probs)), ranked[:, 0]], pa.float32()),
-            "empty_text": pa.array([not (isinstance(t, str) and t.strip()) for t in texts], pa.bool_()),
-        }
+
+        def above(cut: np.ndarray | float, limit: int) -> tuple[list[list], list[list[float]]]:
+            labels, kept_probs = [], []
+            for row, order in zip(probs, ranked[:, :limit]):
+                kept = [i for i in order if row[i] >= (cut if np.isscalar(cut) else cut[i])]
+                labels.append([values[i] for i in kept])
+                kept_probs.append([float(row[i]) for i in kept])
+            return labels, kept_probs
+
+        if self.labels.multi_label:
+            cut = np.asarray(self.labels.thresholds) if threshold is None else threshold
+            columns = list(above(cut, len(values)))
+        else:
+            best = ranked[:, 0]
+            columns = [[values[i] for i in best], probs[np.arange(len(probs)), best]]
+        columns.append([not (isinstance(t, str) and t.strip()) for t in texts])
         if k > 1:
-            top_labels, top_probs = [], []
-            for row, order in zip(probs, ranked):
-                kept = [i for i in order if row[i] >= threshold]
-                top_labels.append([values[i] for i in kept])
-                top_probs.append([float(row[i]) for i in kept])
-            columns["top_labels"] = pa.array(top_labels, pa.list_(self.label_type()))
-            columns["top_probs"] = pa.array(top_probs, pa.list_(pa.float32()))
-        return pa.table(columns)
+            columns += above(threshold or 0.0, k)
+        return pa.Table.from_arrays(
+            [pa.array(c, f.type) for c, f in zip(columns, schema)], schema=schema
+        )
 
     def check_top_k(self, top_k: int) -> int:
         n = len(self.labels)
@@ -193,7 +221,7 @@ def predict_file(
     id_column: str | None = None,
     keep_columns: Sequence[str] = (),
     top_k: int = 1,
-    threshold: float = 0.0,
+    threshold: float | None = None,
     batch_size: int = 256,
     device: str = "auto",
     force: bool = False,

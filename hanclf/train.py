@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import yaml
@@ -25,9 +26,10 @@ from hanclf.config import Config, config_from_dict, default_config
 from hanclf.data import HANDataModule
 from hanclf.errors import UsageError
 from hanclf.io import atomic_output, check_input, check_output, created_parents
+from hanclf.metrics import tune_thresholds
 from hanclf.module import HANClassifier
 
-MONITOR = "val_acc"
+MONITOR = "val_score"  # valid accuracy; micro-F1 for multi-label
 
 
 def _quiet_lightning() -> None:
@@ -50,10 +52,17 @@ class EpochLog(pl.Callback):
         m = trainer.callback_metrics  # validation has run by now (Lightning 2: end of epoch)
         loss = f"train loss {m['train_loss']:.4f}, " if "train_loss" in m else ""
         self.write(
-            f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {loss}"
-            f"valid accuracy {m['val_acc']:.4f}, macro-F1 {m['val_macro_f1']:.4f} "
-            f"({time.perf_counter() - self.started:.0f}s)"
+            f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {loss}valid "
+            f"{describe(module.valid_report)} ({time.perf_counter() - self.started:.0f}s)"
         )
+
+
+def describe(report: dict[str, Any]) -> str:
+    """The headline figures of a validation report, for one log line."""
+    if report.get("multi_label"):
+        return (f"micro-F1 {report['micro_f1']:.4f}, macro-F1 {report['macro_f1']:.4f}, "
+                f"subset accuracy {report['subset_accuracy']:.4f}")
+    return f"accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}"
 
 
 def work_dir(output: Path) -> Path:
@@ -134,7 +143,9 @@ def _train(
     datamodule.setup("fit")
     vocab, labels = datamodule.vocab, datamodule.labels
     han_config = config.han_config(len(vocab), len(labels))
-    module = HANClassifier(dataclasses.asdict(han_config), dataclasses.asdict(t), labels.names)
+    module = HANClassifier(
+        dataclasses.asdict(han_config), dataclasses.asdict(t), labels.names, labels.multi_label
+    )
     log(
         f"{len(datamodule.train_set)} train / {len(datamodule.valid_set)} valid documents, "
         f"{len(labels)} labels, vocabulary {len(vocab)} "
@@ -188,6 +199,10 @@ def _train(
     module.model.load_state_dict(state)
     # Validate the kept weights once more: the saved metrics are those of the saved model.
     trainer.validate(module, datamodule=datamodule, verbose=False)
+    if labels.multi_label:
+        labels.thresholds = tune_thresholds(module.valid_probs, module.valid_targets)
+        module.thresholds = np.array(labels.thresholds)
+        module.valid_report = module.report(module.valid_probs, module.valid_targets)
     metrics = {
         "valid": module.valid_report,
         "best_epoch": best_epoch,

@@ -7,6 +7,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
+
 from hanclf.errors import UsageError
 from hanclf.model import PAD, UNK
 
@@ -65,20 +67,39 @@ def normalize_label(value: Any) -> str | None:
     return text or None
 
 
+def normalize_label_set(value: Any, separator: str) -> list[str]:
+    """A multi-label cell as its labels: a list (Parquet list, JSON array) or a string of labels
+    joined by `separator` ("food,service"). Null, "" and [] are the empty set: no label applies."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return []
+    parts = value.split(separator) if isinstance(value, str) else value
+    if not isinstance(parts, Sequence):
+        parts = [parts]
+    return sorted({label for label in map(normalize_label, parts) if label is not None})
+
+
 class Labels:
     """The classes a model predicts, in id order. Integer labels (e.g. stars) sort numerically
-    and are written back as integers."""
+    and are written back as integers.
 
-    def __init__(self, names: Sequence[str]) -> None:
+    Multi-label models also keep the probability threshold of each label, tuned on valid."""
+
+    def __init__(
+        self, names: Sequence[str], multi_label: bool = False, thresholds: Sequence[float] | None = None
+    ) -> None:
         self.names = list(names)
         self.index = {n: i for i, n in enumerate(self.names)}
         self.numeric = all(_is_int(n) for n in self.names)
+        self.multi_label = multi_label
+        self.thresholds = list(thresholds) if thresholds is not None else [0.5] * len(self.names)
+        if len(self.thresholds) != len(self.names):
+            raise ValueError(f"{len(self.thresholds)} thresholds for {len(self.names)} labels")
 
     @classmethod
-    def build(cls, values: Iterable[str]) -> Labels:
+    def build(cls, values: Iterable[str], multi_label: bool = False) -> Labels:
         distinct = set(values)
         numeric = all(_is_int(v) for v in distinct)
-        return cls(sorted(distinct, key=int if numeric else str))
+        return cls(sorted(distinct, key=int if numeric else str), multi_label)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -92,15 +113,28 @@ class Labels:
             )
         return [self.index[v] for v in values]
 
+    def multi_hot(
+        self, sets: Sequence[list[str]], where: str, known_as: str = "the model's labels"
+    ) -> np.ndarray:
+        """(len(sets), len(labels)) float32, 1 where the document has the label."""
+        targets = np.zeros((len(sets), len(self.names)), dtype=np.float32)
+        for row, labels in enumerate(sets):
+            targets[row, self.ids(labels, where, known_as)] = 1
+        return targets
+
     def value(self, name: str) -> int | str:
         return int(name) if self.numeric else name
 
     def to_json(self) -> dict[str, Any]:
-        return {"labels": self.names}
+        if not self.multi_label:
+            return {"labels": self.names}
+        return {"labels": self.names, "multi_label": True, "thresholds": self.thresholds}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Labels:
-        return cls(data["labels"])
+        multi_label = bool(data.get("multi_label", False))
+        thresholds = [float(t) for t in data["thresholds"]] if multi_label else None
+        return cls(data["labels"], multi_label, thresholds)
 
 
 def _is_int(text: str) -> bool:
