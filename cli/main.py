@@ -257,17 +257,25 @@ def evaluate(
 
 def _print_report(result: dict[str, Any]) -> None:
     stdout.print(f"{result['data']}: {result['support']} documents", highlight=False, markup=False)
+    multi_label = result.get("multi_label", False)
     summary = Table(show_header=False)
-    for name in ("accuracy", "macro_f1", "weighted_f1"):
+    headline = (("micro_f1", "macro_f1", "subset_accuracy", "hamming_loss") if multi_label
+                else ("accuracy", "macro_f1", "weighted_f1"))
+    for name in headline:
         summary.add_row(name, f"{result[name]:.4f}")
-    per_class = Table("label", "precision", "recall", "f1", "support", title="per class")
+    per_class = Table("label", "precision", "recall", "f1", "support",
+                      *(["threshold"] if multi_label else []), title="per label" if multi_label else "per class")
     for label, row in result["per_class"].items():
-        per_class.add_row(label, *(f"{row[k]:.4f}" for k in ("precision", "recall", "f1")), str(row["support"]))
-    labels = result["labels"]
-    confusion = Table("true \\ predicted", *labels, title="confusion matrix")
-    for label, counts in zip(labels, result["confusion_matrix"]):
-        confusion.add_row(label, *(str(c) for c in counts))
-    for table in (summary, per_class, confusion):
+        extra = [f"{result['thresholds'][label]:.2f}"] if multi_label else []
+        per_class.add_row(label, *(f"{row[k]:.4f}" for k in ("precision", "recall", "f1")), str(row["support"]), *extra)
+    tables = [summary, per_class]
+    if not multi_label:
+        labels = result["labels"]
+        confusion = Table("true \\ predicted", *labels, title="confusion matrix")
+        for label, counts in zip(labels, result["confusion_matrix"]):
+            confusion.add_row(label, *(str(c) for c in counts))
+        tables.append(confusion)
+    for table in tables:
         stdout.print(table)
 
 

@@ -1,5 +1,6 @@
 """`evaluate`: accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix of a
-model on labelled data, streamed so the data can be larger than memory."""
+model on labelled data (multi-label: micro/macro-F1, subset accuracy, Hamming loss, per-label
+figures), streamed so the data can be larger than memory."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ import numpy as np
 from hanclf.data import SPLIT_COLUMN, require_split_column, rows_in_split
 from hanclf.errors import UsageError
 from hanclf.io import check_input, iter_batches, require_columns, text_values
-from hanclf.metrics import confusion_matrix, report
+from hanclf.metrics import confusion_matrix, multilabel_counts, multilabel_report, report
 from hanclf.predict import Predictor
-from hanclf.vocab import normalize_label
+from hanclf.vocab import normalize_label, normalize_label_set
 
 BATCH_ROWS = 8_192
 
@@ -37,28 +38,44 @@ def evaluate_file(
     require_split_column(data, split)
     columns = [text_column, label_column] + ([SPLIT_COLUMN] if split else [])
 
-    n = len(predictor.labels)
-    confusion = np.zeros((n, n), dtype=np.int64)
+    labels = predictor.labels
+    n = len(labels)
+    # Counts add up over batches: a confusion matrix, or per-label tp/fp/fn for multi-label.
+    counts = np.zeros((n + 1, 3) if labels.multi_label else (n, n), dtype=np.int64)
     row = 0
     for batch in iter_batches(data, columns, BATCH_ROWS):
         texts = text_values(data, text_column, batch.column(text_column))
-        labels = [normalize_label(v) for v in batch.column(label_column).to_pylist()]
+        raw = batch.column(label_column).to_pylist()
         keep = rows_in_split(batch.column(SPLIT_COLUMN).to_pylist(), split) if split else range(len(texts))
-        for i in keep:
-            if labels[i] is None:
-                raise UsageError(
-                    f"{data}: row {row + i + 1} has no label in column '{label_column}'; "
-                    "fill or drop unlabelled rows"
-                )
+        where = f"{data} column '{label_column}'"
+        if labels.multi_label:
+            sets = [normalize_label_set(raw[i], config.label_separator) for i in keep]
+            targets = labels.multi_hot(sets, where) if keep else None
+        else:
+            values = [normalize_label(raw[i]) for i in keep]
+            for i, value in zip(keep, values):
+                if value is None:
+                    raise UsageError(
+                        f"{data}: row {row + i + 1} has no label in column '{label_column}'; "
+                        "fill or drop unlabelled rows"
+                    )
+            targets = np.array(labels.ids(values, where))
         row += len(texts)
         if not keep:
             continue
-        y_true = predictor.labels.ids([labels[i] for i in keep], f"{data} column '{label_column}'")
-        y_pred = predictor.predict_proba([texts[i] for i in keep]).argmax(1)
-        confusion += confusion_matrix(np.array(y_true), y_pred, n)
-    if confusion.sum() == 0:
+        probs = predictor.predict_proba([texts[i] for i in keep])
+        if labels.multi_label:
+            counts += multilabel_counts(targets, probs >= np.asarray(labels.thresholds))
+        else:
+            counts += confusion_matrix(targets, probs.argmax(1), n)
+    documents = counts[-1, 0] if labels.multi_label else counts.sum()
+    if documents == 0:
         where = f"rows with {SPLIT_COLUMN}={split}" if split else "rows"
         raise UsageError(f"{data}: no {where} to evaluate")
-    result = report(confusion, predictor.labels.names)
+    if labels.multi_label:
+        result = multilabel_report(counts, labels.names)
+        result["thresholds"] = dict(zip(labels.names, labels.thresholds))
+    else:
+        result = report(counts, labels.names)
     result["data"] = str(data) + (f" (split={split})" if split else "")
     return result

@@ -32,7 +32,7 @@ from hanclf.io import (
 )
 from hanclf.predict import DocAttention, Predictor
 from hanclf.report import HtmlReport
-from hanclf.vocab import normalize_label
+from hanclf.vocab import normalize_label, normalize_label_set
 
 TOKEN_COLUMNS = [
     "doc_id", "sent_idx", "tok_idx", "token", "word_att", "sent_att", "weight",
@@ -51,9 +51,10 @@ class Explained:
 
     doc_id: Any
     attention: DocAttention
-    pred_label: str
-    pred_prob: float
-    true_label: str | None
+    predicted: list[int]  # label ids: one, or for multi-label those over their thresholds
+    pred_label: str  # their names (multi-label: joined by the label separator, in id order)
+    pred_prob: float  # the highest label probability
+    true_label: str | None  # as pred_label, from the input's label column
 
     def sentence_ranks(self) -> list[int]:
         """Rank of each sentence by attention, 1 = most attended."""
@@ -96,7 +97,8 @@ def iter_rows(
     """Stream (texts, doc ids, true labels) of the first `limit` rows (all if None) of
     `input_path`, only those of `split` if given.
 
-    True labels are filled when the input has the model's label column (or `label_column`).
+    True labels are filled when the input has the model's label column (or `label_column`);
+    multi-label sets are written as the model's predictions are (see `Explained`).
     """
     check_input(input_path)
     if limit is not None and limit < 1:
@@ -111,6 +113,13 @@ def iter_rows(
         label_column = model_label
     columns = [c for c in (text_column, id_column, label_column) if c]
     columns += [SPLIT_COLUMN] if split else []
+    labels, separator = predictor.labels, predictor.artifact.config.data.label_separator
+
+    def as_label(value: Any) -> str | None:
+        if not labels.multi_label or value is None:
+            return normalize_label(value)
+        return separator.join(labels.in_order(normalize_label_set(value, separator)))
+
     row = docs = 0  # rows read, rows yielded
     for batch in iter_batches(input_path, columns, BATCH_ROWS):
         keep = rows_in_split(batch.column(SPLIT_COLUMN).to_pylist(), split) if split else range(batch.num_rows)
@@ -120,7 +129,7 @@ def iter_rows(
         truth = batch.column(label_column).to_pylist() if label_column else [None] * len(texts)
         row += batch.num_rows
         if keep:
-            yield [texts[i] for i in keep], [ids[i] for i in keep], [normalize_label(truth[i]) for i in keep]
+            yield [texts[i] for i in keep], [ids[i] for i in keep], [as_label(truth[i]) for i in keep]
         docs += len(keep)
         if limit is not None and docs >= limit:
             break
@@ -131,11 +140,12 @@ def iter_rows(
 
 def iter_explained(predictor: Predictor, input_path: Path, **rows: Any) -> Iterator[Explained]:
     """Each document of `iter_rows(predictor, input_path, **rows)` with its attention."""
-    names = predictor.labels.names
+    labels, separator = predictor.labels, predictor.artifact.config.data.label_separator
     for texts, ids, truth in iter_rows(predictor, input_path, **rows):
         for doc_id, true, att in zip(ids, truth, predictor.attend(texts)):
-            best = int(att.probs.argmax())
-            yield Explained(doc_id, att, names[best], float(att.probs[best]), true)
+            predicted = labels.chosen(att.probs)
+            pred_label = separator.join(labels.names[i] for i in predicted)
+            yield Explained(doc_id, att, predicted, pred_label, float(att.probs.max()), true)
 
 
 def explain_file(
@@ -163,7 +173,10 @@ def explain_file(
             check_output(path, force)
     predictor = Predictor(model_dir, device, batch_size)
     rows, columns = (token_rows, TOKEN_COLUMNS) if level == "token" else (sentence_rows, SENTENCE_COLUMNS)
-    report = HtmlReport(predictor.labels.names, title=f"{input_path.name}: {model_dir}") if html else None
+    report = None
+    if html is not None:
+        separator = predictor.artifact.config.data.label_separator
+        report = HtmlReport(predictor.labels.names, f"{input_path.name}: {model_dir}", separator)
     counts = {"documents": 0, "rows": 0}
     with contextlib.ExitStack() as stack:
         writer = None
@@ -181,7 +194,7 @@ def explain_file(
                 writer.writerows(lines)
                 counts["rows"] += len(lines)
             if report is not None:
-                report.add(str(doc.doc_id), doc.attention, doc.true_label)
+                report.add(str(doc.doc_id), doc.attention, doc.true_label, doc.predicted)
             if on_document is not None:
                 on_document(doc)
             counts["documents"] += 1

@@ -49,7 +49,7 @@ def _finite(value: float) -> float:
 @dataclass
 class _Doc:
     html: str  # the rendered <article>
-    pred: int  # index of the predicted label
+    predicted: list[int]  # ids of the predicted labels
     has_truth: bool
     wrong: bool
 
@@ -61,27 +61,36 @@ class HtmlReport:
     per token) until `write`; the caller limits how many it adds.
     """
 
-    def __init__(self, label_names: list[str], title: str) -> None:
+    def __init__(self, label_names: list[str], title: str, separator: str = ",") -> None:
         self.label_names = [str(n) for n in label_names]
         self.title = title
+        self.separator = separator  # joins a multi-label prediction's names
         self._docs: list[_Doc] = []
 
     def __len__(self) -> int:
         return len(self._docs)
 
-    def add(self, doc_id: str, attention: DocAttention, true_label: str | None) -> None:
+    def add(
+        self, doc_id: str, attention: DocAttention, true_label: str | None,
+        predicted: list[int] | None = None,
+    ) -> None:
         """Render one document: `attention` as `Predictor.attend` returns it; `true_label` is
-        the label in the input (None or "" when unknown), compared as text with the prediction."""
+        the label in the input (None or "" when unknown), compared as text with the prediction;
+        `predicted` the predicted label ids (default: the most probable; several, in id order,
+        for a multi-label model, whose names are then joined by the separator)."""
         probs = [float(p) for p in attention.probs]
-        pred = max(range(len(probs)), key=probs.__getitem__)
-        pred_name = self.label_names[pred]
+        if predicted is None:
+            predicted = [max(range(len(probs)), key=probs.__getitem__)]
+        pred_name = self.separator.join(self.label_names[i] for i in predicted)
         truth = None if true_label is None or str(true_label) == "" else str(true_label)
         wrong = truth is not None and truth != pred_name
 
-        classes = f"doc p{pred}" + (" wrong" if wrong else "") + (" known" if truth is not None else "")
+        classes = " ".join(["doc", *(f"p{i}" for i in predicted)])
+        classes += (" wrong" if wrong else "") + (" known" if truth is not None else "")
+        shown_prob = f" {max(probs[i] for i in predicted):.3f}" if predicted else ""
         head = [
             f'<span class="id">{_e(doc_id)}</span>',
-            f'<span class="pred">predicted <b>{_e(pred_name)}</b> {probs[pred]:.3f}</span>',
+            f'<span class="pred">predicted <b>{_e(pred_name or "(no label)")}</b>{shown_prob}</span>',
         ]
         if truth is not None:
             head.append(f'<span class="true">true <b>{_e(truth)}</b></span>')
@@ -98,7 +107,7 @@ class HtmlReport:
         parts = [f'<article class="{classes}"><header>{" ".join(head)}</header>']
         parts.append(self._sentences(attention))
         parts.append("</article>\n")
-        self._docs.append(_Doc("".join(parts), pred, truth is not None, wrong))
+        self._docs.append(_Doc("".join(parts), predicted, truth is not None, wrong))
 
     @staticmethod
     def _sentences(attention: DocAttention) -> str:
@@ -135,7 +144,7 @@ class HtmlReport:
         n = len(self.label_names)
         known = sum(d.has_truth for d in self._docs)
         wrong = sum(d.wrong for d in self._docs)
-        per_label = [sum(d.pred == i for d in self._docs) for i in range(n)]
+        per_label = [sum(i in d.predicted for d in self._docs) for i in range(n)]
         with Path(path).open("w", encoding="utf-8", newline="\n") as f:
             f.write(self._head(per_label))
             f.write(self._summary(known, wrong))

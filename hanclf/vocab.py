@@ -122,6 +122,17 @@ class Labels:
             targets[row, self.ids(labels, where, known_as)] = 1
         return targets
 
+    def chosen(self, probs: np.ndarray) -> list[int]:
+        """Ids of the predicted labels for one document's probabilities: the most probable one,
+        or, multi-label, every label at or above its threshold (in id order)."""
+        if self.multi_label:
+            return [i for i, (p, t) in enumerate(zip(probs, self.thresholds)) if p >= t]
+        return [int(np.argmax(probs))]
+
+    def in_order(self, names: Iterable[str]) -> list[str]:
+        """`names` in id order, labels the model does not know last."""
+        return sorted(names, key=lambda n: (self.index.get(n, len(self.names)), n))
+
     def value(self, name: str) -> int | str:
         return int(name) if self.numeric else name
 

@@ -5,6 +5,9 @@ Each document is 4-9 sentences. Exactly one of them, at a uniformly random posit
 one pool shared by all classes, so only the planted sentence carries the label. A HAN should
 learn to put its sentence attention there.
 
+The multi-label set works the same way with a set of labels per document: the aspects a review
+judges (food, service, price, ambience), one planted sentence per aspect, none to three aspects.
+
     python sample_data/generate.py [--output-dir DIR]
 
 Deterministic: the same seed gives a byte-identical CSV and a Parquet file with identical content.
@@ -55,6 +58,9 @@ SLOTS = {
     "neg": ["awful", "terrible", "disgusting", "bland", "dreadful", "horrible", "inedible", "greasy"],
     "spos": ["friendly", "attentive", "welcoming", "charming"],
     "sneg": ["rude", "careless", "slow", "unhelpful"],
+    # Cue words of the multi-label aspects price and ambience.
+    "price": ["cheap", "overpriced", "expensive", "affordable", "pricey", "reasonable"],
+    "ambience": ["cosy", "noisy", "romantic", "gloomy", "cramped", "lively"],
 }
 CUE_WORDS = {
     "positive": frozenset(SLOTS["pos"] + SLOTS["spos"]),
@@ -169,14 +175,63 @@ def build_tables(seed: int = SEED) -> tuple[pd.DataFrame, pd.DataFrame]:
     return train, test
 
 
-def write_files(output_dir: Path, seed: int = SEED) -> tuple[Path, Path]:
+ASPECTS = ["ambience", "food", "price", "service"]
+ASPECT_TEMPLATES = {
+    "food": ["The {dish} was {pos}.", "Sadly the {dish} was {neg}.", "Honestly, the {dish} tasted {pos}!",
+             "The {dish} was {neg} and barely warm."],
+    "service": ["Our {server} was {spos} all evening.", "The {server} was really {sneg}.",
+                "The staff were {spos} and quick.", "Service was {sneg} from start to finish."],
+    "price": ["Prices are {price} for what you get.", "For {number} people it felt {price}.",
+              "The wine list is {price}."],
+    "ambience": ["The room felt {ambience}.", "It was {ambience} inside, with candles on every table.",
+                 "The terrace is {ambience} at night."],
+}
+# Aspects per document: none (a review that judges nothing), one, two or three.
+ASPECT_COUNTS, ASPECT_COUNT_WEIGHTS = [0, 1, 2, 3], [1, 9, 7, 3]
+MULTILABEL_SPLITS = {"train": 340, "valid": 60, "test": 100}
+
+
+def make_multilabel_document(rng: random.Random) -> tuple[str, list[str], list[int]]:
+    """One document: its text, its aspects (sorted) and the positions of their planted sentences."""
+    aspects = sorted(rng.sample(ASPECTS, rng.choices(ASPECT_COUNTS, ASPECT_COUNT_WEIGHTS)[0]))
+    planted = [fill(rng.choice(ASPECT_TEMPLATES[a]), rng) for a in aspects]
+    sentences = [fill(t, rng) for t in rng.sample(FILLER_TEMPLATES, rng.randint(3, 6))]
+    for sentence in planted:
+        sentences.insert(rng.randint(0, len(sentences)), sentence)
+    positions = [sentences.index(sentence) for sentence in planted]
+    return " ".join(sentences), aspects, positions
+
+
+def build_multilabel_tables(seed: int = SEED) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The multi-label train table (labels joined by ",", a split column) and the test table
+    (labels as a list column): both ways hanclf reads label sets."""
+    rng = random.Random(seed + 1)  # its own stream: the single-label files stay as they were
+    rows = []
+    for split, count in MULTILABEL_SPLITS.items():
+        for _ in range(count):
+            text, aspects, positions = make_multilabel_document(rng)
+            rows.append({"text": text, "labels": aspects, "planted_sentences": positions, "split": split})
+    for i, row in enumerate(rows, start=1):
+        row["id"] = f"m{i:04d}"
+    table = pd.DataFrame(rows, columns=["id", "text", "labels", "planted_sentences", "split"])
+    is_test = table["split"] == "test"
+    train = table[~is_test].reset_index(drop=True)
+    train["labels"] = train["labels"].map(",".join)
+    train["planted_sentences"] = train["planted_sentences"].map(lambda p: " ".join(map(str, p)))
+    test = table[is_test].drop(columns="split").reset_index(drop=True)
+    return train, test
+
+
+def write_files(output_dir: Path, seed: int = SEED) -> list[Path]:
     output_dir.mkdir(parents=True, exist_ok=True)
-    train, test = build_tables(seed)
-    train_path, test_path = output_dir / "train.csv", output_dir / "test.parquet"
-    with open(train_path, "w", encoding="utf-8", newline="") as f:
-        train.to_csv(f, index=False, lineterminator="\n")
-    pq.write_table(pa.Table.from_pandas(test, preserve_index=False), test_path, compression="zstd")
-    return train_path, test_path
+    paths = []
+    for (train, test), prefix in ((build_tables(seed), ""), (build_multilabel_tables(seed), "multilabel_")):
+        train_path, test_path = output_dir / f"{prefix}train.csv", output_dir / f"{prefix}test.parquet"
+        with open(train_path, "w", encoding="utf-8", newline="") as f:
+            train.to_csv(f, index=False, lineterminator="\n")
+        pq.write_table(pa.Table.from_pandas(test, preserve_index=False), test_path, compression="zstd")
+        paths += [train_path, test_path]
+    return paths
 
 
 if __name__ == "__main__":

@@ -253,6 +253,13 @@ CASES = [
     Case("train-valid-fraction-out-of-range", lambda e: train(e, e.data / "train.csv", "--valid-fraction", "1.5"), 2, ("data.valid_fraction", "1.5")),
     Case("train-accelerator-unknown", lambda e: train(e, e.data / "train.csv", "--accelerator", "banana"), 2, ("banana", "accelerator"),),
     Case("train-precision-unknown", lambda e: train(e, e.data / "train.csv", "--precision", "99"), 2, ("99", "precision"),),
+    # -- multi-label
+    Case("train-multi-label-no-labels-at-all", lambda e: train(e, e.table("none.csv", e.reviews().assign(label="")), "--multi-label"), 2, ("none.csv", "no labels", "'label'")),
+    Case("train-label-separator-empty", lambda e: train(e, e.data / "train.csv", "--multi-label", "--label-separator", ""), 2, ("data.label_separator",)),
+    # -- explain's other outputs
+    Case("explain-split-without-split-column", lambda e: explain(e, e.data / "test.parquet", "--split", "test"), 2, ("test.parquet", "--split test", "'split'")),
+    Case("explain-faithfulness-output-exists", lambda e: existing(e, "f.json") and ["explain", str(e.model), str(e.data / "test.parquet"), "--faithfulness", str(e.out / "f.json")], 2, ("f.json", "--force")),
+    Case("explain-html-output-dir-missing", lambda e: ["explain", str(e.model), str(csv_with_text(e)), "--html", str(e.out / "missing" / "r.html")], 2, ("missing", "does not exist")),
     # -- click's own usage errors (multi-line, exit 2)
     Case("predict-missing-output-option", lambda e: ["predict", str(e.model), str(csv_with_text(e))], 2, usage=True),
     Case("train-missing-data-argument", lambda e: ["train", "-o", str(e.out / "model")], 2, usage=True),

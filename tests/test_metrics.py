@@ -7,7 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from hanclf.metrics import confusion_matrix, report
+from hanclf.metrics import (
+    confusion_matrix,
+    multilabel_counts,
+    multilabel_report,
+    report,
+    tune_thresholds,
+)
 
 # rows: true class, columns: predicted class
 #            pred a  b  c     support
@@ -89,3 +95,44 @@ def test_matches_scikit_learn():
     for i, name in enumerate("abcd"):
         for ours, theirs in (("precision", "precision"), ("recall", "recall"), ("f1", "f1-score")):
             assert r["per_class"][name][ours] == pytest.approx(expected[str(i)][theirs], abs=1e-9)
+
+
+def test_multilabel_report_matches_scikit_learn():
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    targets = rng.random((200, 4)) < 0.35
+    predicted = np.where(rng.random((200, 4)) < 0.8, targets, ~targets)  # 80% of cells right
+    predicted[:5] = targets[:5]  # some exact matches for sure
+    # counts of two batches add up to those of the whole
+    counts = multilabel_counts(targets[:70], predicted[:70]) + multilabel_counts(targets[70:], predicted[70:])
+    r = multilabel_report(counts, ["a", "b", "c", "d"])
+    assert r["micro_f1"] == pytest.approx(sklearn_metrics.f1_score(targets, predicted, average="micro"))
+    assert r["macro_f1"] == pytest.approx(sklearn_metrics.f1_score(targets, predicted, average="macro"))
+    assert r["subset_accuracy"] == pytest.approx(sklearn_metrics.accuracy_score(targets, predicted))
+    assert r["hamming_loss"] == pytest.approx(sklearn_metrics.hamming_loss(targets, predicted))
+    assert r["micro_precision"] == pytest.approx(
+        sklearn_metrics.precision_score(targets, predicted, average="micro"))
+    per_label_recall = sklearn_metrics.recall_score(targets, predicted, average=None)
+    assert [r["per_class"][k]["recall"] for k in "abcd"] == pytest.approx(per_label_recall)
+    assert [r["per_class"][k]["support"] for k in "abcd"] == targets.sum(0).tolist()
+    assert r["support"] == 200
+
+
+def test_multilabel_report_by_hand_with_a_label_never_predicted():
+    targets = np.array([[1, 0], [1, 1], [0, 0]], dtype=bool)
+    predicted = np.array([[1, 0], [1, 0], [0, 0]], dtype=bool)
+    r = multilabel_report(multilabel_counts(targets, predicted), ["x", "y"])
+    # x: tp 2; y: fn 1, never predicted -> precision 0 by convention, f1 0
+    assert r["per_class"]["x"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 2}
+    assert r["per_class"]["y"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    assert r["micro_f1"] == pytest.approx(2 * 1.0 * (2 / 3) / (1 + 2 / 3))
+    assert r["subset_accuracy"] == pytest.approx(2 / 3) and r["hamming_loss"] == pytest.approx(1 / 6)
+
+
+def test_tune_thresholds_picks_the_best_f1_per_label():
+    probs = np.array([[0.9, 0.2, 0.6], [0.7, 0.3, 0.6], [0.4, 0.35, 0.6], [0.1, 0.1, 0.6]])
+    targets = np.array([[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 0]], dtype=bool)
+    # label 0: any cut in (0.4, 0.7] separates perfectly; ties go to the one nearest 0.5 -> 0.5
+    # label 1: positives at 0.3 and 0.35, a negative at 0.2 -> cut in (0.2, 0.3]: 0.25 or 0.3 -> 0.3
+    # label 2: no positive in the data -> stays 0.5
+    assert tune_thresholds(probs, targets) == [0.5, 0.3, 0.5]

@@ -78,10 +78,12 @@ def test_generator_reproduces_shipped_files(tmp_path):
         capture_output=True, text=True,
     )
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "train.csv").read_bytes() == (SAMPLE_DIR / "train.csv").read_bytes()
-    pd.testing.assert_frame_equal(
-        pd.read_parquet(tmp_path / "test.parquet"), pd.read_parquet(SAMPLE_DIR / "test.parquet"),
-    )
+    for prefix in ("", "multilabel_"):
+        assert (tmp_path / f"{prefix}train.csv").read_bytes() == (SAMPLE_DIR / f"{prefix}train.csv").read_bytes()
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(tmp_path / f"{prefix}test.parquet"),
+            pd.read_parquet(SAMPLE_DIR / f"{prefix}test.parquet"),
+        )
 
 
 def test_csv_format():
@@ -171,3 +173,48 @@ def test_planted_position_is_spread(docs):
 def test_vocabulary_is_a_few_hundred_words(docs):
     vocab = {w for text in docs["text"] for w in re.findall(r"[a-z0-9]+", text.lower())}
     assert 200 <= len(vocab) <= 1000, len(vocab)
+
+
+ASPECT_PLANTED = [(aspect, _pattern(t)) for aspect, ts in gen.ASPECT_TEMPLATES.items() for t in ts]
+
+
+@pytest.fixture(scope="module")
+def multilabel_docs() -> pd.DataFrame:
+    """Both multi-label files with labels and planted positions as lists."""
+    train = pd.read_csv(SAMPLE_DIR / "multilabel_train.csv", dtype=str, keep_default_na=False)
+    assert list(train.columns) == ["id", "text", "labels", "planted_sentences", "split"]
+    assert train["split"].value_counts().to_dict() == {"train": 340, "valid": 60}
+    train["labels"] = train["labels"].map(lambda s: s.split(",") if s else [])
+    train["planted_sentences"] = train["planted_sentences"].map(lambda s: [int(p) for p in s.split()])
+    test = pd.read_parquet(SAMPLE_DIR / "multilabel_test.parquet")
+    assert list(test.columns) == ["id", "text", "labels", "planted_sentences"] and len(test) == 100
+    test["labels"] = test["labels"].map(list)
+    test["planted_sentences"] = test["planted_sentences"].map(list)
+    return pd.concat([train.drop(columns="split"), test], ignore_index=True)
+
+
+def test_multilabel_planted_sentences_decide_the_labels(multilabel_docs):
+    sizes = Counter()
+    for row in multilabel_docs.itertuples():
+        sentences = SPLITTER.split(row.text)
+        assert row.labels == sorted(row.labels) and set(row.labels) <= set(gen.ASPECTS)
+        assert len(row.planted_sentences) == len(row.labels)
+        sizes[len(row.labels)] += 1
+        planted = dict(zip(row.planted_sentences, row.labels))
+        for i, sentence in enumerate(sentences):
+            aspects = {a for a, p in ASPECT_PLANTED if p.fullmatch(sentence)}
+            if i in planted:
+                assert aspects == {planted[i]}, (row.id, sentence)
+            else:
+                assert not aspects and _filler_template(sentence) is not None, (row.id, sentence)
+    # every size of label set occurs, the empty set included
+    assert sorted(sizes) == [0, 1, 2, 3] and sizes[0] >= 10
+
+
+def test_multilabel_cue_words_only_in_planted_sentences(multilabel_docs):
+    cues = set(gen.SLOTS["price"] + gen.SLOTS["ambience"] + gen.SLOTS["pos"] + gen.SLOTS["neg"]
+               + gen.SLOTS["spos"] + gen.SLOTS["sneg"])
+    for row in multilabel_docs.itertuples():
+        for i, sentence in enumerate(SPLITTER.split(row.text)):
+            if i not in row.planted_sentences:
+                assert not cues & set(re.findall(r"[a-z]+", sentence.lower())), (row.id, sentence)

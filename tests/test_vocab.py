@@ -9,7 +9,7 @@ import pytest
 
 from hanclf.errors import UsageError
 from hanclf.model import PAD, UNK
-from hanclf.vocab import Labels, Vocab, normalize_label
+from hanclf.vocab import Labels, Vocab, normalize_label, normalize_label_set
 
 # counts: the 4, cat 3, sat 2, mat 2, on 2, a 1
 DOCS = [
@@ -120,3 +120,40 @@ def test_normalize_label_keeps_text_and_fractions():
     assert normalize_label(" pos\n") == "pos"
     assert normalize_label(4.5) == "4.5"
     assert normalize_label(0) == "0"  # a falsy label is not missing
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("food,service", ["food", "service"]),
+    (" service , food ,", ["food", "service"]),  # spaces and a trailing separator
+    (["service", "food", "food"], ["food", "service"]),  # a list column; duplicates once
+    ((3, 1.0), ["1", "3"]),  # numbers as labels, as in single-label
+    ("price", ["price"]),
+    (7, ["7"]),
+    ("", []), (None, []), (float("nan"), []), ([], []), ([None, ""], []),
+])
+def test_normalize_label_set(value, expected):
+    assert normalize_label_set(value, ",") == expected
+
+
+def test_normalize_label_set_other_separator():
+    assert normalize_label_set("a|b,c", "|") == ["a", "b,c"]
+
+
+def test_multi_label_labels_multi_hot_chosen_and_json():
+    labels = Labels.build(["service", "food", "price"], multi_label=True)
+    assert labels.names == ["food", "price", "service"] and labels.thresholds == [0.5] * 3
+    targets = labels.multi_hot([["service", "food"], [], ["price"]], "f.csv")
+    assert targets.tolist() == [[1, 0, 1], [0, 0, 0], [0, 1, 0]] and targets.dtype == np.float32
+    with pytest.raises(UsageError, match="f.csv: label\\(s\\) 'noise' not among"):
+        labels.multi_hot([["noise"]], "f.csv")
+    labels.thresholds = [0.3, 0.9, 0.5]
+    assert labels.chosen(np.array([0.35, 0.8, 0.5])) == [0, 2]  # at or above each threshold
+    assert labels.chosen(np.array([0.1, 0.1, 0.1])) == []
+    assert labels.in_order(["service", "zzz", "food"]) == ["food", "service", "zzz"]
+    again = Labels.from_json(json.loads(json.dumps(labels.to_json())))
+    assert again.multi_label and again.thresholds == [0.3, 0.9, 0.5] and again.names == labels.names
+    assert Labels.from_json({"labels": ["a", "b"]}).multi_label is False
+
+
+def test_single_label_chosen_is_the_most_probable():
+    assert Labels.build(["a", "b", "c"]).chosen(np.array([0.2, 0.5, 0.3])) == [1]

@@ -1,0 +1,143 @@
+"""Multi-label end to end on the shipped multi-label sample set (aspects a review judges, one
+planted sentence each): train, thresholds, predict, evaluate, explain, and label-set inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from hanclf.cli.main import app
+from hanclf.config import load_config
+from hanclf.metrics import THRESHOLD_GRID
+from hanclf.predict import Predictor
+from hanclf.train import train
+from tests.conftest import SAMPLE_DATA
+
+pytestmark = pytest.mark.slow
+TRAIN, TEST = SAMPLE_DATA / "multilabel_train.csv", SAMPLE_DATA / "multilabel_test.parquet"
+ASPECTS = ["ambience", "food", "price", "service"]
+SMALL = {
+    "model.embed_dim": 32, "model.word_hidden": 16, "model.sent_hidden": 16,
+    "model.word_att_dim": 16, "model.sent_att_dim": 16, "train.lr": 0.02,
+    "train.max_epochs": 20, "train.patience": 5, "train.accelerator": "cpu",
+    "data.label_column": "labels", "data.multi_label": True,
+}
+
+
+def invoke(*args: str | Path) -> str:
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("multilabel") / "model"
+    train(TRAIN, out, load_config(None, SMALL), progress=False)
+    return out
+
+
+def test_labels_and_thresholds_are_saved(model):
+    saved = json.loads((model / "labels.json").read_text())
+    assert saved["labels"] == ASPECTS and saved["multi_label"] is True
+    assert len(saved["thresholds"]) == 4
+    assert all(np.isclose(THRESHOLD_GRID, t).any() for t in saved["thresholds"])
+    metrics = json.loads((model / "metrics.json").read_text())["valid"]
+    assert metrics["multi_label"] and metrics["micro_f1"] >= 0.9
+
+
+def test_evaluate_on_the_held_out_set(model, tmp_path):
+    out = tmp_path / "metrics.json"
+    printed = invoke("evaluate", model, TEST, "-o", out)
+    result = json.loads(out.read_text())
+    assert result["support"] == 100
+    assert result["micro_f1"] >= 0.95 and result["macro_f1"] >= 0.9 and result["subset_accuracy"] >= 0.85
+    truth = pd.read_parquet(TEST)["labels"]
+    assert {k: v["support"] for k, v in result["per_class"].items()} == {
+        a: int(sum(a in labels for labels in truth)) for a in ASPECTS
+    }
+    assert "subset_accuracy" in printed and "confusion" not in printed
+    assert f"{result['micro_f1']:.4f}" in printed
+
+
+def test_predict_writes_label_sets_at_the_tuned_thresholds(model, tmp_path):
+    out = tmp_path / "pred.parquet"
+    invoke("predict", model, TEST, "-o", out, "--id-column", "id", "--top-k", "-1")
+    pred = pq.read_table(out)
+    assert pred.schema.field("pred_labels").type == pa.list_(pa.string())
+    assert pred.schema.field("pred_probs").type == pa.list_(pa.float32())
+    assert "pred_label" not in pred.column_names
+    rows = pred.to_pylist()
+    predictor = Predictor(model, device="cpu")
+    probs = predictor.predict_proba(pd.read_parquet(TEST)["text"].tolist())
+    thresholds = predictor.labels.thresholds
+    for row, p in zip(rows, probs):
+        expected = [a for a in np.array(ASPECTS)[np.argsort(-p, kind="stable")] if p[ASPECTS.index(a)] >= thresholds[ASPECTS.index(a)]]
+        assert row["pred_labels"] == expected
+        assert row["pred_probs"] == pytest.approx(sorted(row["pred_probs"], reverse=True))
+        assert sorted(row["top_labels"]) == ASPECTS  # -1: every label, with its own probability
+        assert row["top_probs"] == pytest.approx(sorted(p, reverse=True), abs=1e-6)
+    truth = pd.read_parquet(TEST)["labels"].map(sorted)
+    exact = np.mean([sorted(r["pred_labels"]) == list(t) for r, t in zip(rows, truth)])
+    assert exact >= 0.85
+    assert any(r["pred_labels"] == [] for r in rows) or not any(len(t) == 0 for t in truth)
+
+
+def test_threshold_flag_overrides_the_tuned_thresholds(model, tmp_path):
+    low, high = tmp_path / "low.parquet", tmp_path / "high.parquet"
+    invoke("predict", model, TEST, "-o", low, "--threshold", "0.01")
+    invoke("predict", model, TEST, "-o", high, "--threshold", "0.99")
+    n_low = sum(map(len, pd.read_parquet(low)["pred_labels"]))
+    n_high = sum(map(len, pd.read_parquet(high)["pred_labels"]))
+    assert n_low > n_high
+    for labels, probs in zip(pd.read_parquet(high)["pred_labels"], pd.read_parquet(high)["pred_probs"]):
+        assert len(labels) == len(probs) and all(p >= 0.99 for p in probs)
+
+
+def test_predictor_schema_is_known_before_any_data(model):
+    predictor = Predictor(model, device="cpu")
+    schema = predictor.output_schema(top_k=2)
+    assert schema.names == ["pred_labels", "pred_probs", "empty_text", "top_labels", "top_probs"]
+    table = predictor.predict_table(["The room felt cosy.", None], top_k=2)
+    assert table.schema == schema
+    assert table.column("empty_text").to_pylist() == [False, True]
+
+
+def test_explain_writes_the_predicted_set_and_the_true_set(model, tmp_path):
+    out, html = tmp_path / "sentences.csv", tmp_path / "report.html"
+    invoke("explain", model, TEST, "-o", out, "--level", "sentence", "--id-column", "id",
+           "--limit", "30", "--html", html)
+    rows = pd.read_csv(out, keep_default_na=False)
+    first = rows.groupby("doc_id").first()
+    truth = pd.read_parquet(TEST).head(30).set_index("id")["labels"].map(lambda t: ",".join(sorted(t)))
+    assert first["true_label"].to_dict() == truth.to_dict()
+    assert (first["pred_label"] == first["true_label"]).mean() >= 0.8
+    page = html.read_text()
+    assert "misclassified" in page and 'class="doc p' in page
+
+
+def test_list_column_training_data_and_labels_unknown_to_train(tmp_path):
+    frame = pd.read_csv(TRAIN, keep_default_na=False)
+    frame["labels"] = frame["labels"].map(lambda s: s.split(",") if s else [])
+    data = tmp_path / "train.parquet"
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), data)
+    assert pq.read_schema(data).field("labels").type == pa.list_(pa.string())
+    out = tmp_path / "model"
+    invoke("train", data, "-o", out, "--multi-label", "--label-column", "labels", "--max-epochs", "1",
+           "--set", "model.embed_dim=8", "--set", "model.word_hidden=4", "--set", "model.sent_hidden=4")
+    assert json.loads((out / "labels.json").read_text())["labels"] == ASPECTS
+
+    valid = tmp_path / "valid.csv"
+    pd.DataFrame({"text": ["The room felt cosy."], "labels": ["ambience,parking"]}).to_csv(valid, index=False)
+    result = CliRunner().invoke(app, ["train", str(data), "--valid", str(valid), "-o", str(tmp_path / "m2"),
+                                      "--multi-label", "--label-column", "labels"])
+    assert result.exit_code == 2
+    assert "valid.csv" in result.output and "'parking'" in result.output
+    assert not (tmp_path / "m2").exists()
