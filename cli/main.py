@@ -100,6 +100,8 @@ def train(
     accelerator: Annotated[Optional[str], typer.Option(help="Lightning accelerator: auto, cpu, gpu.")] = None,
     devices: Annotated[Optional[str], typer.Option(help="Lightning devices: auto, N or a list.")] = None,
     precision: Annotated[Optional[str], typer.Option(help="Lightning precision: 32-true, bf16-mixed, 16-mixed.")] = None,
+    strategy: Annotated[Optional[str], typer.Option(help="Lightning strategy, e.g. ddp (one process per device).")] = None,
+    num_nodes: Annotated[Optional[int], typer.Option(help="Machines taking part (with --strategy ddp).")] = None,
     force: Force = False,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run (crash, kill -9) from its last completed epoch.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (one line per epoch still).")] = False,
@@ -117,6 +119,7 @@ def train(
             "data.valid_fraction": valid_fraction, "train.seed": seed,
             "train.max_epochs": max_epochs, "train.accelerator": accelerator,
             "train.devices": _devices(devices), "train.precision": precision,
+            "train.strategy": strategy, "train.num_nodes": num_nodes,
         }
         overrides.update({k: v for k, v in flags.items() if v is not None})
         resolved = load_config(config, overrides)
@@ -127,6 +130,8 @@ def train(
         )
 
     metrics = _run(action)
+    if metrics is None:  # an extra process of a distributed run: the first one reports
+        return
     stderr.print(
         f"saved {output}: valid {describe(metrics['valid'])} "
         f"(epoch {metrics['best_epoch'] + 1} of {metrics['epochs_run']}, {metrics['train_seconds']:.0f}s)",

@@ -51,6 +51,8 @@ class TrainConfig:
     seed: int = 42
     accelerator: str = "auto"
     devices: str | int = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"  # e.g. ddp: one process per device, gradients averaged
     precision: str | int = "32-true"
 
 
@@ -154,7 +156,7 @@ def _check_range(key: str, value: Any) -> None:
         "data.max_sentences", "data.max_words", "data.min_count", "data.max_vocab",
         "model.embed_dim", "model.word_hidden", "model.sent_hidden", "model.word_att_dim",
         "model.sent_att_dim", "train.batch_size", "train.max_epochs", "train.lr",
-        "train.patience",
+        "train.patience", "train.num_nodes",
     }
     unit = {"model.dropout", "train.label_smoothing", "train.warmup_fraction"}
     if key in positive and value <= 0:

@@ -98,17 +98,29 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     With `shuffle`, each epoch draws a new order from (seed, epoch): documents are shuffled,
     sorted by size within pools of BUCKET_POOL batches, and the batches shuffled again.
+
+    In a distributed run every process draws the same batches and takes every `world_size`-th
+    one from `rank` on. With `pad` (training), batches from the start are repeated so that every
+    process gets as many as the others (gradient averaging waits for all of them); without it
+    (validation), each document is in exactly one process's batches.
     """
 
-    def __init__(self, sizes: list[int], batch_size: int, shuffle: bool, seed: int = 0) -> None:
+    def __init__(
+        self, sizes: list[int], batch_size: int, shuffle: bool, seed: int = 0,
+        rank: int = 0, world_size: int = 1, pad: bool = False,
+    ) -> None:
         self.sizes = np.asarray(sizes)
         self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, seed, 0
+        self.rank, self.world_size, self.pad = rank, world_size, pad
 
     def set_epoch(self, epoch: int) -> None:  # called by Lightning before every epoch
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return math.ceil(len(self.sizes) / self.batch_size)
+        batches = math.ceil(len(self.sizes) / self.batch_size)
+        if self.pad:
+            return math.ceil(batches / self.world_size)
+        return len(range(self.rank, batches, self.world_size))
 
     def __iter__(self):
         rng = np.random.default_rng((self.seed, self.epoch))
@@ -121,7 +133,9 @@ class BucketBatchSampler(Sampler[list[int]]):
             batches += [chunk[i : i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
         if self.shuffle:
             rng.shuffle(batches)
-        return iter(batches)
+        if self.pad:
+            batches += batches[: -len(batches) % self.world_size]
+        return iter(batches[self.rank :: self.world_size])
 
 
 def require_split_column(path: Path, split: str | None) -> None:
@@ -247,14 +261,15 @@ class HANDataModule(pl.LightningDataModule):
             [encode(tokenize(t), self.vocab, self.config) for t in valid.texts], valid_targets
         )
 
-    def _loader(self, dataset: LabelledDocs, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: LabelledDocs, training: bool) -> DataLoader:
         sampler = BucketBatchSampler(
-            [doc_size(d) for d in dataset.docs], self.batch_size, shuffle, self.seed
+            [doc_size(d) for d in dataset.docs], self.batch_size, shuffle=training, seed=self.seed,
+            rank=self.trainer.global_rank, world_size=self.trainer.world_size, pad=training,
         )
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_labelled)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        return self._loader(self.train_set, training=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.valid_set, shuffle=False)
+        return self._loader(self.valid_set, training=False)

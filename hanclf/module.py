@@ -67,15 +67,23 @@ class HANClassifier(pl.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         logits = self(batch)
-        self.log("val_loss", self._loss(logits, batch["labels"]), batch_size=len(batch["labels"]))
+        self.log("val_loss", self._loss(logits, batch["labels"]), batch_size=len(batch["labels"]),
+                 sync_dist=True)
         self._targets.append(batch["labels"].cpu())
         self._probs.append(self.probabilities(logits).cpu())
 
     def on_validation_epoch_end(self) -> None:
-        self.valid_probs = torch.cat(self._probs).numpy()
-        self.valid_targets = torch.cat(self._targets).numpy()
+        probs, targets = torch.cat(self._probs).numpy(), torch.cat(self._targets).numpy()
         self._probs.clear()
         self._targets.clear()
+        if self.trainer.world_size > 1:
+            # Each process validated its own share of the documents: metrics need all of them.
+            # Shares differ in size, which all_gather_object allows.
+            shares = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(shares, (probs, targets))
+            probs = np.concatenate([p for p, _ in shares])
+            targets = np.concatenate([t for _, t in shares])
+        self.valid_probs, self.valid_targets = probs, targets
         self.valid_report = self.report(self.valid_probs, self.valid_targets)
         r = self.valid_report
         if self.multi_label:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import shutil
 import time
 import warnings
@@ -40,6 +41,11 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     # The work directory is ours and holds the run's config (and, on --resume, its checkpoints).
     warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+    # Validation metrics are computed over every process's documents already (module.py), and
+    # a small data set has fewer batches than the logging interval: both hints are noise.
+    warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    logging.getLogger("lightning_fabric").setLevel(logging.WARNING)
 
 
 class EpochLog(pl.Callback):
@@ -71,6 +77,12 @@ def work_dir(output: Path) -> Path:
     return output.parent / f".{output.name}.training"
 
 
+def distributed_worker() -> bool:
+    """True in the extra processes of a distributed run (started by Lightning's DDP launcher,
+    torchrun or on another node): they train, and leave every file to the first process."""
+    return any(int(os.environ.get(name) or 0) > 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
 def train(
     data: Path,
     output: Path,
@@ -80,9 +92,9 @@ def train(
     resume: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = lambda message: None,
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     """Train a HAN on `data` (and `valid`), write the model directory `output`, return its
-    metrics (the same dict as metrics.json).
+    metrics (the same dict as metrics.json); None in the extra processes of a distributed run.
 
     Checkpoints of every epoch are kept in `work_dir(output)` until the model is written;
     `resume=True` continues an interrupted run from its last completed epoch.
@@ -90,6 +102,13 @@ def train(
     check_input(data)
     if valid is not None:
         check_input(valid)
+    if distributed_worker():  # the first process has checked the output and made `work`
+        work = work_dir(output)
+        if resume:
+            config = _resumed_config(work, config)
+        _train(data, output, config, valid, work, work / "last.ckpt" if resume else None,
+               force, progress=False, log=lambda message: None, primary=False)
+        return None
     # Like spaCy and Lightning, a new runs/a/b is fine; the folders go again if training fails.
     with created_parents(output):
         check_output(output, force)
@@ -133,6 +152,7 @@ def _train(
     force: bool,
     progress: bool,
     log: Callable[[str], None],
+    primary: bool = True,
 ) -> dict[str, Any]:
     _quiet_lightning()
     t = config.train
@@ -167,6 +187,10 @@ def _train(
         trainer = pl.Trainer(
             accelerator=t.accelerator,
             devices=t.devices,
+            num_nodes=t.num_nodes,
+            strategy=t.strategy,
+            # Our batch sampler shards itself across processes (data.BucketBatchSampler).
+            use_distributed_sampler=False,
             precision=t.precision,
             max_epochs=t.max_epochs,
             gradient_clip_val=t.grad_clip or None,
@@ -178,27 +202,33 @@ def _train(
         )
     except (ValueError, MisconfigurationException) as e:
         raise UsageError(f"Trainer settings (accelerator, devices, precision): {e}") from None
-    work.mkdir(exist_ok=True)
-    (work / CONFIG).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     history_path = work / "metrics.csv"
-    # Lightning's CSV logger starts its file afresh on resume: keep the epochs already done.
-    earlier = pd.read_csv(history_path) if resume_from and history_path.is_file() else None
+    earlier = None
+    if primary:
+        work.mkdir(exist_ok=True)
+        (work / CONFIG).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        # Lightning's CSV logger starts its file afresh on resume: keep the epochs already done.
+        earlier = pd.read_csv(history_path) if resume_from and history_path.is_file() else None
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
     except BaseException as e:
-        if not (work / "last.ckpt").is_file():  # nothing a --resume could continue from
+        if primary and not (work / "last.ckpt").is_file():  # nothing --resume could continue from
             shutil.rmtree(work, ignore_errors=True)
         if isinstance(e, SystemExit):  # how Lightning ends fit() on Ctrl-C
             raise KeyboardInterrupt from None
         raise
     epochs_run = trainer.current_epoch
-    history = pd.read_csv(history_path)
-    if earlier is not None:
-        history = pd.concat([earlier[earlier["epoch"] < history["epoch"].min()], history])
+    if primary:  # read before the validation below logs a row of its own
+        history = pd.read_csv(history_path)
+        if earlier is not None:
+            history = pd.concat([earlier[earlier["epoch"] < history["epoch"].min()], history])
     state, best_epoch = load_checkpoint(Path(checkpoint.best_model_path))
     module.model.load_state_dict(state)
-    # Validate the kept weights once more: the saved metrics are those of the saved model.
+    # Validate the kept weights once more (every process takes part): the saved metrics are
+    # those of the saved model.
     trainer.validate(module, datamodule=datamodule, verbose=False)
+    if not primary:
+        return module.valid_report
     if labels.multi_label:
         labels.thresholds = tune_thresholds(module.valid_probs, module.valid_targets)
         module.thresholds = np.array(labels.thresholds)
@@ -212,6 +242,7 @@ def _train(
         "vocab_size": len(vocab),
         "train_seconds": round(time.perf_counter() - start, 1),
         "device": str(module.device),
+        "processes": trainer.world_size,
         "hanclf_version": __version__,
         "pytorch_lightning_version": pl.__version__,
     }

@@ -130,6 +130,36 @@ def test_shuffle_depends_on_seed_and_epoch_only():
     assert batches(sampler, 2) == batches(sampler, 2)  # iterating again repeats the epoch
 
 
+@pytest.mark.parametrize("world_size", [2, 3, 5])
+def test_validation_shards_cover_every_document_exactly_once(world_size):
+    shards = [batches(BucketBatchSampler(SIZES, 8, shuffle=False, rank=r, world_size=world_size))
+              for r in range(world_size)]
+    assert sorted(i for shard in shards for b in shard for i in b) == list(range(250))
+    assert [len(shard) for shard in shards] == [
+        len(BucketBatchSampler(SIZES, 8, shuffle=False, rank=r, world_size=world_size))
+        for r in range(world_size)
+    ]
+    # the shards interleave the single-process batches
+    single = batches(BucketBatchSampler(SIZES, 8, shuffle=False))
+    assert shards[1] == single[1::world_size]
+
+
+@pytest.mark.parametrize("world_size", [2, 3, 5])
+def test_training_shards_are_equal_in_length_and_cover_every_document(world_size):
+    for epoch in range(2):
+        shards = [batches(BucketBatchSampler(SIZES, 8, shuffle=True, seed=4, rank=r,
+                                             world_size=world_size, pad=True), epoch)
+                  for r in range(world_size)]
+        lengths = {len(shard) for shard in shards}
+        assert lengths == {-(-32 // world_size)}  # ceil(32 batches / world_size) each
+        seen = [i for shard in shards for b in shard for i in b]
+        assert set(seen) == set(range(250))
+        assert len(seen) - 250 <= (world_size - 1) * 8  # only the padding batches repeat
+        # the same draw in every process: rank r's batches are the single run's r-th ones
+        single = batches(BucketBatchSampler(SIZES, 8, shuffle=True, seed=4), epoch)
+        assert shards[0][: len(single[0::world_size])] == single[0::world_size]
+
+
 # --- reading and splitting ------------------------------------------------------------------
 
 
