@@ -76,10 +76,12 @@ def test_tfidf_lr_reads_the_planted_sentences(data):
 @pytest.mark.slow
 def test_fasttext_bigrams_learns(data, tmp_path):
     pytest.importorskip("fasttext", reason="fasttext not installed (pip install fasttext-wheel)")
+    # Train rows sorted by label, as IMDb's are: fastText must get them shuffled.
+    data = bench.TaskData(data.train.sort_values("label"), data.valid, data.test)
     result = bench.fasttext_bigrams(data, seed=0, work=tmp_path)
     assert result["selected"]["lr"] in bench.FASTTEXT_LR
     assert result["selected"]["epochs"] in bench.FASTTEXT_EPOCHS
-    assert result["accuracy"] >= 0.7  # measured 0.89; chance is 0.33
+    assert result["accuracy"] >= 0.7  # measured 0.90 (0.45 unshuffled); chance is 0.33
     # One thread and a seed: the same model again.
     assert bench.fasttext_bigrams(data, seed=0, work=tmp_path)["accuracy"] == result["accuracy"]
 
