@@ -153,6 +153,7 @@ def predict(
     text_column: TextColumn = None,
     batch_size: BatchSize = 256,
     device: Device = "auto",
+    devices: Annotated[int, typer.Option(min=1, help="Split a Parquet input's row groups between N processes: N GPUs, or N shares of the CPU cores with --device cpu.")] = 1,
     force: Force = False,
 ) -> None:
     """Label every row of a file: pred_label, pred_prob (and top-k) into a Parquet file."""
@@ -161,7 +162,8 @@ def predict(
     keep = [c.strip() for item in keep_columns or [] for c in item.split(",") if c.strip()]
     result = _run(lambda: predict_file(
         model, input, output, text_column=text_column, id_column=id_column, keep_columns=keep,
-        top_k=top_k, threshold=threshold, batch_size=batch_size, device=device, force=force,
+        top_k=top_k, threshold=threshold, batch_size=batch_size, device=device, devices=devices,
+        force=force,
     ))
     rate = result["rows"] / max(result["seconds"], 1e-9)
     stderr.print(f"wrote {output}: {result['rows']} rows in {result['seconds']:.1f}s ({rate:.0f} rows/s)",

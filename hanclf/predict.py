@@ -8,7 +8,10 @@ predict, explain and evaluate use it too.
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +30,7 @@ from hanclf.io import (
     atomic_output,
     check_input,
     column_names,
+    input_format,
     iter_batches,
     require_columns,
     text_values,
@@ -224,9 +228,15 @@ def predict_file(
     threshold: float | None = None,
     batch_size: int = 256,
     device: str = "auto",
+    devices: int = 1,
     force: bool = False,
 ) -> dict[str, float]:
-    """Label every row of `input_path` into the Parquet file `output`; returns rows and seconds."""
+    """Label every row of `input_path` into the Parquet file `output`; returns rows and seconds.
+
+    With `devices` > 1 (a Parquet input), its row groups are split into that many contiguous
+    shares, each labelled by its own process on its own GPU (or CPU cores, with device "cpu"),
+    and the shares are joined in input order.
+    """
     start = time.perf_counter()
     check_input(input_path)
     if output.suffix.lower() not in (".parquet", ".pq"):
@@ -239,33 +249,126 @@ def predict_file(
     wanted = {"--text-column": text_column, "--id-column": id_column}
     wanted.update({f"--keep-columns {c}": c for c in keep_columns})
     require_columns(input_path, wanted)
-
-    rows = 0
-    metadata = {
-        "hanclf": json.dumps(
-            {"version": __version__, "model": str(model_dir), "labels": predictor.labels.names}
-        )
-    }
+    job = _Job(model_dir, input_path, text_column, id_column, passed, top_k, threshold, batch_size,
+               {"hanclf": json.dumps({"version": __version__, "model": str(model_dir),
+                                      "labels": predictor.labels.names})})
+    shares = _shares(input_path, devices, predictor.device)
     with atomic_output(output, force) as tmp:
+        if len(shares) == 1:
+            rows = job.write(tmp, predictor, iter_batches(input_path, job.columns, INPUT_BATCH_ROWS), 0)
+        else:
+            del predictor  # each process loads its own copy on its own device
+            rows = _write_shares(job, shares, tmp)
+        if rows == 0:
+            raise UsageError(f"{input_path}: has a header but no rows")
+    return {"rows": rows, "seconds": time.perf_counter() - start}
+
+
+@dataclass
+class _Job:
+    """What every process of one `predict_file` call needs to write its predictions."""
+
+    model_dir: Path
+    input_path: Path
+    text_column: str
+    id_column: str | None
+    passed: list[str]  # columns copied through
+    top_k: int
+    threshold: float | None
+    batch_size: int
+    metadata: dict[str, str]
+
+    @property
+    def columns(self) -> list[str]:
+        return [self.text_column, *self.passed]
+
+    def write(self, path: Path, predictor: Predictor, batches: Iterator[pa.RecordBatch], first_row: int) -> int:
+        """Predictions for `batches` (the input from row `first_row` on) into the Parquet file
+        `path`, in row groups of ROW_GROUP_ROWS; returns the number of rows."""
+        rows = 0
         writer: pq.ParquetWriter | None = None
         pending: list[pa.Table] = []
-        for batch in iter_batches(input_path, [text_column, *passed], INPUT_BATCH_ROWS):
-            texts = text_values(input_path, text_column, batch.column(text_column))
-            columns = {} if id_column else {ROW_ID: pa.array(range(rows, rows + len(texts)), pa.int64())}
-            columns.update({name: batch.column(name) for name in passed})
-            predictions = predictor.predict_table(texts, top_k, threshold)
+        for batch in batches:
+            texts = text_values(self.input_path, self.text_column, batch.column(self.text_column))
+            columns = {}
+            if not self.id_column:
+                columns[ROW_ID] = pa.array(range(first_row + rows, first_row + rows + len(texts)), pa.int64())
+            columns.update({name: batch.column(name) for name in self.passed})
+            predictions = predictor.predict_table(texts, self.top_k, self.threshold)
             columns.update(zip(predictions.column_names, predictions.columns))
             pending.append(pa.table(columns))
             rows += len(texts)
             if sum(t.num_rows for t in pending) >= ROW_GROUP_ROWS:
-                writer = _write(tmp, writer, pending, metadata)
+                writer = _write(path, writer, pending, self.metadata)
                 pending = []
-        if rows == 0:
-            raise UsageError(f"{input_path}: has a header but no rows")
         if pending:
-            writer = _write(tmp, writer, pending, metadata)
+            writer = _write(path, writer, pending, self.metadata)
+        if writer is not None:
+            writer.close()
+        return rows
+
+
+@dataclass
+class _Share:
+    row_groups: list[int]
+    first_row: int
+    device: str
+
+
+def _shares(input_path: Path, devices: int, device: torch.device) -> list[_Share]:
+    """Contiguous runs of row groups of about equal row counts, one per device."""
+    if devices < 1:
+        raise UsageError(f"--devices {devices}: must be at least 1")
+    if devices == 1:
+        return [_Share([], 0, str(device))]
+    if input_format(input_path) != "parquet":
+        raise UsageError(
+            f"{input_path}: --devices {devices} splits a Parquet file's row groups between "
+            "processes; convert the input to Parquet or use --devices 1"
+        )
+    if device.type == "cuda" and devices > torch.cuda.device_count():
+        raise UsageError(f"--devices {devices}: only {torch.cuda.device_count()} CUDA devices here")
+    metadata = pq.ParquetFile(input_path).metadata
+    sizes = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+    starts = np.cumsum([0, *sizes[:-1]])  # the first row of each row group
+    # Share k takes the row groups that start in its k-th of the rows; a file with fewer row
+    # groups than devices uses fewer processes.
+    owner = np.minimum(starts * devices // max(1, sum(sizes)), devices - 1)
+    shares = []
+    for k in range(devices):
+        groups = np.flatnonzero(owner == k).tolist()
+        if groups:
+            name = f"cuda:{len(shares)}" if device.type == "cuda" else str(device)
+            shares.append(_Share(groups, int(starts[groups[0]]), name))
+    return shares or [_Share([], 0, str(device))]
+
+
+def _write_shares(job: _Job, shares: list[_Share], out: Path) -> int:
+    """Label each share in its own process, then join their files into `out` in input order."""
+    parts = [out.with_name(f"share-{k}.parquet") for k in range(len(shares))]
+    threads = max(1, (os.cpu_count() or 1) // len(shares))
+    context = multiprocessing.get_context("spawn")  # CUDA cannot be used in forked processes
+    with ProcessPoolExecutor(len(shares), mp_context=context) as pool:
+        futures = [pool.submit(_write_share, job, share, part, threads) for share, part in zip(shares, parts)]
+        rows = sum(future.result() for future in futures)
+    writer: pq.ParquetWriter | None = None
+    for part in parts:
+        source = pq.ParquetFile(part)
+        for group in range(source.num_row_groups):
+            writer = _write(out, writer, [source.read_row_group(group)], job.metadata)
+        part.unlink()
+    if writer is not None:
         writer.close()
-    return {"rows": rows, "seconds": time.perf_counter() - start}
+    return rows
+
+
+def _write_share(job: _Job, share: _Share, path: Path, threads: int) -> int:
+    torch.set_num_threads(threads)
+    predictor = Predictor(job.model_dir, share.device, job.batch_size)
+    batches = pq.ParquetFile(job.input_path).iter_batches(
+        INPUT_BATCH_ROWS, row_groups=share.row_groups, columns=job.columns
+    )
+    return job.write(path, predictor, batches, share.first_row)
 
 
 def _write(
