@@ -9,3 +9,15 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # `from hanclf import Predictor` without importing torch for `hanclf --help` and --version.
+    if name == "Predictor":
+        from hanclf.predict import Predictor
+
+        return Predictor
+    raise AttributeError(f"module 'hanclf' has no attribute {name!r}")
+
+
+__all__ = ["Predictor", "__version__"]

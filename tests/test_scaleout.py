@@ -106,7 +106,7 @@ def test_spark_map_in_arrow_recipe(model_dir, reviews):
     if shutil.which("java") is None:
         pytest.skip("no JVM (java) on this machine: Spark needs one")
     from pyspark.sql import SparkSession
-    from pyspark.sql.pandas.types import from_arrow_schema
+    from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 
     spark = (SparkSession.builder.master("local[2]").appName("hanclf-test")
              .config("spark.ui.enabled", "false").getOrCreate())
@@ -119,10 +119,8 @@ def test_spark_map_in_arrow_recipe(model_dir, reviews):
                 yield from predictor(batch).to_batches()
 
         frame = spark.read.parquet(str(reviews))
-        schema = from_arrow_schema(
-            pa.schema(list(pq.read_schema(reviews)) + list(Predictor(model, device="cpu").output_schema()))
-        )
-        got = frame.mapInArrow(label_partition, schema).toPandas()
+        schema = pa.schema(list(to_arrow_schema(frame.schema)) + list(Predictor(model, device="cpu").output_schema()))
+        got = frame.mapInArrow(label_partition, from_arrow_schema(schema)).toPandas()
     finally:
         spark.stop()
     got = got.sort_values("id").reset_index(drop=True)
