@@ -95,6 +95,7 @@ def train(
     label_separator: Annotated[Optional[str], typer.Option(help="Separator of multi-label labels in one string [default: ,].")] = None,
     id_column: Annotated[Optional[str], typer.Option(help="Id column; predict and explain then copy it by default.")] = None,
     valid_fraction: Annotated[Optional[float], typer.Option(help="Share held out for validation when there is no split column or --valid.")] = None,
+    embeddings: Annotated[Optional[str], typer.Option(help="Initial word vectors: random, word2vec (trained on the training text first; needs gensim) or the path of a .vec/GloVe/word2vec text file [default: random].")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
     max_epochs: Annotated[Optional[int], typer.Option(help="Epochs at most (early stopping may end sooner).")] = None,
     accelerator: Annotated[Optional[str], typer.Option(help="Lightning accelerator: auto, cpu, gpu.")] = None,
@@ -121,6 +122,10 @@ def train(
             "train.devices": _devices(devices), "train.precision": precision,
             "train.strategy": strategy, "train.num_nodes": num_nodes,
         }
+        if embeddings in ("random", "word2vec"):
+            flags["train.embeddings"] = embeddings
+        elif embeddings is not None:
+            flags.update({"train.embeddings": "file", "train.embeddings_file": embeddings})
         overrides.update({k: v for k, v in flags.items() if v is not None})
         resolved = load_config(config, overrides)
         return train_model(

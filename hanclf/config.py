@@ -46,6 +46,11 @@ class TrainConfig:
     warmup_fraction: float = 0.05  # linear warm-up over this share of steps, then cosine decay
     label_smoothing: float = 0.0
     grad_clip: float = 5.0
+    # Initial word vectors: random, word2vec (trained on the training text first, needs gensim)
+    # or file (embeddings_file: a .vec / GloVe / word2vec text file of model.embed_dim numbers).
+    embeddings: str = "random"
+    embeddings_file: str | None = None
+    freeze_embeddings: bool = False
     max_epochs: int = 10
     patience: int = 3  # early stopping: epochs without a better valid accuracy
     seed: int = 42
@@ -140,6 +145,7 @@ def _check_type(key: str, value: Any, expected: Any) -> Any:
     raise UsageError(f"config key {key}: expected {names}, got {value!r}")
 
 
+EMBEDDINGS = ("random", "word2vec", "file")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true",
               "64-true", "64")
@@ -148,6 +154,8 @@ PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true"
 def _check_range(key: str, value: Any) -> None:
     if key == "train.accelerator" and value not in ACCELERATORS:
         raise UsageError(f"config key {key}: {value!r} is not one of {', '.join(ACCELERATORS)}")
+    if key == "train.embeddings" and value not in EMBEDDINGS:
+        raise UsageError(f"config key {key}: {value!r} is not one of {', '.join(EMBEDDINGS)}")
     if key == "model.architecture" and value not in ARCHITECTURES:
         raise UsageError(f"config key {key}: {value!r} is not one of {', '.join(ARCHITECTURES)}")
     if key == "train.precision" and str(value) not in PRECISIONS:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
+import torch
 import yaml
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 from pytorch_lightning.loggers import CSVLogger
@@ -25,9 +26,11 @@ from hanclf import __version__
 from hanclf.artifact import CONFIG, HISTORY, Artifact, load_checkpoint, save
 from hanclf.config import Config, config_from_dict, default_config
 from hanclf.data import HANDataModule
+from hanclf.embeddings import initial_embeddings
 from hanclf.errors import UsageError
 from hanclf.io import atomic_output, check_input, check_output, created_parents
 from hanclf.metrics import tune_thresholds
+from hanclf.model import PAD
 from hanclf.module import HANClassifier
 
 MONITOR = "val_score"  # valid accuracy; micro-F1 for multi-label
@@ -131,6 +134,14 @@ def train(
         return metrics
 
 
+@torch.no_grad()
+def _set_embeddings(weight: torch.Tensor, vectors: np.ndarray, ids: np.ndarray) -> None:
+    # Words without a given vector start at the given vectors' scale, not nn.Embedding's N(0, 1).
+    weight.normal_(0.0, float(vectors.std()))
+    weight[PAD] = 0.0
+    weight[torch.from_numpy(ids)] = torch.from_numpy(vectors)
+
+
 def _resumed_config(work: Path, given: Config) -> Config:
     """The interrupted run's config; refuse silently different settings."""
     saved = config_from_dict(yaml.safe_load((work / CONFIG).read_text()))
@@ -166,6 +177,13 @@ def _train(
     module = HANClassifier(
         dataclasses.asdict(han_config), dataclasses.asdict(t), labels.names, labels.multi_label
     )
+    if resume_from is None:  # a resumed run's weights come from its checkpoint
+        initial = initial_embeddings(t.embeddings, t.embeddings_file, vocab,
+                                     datamodule.train_set.docs, han_config.embed_dim, t.seed, log)
+        if initial is not None:
+            _set_embeddings(module.model.embedding.weight, *initial)
+    if t.freeze_embeddings:
+        module.model.embedding.weight.requires_grad_(False)
     log(
         f"{len(datamodule.train_set)} train / {len(datamodule.valid_set)} valid documents, "
         f"{len(labels)} labels, vocabulary {len(vocab)} "

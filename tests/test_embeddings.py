@@ -1,0 +1,91 @@
+"""Initial word embeddings: a word-vector text file, word2vec on the training text, freezing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from hanclf.artifact import load
+from hanclf.cli.main import app
+from hanclf.data import encode
+from hanclf.config import DataConfig
+from hanclf.embeddings import read_vectors, train_word2vec
+from hanclf.errors import UsageError
+from hanclf.vocab import Vocab
+
+VOCAB = Vocab(["the", "food", "was", "great"], lowercase=True)  # ids 2..5
+
+
+def vec_file(tmp_path: Path, lines: list[str], name: str = "v.vec") -> Path:
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_read_vectors_matches_words_as_the_vocabulary_stores_them(tmp_path):
+    path = vec_file(tmp_path, ["4 3", "Food 1 2 3", "great 4 5 6", "unseen 7 7 7", "food 9 9 9",
+                               "<unk> 8 8 8"])
+    vectors, ids = read_vectors(path, VOCAB, dim=3)
+    assert ids.tolist() == [3, 5]  # "Food" lower-cased; the second "food" ignored; <unk> never set
+    assert vectors.tolist() == [[1, 2, 3], [4, 5, 6]] and vectors.dtype == np.float32
+
+
+def test_read_vectors_without_header_and_its_errors(tmp_path):
+    vectors, ids = read_vectors(vec_file(tmp_path, ["was 0.5 -1"]), VOCAB, dim=2)
+    assert ids.tolist() == [4] and vectors.tolist() == [[0.5, -1.0]]
+    with pytest.raises(UsageError, match="line 1 has 2 numbers, model.embed_dim is 3; pass --set model.embed_dim=2"):
+        read_vectors(vec_file(tmp_path, ["was 0.5 -1"]), VOCAB, dim=3)
+    with pytest.raises(UsageError, match="none of its words"):
+        read_vectors(vec_file(tmp_path, ["zebra 1 2"]), VOCAB, dim=2)
+    with pytest.raises(UsageError, match="line 2 holds something other than numbers"):
+        read_vectors(vec_file(tmp_path, ["was 1 2", "food x y"]), VOCAB, dim=2)
+    with pytest.raises(UsageError, match="no such embeddings file"):
+        read_vectors(tmp_path / "nope.vec", VOCAB, dim=2)
+
+
+def test_word2vec_is_deterministic_and_words_of_the_same_contexts_end_up_close():
+    pytest.importorskip("gensim", reason="gensim not installed (pip install 'hanclf[word2vec]')")
+    words = ["hot", "warm", "soup", "tea", "slow", "rude", "waiter", "host"]
+    vocab = Vocab(words, lowercase=True)
+    rng = np.random.default_rng(0)
+    # hot/warm describe soup/tea, slow/rude describe waiter/host: same contexts, close vectors
+    def sentence() -> list[str]:
+        if rng.random() < 0.5:
+            return [str(rng.choice(["hot", "warm"])), str(rng.choice(["soup", "tea"]))]
+        return [str(rng.choice(["slow", "rude"])), str(rng.choice(["waiter", "host"]))]
+
+    docs = [encode([sentence() for _ in range(5)], vocab, DataConfig(min_count=1)) for _ in range(600)]
+    a, ids = train_word2vec(docs, vocab, dim=16, seed=3)
+    b, _ = train_word2vec(docs, vocab, dim=16, seed=3)
+    np.testing.assert_array_equal(a, b)
+    assert sorted(ids.tolist()) == list(range(2, 10))
+    unit = {vocab.words[i]: v / np.linalg.norm(v) for i, v in zip(ids, a)}
+    assert unit["hot"] @ unit["warm"] > unit["hot"] @ unit["rude"]
+    assert unit["waiter"] @ unit["host"] > unit["waiter"] @ unit["tea"]
+
+
+@pytest.mark.slow
+def test_train_with_frozen_file_embeddings_keeps_them(data_dir, tmp_path):
+    words = ["the", "food", "was", "wonderful", "awful", "great"]
+    rng = np.random.default_rng(1)
+    table = {w: rng.normal(size=8).round(4) for w in words}
+    path = vec_file(tmp_path, [f"{len(words)} 8"] + [f"{w} " + " ".join(map(str, v)) for w, v in table.items()])
+    out = tmp_path / "model"
+    result = CliRunner().invoke(app, [
+        "train", str(data_dir / "train.csv"), "-o", str(out), "--embeddings", str(path),
+        "--set", "train.freeze_embeddings=true", "--set", "model.embed_dim=8",
+        "--set", "model.word_hidden=4", "--set", "model.sent_hidden=4", "--set", "data.min_count=1",
+        "--max-epochs", "2", "--accelerator", "cpu",
+    ])
+    assert result.exit_code == 0, result.output
+    assert "file embeddings for 6 of" in result.output
+    artifact = load(out)
+    weight = artifact.model.embedding.weight.detach()
+    for word, vector in table.items():
+        torch.testing.assert_close(weight[artifact.vocab.index[word]], torch.tensor(vector, dtype=torch.float32))
+    assert weight[0].abs().sum() == 0  # PAD
+    assert artifact.config.train.embeddings == "file" and artifact.config.train.embeddings_file == str(path)
