@@ -1,8 +1,9 @@
 """Peak memory and speed of `hanclf predict` as the input grows: is memory flat in the row count?
 
 For each --rows size this writes a Parquet file of review-like texts (~600 characters, several
-sentences drawn from a fixed vocabulary; written in row groups of --chunk-rows with a
-ParquetWriter, so generating 10^6 rows takes little memory) into a temporary directory, runs
+sentences drawn from a fixed vocabulary; a null, an empty and a blank text and two 5 MB texts
+among them; written in row groups of --chunk-rows with a ParquetWriter, so generating 10^6 rows
+takes little memory) into a temporary directory, runs
 `python -m hanclf predict` on it under `/usr/bin/time -v`, and prints a markdown table of wall
 seconds, rows/s and peak RSS. Without --model it first trains a small model on
 sample_data/train.csv (small dimensions, 3 epochs). Nothing generated is kept.
@@ -62,20 +63,31 @@ def sentence_pool(size: int, seed: int) -> list[str]:
     return pool
 
 
+ODD_ROWS = {3: None, 4: "", 5: "   \n\t"}  # null, empty and blank texts: flagged in empty_text
+HUGE_CHARS = 5_000_000  # two 5 MB documents, one early and one in the middle
+
+
 def write_input(path: Path, rows: int, chunk_rows: int, seed: int) -> float:
-    """Write `rows` documents of about 600 characters; returns the mean text length."""
+    """Write `rows` documents of about 600 characters, with the ODD_ROWS and two HUGE_CHARS
+    documents among them; returns the mean text length."""
     pool = np.array(sentence_pool(20_000, seed), dtype=object)
     mean_len = float(np.mean([len(s) for s in pool])) + 1
     per_doc = max(1, round(600 / mean_len))
     rng = np.random.default_rng(seed)
     schema = pa.schema([("id", pa.string()), ("text", pa.string())])
+    huge_rows = {7, rows // 2}
     total_chars = 0
     with pq.ParquetWriter(path, schema, compression="snappy") as writer:
         for start in range(0, rows, chunk_rows):
             n = min(chunk_rows, rows - start)
             picks = pool[rng.integers(0, len(pool), size=(n, per_doc))]
             texts = [" ".join(row) for row in picks]
-            total_chars += sum(map(len, texts))
+            for row in range(start, start + n):
+                if row in ODD_ROWS:
+                    texts[row - start] = ODD_ROWS[row]
+                elif row in huge_rows:
+                    texts[row - start] = " ".join(pool[rng.integers(0, len(pool), HUGE_CHARS // 60)])
+            total_chars += sum(len(t) for t in texts if t)
             ids = [f"r{i:09d}" for i in range(start, start + n)]
             writer.write_table(pa.table({"id": ids, "text": texts}, schema=schema))
     return total_chars / rows
@@ -118,8 +130,10 @@ def run_predict(model: Path, source: Path, out: Path, batch_size: int | None) ->
     wall, rss = parse_time(proc.stderr)
     inner = re.search(r"wrote .*: (\d+) rows in ([\d.]+)s", proc.stderr)
     meta = pq.ParquetFile(out).metadata
+    flagged = pq.read_table(out, columns=["empty_text"]).column("empty_text").to_pylist()
     return {"wall": wall, "rss": rss, "predict_s": float(inner.group(2)) if inner else float("nan"),
-            "out_rows": meta.num_rows, "row_groups": meta.num_row_groups}
+            "out_rows": meta.num_rows, "row_groups": meta.num_row_groups,
+            "empty_rows": [i for i, flag in enumerate(flagged) if flag]}
 
 
 def machine() -> list[str]:
@@ -180,7 +194,9 @@ def main() -> None:
             print(f"{rows} rows: input written in {time.perf_counter() - started:.1f}s, "
                   f"predicting...", file=sys.stderr, flush=True)
             result = run_predict(model, source, out, args.batch_size)
+            # One output row per input row, and exactly the null/empty/blank ones flagged.
             assert result["out_rows"] == rows, result
+            assert result["empty_rows"] == sorted(ODD_ROWS), result["empty_rows"][:10]
             rate = rows / result["predict_s"]
             table.append(
                 f"| {rows:,} | {source.stat().st_size / 2**20:.1f} | {chars:.0f} | "

@@ -378,3 +378,23 @@ def test_force_replaces_existing_output(command: str, tmp_path, data_dir, model_
         assert not (old / "keep.txt").exists() and (old / "model.safetensors").is_file()
     else:
         assert old.read_bytes() != b"an earlier output\n"
+
+
+def test_output_directory_not_writable(tmp_path, data_dir, model_dir, monkeypatch) -> None:
+    """A read-only output directory: refused before any work. Root may write anywhere, so as root
+    the directory's refusal is simulated (os.access answers what it would for another user)."""
+    env = make_env(tmp_path, data_dir, model_dir)
+    locked = env.out / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    if os.geteuid() == 0:
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == locked else real_access(p, mode))
+    for args in (predict(env, csv_with_text(env), out="locked/pred.parquet"),
+                 explain(env, csv_with_text(env, "in2.csv"), out="locked/att.csv"),
+                 train(env, env.data / "train.csv", out="locked/model")):
+        outcome = run_in_process(args)
+        assert outcome.code == 2 and not outcome.crash, outcome
+        assert "locked" in outcome.stderr and "not writable" in outcome.stderr
+    assert list(locked.iterdir()) == []
+    locked.chmod(0o755)
