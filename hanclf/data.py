@@ -20,7 +20,7 @@ from hanclf.config import DataConfig
 from hanclf.errors import UsageError
 from hanclf.io import read_table, require_columns, text_values, column_names
 from hanclf.model import PAD
-from hanclf.tokenize import tokenize
+from hanclf.tokenize import tokenize_all
 from hanclf.vocab import Labels, Vocab, normalize_label, normalize_label_set
 
 SPLIT_COLUMN = "split"
@@ -250,7 +250,7 @@ class HANDataModule(pl.LightningDataModule):
                 )
             valid_targets = self.labels.ids(valid.labels, valid.where, known_as="the training labels")
             train_targets = self.labels.ids(train.labels, train.where)
-        train_tokens = [tokenize(t) for t in train.texts]
+        train_tokens = tokenize_all(train.texts)
         self.vocab = Vocab.build(
             train_tokens, self.config.min_count, self.config.max_vocab, self.config.lowercase
         )
@@ -258,7 +258,7 @@ class HANDataModule(pl.LightningDataModule):
             [encode(d, self.vocab, self.config) for d in train_tokens], train_targets
         )
         self.valid_set = LabelledDocs(
-            [encode(tokenize(t), self.vocab, self.config) for t in valid.texts], valid_targets
+            [encode(d, self.vocab, self.config) for d in tokenize_all(valid.texts)], valid_targets
         )
 
     def _loader(self, dataset: LabelledDocs, training: bool) -> DataLoader:

@@ -35,7 +35,7 @@ from hanclf.io import (
     require_columns,
     text_values,
 )
-from hanclf.tokenize import tokenize
+from hanclf.tokenize import tokenize_all
 
 ROW_ID = "row_id"  # added to the output when no --id-column is given: the 0-based input row
 ROW_GROUP_ROWS = 100_000  # output rows buffered per Parquet row group; few large groups read fast
@@ -89,7 +89,7 @@ class Predictor:
         return text_column or data.text_column, id_column
 
     def _tokenize(self, texts: Sequence[str | None]) -> list[list[list[str]]]:
-        return [truncate(tokenize(t), self.artifact.config.data) if t else [] for t in texts]
+        return [truncate(doc, self.artifact.config.data) for doc in tokenize_all(texts)]
 
     def _forward(
         self, docs: list[EncodedDoc]

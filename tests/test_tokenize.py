@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from hanclf.tokenize import split_sentences, tokenize, tokenize_words
+from hanclf.tokenize import split_sentences, tokenize, tokenize_all, tokenize_words
 
 # (text, tokenize(text)): each row pins one rule of the module docstring.
 CASES = [
@@ -251,3 +251,18 @@ def test_adversarial_input_is_linear(text, sentences):
     start = time.perf_counter()
     assert len(tokenize(text)) == sentences
     assert time.perf_counter() - start < 5
+
+
+def test_tokenize_all_is_tokenize_of_each_and_restores_the_garbage_collector():
+    import gc
+
+    texts = [case[0] for case in CASES] + [None, ""]
+    assert gc.isenabled()
+    assert tokenize_all(texts) == [tokenize(t) for t in texts]
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        tokenize_all(texts)
+        assert not gc.isenabled()  # a caller's own setting is left as it was
+    finally:
+        gc.enable()
