@@ -1,0 +1,222 @@
+"""How fast hanclf turns text into predictions and models, against a straightforward baseline
+measured in the same run on the same machine.
+
+Stages, each as docs/s (IMDb-length reviews by default):
+
+  tokenize   split + tokenize + map to ids, one core: hanclf's path (tokenize_all, encode)
+             against a plain loop of tokenize() with Python's garbage collector running
+  predict    Parquet in, Parquet out, end to end (hanclf.predict.predict_file), with the time of
+             each stage measured apart (read, tokenize + encode, batch + model, write); the
+             baseline reads the whole file, keeps input order in fixed batches of 64 documents
+             (no sorting by size) and writes once
+  train      one epoch of training (the task's preset; bf16-mixed on a GPU), docs/s over the
+             whole call (reading and tokenizing included); the baseline draws batches without
+             grouping documents of similar size
+
+    python bench/throughput.py --data ../shared/data/imdb_reviews.parquet --rows 5000 \
+        [--model runs/imdb] [--stages tokenize predict train] [--output bench/results/throughput-cpu.md]
+
+--model is the model predict uses (default: the one the train stage trains, or a 1-epoch one).
+Peak memory against input size is measured by bench/predict_memory.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+
+import hanclf.data
+from hanclf.config import load_config
+from hanclf.data import collate, encode
+from hanclf.predict import Predictor, predict_file
+from hanclf.tokenize import tokenize, tokenize_all
+from hanclf.train import train
+
+BASELINE_BATCH = 64  # documents per batch of the baseline predictor, in input order
+
+
+def timed(function, *args, repeats: int = 1, **kwargs) -> tuple[float, object]:
+    """Median seconds of `repeats` calls and the last call's result."""
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = function(*args, **kwargs)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+# --- tokenize ----------------------------------------------------------------------------------
+
+
+def stage_tokenize(texts: list[str], predictor: Predictor, repeats: int) -> list[list]:
+    vocab, config = predictor.artifact.vocab, predictor.artifact.config.data
+
+    def ours() -> list:
+        return [encode(doc, vocab, config) for doc in tokenize_all(texts)]
+
+    def baseline() -> list:
+        return [encode(tokenize(t), vocab, config) for t in texts]
+
+    gc.collect()
+    base, _ = timed(baseline, repeats=repeats)
+    mine, _ = timed(ours, repeats=repeats)
+    n = len(texts)
+    return [["tokenize + split + ids, 1 core", n / base, n / mine]]
+
+
+# --- predict -----------------------------------------------------------------------------------
+
+
+def baseline_predict(model: Path, device: str, source: Path, out: Path) -> None:
+    """The straightforward way: whole file in, fixed batches in input order, whole file out."""
+    predictor = Predictor(model, device)
+    texts = pq.read_table(source, columns=["text"]).column("text").to_pylist()
+    vocab, config = predictor.artifact.vocab, predictor.artifact.config.data
+    labels, probs = [], []
+    with torch.inference_mode():
+        for start in range(0, len(texts), BASELINE_BATCH):
+            docs = [encode(tokenize(t), vocab, config) for t in texts[start : start + BASELINE_BATCH]]
+            batch = {k: v.to(predictor.device) for k, v in collate(docs).items()}
+            p = torch.softmax(predictor.model(**batch)[0].float(), -1).cpu().numpy()
+            labels += [predictor.labels.names[i] for i in p.argmax(1)]
+            probs += p.max(1).tolist()
+    pq.write_table(pa.table({"pred_label": labels, "pred_prob": probs}), out)
+
+
+def predict_stages(predictor: Predictor, source: Path) -> dict[str, float]:
+    """Seconds of each stage of hanclf's predict path, run one after the other."""
+    seconds = {}
+    start = time.perf_counter()
+    texts = pq.read_table(source, columns=["text"]).column("text").to_pylist()
+    seconds["read"] = time.perf_counter() - start
+    start = time.perf_counter()
+    vocab, config = predictor.artifact.vocab, predictor.artifact.config.data
+    docs = [encode(d, vocab, config) for d in predictor._tokenize(texts)]
+    seconds["tokenize + encode"] = time.perf_counter() - start
+    start = time.perf_counter()
+    probs = np.zeros((len(docs), len(predictor.labels)), dtype=np.float32)
+    for index, batch_probs, _, _ in predictor._forward(docs):
+        probs[index] = batch_probs.numpy()
+    if predictor.device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds["batch + model"] = time.perf_counter() - start
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        pq.write_table(pa.table({"pred_prob": probs.max(1)}), Path(tmp) / "p.parquet")
+    seconds["write"] = time.perf_counter() - start
+    return seconds
+
+
+def stage_predict(model: Path, source: Path, rows: int, device: str, batch_size: int,
+                  repeats: int, work: Path) -> list[list]:
+    base, _ = timed(baseline_predict, model, device, source, work / "baseline.parquet", repeats=repeats)
+    mine, _ = timed(predict_file, model, source, work / "ours.parquet", device=device,
+                    batch_size=batch_size, force=True, repeats=repeats)
+    table = [["predict, Parquet to Parquet", rows / base, rows / mine]]
+    for name, seconds in predict_stages(Predictor(model, device, batch_size), source).items():
+        table.append([f"  stage: {name}", None, rows / seconds])
+    return table
+
+
+# --- train -------------------------------------------------------------------------------------
+
+
+def stage_train(source: Path, preset: str, rows: int, accelerator: str, precision: str,
+                work: Path) -> tuple[list[list], Path]:
+    overrides = {"train.max_epochs": 1, "train.accelerator": accelerator, "train.precision": precision}
+    config = load_config(preset, overrides)
+    results = {}
+    for name, pool in (("baseline", 1), ("ours", hanclf.data.BUCKET_POOL)):
+        # Pools of one batch: each batch is a random draw of documents, as without bucketing.
+        saved, hanclf.data.BUCKET_POOL = hanclf.data.BUCKET_POOL, pool
+        try:
+            metrics = train(source, work / f"train-{name}", config, force=True, progress=False)
+        finally:
+            hanclf.data.BUCKET_POOL = saved
+        results[name] = metrics["train_documents"] / metrics["train_seconds"]
+    note = f"train, 1 epoch ({preset} preset, {precision})"
+    return [[note, results["baseline"], results["ours"]]], work / "train-ours"
+
+
+# --- report ------------------------------------------------------------------------------------
+
+
+def machine(device: str) -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                if line.startswith("model name")), platform.processor() or "unknown CPU")
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() and device != "cpu" else "no GPU used"
+    return (f"{cpu}, {os.cpu_count()} cores, {gpu}; torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads), Python {platform.python_version()}; "
+            f"load average at start {os.getloadavg()[0]:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="Parquet with text, split (and the preset's label)")
+    parser.add_argument("--preset", default="imdb")
+    parser.add_argument("--rows", type=int, default=5_000)
+    parser.add_argument("--model", type=Path)
+    parser.add_argument("--stages", nargs="+", default=["tokenize", "predict", "train"],
+                        choices=["tokenize", "predict", "train"])
+    parser.add_argument("--device", default="auto", help="predict: auto, cpu, cuda")
+    parser.add_argument("--accelerator", default="auto", help="train: auto, cpu, gpu")
+    parser.add_argument("--precision", help="train [default: bf16-mixed on a GPU, else 32-true]")
+    parser.add_argument("--batch-size", type=int, default=256, help="predict's batch size")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--output", type=Path)
+    args = parser.parse_args()
+    gpu = torch.cuda.is_available() and args.accelerator != "cpu"
+    precision = args.precision or ("bf16-mixed" if gpu else "32-true")
+
+    table = [["stage", "baseline docs/s", "hanclf docs/s"]]
+    with tempfile.TemporaryDirectory(prefix="hanclf-throughput-") as tmp:
+        work = Path(tmp)
+        frame = pq.read_table(args.data)
+        train_rows = frame.filter(pc.equal(frame["split"], "train")).slice(0, args.rows)
+        valid_rows = frame.filter(pc.equal(frame["split"], "valid")).slice(0, max(1, args.rows // 10))
+        source = work / "input.parquet"
+        pq.write_table(pa.concat_tables([train_rows, valid_rows]), source)
+        model = args.model
+        if "train" in args.stages:
+            rows, model = stage_train(source, args.preset, args.rows, args.accelerator, precision, work)
+            table += rows
+        if model is None:  # a quick model, only for the shapes predict works with
+            config = load_config(args.preset, {"train.max_epochs": 1})
+            train(source, work / "model", config, progress=False)
+            model = work / "model"
+        texts = train_rows.column("text").to_pylist()
+        if "tokenize" in args.stages:
+            table += stage_tokenize(texts, Predictor(model, "cpu"), args.repeats)
+        if "predict" in args.stages:
+            pq.write_table(train_rows.select(["text"]), work / "predict.parquet")
+            table += stage_predict(model, work / "predict.parquet", len(texts), args.device,
+                                   args.batch_size, args.repeats, work)
+
+    lines = ["# hanclf throughput", "", f"- {machine(args.device)}",
+             f"- {args.rows} training rows of {args.data.name}; median of {args.repeats} runs "
+             "(train: one run)", "", "| stage | baseline docs/s | hanclf docs/s | ratio |",
+             "|---|---:|---:|---:|"]
+    for name, base, mine in table[1:]:
+        ratio = f"{mine / base:.2f}×" if base else ""
+        lines.append(f"| {name} | {f'{base:,.0f}' if base else ''} | {mine:,.0f} | {ratio} |")
+    report = "\n".join(lines) + "\n"
+    print(report)
+    if args.output:
+        args.output.write_text(report, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
