@@ -50,6 +50,12 @@ def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.softmax(scores, dim=-1) * mask
 
 
+def probabilities(logits: torch.Tensor, multi_label: bool) -> torch.Tensor:
+    """Softmax over the classes, or for multi-label an independent sigmoid per label; fp32."""
+    logits = logits.float()
+    return torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=-1)
+
+
 class Attention(nn.Module):
     """Additive attention with a learned context vector (paper eqs. 5-7 and 8-10)."""
 

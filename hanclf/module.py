@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from hanclf.config import TrainConfig
 from hanclf.errors import HanclfError
 from hanclf.metrics import confusion_matrix, multilabel_counts, multilabel_report, report
-from hanclf.model import HANConfig, build_model
+from hanclf.model import HANConfig, build_model, probabilities
 
 
 class HANClassifier(pl.LightningModule):
@@ -41,10 +41,6 @@ class HANClassifier(pl.LightningModule):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits, _, _ = self.model(batch["tokens"], batch["word_lengths"], batch["sent_lengths"])
         return logits
-
-    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        logits = logits.float()
-        return torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, -1)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         # fp32: under bf16 autocast the log-softmax of confident logits rounds away the loss.
@@ -70,7 +66,7 @@ class HANClassifier(pl.LightningModule):
         self.log("val_loss", self._loss(logits, batch["labels"]), batch_size=len(batch["labels"]),
                  sync_dist=True)
         self._targets.append(batch["labels"].cpu())
-        self._probs.append(self.probabilities(logits).cpu())
+        self._probs.append(probabilities(logits, self.multi_label).cpu())
 
     def on_validation_epoch_end(self) -> None:
         probs, targets = torch.cat(self._probs).numpy(), torch.cat(self._targets).numpy()

@@ -11,8 +11,8 @@ import json
 import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +35,7 @@ from hanclf.io import (
     require_columns,
     text_values,
 )
+from hanclf.model import probabilities
 from hanclf.tokenize import tokenize_all
 
 ROW_ID = "row_id"  # added to the output when no --id-column is given: the 0-based input row
@@ -106,7 +107,7 @@ class Predictor:
                     for k, v in collate([docs[i] for i in index]).items()
                 }
                 logits, word_att, sent_att = self.model(**batch)
-                probs = torch.sigmoid(logits.float()) if self.labels.multi_label else torch.softmax(logits.float(), -1)
+                probs = probabilities(logits, self.labels.multi_label)
                 yield index, probs.cpu(), word_att.cpu(), sent_att.cpu()
 
     def predict_proba(self, texts: Sequence[str | None]) -> np.ndarray:
