@@ -99,10 +99,12 @@ class BucketBatchSampler(Sampler[list[int]]):
     With `shuffle`, each epoch draws a new order from (seed, epoch): documents are shuffled,
     sorted by size within pools of BUCKET_POOL batches, and the batches shuffled again.
 
-    In a distributed run every process draws the same batches and takes every `world_size`-th
-    one from `rank` on. With `pad` (training), batches from the start are repeated so that every
-    process gets as many as the others (gradient averaging waits for all of them); without it
-    (validation), each document is in exactly one process's batches.
+    In a distributed run every process draws the same order. With `pad` (training), every
+    process takes every `world_size`-th batch from `rank` on, batches from the start repeated so
+    that all get as many (gradient averaging waits for all of them). Without it (validation),
+    every process takes every `world_size`-th document and batches its own: each document is
+    validated exactly once, and every process gets some as long as there are as many documents
+    as processes (Lightning refuses a process with no batch).
     """
 
     def __init__(
@@ -117,14 +119,15 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        batches = math.ceil(len(self.sizes) / self.batch_size)
         if self.pad:
-            return math.ceil(batches / self.world_size)
-        return len(range(self.rank, batches, self.world_size))
+            return math.ceil(math.ceil(len(self.sizes) / self.batch_size) / self.world_size)
+        return math.ceil(len(range(self.rank, len(self.sizes), self.world_size)) / self.batch_size)
 
     def __iter__(self):
         rng = np.random.default_rng((self.seed, self.epoch))
         order = rng.permutation(len(self.sizes)) if self.shuffle else np.arange(len(self.sizes))
+        if not self.pad:
+            order = order[self.rank :: self.world_size]
         pool = self.batch_size * BUCKET_POOL
         batches = []
         for start in range(0, len(order), pool):
@@ -133,9 +136,10 @@ class BucketBatchSampler(Sampler[list[int]]):
             batches += [chunk[i : i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
         if self.shuffle:
             rng.shuffle(batches)
-        if self.pad:
-            batches += batches[: -len(batches) % self.world_size]
-        return iter(batches[self.rank :: self.world_size])
+        if not self.pad:
+            return iter(batches)
+        padded = [batches[i % len(batches)] for i in range(len(self) * self.world_size)]
+        return iter(padded[self.rank :: self.world_size])
 
 
 def require_split_column(path: Path, split: str | None) -> None:

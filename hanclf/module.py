@@ -69,7 +69,13 @@ class HANClassifier(pl.LightningModule):
         self._probs.append(probabilities(logits, self.multi_label).cpu())
 
     def on_validation_epoch_end(self) -> None:
-        probs, targets = torch.cat(self._probs).numpy(), torch.cat(self._targets).numpy()
+        # A process of a distributed run may have had no validation batch at all.
+        n = len(self.label_names)
+        probs = torch.cat(self._probs).numpy() if self._probs else np.zeros((0, n), np.float32)
+        if self._targets:
+            targets = torch.cat(self._targets).numpy()
+        else:
+            targets = np.zeros((0, n), np.float32) if self.multi_label else np.zeros(0, np.int64)
         self._probs.clear()
         self._targets.clear()
         if self.trainer.world_size > 1:

@@ -132,16 +132,21 @@ def test_shuffle_depends_on_seed_and_epoch_only():
 
 @pytest.mark.parametrize("world_size", [2, 3, 5])
 def test_validation_shards_cover_every_document_exactly_once(world_size):
-    shards = [batches(BucketBatchSampler(SIZES, 8, shuffle=False, rank=r, world_size=world_size))
-              for r in range(world_size)]
+    samplers = [BucketBatchSampler(SIZES, 8, shuffle=False, rank=r, world_size=world_size)
+                for r in range(world_size)]
+    shards = [batches(s) for s in samplers]
     assert sorted(i for shard in shards for b in shard for i in b) == list(range(250))
-    assert [len(shard) for shard in shards] == [
-        len(BucketBatchSampler(SIZES, 8, shuffle=False, rank=r, world_size=world_size))
-        for r in range(world_size)
-    ]
-    # the shards interleave the single-process batches
-    single = batches(BucketBatchSampler(SIZES, 8, shuffle=False))
-    assert shards[1] == single[1::world_size]
+    assert [len(shard) for shard in shards] == [len(s) for s in samplers]
+    # process r validates documents r, r + world_size, ...
+    assert sorted(i for b in shards[1] for i in b) == list(range(1, 250, world_size))
+
+
+def test_every_process_validates_something_even_with_one_batch_of_documents():
+    # 10 documents, batches of 64: one batch in one process; two processes must both get one
+    shards = [batches(BucketBatchSampler(SIZES[:10], 64, shuffle=False, rank=r, world_size=2))
+              for r in range(2)]
+    assert [len(s) for s in shards] == [1, 1]
+    assert sorted(shards[0][0] + shards[1][0]) == list(range(10))
 
 
 @pytest.mark.parametrize("world_size", [2, 3, 5])
@@ -158,6 +163,14 @@ def test_training_shards_are_equal_in_length_and_cover_every_document(world_size
         # the same draw in every process: rank r's batches are the single run's r-th ones
         single = batches(BucketBatchSampler(SIZES, 8, shuffle=True, seed=4), epoch)
         assert shards[0][: len(single[0::world_size])] == single[0::world_size]
+
+
+def test_training_shards_with_fewer_batches_than_processes():
+    # one batch of documents, four processes: each trains on that batch (repeated), none idle
+    shards = [batches(BucketBatchSampler(SIZES[:10], 64, shuffle=True, rank=r, world_size=4, pad=True))
+              for r in range(4)]
+    assert [len(s) for s in shards] == [1, 1, 1, 1]
+    assert all(sorted(s[0]) == list(range(10)) for s in shards)
 
 
 # --- reading and splitting ------------------------------------------------------------------
