@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from hanclf.errors import UsageError
-from hanclf.model import ARCHITECTURES, ATTENTIONS, HANConfig
+from hanclf.model import ARCHITECTURES, HANConfig
 
 
 @dataclass
@@ -158,8 +158,6 @@ def _check_range(key: str, value: Any) -> None:
         raise UsageError(f"config key {key}: {value!r} is not one of {', '.join(EMBEDDINGS)}")
     if key == "model.architecture" and value not in ARCHITECTURES:
         raise UsageError(f"config key {key}: {value!r} is not one of {', '.join(ARCHITECTURES)}")
-    if key == "model.attention" and value not in ATTENTIONS:
-        raise UsageError(f"config key {key}: {value!r} is not one of {', '.join(ATTENTIONS)}")
     if key == "train.precision" and str(value) not in PRECISIONS:
         raise UsageError(f"config key {key}: {value!r} is not one of {', '.join(PRECISIONS)}")
     positive = {

@@ -24,7 +24,6 @@ UNK = 1  # word id of out-of-vocabulary words
 
 
 ARCHITECTURES = ("han", "flat")
-ATTENTIONS = ("softmax", "sparsemax")
 
 
 @dataclass
@@ -38,7 +37,6 @@ class HANConfig:
     word_att_dim: int = 100  # size of u_it and u_w; paper: 100
     sent_att_dim: int = 100  # size of u_i and u_s; paper: 100
     dropout: float = 0.2  # on embeddings, sentence vectors and the document vector
-    attention: str = "softmax"  # or "sparsemax": most weights exactly 0, at both levels
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -52,26 +50,6 @@ def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.softmax(scores, dim=-1) * mask
 
 
-def masked_sparsemax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Sparsemax over the last dim, restricted to `mask` (Martins & Astudillo 2016, eq. 2).
-
-    The weights are the Euclidean projection of the scores onto the probability simplex,
-    max(z - tau, 0): they sum to 1 like softmax's, but every score more than tau below the top
-    ones gets exactly 0, so an explanation names a few sentences instead of spreading over all.
-    Padding is -inf, which never enters the support; an all-padding row comes out all 0.
-    """
-    z = scores.float().masked_fill(~mask, float("-inf"))  # (..., T)
-    z_sorted = z.sort(dim=-1, descending=True).values
-    k = torch.arange(1, z.size(-1) + 1, device=z.device, dtype=z.dtype)  # (T,)
-    cumsum = z_sorted.cumsum(dim=-1)
-    support = (1 + k * z_sorted > cumsum).sum(dim=-1, keepdim=True).clamp_min(1)  # (..., 1)
-    tau = (cumsum.gather(-1, support - 1) - 1) / support  # (..., 1)
-    return torch.where(mask, (z - tau).clamp_min(0), 0.0)
-
-
-NORMALIZERS = {"softmax": masked_softmax, "sparsemax": masked_sparsemax}
-
-
 def probabilities(logits: torch.Tensor, multi_label: bool) -> torch.Tensor:
     """Softmax over the classes, or for multi-label an independent sigmoid per label; fp32."""
     logits = logits.float()
@@ -81,9 +59,8 @@ def probabilities(logits: torch.Tensor, multi_label: bool) -> torch.Tensor:
 class Attention(nn.Module):
     """Additive attention with a learned context vector (paper eqs. 5-7 and 8-10)."""
 
-    def __init__(self, in_dim: int, att_dim: int, normalize: str = "softmax") -> None:
+    def __init__(self, in_dim: int, att_dim: int) -> None:
         super().__init__()
-        self.normalize = NORMALIZERS[normalize]
         self.proj = nn.Linear(in_dim, att_dim)  # W and b
         self.context = nn.Parameter(torch.empty(att_dim))  # u_w or u_s
         nn.init.normal_(self.context, std=att_dim**-0.5)
@@ -91,7 +68,7 @@ class Attention(nn.Module):
     def forward(self, h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # h: (..., T, D), mask: (..., T)
         u = torch.tanh(self.proj(h))  # (..., T, A)    u = tanh(W h + b)
-        alpha = self.normalize(u @ self.context, mask)  # (..., T)  softmax(u . u_w), or sparsemax
+        alpha = masked_softmax(u @ self.context, mask)  # (..., T)  softmax(u . u_w)
         pooled = (alpha.unsqueeze(-1) * h.float()).sum(dim=-2)  # (..., D)  sum_t alpha_t h_t
         return pooled, alpha
 
@@ -120,9 +97,9 @@ class HAN(nn.Module):
         c = config
         self.embedding = nn.Embedding(c.vocab_size, c.embed_dim, padding_idx=PAD)
         self.word_encoder = BiGRUEncoder(c.embed_dim, c.word_hidden)
-        self.word_attention = Attention(2 * c.word_hidden, c.word_att_dim, c.attention)
+        self.word_attention = Attention(2 * c.word_hidden, c.word_att_dim)
         self.sent_encoder = BiGRUEncoder(2 * c.word_hidden, c.sent_hidden)
-        self.sent_attention = Attention(2 * c.sent_hidden, c.sent_att_dim, c.attention)
+        self.sent_attention = Attention(2 * c.sent_hidden, c.sent_att_dim)
         self.dropout = nn.Dropout(c.dropout)
         self.classifier = nn.Linear(2 * c.sent_hidden, c.num_classes)
 
@@ -168,7 +145,7 @@ class FlatAttention(nn.Module):
         c = config
         self.embedding = nn.Embedding(c.vocab_size, c.embed_dim, padding_idx=PAD)
         self.encoder = BiGRUEncoder(c.embed_dim, c.word_hidden)
-        self.attention = Attention(2 * c.word_hidden, c.word_att_dim, c.attention)
+        self.attention = Attention(2 * c.word_hidden, c.word_att_dim)
         self.dropout = nn.Dropout(c.dropout)
         self.classifier = nn.Linear(2 * c.word_hidden, c.num_classes)
 

@@ -253,20 +253,3 @@ def test_flat_baseline_trains_saves_and_explains(data_dir, tmp_path):
     # sent_att * word_att is one distribution over all the words of a document
     rows["flat"] = rows["sent_att"] * rows["word_att"]
     assert np.allclose(rows.groupby("doc_id")["flat"].sum(), 1, atol=1e-4)
-
-
-def test_sparsemax_attention_trains_and_gives_sparse_explanations(data_dir, tmp_path):
-    out = tmp_path / "sparse"
-    invoke("train", data_dir / "train.csv", "-o", out, "--set", "model.attention=sparsemax",
-           "--set", "model.embed_dim=16", "--set", "model.word_hidden=8", "--set", "data.min_count=1",
-           "--set", "train.lr=0.01", "--max-epochs", "6", "--accelerator", "cpu")
-    assert load(out).config.model["attention"] == "sparsemax"
-    assert json.loads((out / "metrics.json").read_text())["valid"]["accuracy"] >= 0.6  # chance: 1/3
-    csv_path = tmp_path / "att.csv"
-    invoke("explain", out, data_dir / "test.parquet", "-o", csv_path, "--limit", "20")
-    rows = pd.read_csv(csv_path)
-    sentences = rows.drop_duplicates(["doc_id", "sent_idx"])
-    assert np.allclose(sentences.groupby("doc_id")["sent_att"].sum(), 1, atol=1e-4)
-    # Softmax never gives exactly 0; sparsemax drops words and sentences entirely.
-    assert (rows["word_att"] == 0).mean() > 0.2
-    assert (sentences["sent_att"] == 0).mean() > 0.2

@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from hanclf.data import EncodedDoc, collate
-from hanclf.model import (HAN, PAD, FlatAttention, HANConfig, build_model, masked_softmax,
-                          masked_sparsemax)
+from hanclf.model import HAN, PAD, FlatAttention, HANConfig, build_model, masked_softmax
 
 VOCAB = 40
 
@@ -29,17 +28,16 @@ DOCS = [
 ]
 
 
-def small(architecture: str, attention: str = "softmax") -> HAN | FlatAttention:
+def small(architecture: str) -> HAN | FlatAttention:
     torch.manual_seed(0)
     return build_model(HANConfig(vocab_size=VOCAB, num_classes=3, embed_dim=16, word_hidden=8,
                                  sent_hidden=8, word_att_dim=12, sent_att_dim=12,
-                                 architecture=architecture, attention=attention)).eval()
+                                 architecture=architecture)).eval()
 
 
-@pytest.fixture(params=[("han", "softmax"), ("flat", "softmax"), ("han", "sparsemax")],
-                ids=["han", "flat", "han-sparsemax"])
+@pytest.fixture(params=["han", "flat"])
 def model(request) -> HAN | FlatAttention:
-    return small(*request.param)
+    return small(request.param)
 
 
 def run(model: HAN, docs: list[EncodedDoc]):
@@ -112,30 +110,6 @@ def test_masked_softmax_is_nan_free_for_extreme_scores_and_empty_rows():
     assert alpha.tolist() == [[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
 
 
-def test_sparsemax_matches_hand_computed_projection():
-    # Sorted scores 1, 0.5, -1: the support is the top 2 (1 + 2*0.5 > 1.5, 1 + 3*(-1) < 0.5),
-    # tau = (1 + 0.5 - 1) / 2 = 0.25, weights max(z - tau, 0).
-    scores = torch.tensor([[0.5, -1.0, 1.0, 9.0], [3.0, 0.0, 0.0, 0.0], [0.1, 0.0, 0.2, 0.0]])
-    mask = torch.tensor([[True, True, True, False], [True, True, False, False],
-                         [True, True, True, True]])
-    alpha = masked_sparsemax(scores, mask)
-    torch.testing.assert_close(alpha[0], torch.tensor([0.25, 0.0, 0.75, 0.0]))
-    torch.testing.assert_close(alpha[1], torch.tensor([1.0, 0.0, 0.0, 0.0]))  # a gap > 1: one-hot
-    # Close scores: all in the support, weights = z - mean(z) + 1/T, still summing to 1.
-    torch.testing.assert_close(alpha[2], torch.tensor([0.275, 0.175, 0.375, 0.175]))  # mean 0.075
-
-
-def test_sparsemax_is_nan_free_for_empty_rows_and_has_finite_gradients():
-    scores = torch.tensor([[2.0, 1.5, 0.0], [0.3, 0.1, 0.2]], requires_grad=True)
-    mask = torch.tensor([[True, True, True], [False, False, False]])
-    alpha = masked_sparsemax(scores, mask)
-    assert alpha[1].tolist() == [0.0, 0.0, 0.0]
-    (alpha[0] * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
-    assert torch.isfinite(scores.grad).all()
-    # The Jacobian on the support {0, 1} is I - 1/2: d(alpha0 + 2 alpha1)/dz0 = 1/2 - 1 = -0.5.
-    torch.testing.assert_close(scores.grad[0], torch.tensor([-0.5, 0.5, 0.0]))
-
-
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_mixed_precision_gives_finite_outputs_and_fp32_attention(model, dtype):
     with torch.autocast("cpu", dtype=dtype):
@@ -158,9 +132,8 @@ def test_every_parameter_is_initialised_and_gets_a_gradient(model):
     assert model.embedding.weight.grad[PAD].abs().sum() == 0  # PAD stays a zero vector
 
 
-@pytest.mark.parametrize("architecture,attention",
-                         [("han", "softmax"), ("flat", "softmax"), ("han", "sparsemax")])
-def test_tiny_model_overfits_a_tiny_set(architecture, attention):
+@pytest.mark.parametrize("architecture", ["han", "flat"])
+def test_tiny_model_overfits_a_tiny_set(architecture):
     """Labels decided by one word in one of several sentences: the model must fit all of them."""
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -173,7 +146,7 @@ def test_tiny_model_overfits_a_tiny_set(architecture, attention):
         labels.append(label)
     model = build_model(HANConfig(vocab_size=VOCAB, num_classes=3, embed_dim=16, word_hidden=16,
                                   sent_hidden=16, word_att_dim=16, sent_att_dim=16, dropout=0.0,
-                                  architecture=architecture, attention=attention))
+                                  architecture=architecture))
     batch, y = collate(docs), torch.tensor(labels)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
     for _ in range(150):
