@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from hanclf.errors import UsageError
-from hanclf.model import ARCHITECTURES, HANConfig
+from hanclf.model import ARCHITECTURES, DOC_POOLINGS, HANConfig
 
 
 @dataclass
@@ -158,6 +158,8 @@ def _check_range(key: str, value: Any) -> None:
         raise UsageError(f"config key {key}: {value!r} is not one of {', '.join(EMBEDDINGS)}")
     if key == "model.architecture" and value not in ARCHITECTURES:
         raise UsageError(f"config key {key}: {value!r} is not one of {', '.join(ARCHITECTURES)}")
+    if key == "model.doc_pooling" and value not in DOC_POOLINGS:
+        raise UsageError(f"config key {key}: {value!r} is not one of {', '.join(DOC_POOLINGS)}")
     if key == "train.precision" and str(value) not in PRECISIONS:
         raise UsageError(f"config key {key}: {value!r} is not one of {', '.join(PRECISIONS)}")
     positive = {
@@ -231,6 +233,9 @@ def load_config(
                 _apply(config, f"{section}.{name}", value)
     for key, value in (overrides or {}).items():
         _apply(config, key, value)
+    if config.model["doc_pooling"] != "encoded" and config.model["architecture"] != "han":
+        raise UsageError("config key model.doc_pooling: only the han architecture has sentence "
+                         "vectors to pool; leave it at 'encoded' for the flat model")
     return config
 
 

@@ -24,6 +24,7 @@ UNK = 1  # word id of out-of-vocabulary words
 
 
 ARCHITECTURES = ("han", "flat")
+DOC_POOLINGS = ("encoded", "sentences")
 
 
 @dataclass
@@ -37,6 +38,11 @@ class HANConfig:
     word_att_dim: int = 100  # size of u_it and u_w; paper: 100
     sent_att_dim: int = 100  # size of u_i and u_s; paper: 100
     dropout: float = 0.2  # on embeddings, sentence vectors and the document vector
+    # What sentence attention mixes into the document vector: "encoded" is the paper's
+    # v = sum_i alpha_i h_i; "sentences" is v = sum_i alpha_i s_i, the sentence vectors before
+    # the sentence GRU (which still reads the context to score them), so that a sentence's
+    # share of v is exactly its attention (more faithful explanations; see the README).
+    doc_pooling: str = "encoded"
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -65,11 +71,14 @@ class Attention(nn.Module):
         self.context = nn.Parameter(torch.empty(att_dim))  # u_w or u_s
         nn.init.normal_(self.context, std=att_dim**-0.5)
 
-    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # h: (..., T, D), mask: (..., T)
+    def forward(
+        self, h: torch.Tensor, mask: torch.Tensor, values: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # h: (..., T, D) scored, mask: (..., T), values: (..., T, D') pooled (default: h)
         u = torch.tanh(self.proj(h))  # (..., T, A)    u = tanh(W h + b)
         alpha = masked_softmax(u @ self.context, mask)  # (..., T)  softmax(u . u_w)
-        pooled = (alpha.unsqueeze(-1) * h.float()).sum(dim=-2)  # (..., D)  sum_t alpha_t h_t
+        values = h if values is None else values
+        pooled = (alpha.unsqueeze(-1) * values.float()).sum(dim=-2)  # (..., D')  sum alpha_t h_t
         return pooled, alpha
 
 
@@ -101,7 +110,8 @@ class HAN(nn.Module):
         self.sent_encoder = BiGRUEncoder(2 * c.word_hidden, c.sent_hidden)
         self.sent_attention = Attention(2 * c.sent_hidden, c.sent_att_dim)
         self.dropout = nn.Dropout(c.dropout)
-        self.classifier = nn.Linear(2 * c.sent_hidden, c.num_classes)
+        doc_dim = 2 * (c.word_hidden if c.doc_pooling == "sentences" else c.sent_hidden)
+        self.classifier = nn.Linear(doc_dim, c.num_classes)
 
     def forward(
         self, tokens: torch.Tensor, word_lengths: torch.Tensor, sent_lengths: torch.Tensor
@@ -122,7 +132,8 @@ class HAN(nn.Module):
         doc_sents = sent_vecs.new_zeros(B, S, sent_vecs.size(-1))  # (B, S, 2Hw)
         doc_sents[is_sentence] = sent_vecs
         h_sents = self.sent_encoder(self.dropout(doc_sents), sent_lengths)  # (B, S, 2Hs)
-        doc_vecs, sent_alpha = self.sent_attention(h_sents, is_sentence)  # (B, 2Hs), (B, S)
+        pooled = doc_sents if self.config.doc_pooling == "sentences" else h_sents
+        doc_vecs, sent_alpha = self.sent_attention(h_sents, is_sentence, pooled)  # (B, D), (B, S)
 
         logits = self.classifier(self.dropout(doc_vecs))  # (B, C)
         word_att = word_alpha.new_zeros(B, S, W)

@@ -253,3 +253,17 @@ def test_flat_baseline_trains_saves_and_explains(data_dir, tmp_path):
     # sent_att * word_att is one distribution over all the words of a document
     rows["flat"] = rows["sent_att"] * rows["word_att"]
     assert np.allclose(rows.groupby("doc_id")["flat"].sum(), 1, atol=1e-4)
+
+
+def test_sentence_pooling_trains_and_its_top_sentence_decides(data_dir, tmp_path):
+    out = tmp_path / "pooled"
+    invoke("train", data_dir / "train.csv", "-o", out, "--set", "model.doc_pooling=sentences",
+           "--set", "model.embed_dim=16", "--set", "model.word_hidden=8", "--set", "data.min_count=1",
+           "--set", "train.lr=0.01", "--max-epochs", "6", "--accelerator", "cpu")
+    assert load(out).config.model["doc_pooling"] == "sentences"
+    assert json.loads((out / "metrics.json").read_text())["valid"]["accuracy"] >= 0.6  # chance: 1/3
+    faithfulness = tmp_path / "faith.json"
+    invoke("explain", out, data_dir / "test.parquet", "--faithfulness", faithfulness)
+    at_1 = json.loads(faithfulness.read_text())["per_k"][0]
+    assert at_1["comprehensiveness"]["ratio"] >= 3
+    assert at_1["sufficiency"]["attention"] < at_1["sufficiency"]["random"]

@@ -249,6 +249,8 @@ CASES = [
     Case("train-set-unknown-key", lambda e: train(e, e.data / "train.csv", "--set", "train.epochs=3"), 2, ("train.epochs", "max_epochs")),
     Case("train-set-negative-size", lambda e: train(e, e.data / "train.csv", "--set", "model.embed_dim=-5"), 2, ("model.embed_dim", "-5", "> 0")),
     Case("train-set-wrong-type", lambda e: train(e, e.data / "train.csv", "--set", "data.max_words=abc"), 2, ("data.max_words", "int", "abc")),
+    Case("train-set-unknown-doc-pooling", lambda e: train(e, e.data / "train.csv", "--set", "model.doc_pooling=max"), 2, ("model.doc_pooling", "'max'", "sentences")),
+    Case("train-set-doc-pooling-on-flat", lambda e: train(e, e.data / "train.csv", "--set", "model.architecture=flat", "--set", "model.doc_pooling=sentences"), 2, ("model.doc_pooling", "flat")),
     Case("train-set-without-equals", lambda e: train(e, e.data / "train.csv", "--set", "model.dropout"), 2, ("model.dropout", "KEY=VALUE")),
     Case("train-valid-fraction-out-of-range", lambda e: train(e, e.data / "train.csv", "--valid-fraction", "1.5"), 2, ("data.valid_fraction", "1.5")),
     Case("train-accelerator-unknown", lambda e: train(e, e.data / "train.csv", "--accelerator", "banana"), 2, ("banana", "accelerator"),),

@@ -28,16 +28,17 @@ DOCS = [
 ]
 
 
-def small(architecture: str) -> HAN | FlatAttention:
+def small(architecture: str, doc_pooling: str = "encoded") -> HAN | FlatAttention:
     torch.manual_seed(0)
     return build_model(HANConfig(vocab_size=VOCAB, num_classes=3, embed_dim=16, word_hidden=8,
-                                 sent_hidden=8, word_att_dim=12, sent_att_dim=12,
-                                 architecture=architecture)).eval()
+                                 sent_hidden=6, word_att_dim=12, sent_att_dim=12,
+                                 architecture=architecture, doc_pooling=doc_pooling)).eval()
 
 
-@pytest.fixture(params=["han", "flat"])
+@pytest.fixture(params=[("han", "encoded"), ("flat", "encoded"), ("han", "sentences")],
+                ids=["han", "flat", "han-pool-sentences"])
 def model(request) -> HAN | FlatAttention:
-    return small(request.param)
+    return small(*request.param)
 
 
 def run(model: HAN, docs: list[EncodedDoc]):
@@ -108,6 +109,22 @@ def test_masked_softmax_is_nan_free_for_extreme_scores_and_empty_rows():
     alpha = masked_softmax(scores, mask)
     assert torch.isfinite(alpha).all()
     assert alpha.tolist() == [[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+
+
+@pytest.mark.parametrize("doc_pooling", ["encoded", "sentences"])
+def test_pooling_sentence_vectors_makes_each_sentence_a_separate_term(doc_pooling):
+    """With uniform sentence attention, doc_pooling="sentences" makes the logits the mean of
+    per-sentence terms: swapping one sentence changes them by half of what it changes a
+    one-sentence document. The paper's pooling over encoded states mixes sentences, so not."""
+    model = small("han", doc_pooling)
+    with torch.no_grad():
+        model.sent_attention.context.zero_()  # all scores 0: alpha = 1/2 for two sentences
+        both_a = run(model, [doc([2, 3, 4], [5, 6])])[0]
+        both_b = run(model, [doc([2, 3, 4], [30, 31, 32])])[0]
+        only_a = run(model, [doc([5, 6])])[0]
+        only_b = run(model, [doc([30, 31, 32])])[0]
+    additive = torch.allclose(both_a - both_b, (only_a - only_b) / 2, atol=1e-6)
+    assert additive == (doc_pooling == "sentences")
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
