@@ -8,10 +8,11 @@ Stages, each as docs/s (IMDb-length reviews by default):
   predict    Parquet in, Parquet out, end to end (hanclf.predict.predict_file), with the time of
              each stage measured apart (read, tokenize + encode, batch + model, write); the
              baseline reads the whole file, keeps input order in fixed batches of 64 documents
-             (no sorting by size) and writes once
+             (no sorting by size), runs the plain packed HAN (plain_han_logits: padding slots
+             embedded and scored, no precomputed input gates) and writes once
   train      one epoch of training (the task's preset; bf16-mixed on a GPU), docs/s over the
              whole call (reading and tokenizing included); the baseline draws batches without
-             grouping documents of similar size
+             grouping documents of similar size (both train hanclf's model)
 
     python bench/throughput.py --data ../shared/data/imdb_reviews.parquet --rows 5000 \
         [--model runs/imdb] [--stages tokenize predict train] [--output bench/results/throughput-cpu.md]
@@ -41,7 +42,9 @@ import torch
 import hanclf.data
 from hanclf.config import load_config
 from hanclf.data import collate, encode
-from hanclf.predict import Predictor, predict_file
+from hanclf.artifact import load
+from hanclf.model import HAN
+from hanclf.predict import Predictor, predict_file, resolve_device
 from hanclf.tokenize import tokenize, tokenize_all
 from hanclf.train import train
 
@@ -80,18 +83,39 @@ def stage_tokenize(texts: list[str], predictor: Predictor, repeats: int) -> list
 # --- predict -----------------------------------------------------------------------------------
 
 
+def plain_han_logits(model: HAN, tokens: torch.Tensor, word_lengths: torch.Tensor,
+                     sent_lengths: torch.Tensor) -> torch.Tensor:
+    """The plain packed HAN of the public implementations, with hanclf's weights: every slot of
+    the padded (sentences, words) grid is embedded and scored, the GRUs run on packed sequences
+    (nn.GRU, input projection computed for every word)."""
+    is_sentence = word_lengths > 0  # (B, S)
+    counts = word_lengths[is_sentence]  # (N,)
+    h_words = model.word_encoder(model.embedding(tokens[is_sentence]), counts)  # (N, W, 2H)
+    is_word = torch.arange(tokens.size(2), device=tokens.device) < counts.unsqueeze(1)
+    sent_vecs, _ = model.word_attention(h_words, is_word)  # (N, 2H)
+    doc_sents = sent_vecs.new_zeros(*is_sentence.shape, sent_vecs.size(-1))  # (B, S, 2H)
+    doc_sents[is_sentence] = sent_vecs
+    doc_vecs, _ = model.sent_attention(model.sent_encoder(doc_sents, sent_lengths), is_sentence)
+    return model.classifier(doc_vecs)
+
+
 def baseline_predict(model: Path, device: str, source: Path, out: Path) -> None:
-    """The straightforward way: whole file in, fixed batches in input order, whole file out."""
-    predictor = Predictor(model, device)
+    """The straightforward way: whole file in, fixed batches in input order, the plain HAN,
+    whole file out."""
+    artifact = load(model)
+    if artifact.config.model.architecture != "han" or artifact.config.model.doc_pooling != "encoded":
+        raise SystemExit(f"{model}: the baseline is the paper's HAN; pass a model trained with it")
+    torch_device = resolve_device(device)
+    han = artifact.model.to(torch_device).eval()
     texts = pq.read_table(source, columns=["text"]).column("text").to_pylist()
-    vocab, config = predictor.artifact.vocab, predictor.artifact.config.data
+    vocab, config = artifact.vocab, artifact.config.data
     labels, probs = [], []
     with torch.inference_mode():
         for start in range(0, len(texts), BASELINE_BATCH):
             docs = [encode(tokenize(t), vocab, config) for t in texts[start : start + BASELINE_BATCH]]
-            batch = {k: v.to(predictor.device) for k, v in collate(docs).items()}
-            p = torch.softmax(predictor.model(**batch)[0].float(), -1).cpu().numpy()
-            labels += [predictor.labels.names[i] for i in p.argmax(1)]
+            batch = {k: v.to(torch_device) for k, v in collate(docs).items()}
+            p = torch.softmax(plain_han_logits(han, **batch).float(), -1).cpu().numpy()
+            labels += [artifact.labels.names[i] for i in p.argmax(1)]
             probs += p.max(1).tolist()
     pq.write_table(pa.table({"pred_label": labels, "pred_prob": probs}), out)
 

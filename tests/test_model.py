@@ -76,6 +76,42 @@ def test_document_output_is_the_same_alone_and_in_a_padded_batch(model):
         torch.testing.assert_close(alone_word[0], word_att[b, :S, :W], atol=1e-5, rtol=1e-5)
 
 
+def reference_forward(model: HAN, d: EncodedDoc) -> tuple[torch.Tensor, list, torch.Tensor]:
+    """Yang et al.'s equations for one document, one sentence at a time, nothing padded: what the
+    batched, packed forward must equal."""
+
+    def attend(attention, h, values):  # h: (T, D) -> sum_t alpha_t values_t, alpha
+        u = torch.tanh(h @ attention.proj.weight.T + attention.proj.bias)  # (T, A)
+        alpha = torch.softmax(u @ attention.context, dim=0)  # (T,)
+        return alpha @ values, alpha
+
+    sentences = np.split(d.ids, np.cumsum(d.lengths)[:-1])
+    sent_vecs, word_alphas = [], []
+    for ids in sentences:
+        x = model.embedding.weight[torch.from_numpy(ids.astype(np.int64))]  # (T, E)
+        h, _ = model.word_encoder.gru(x.unsqueeze(0))  # (1, T, 2Hw)
+        s, alpha = attend(model.word_attention, h[0], h[0])
+        sent_vecs.append(s)
+        word_alphas.append(alpha)
+    s = torch.stack(sent_vecs)  # (S, 2Hw)
+    h, _ = model.sent_encoder.gru(s.unsqueeze(0))  # (1, S, 2Hs)
+    pooled = s if model.config.doc_pooling == "sentences" else h[0]
+    v, sent_alpha = attend(model.sent_attention, h[0], pooled)
+    return model.classifier(v), word_alphas, sent_alpha
+
+
+@pytest.mark.parametrize("doc_pooling", ["encoded", "sentences"])
+def test_batched_forward_equals_the_papers_equations_one_sentence_at_a_time(doc_pooling):
+    model = small("han", doc_pooling)
+    logits, word_att, sent_att = run(model, DOCS)
+    for b, d in enumerate(DOCS):
+        ref_logits, ref_word, ref_sent = reference_forward(model, d)
+        torch.testing.assert_close(logits[b], ref_logits, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(sent_att[b, : len(d.lengths)], ref_sent, atol=1e-6, rtol=1e-5)
+        for s, alpha in enumerate(ref_word):
+            torch.testing.assert_close(word_att[b, s, : len(alpha)], alpha, atol=1e-6, rtol=1e-5)
+
+
 def test_batch_of_one_single_word(model):
     logits, word_att, sent_att = run(model, [doc([7])])
     assert logits.shape == (1, 3) and torch.isfinite(logits).all()
@@ -173,3 +209,16 @@ def test_tiny_model_overfits_a_tiny_set(architecture):
         optimizer.step()
     model.eval()
     assert (model(**batch)[0].argmax(-1) == y).float().mean().item() == 1.0
+
+
+def test_precomputed_word_gates_give_the_same_outputs_in_eval_and_are_ignored_in_training(model):
+    expected = run(model, DOCS)
+    model.precompute_word_gates()
+    for got, want in zip(run(model, DOCS), expected):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    # a training step must see the live weights, not a table computed before it
+    model.train()
+    torch.manual_seed(1)
+    logits, _, _ = run(model, DOCS)
+    logits.sum().backward()
+    assert model.embedding.weight.grad is not None and model.embedding.weight.grad.abs().sum() > 0

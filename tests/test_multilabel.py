@@ -58,7 +58,9 @@ def test_evaluate_on_the_held_out_set(model, tmp_path):
     printed = invoke("evaluate", model, TEST, "-o", out)
     result = json.loads(out.read_text())
     assert result["support"] == 100
-    assert result["micro_f1"] >= 0.95 and result["macro_f1"] >= 0.9 and result["subset_accuracy"] >= 0.85
+    # Measured over training seeds 42, 1, 2, 3: micro-F1 0.935-0.991, macro-F1 0.937-0.992,
+    # subset accuracy 0.79-0.97 (all four labels right; guessing gets about 1/16).
+    assert result["micro_f1"] >= 0.9 and result["macro_f1"] >= 0.9 and result["subset_accuracy"] >= 0.75
     truth = pd.read_parquet(TEST)["labels"]
     assert {k: v["support"] for k, v in result["per_class"].items()} == {
         a: int(sum(a in labels for labels in truth)) for a in ASPECTS
@@ -86,7 +88,7 @@ def test_predict_writes_label_sets_at_the_tuned_thresholds(model, tmp_path):
         assert row["top_probs"] == pytest.approx(sorted(p, reverse=True), abs=1e-6)
     truth = pd.read_parquet(TEST)["labels"].map(sorted)
     exact = np.mean([sorted(r["pred_labels"]) == list(t) for r, t in zip(rows, truth)])
-    assert exact >= 0.85
+    assert exact >= 0.75  # the subset accuracy measured above
     assert any(r["pred_labels"] == [] for r in rows) or not any(len(t) == 0 for t in truth)
 
 
