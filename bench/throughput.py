@@ -3,7 +3,7 @@ measured in the same run on the same machine.
 
 Stages, each as docs/s (IMDb-length reviews by default):
 
-  tokenize   split + tokenize + map to ids, one core: hanclf's path (tokenize_all, encode)
+  tokenize   split + tokenize + map to ids, one core: hanclf's path (hanclf.data.encode_texts)
              against a plain loop of tokenize() with Python's garbage collector running
   predict    Parquet in, Parquet out, end to end (hanclf.predict.predict_file), with the time of
              each stage measured apart (read, tokenize + encode, batch + model, write); the
@@ -40,12 +40,12 @@ import pyarrow.parquet as pq
 import torch
 
 import hanclf.data
-from hanclf.config import load_config
-from hanclf.data import collate, encode
 from hanclf.artifact import load
+from hanclf.config import load_config
+from hanclf.data import collate, encode, encode_texts
 from hanclf.model import HAN
 from hanclf.predict import Predictor, predict_file, resolve_device
-from hanclf.tokenize import tokenize, tokenize_all
+from hanclf.tokenize import tokenize
 from hanclf.train import train
 
 BASELINE_BATCH = 64  # documents per batch of the baseline predictor, in input order
@@ -68,7 +68,7 @@ def stage_tokenize(texts: list[str], predictor: Predictor, repeats: int) -> list
     vocab, config = predictor.artifact.vocab, predictor.artifact.config.data
 
     def ours() -> list:
-        return [encode(doc, vocab, config) for doc in tokenize_all(texts)]
+        return encode_texts(texts, vocab, config)
 
     def baseline() -> list:
         return [encode(tokenize(t), vocab, config) for t in texts]
@@ -103,7 +103,7 @@ def baseline_predict(model: Path, device: str, source: Path, out: Path) -> None:
     """The straightforward way: whole file in, fixed batches in input order, the plain HAN,
     whole file out."""
     artifact = load(model)
-    if artifact.config.model.architecture != "han" or artifact.config.model.doc_pooling != "encoded":
+    if not isinstance(artifact.model, HAN) or artifact.model.config.doc_pooling != "encoded":
         raise SystemExit(f"{model}: the baseline is the paper's HAN; pass a model trained with it")
     torch_device = resolve_device(device)
     han = artifact.model.to(torch_device).eval()
@@ -128,7 +128,7 @@ def predict_stages(predictor: Predictor, source: Path) -> dict[str, float]:
     seconds["read"] = time.perf_counter() - start
     start = time.perf_counter()
     vocab, config = predictor.artifact.vocab, predictor.artifact.config.data
-    docs = [encode(d, vocab, config) for d in predictor._tokenize(texts)]
+    docs = encode_texts(texts, vocab, config)
     seconds["tokenize + encode"] = time.perf_counter() - start
     start = time.perf_counter()
     probs = np.zeros((len(docs), len(predictor.labels)), dtype=np.float32)
@@ -198,7 +198,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="predict: auto, cpu, cuda")
     parser.add_argument("--accelerator", default="auto", help="train: auto, cpu, gpu")
     parser.add_argument("--precision", help="train [default: bf16-mixed on a GPU, else 32-true]")
-    parser.add_argument("--batch-size", type=int, default=256, help="predict's batch size")
+    parser.add_argument("--batch-size", type=int, help="predict's batch size [default: hanclf's]")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()

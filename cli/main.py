@@ -39,7 +39,7 @@ TextColumn = Annotated[
 ]
 Force = Annotated[bool, typer.Option("--force", "-F", help="Overwrite an existing output.")]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
-BatchSize = Annotated[int, typer.Option(min=1, help="Documents per forward pass.")]
+BatchSize = Annotated[Optional[int], typer.Option(min=1, help="Documents per forward pass [default: 256 on a GPU, 64 on the CPU].", show_default=False)]
 TOP_SENTENCE_DOCS = 50  # --top-sentences is for reading in a terminal
 
 
@@ -156,7 +156,7 @@ def predict(
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Also write the k most likely labels and their probabilities (-1: all).")] = 1,
     threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Leave labels below this probability out of the top-k lists; for a multi-label model, also the probability a label needs to be predicted [default: its threshold tuned on valid].")] = None,
     text_column: TextColumn = None,
-    batch_size: BatchSize = 256,
+    batch_size: BatchSize = None,
     device: Device = "auto",
     devices: Annotated[int, typer.Option(min=1, help="Split a Parquet input's row groups between N processes: N GPUs, or N shares of the CPU cores with --device cpu.")] = 1,
     force: Force = False,
@@ -189,7 +189,7 @@ def explain(
     id_column: Annotated[Optional[str], typer.Option(help="Column used as doc_id [default: the model's id column if the input has it, else the row number].")] = None,
     label_column: Annotated[Optional[str], typer.Option(help="Column with true labels [default: the model's, if present].")] = None,
     text_column: TextColumn = None,
-    batch_size: BatchSize = 256,
+    batch_size: BatchSize = None,
     device: Device = "auto",
     force: Force = False,
 ) -> None:
@@ -246,7 +246,7 @@ def evaluate(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write the metrics as JSON.")] = None,
     text_column: TextColumn = None,
     label_column: Annotated[Optional[str], typer.Option(help="Label column [default: the model's].")] = None,
-    batch_size: BatchSize = 256,
+    batch_size: BatchSize = None,
     device: Device = "auto",
     force: Force = False,
 ) -> None:

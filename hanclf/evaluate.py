@@ -25,7 +25,7 @@ def evaluate_file(
     text_column: str | None = None,
     label_column: str | None = None,
     split: str | None = None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     device: str = "auto",
 ) -> dict[str, Any]:
     """Metrics of the model on `data` (only rows of `split` if given, e.g. 'test')."""

@@ -159,7 +159,7 @@ def explain_file(
     label_column: str | None = None,
     split: str | None = None,
     limit: int | None = None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     device: str = "auto",
     force: bool = False,
     on_document: Callable[[Explained], None] | None = None,

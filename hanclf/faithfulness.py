@@ -263,7 +263,7 @@ def faithfulness_file(
     k_values: Sequence[int] = (1, 2, 3),
     random_repeats: int = 5,
     seed: int = 0,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     device: str = "auto",
     force: bool = False,
 ) -> dict[str, Any]:

@@ -69,7 +69,7 @@ class BiGRUEncoder(nn.Module):
     def __init__(self, in_dim: int, hidden: int) -> None:
         super().__init__()
         self.gru = nn.GRU(in_dim, hidden, batch_first=True, bidirectional=True)
-        # (V, 2, 3H) or None: see precompute_input_gates. A plain tensor, never saved.
+        # (2, V, 3H) or None: see precompute_input_gates. A plain tensor, never saved.
         self.input_gates: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -85,9 +85,9 @@ class BiGRUEncoder(nn.Module):
         alone, so it is computed once per vocabulary entry here instead of once per occurrence
         (most of the model's arithmetic). Used by encode_ids while the module is in eval mode."""
         g = self.gru
-        self.input_gates = torch.stack(  # (V, 2, 3H): forward and backward direction
+        self.input_gates = torch.stack(  # (2, V, 3H): forward and backward direction
             [embedding.weight @ g.weight_ih_l0.T + g.bias_ih_l0,
-             embedding.weight @ g.weight_ih_l0_reverse.T + g.bias_ih_l0_reverse], dim=1
+             embedding.weight @ g.weight_ih_l0_reverse.T + g.bias_ih_l0_reverse]
         )
 
     def encode_ids(
@@ -110,11 +110,11 @@ class BiGRUEncoder(nn.Module):
             (0, g.weight_hh_l0, g.bias_hh_l0, range(len(sizes))),
             (1, g.weight_hh_l0_reverse, g.bias_hh_l0_reverse, reversed(range(len(sizes)))),
         ):
+            i_all = self.input_gates[d].index_select(0, words.data)  # (Nw, 3H)  W_i x + b_i
             # The backward direction meets each row at its last word, with a zero state.
             h = out.new_zeros(sizes[0], H)
             for t in steps:
-                n, ids = sizes[t], words.data[starts[t] : starts[t + 1]]
-                i_rzn = self.input_gates[ids, d]  # (n, 3H)  W_i x_t + b_i
+                n, i_rzn = sizes[t], i_all[starts[t] : starts[t + 1]]  # (n, 3H)
                 h_rzn = torch.addmm(b_h, h[:n], w_h.T)  # (n, 3H)  W_h h_{t-1} + b_h
                 rz = torch.sigmoid(i_rzn[:, : 2 * H] + h_rzn[:, : 2 * H])
                 r, z = rz[:, :H], rz[:, H:]

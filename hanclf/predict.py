@@ -24,7 +24,7 @@ import torch
 
 from hanclf import __version__
 from hanclf.artifact import load
-from hanclf.data import EncodedDoc, collate, doc_size, encode, truncate
+from hanclf.data import EncodedDoc, collate, doc_size, encode, encode_texts, truncate
 from hanclf.errors import HanclfError, UsageError
 from hanclf.io import (
     atomic_output,
@@ -68,14 +68,15 @@ def resolve_device(device: str) -> torch.device:
 class Predictor:
     """A trained model ready to label texts: `Predictor(model_dir)(batch)` -> predictions."""
 
-    def __init__(self, model_dir: str | Path, device: str = "auto", batch_size: int = 256) -> None:
+    def __init__(self, model_dir: str | Path, device: str = "auto", batch_size: int | None = None) -> None:
         self.artifact = load(Path(model_dir))
         self.device = resolve_device(device)
         self.model = self.artifact.model.to(self.device).eval()
         if self.device.type == "cpu":  # on a GPU, cuDNN's fused GRU is faster than the lookup
             self.model.precompute_word_gates()
         self.labels = self.artifact.labels
-        self.batch_size = batch_size
+        # Small batches stay in the CPU's caches (64 ran 1.5x faster than 256 on one core).
+        self.batch_size = batch_size or (256 if self.device.type == "cuda" else 64)
 
     @property
     def text_column(self) -> str:
@@ -115,13 +116,15 @@ class Predictor:
     def predict_proba(self, texts: Sequence[str | None]) -> np.ndarray:
         """Class probabilities (len(texts), len(labels)), columns in `self.labels.names` order;
         rows sum to 1, except for multi-label models (one independent probability per label)."""
-        return self.predict_tokenized(self._tokenize(texts))
+        return self._probs(encode_texts(texts, self.artifact.vocab, self.artifact.config.data))
 
     def predict_tokenized(self, tokenized: Sequence[list[list[str]]]) -> np.ndarray:
         """As predict_proba, for documents already split into sentences of tokens (e.g. with
         some sentences removed, to measure what they contributed)."""
         vocab, config = self.artifact.vocab, self.artifact.config.data
-        docs = [encode(d, vocab, config) for d in tokenized]
+        return self._probs([encode(d, vocab, config) for d in tokenized])
+
+    def _probs(self, docs: list[EncodedDoc]) -> np.ndarray:
         probs = np.zeros((len(docs), len(self.labels)), dtype=np.float32)
         for index, batch_probs, _, _ in self._forward(docs):
             probs[index] = batch_probs.numpy()
@@ -229,7 +232,7 @@ def predict_file(
     keep_columns: Sequence[str] = (),
     top_k: int = 1,
     threshold: float | None = None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     device: str = "auto",
     devices: int = 1,
     force: bool = False,
@@ -278,7 +281,7 @@ class _Job:
     passed: list[str]  # columns copied through
     top_k: int
     threshold: float | None
-    batch_size: int
+    batch_size: int | None
     metadata: dict[str, str]
 
     @property

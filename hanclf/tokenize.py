@@ -29,11 +29,12 @@ visible character is a token by itself (, ; : ( ) " — $). Case is kept.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import html
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 # Titles and months never end a sentence; phrase-closing abbreviations only before a capital.
 _TITLES = (
@@ -217,14 +218,21 @@ def tokenize(text: str | None) -> list[list[str]]:
     return [words for words in map(_words, _pieces(text)) if words]
 
 
-def tokenize_all(texts: Iterable[str | None]) -> list[list[list[str]]]:
-    """[tokenize(t) for t in texts], with Python's garbage collector paused meanwhile: the many
-    small lists made here are never cyclic garbage, yet every collection walks all those still
-    alive (measured 1.6x faster on the whole IMDb and Yelp sets)."""
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Python's garbage collector paused: the many small lists made while tokenizing are never
+    cyclic garbage, yet every collection walks all those still alive (measured 1.6x faster on
+    the whole IMDb and Yelp sets)."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return [tokenize(t) for t in texts]
+        yield
     finally:
         if was_enabled:
             gc.enable()
+
+
+def tokenize_all(texts: Iterable[str | None]) -> list[list[list[str]]]:
+    """[tokenize(t) for t in texts], with the garbage collector paused meanwhile."""
+    with gc_paused():
+        return [tokenize(t) for t in texts]
