@@ -6,6 +6,7 @@ weights, so prediction never needs the file or gensim.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -73,17 +74,23 @@ def read_vectors(path: Path, vocab: Vocab, dim: int) -> tuple[np.ndarray, np.nda
     return np.stack([found[i] for i in ids]), ids
 
 
+def require_gensim() -> None:
+    """Fail before any data is read when word2vec embeddings cannot be trained here."""
+    if importlib.util.find_spec("gensim") is None:
+        raise UsageError(
+            "train.embeddings=word2vec needs gensim: pip install 'hanclf[word2vec]', or pass "
+            "--set train.embeddings=random"
+        )
+
+
 def train_word2vec(
     docs: Sequence[EncodedDoc], vocab: Vocab, dim: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Skip-gram word2vec (gensim) on the training sentences as the model sees them; one worker
     thread, so the same seed gives the same vectors."""
-    try:
-        from gensim.models import Word2Vec
-    except ImportError:
-        raise UsageError(
-            "train.embeddings=word2vec needs gensim: pip install 'hanclf[word2vec]'"
-        ) from None
+    require_gensim()
+    from gensim.models import Word2Vec
+
     sentences = []
     for doc in docs:
         for sentence in np.split(doc.ids, np.cumsum(doc.lengths)[:-1]):

@@ -26,7 +26,7 @@ from hanclf import __version__
 from hanclf.artifact import CONFIG, HISTORY, Artifact, load_checkpoint, save
 from hanclf.config import Config, config_from_dict, default_config
 from hanclf.data import HANDataModule
-from hanclf.embeddings import initial_embeddings
+from hanclf.embeddings import initial_embeddings, require_gensim
 from hanclf.errors import UsageError
 from hanclf.io import atomic_output, check_input, check_output, created_parents
 from hanclf.metrics import tune_thresholds
@@ -105,6 +105,8 @@ def train(
     check_input(data)
     if valid is not None:
         check_input(valid)
+    if config.train.embeddings == "word2vec":
+        require_gensim()
     if distributed_worker():  # the first process has checked the output and made `work`
         work = work_dir(output)
         if resume:

@@ -89,3 +89,18 @@ def test_train_with_frozen_file_embeddings_keeps_them(data_dir, tmp_path):
         torch.testing.assert_close(weight[artifact.vocab.index[word]], torch.tensor(vector, dtype=torch.float32))
     assert weight[0].abs().sum() == 0  # PAD
     assert artifact.config.train.embeddings == "file" and artifact.config.train.embeddings_file == str(path)
+
+
+def test_word2vec_without_gensim_fails_before_reading_the_data(tmp_path, monkeypatch):
+    import hanclf.embeddings
+
+    real_find_spec = hanclf.embeddings.importlib.util.find_spec
+    monkeypatch.setattr(hanclf.embeddings.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "gensim" else real_find_spec(name, *a))
+    data = tmp_path / "reviews.csv"
+    data.write_text("text,stars\n" + "good food.,5\nbad food.,1\n" * 5)  # no label column: unread
+    result = CliRunner().invoke(app, ["train", str(data), "-o", str(tmp_path / "m"),
+                                      "--embeddings", "word2vec"])
+    assert result.exit_code == 2
+    assert "pip install 'hanclf[word2vec]'" in result.output and "train.embeddings=random" in result.output
+    assert not (tmp_path / "m").exists() and "Traceback" not in result.output
