@@ -82,6 +82,11 @@ def test_save_load_predict_gives_the_same_probabilities(model_dir, data_dir):
     again = Predictor(model_dir, device="cpu", batch_size=7).predict_proba(texts)
     np.testing.assert_allclose(first, again, atol=1e-6)
     np.testing.assert_allclose(first.sum(1), 1.0, atol=1e-5)
+    # the CPU defaults: batches of 64 and the word GRU's input gates looked up per vocabulary entry
+    predictor = Predictor(model_dir, device="cpu")
+    vocab_size = len(predictor.artifact.vocab)
+    assert predictor.batch_size == 64
+    assert predictor.model.word_encoder.input_gates.shape == (2, vocab_size, 3 * predictor.model.config.word_hidden)
 
 
 def test_predictor_on_pandas_and_empty_text(model_dir):
