@@ -37,6 +37,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import hanclf  # first: it sets OMP_WAIT_POLICY before torch loads, as in a user's process
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -67,8 +69,8 @@ def timed(function, *args, repeats: int = 1, **kwargs) -> tuple[float, object]:
 
 def timed_fresh(function, *args, repeats: int = 1, **kwargs) -> float:
     """Median seconds of `repeats` calls, each in a new Python process (timed inside it, after
-    the imports): what a user's `hanclf predict` meets. The same predict ran up to 1.8x faster
-    in a process that had predicted before, so in-process repeats flatter it."""
+    the imports): what a user's `hanclf predict` meets, with nothing left warm by the stages
+    timed before it in this process."""
     spawn = multiprocessing.get_context("spawn")
     times = []
     for _ in range(repeats):
