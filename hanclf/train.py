@@ -25,7 +25,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from hanclf import __version__
 from hanclf.artifact import CONFIG, HISTORY, Artifact, load_checkpoint, save
 from hanclf.config import Config, config_from_dict, default_config
-from hanclf.data import HANDataModule
+from hanclf.datamodule import HANDataModule
 from hanclf.embeddings import initial_embeddings, require_gensim
 from hanclf.errors import UsageError
 from hanclf.io import atomic_output, check_input, check_output, created_parents

@@ -1,0 +1,85 @@
+"""The LightningDataModule of `train`: reads the labelled data, builds the vocabulary and labels
+from the training rows, and serves bucketed batches (the pieces are in hanclf.data).
+
+Kept apart from hanclf.data so that predict, evaluate and explain never import Lightning (2 s
+of every process's start-up).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from hanclf.config import DataConfig
+from hanclf.data import (
+    BucketBatchSampler,
+    LabelledDocs,
+    collate_labelled,
+    doc_size,
+    encode,
+    encode_texts,
+    training_sets,
+)
+from hanclf.errors import UsageError
+from hanclf.tokenize import tokenize_all
+from hanclf.vocab import Labels, Vocab
+
+
+class HANDataModule(pl.LightningDataModule):
+    """Reads the training data, builds the vocabulary and labels from `train`, encodes both sets."""
+
+    def __init__(
+        self, train_path: Path, valid_path: Path | None, config: DataConfig, batch_size: int, seed: int
+    ) -> None:
+        super().__init__()
+        self.train_path, self.valid_path = train_path, valid_path
+        self.config, self.batch_size, self.seed = config, batch_size, seed
+        self.vocab: Vocab | None = None
+        self.labels: Labels | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.vocab is not None:
+            return
+        train, valid = training_sets(self.train_path, self.valid_path, self.config, self.seed)
+        column = f"column '{self.config.label_column}'"
+        if self.config.multi_label:
+            self.labels = Labels.build([x for labels in train.labels for x in labels], multi_label=True)
+            if not self.labels.names:
+                raise UsageError(f"{train.where}: no labels at all in {column}")
+            valid_targets = self.labels.multi_hot(valid.labels, valid.where, known_as="the training labels")
+            train_targets = self.labels.multi_hot(train.labels, train.where)
+        else:
+            self.labels = Labels.build(train.labels)
+            if len(self.labels) < 2:
+                raise UsageError(
+                    f"{train.where}: only one class ({self.labels.names[0]}) in {column}; "
+                    "a classifier needs at least two (for tags that may or may not apply, "
+                    "use --multi-label)"
+                )
+            valid_targets = self.labels.ids(valid.labels, valid.where, known_as="the training labels")
+            train_targets = self.labels.ids(train.labels, train.where)
+        train_tokens = tokenize_all(train.texts)
+        self.vocab = Vocab.build(
+            train_tokens, self.config.min_count, self.config.max_vocab, self.config.lowercase
+        )
+        self.train_set = LabelledDocs(
+            [encode(d, self.vocab, self.config) for d in train_tokens], train_targets
+        )
+        self.valid_set = LabelledDocs(
+            encode_texts(valid.texts, self.vocab, self.config), valid_targets
+        )
+
+    def _loader(self, dataset: LabelledDocs, training: bool) -> DataLoader:
+        sampler = BucketBatchSampler(
+            [doc_size(d) for d in dataset.docs], self.batch_size, shuffle=training, seed=self.seed,
+            rank=self.trainer.global_rank, world_size=self.trainer.world_size, pad=training,
+        )
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_labelled)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, training=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.valid_set, training=False)
