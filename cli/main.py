@@ -158,7 +158,7 @@ def predict(
     text_column: TextColumn = None,
     batch_size: BatchSize = None,
     device: Device = "auto",
-    devices: Annotated[int, typer.Option(min=1, help="Split a Parquet input's row groups between N processes: N GPUs, or N shares of the CPU cores with --device cpu.")] = 1,
+    devices: Annotated[Optional[int], typer.Option(min=1, help="Worker processes, each on its own slice of rows: N GPUs, or N shares of the CPU cores. Default: one per GPU or CPU core, fewer for small inputs or little memory.")] = None,
     force: Force = False,
 ) -> None:
     """Label every row of a file: pred_label, pred_prob (and top-k) into a Parquet file."""

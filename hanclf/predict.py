@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import signal
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -234,14 +237,16 @@ def predict_file(
     threshold: float | None = None,
     batch_size: int | None = None,
     device: str = "auto",
-    devices: int = 1,
+    devices: int | None = 1,
     force: bool = False,
 ) -> dict[str, float]:
     """Label every row of `input_path` into the Parquet file `output`; returns rows and seconds.
 
-    With `devices` > 1 (a Parquet input), its row groups are split into that many contiguous
-    shares, each labelled by its own process on its own GPU (or CPU cores, with device "cpu"),
-    and the shares are joined in input order.
+    `devices` worker processes label slices of the input in parallel (each its own GPU, or on
+    the CPU its share of the cores) while this process reads and writes in input order; 1 runs
+    everything in this process. None (the CLI's default) picks for the input: one process per
+    GPU or CPU core, fewer for small inputs or little memory, none for a few thousand rows.
+    Workers are spawned, so a script that starts them needs `if __name__ == "__main__":`.
     """
     start = time.perf_counter()
     check_input(input_path)
@@ -255,16 +260,18 @@ def predict_file(
     wanted = {"--text-column": text_column, "--id-column": id_column}
     wanted.update({f"--keep-columns {c}": c for c in keep_columns})
     require_columns(input_path, wanted)
-    job = _Job(model_dir, input_path, text_column, id_column, passed, top_k, threshold, batch_size,
+    job = _Job(input_path, text_column, id_column, passed, top_k, threshold,
                {"hanclf": json.dumps({"version": __version__, "model": str(model_dir),
                                       "labels": predictor.labels.names})})
-    shares = _shares(input_path, devices, predictor.device)
+    processes = worker_processes(devices, predictor.device, input_path)
+    batches = iter_batches(input_path, job.columns, INPUT_BATCH_ROWS)
     with atomic_output(output, force) as tmp:
-        if len(shares) == 1:
-            rows = job.write(tmp, predictor, iter_batches(input_path, job.columns, INPUT_BATCH_ROWS), 0)
+        if processes == 1:
+            rows = job.write(tmp, ((b, predictor.predict_table(job.texts(b), top_k, threshold)) for b in batches))
         else:
-            del predictor  # each process loads its own copy on its own device
-            rows = _write_shares(job, shares, tmp)
+            device_names = _device_names(predictor.device, processes)
+            del predictor  # each worker loads its own copy on its own device
+            rows = _write_in_workers(job, tmp, batches, model_dir, device_names, batch_size)
         if rows == 0:
             raise UsageError(f"{input_path}: has a header but no rows")
     return {"rows": rows, "seconds": time.perf_counter() - start}
@@ -272,38 +279,37 @@ def predict_file(
 
 @dataclass
 class _Job:
-    """What every process of one `predict_file` call needs to write its predictions."""
+    """What to read from the input and how to write the predictions of one `predict_file` call."""
 
-    model_dir: Path
     input_path: Path
     text_column: str
     id_column: str | None
     passed: list[str]  # columns copied through
     top_k: int
     threshold: float | None
-    batch_size: int | None
     metadata: dict[str, str]
 
     @property
     def columns(self) -> list[str]:
         return [self.text_column, *self.passed]
 
-    def write(self, path: Path, predictor: Predictor, batches: Iterator[pa.RecordBatch], first_row: int) -> int:
-        """Predictions for `batches` (the input from row `first_row` on) into the Parquet file
-        `path`, in row groups of ROW_GROUP_ROWS; returns the number of rows."""
+    def texts(self, batch: pa.RecordBatch) -> list[str | None]:
+        return text_values(self.input_path, self.text_column, batch.column(self.text_column))
+
+    def write(self, path: Path, labelled: Iterator[tuple[pa.RecordBatch, pa.Table]]) -> int:
+        """Input batches and their predictions, in input order, into the Parquet file `path` in
+        row groups of ROW_GROUP_ROWS; returns the number of rows."""
         rows = 0
         writer: pq.ParquetWriter | None = None
         pending: list[pa.Table] = []
-        for batch in batches:
-            texts = text_values(self.input_path, self.text_column, batch.column(self.text_column))
+        for batch, predictions in labelled:
             columns = {}
             if not self.id_column:
-                columns[ROW_ID] = pa.array(range(first_row + rows, first_row + rows + len(texts)), pa.int64())
+                columns[ROW_ID] = pa.array(range(rows, rows + batch.num_rows), pa.int64())
             columns.update({name: batch.column(name) for name in self.passed})
-            predictions = predictor.predict_table(texts, self.top_k, self.threshold)
             columns.update(zip(predictions.column_names, predictions.columns))
             pending.append(pa.table(columns))
-            rows += len(texts)
+            rows += batch.num_rows
             if sum(t.num_rows for t in pending) >= ROW_GROUP_ROWS:
                 writer = _write(path, writer, pending, self.metadata)
                 pending = []
@@ -314,67 +320,113 @@ class _Job:
         return rows
 
 
-@dataclass
-class _Share:
-    row_groups: list[int]
-    first_row: int
-    device: str
+def worker_processes(devices: int | None, device: torch.device, input_path: Path) -> int:
+    """How many processes label `input_path`: `devices` if given, else what the machine and the
+    input size call for."""
+    if devices is not None:
+        if devices < 1:
+            raise UsageError(f"--devices {devices}: must be at least 1")
+        if device.type == "cuda" and devices > torch.cuda.device_count():
+            raise UsageError(f"--devices {devices}: only {torch.cuda.device_count()} CUDA devices here")
+        return devices
+    if device.type == "cuda":
+        parallel = torch.cuda.device_count() if device.index is None else 1
+    else:
+        # One single-threaded process per core: the model's operations are too small for
+        # several threads to help (2 threads ran 0.8x as fast as one), and tokenizing holds
+        # Python's lock, so only processes keep every core busy.
+        parallel = _cores()
+    by_rows = _estimated_rows(input_path) // MIN_ROWS_PER_PROCESS
+    by_memory = _available_memory() // PROCESS_MEMORY
+    return max(1, min(parallel, by_rows, by_memory))
 
 
-def _shares(input_path: Path, devices: int, device: torch.device) -> list[_Share]:
-    """Contiguous runs of row groups of about equal row counts, one per device."""
-    if devices < 1:
-        raise UsageError(f"--devices {devices}: must be at least 1")
-    if devices == 1:
-        return [_Share([], 0, str(device))]
-    if input_format(input_path) != "parquet":
-        raise UsageError(
-            f"{input_path}: --devices {devices} splits a Parquet file's row groups between "
-            "processes; convert the input to Parquet or use --devices 1"
-        )
-    if device.type == "cuda" and devices > torch.cuda.device_count():
-        raise UsageError(f"--devices {devices}: only {torch.cuda.device_count()} CUDA devices here")
-    metadata = pq.ParquetFile(input_path).metadata
-    sizes = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
-    starts = np.cumsum([0, *sizes[:-1]])  # the first row of each row group
-    # Share k takes the row groups that start in its k-th of the rows; a file with fewer row
-    # groups than devices uses fewer processes.
-    owner = np.minimum(starts * devices // max(1, sum(sizes)), devices - 1)
-    shares = []
-    for k in range(devices):
-        groups = np.flatnonzero(owner == k).tolist()
-        if groups:
-            name = f"cuda:{len(shares)}" if device.type == "cuda" else str(device)
-            shares.append(_Share(groups, int(starts[groups[0]]), name))
-    return shares or [_Share([], 0, str(device))]
+MIN_ROWS_PER_PROCESS = 4_096  # a worker's start-up (~2 s) is worth it past a few thousand rows
+PROCESS_MEMORY = 1 << 30  # what one predict process may use at its peak (bench/predict_memory.py)
+WORKER_ROWS = 2_048  # rows per task sent to a worker: small enough to share the last ones out evenly
 
 
-def _write_shares(job: _Job, shares: list[_Share], out: Path) -> int:
-    """Label each share in its own process, then join their files into `out` in input order."""
-    parts = [out.with_name(f"share-{k}.parquet") for k in range(len(shares))]
-    threads = max(1, (os.cpu_count() or 1) // len(shares))
+def _cores() -> int:
+    """CPU cores this process may run on (fewer than the machine's under taskset or a container)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _estimated_rows(path: Path) -> int:
+    if input_format(path) == "parquet":
+        return pq.ParquetFile(path).metadata.num_rows
+    return path.stat().st_size // 500  # CSV/JSONL: reviews and tickets run a few hundred bytes a row
+
+
+def _available_memory() -> int:
+    """MemAvailable of /proc/meminfo (Linux); elsewhere, no limit."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 1 << 62
+
+
+def _device_names(device: torch.device, processes: int) -> list[str]:
+    if device.type == "cuda" and device.index is None:
+        return [f"cuda:{k}" for k in range(processes)]
+    return [str(device)] * processes
+
+
+def _write_in_workers(
+    job: _Job, path: Path, batches: Iterator[pa.RecordBatch], model_dir: Path,
+    device_names: list[str], batch_size: int | None,
+) -> int:
+    """job.write, with the predictions made by one worker process per entry of device_names.
+
+    Tasks of WORKER_ROWS rows go to whichever worker is free; at most two per worker are in
+    flight, which bounds memory, and results are taken in submission order, which keeps the
+    output in input order."""
     context = multiprocessing.get_context("spawn")  # CUDA cannot be used in forked processes
-    with ProcessPoolExecutor(len(shares), mp_context=context) as pool:
-        futures = [pool.submit(_write_share, job, share, part, threads) for share, part in zip(shares, parts)]
-        rows = sum(future.result() for future in futures)
-    writer: pq.ParquetWriter | None = None
-    for part in parts:
-        source = pq.ParquetFile(part)
-        for group in range(source.num_row_groups):
-            writer = _write(out, writer, [source.read_row_group(group)], job.metadata)
-        part.unlink()
-    if writer is not None:
-        writer.close()
-    return rows
+    names = context.Queue()
+    for name in device_names:
+        names.put(name)
+    threads = max(1, _cores() // len(device_names))
+    pool = ProcessPoolExecutor(len(device_names), mp_context=context, initializer=_start_worker,
+                               initargs=(model_dir, names, threads, batch_size))
+
+    def labelled() -> Iterator[tuple[pa.RecordBatch, pa.Table]]:
+        in_flight: deque[tuple[pa.RecordBatch, Future]] = deque()
+        for batch in batches:
+            for offset in range(0, batch.num_rows, WORKER_ROWS):
+                part = batch.slice(offset, WORKER_ROWS)
+                in_flight.append((part, pool.submit(_predict_texts, job.texts(part), job.top_k, job.threshold)))
+                while len(in_flight) > 2 * len(device_names):
+                    part, result = in_flight.popleft()
+                    yield part, result.result()
+        for part, result in in_flight:
+            yield part, result.result()
+
+    try:
+        return job.write(path, labelled())
+    except BrokenProcessPool:
+        raise HanclfError(
+            "a predict worker process died: out of memory (try fewer --devices), or a script "
+            'called predict_file without an `if __name__ == "__main__":` guard'
+        ) from None
+    finally:
+        pool.shutdown(cancel_futures=True)
 
 
-def _write_share(job: _Job, share: _Share, path: Path, threads: int) -> int:
+_worker: Predictor | None = None  # the model of a worker process of _write_in_workers
+
+
+def _start_worker(model_dir: Path, device_names: multiprocessing.Queue, threads: int, batch_size: int | None) -> None:
+    global _worker
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     torch.set_num_threads(threads)
-    predictor = Predictor(job.model_dir, share.device, job.batch_size)
-    batches = pq.ParquetFile(job.input_path).iter_batches(
-        INPUT_BATCH_ROWS, row_groups=share.row_groups, columns=job.columns
-    )
-    return job.write(path, predictor, batches, share.first_row)
+    _worker = Predictor(model_dir, device_names.get(), batch_size)
+
+
+def _predict_texts(texts: list[str | None], top_k: int, threshold: float | None) -> pa.Table:
+    return _worker.predict_table(texts, top_k, threshold)
 
 
 def _write(

@@ -1,6 +1,6 @@
-"""Scoring outside one process: the framework-free Predictor, `predict --devices N` (row groups
-split between processes), and the Ray Data and Spark recipes of the README (run when ray /
-pyspark and a JVM are installed, skipped with the reason otherwise)."""
+"""Scoring outside one process: the framework-free Predictor, `predict --devices N` (worker
+processes, each on slices of the rows), and the Ray Data and Spark recipes of the README (run
+when ray / pyspark and a JVM are installed, skipped with the reason otherwise)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 from typer.testing import CliRunner
 
+import hanclf.predict
 from hanclf.cli.main import app
-from hanclf.predict import Predictor
+from hanclf.predict import Predictor, worker_processes
 
 WORDS = "the food was wonderful awful great slow we went there on a sunday parking".split()
 
@@ -59,9 +61,11 @@ def test_predictor_on_arrow_and_pandas_matches_the_cli(model_dir, reviews, tmp_p
     assert frame["empty_text"].tolist() == [i == 17 for i in range(300)]
 
 
-def test_predict_devices_splits_row_groups_and_joins_them_in_order(model_dir, reviews, tmp_path):
+def test_predict_in_two_workers_equals_one_process(model_dir, reviews, tmp_path, monkeypatch):
+    # Small tasks, so that more are sent than may be in flight and they finish out of order.
+    monkeypatch.setattr(hanclf.predict, "WORKER_ROWS", 700)
     one, two = tmp_path / "one.parquet", tmp_path / "two.parquet"
-    invoke("predict", model_dir, reviews, "-o", one, "--top-k", "2")
+    invoke("predict", model_dir, reviews, "-o", one, "--top-k", "2", "--devices", "1")
     invoke("predict", model_dir, reviews, "-o", two, "--top-k", "2", "--devices", "2", "--device", "cpu")
     a, b = pq.read_table(one), pq.read_table(two)
     assert b.num_rows == 5_000 and b.column("row_id").to_pylist() == list(range(5_000))
@@ -69,13 +73,30 @@ def test_predict_devices_splits_row_groups_and_joins_them_in_order(model_dir, re
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.parquet", "two.parquet"]
 
 
-def test_predict_devices_needs_a_parquet_input(model_dir, reviews, tmp_path):
+def test_predict_workers_read_csv_too(model_dir, reviews, tmp_path):
     csv = tmp_path / "reviews.csv"
-    pq.read_table(reviews).slice(0, 50).to_pandas().to_csv(csv, index=False)
-    result = CliRunner().invoke(app, ["predict", str(model_dir), str(csv), "-o", str(tmp_path / "p.parquet"),
-                                      "--devices", "2"])
-    assert result.exit_code == 2 and "reviews.csv" in result.output and "Parquet" in result.output
-    assert not (tmp_path / "p.parquet").exists()
+    pq.read_table(reviews).slice(0, 3_000).to_pandas().to_csv(csv, index=False)
+    one, two = tmp_path / "one.parquet", tmp_path / "two.parquet"
+    invoke("predict", model_dir, csv, "-o", one, "--id-column", "id", "--devices", "1")
+    invoke("predict", model_dir, csv, "-o", two, "--id-column", "id", "--devices", "2", "--device", "cpu")
+    a, b = pq.read_table(one), pq.read_table(two)
+    assert b.column("id").to_pylist() == [f"r{i:05d}" for i in range(3_000)]
+    assert a.equals(b)
+
+
+def test_default_worker_count_follows_cores_rows_and_memory(reviews, monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(hanclf.predict, "_cores", lambda: 8)
+    monkeypatch.setattr(hanclf.predict, "_available_memory", lambda: 64 << 30)
+    monkeypatch.setattr(hanclf.predict, "MIN_ROWS_PER_PROCESS", 1_000)
+    assert worker_processes(None, cpu, reviews) == 5  # 5,000 rows: 5 processes of >= 1,000 rows
+    monkeypatch.setattr(hanclf.predict, "MIN_ROWS_PER_PROCESS", 100)
+    assert worker_processes(None, cpu, reviews) == 8  # then one per core
+    monkeypatch.setattr(hanclf.predict, "_available_memory", lambda: 3 << 30)
+    assert worker_processes(None, cpu, reviews) == 3  # then what memory allows
+    monkeypatch.setattr(hanclf.predict, "MIN_ROWS_PER_PROCESS", 10_000)
+    assert worker_processes(None, cpu, reviews) == 1  # a small input stays in this process
+    assert worker_processes(4, cpu, reviews) == 4  # --devices N is taken as given
 
 
 @pytest.mark.slow
