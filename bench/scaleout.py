@@ -5,7 +5,8 @@
         --rows 20000 --processes 1 2 [--output bench/results/scaleout-cpu.md]
 
 The input is the first --rows texts of --data, written to a temporary Parquet file in row groups
-of --row-group rows (so --devices has row groups to share out). Each figure is the median of
+of --row-group rows (Ray reads row groups in parallel; predict's workers take slices of rows
+whatever the row groups). Each figure is the median of
 --repeats runs, timed from the call to the last row written (process start-up included: it is
 part of what a user waits for). Run nothing else meanwhile: on a shared CPU the figures mean
 little. Ray is measured only when it is installed.

@@ -7,8 +7,9 @@ Stages, each as docs/s (IMDb-length reviews by default):
              against a plain loop of tokenize() with Python's garbage collector running
   predict    Parquet in, Parquet out, end to end (hanclf.predict.predict_file), with the time of
              each stage measured apart in one process (read, tokenize + encode, batch + model,
-             write), and on a CPU with one process per core (--devices N, their start-up
-             included); each whole predict runs in a new process, model loading included; the
+             write), and with the CLI's default worker processes (one per core or GPU, their
+             start-up included) where the input is large enough for more than one; each whole
+             predict runs in a new process, model loading included; the
              baseline reads the whole file, keeps input order in fixed batches of 64 documents
              (no sorting by size), runs the plain packed HAN (plain_han_logits: padding slots
              embedded and scored, no precomputed input gates) and writes once
@@ -50,7 +51,7 @@ from hanclf.artifact import load
 from hanclf.config import load_config
 from hanclf.data import collate, encode, encode_texts
 from hanclf.model import HAN
-from hanclf.predict import Predictor, predict_file, resolve_device
+from hanclf.predict import Predictor, predict_file, resolve_device, worker_processes
 from hanclf.tokenize import tokenize
 from hanclf.train import train
 
@@ -165,18 +166,17 @@ def predict_stages(predictor: Predictor, source: Path) -> dict[str, float]:
 def stage_predict(model: Path, source: Path, rows: int, device: str, batch_size: int,
                   repeats: int, work: Path) -> list[list]:
     base = timed_fresh(baseline_predict, model, device, source, work / "baseline.parquet", repeats=repeats)
-    mine = timed_fresh(predict_file, model, source, work / "ours.parquet", device=device,
-                       batch_size=batch_size, force=True, repeats=repeats)
-    table = [["predict, Parquet to Parquet", rows / base, rows / mine]]
-    cores = len(os.sched_getaffinity(0))
-    if resolve_device(device).type == "cpu" and cores > 1:
-        # One single-threaded process per core: the GRUs' many small steps use a second
-        # thread poorly, a second process fully.
-        split = timed_fresh(predict_file, model, source, work / "ours-split.parquet", device="cpu",
-                            devices=cores, batch_size=batch_size, force=True, repeats=repeats)
-        table.append([f"predict --devices {cores} --device cpu (a process per core)", rows / base, rows / split])
+    table = []
+    workers = worker_processes(None, resolve_device(device), source)
+    runs = {"predict, Parquet to Parquet, one process (--devices 1)": 1}
+    if workers > 1:
+        runs[f"predict, the CLI's default here: {workers} worker processes"] = None
+    for name, devices in runs.items():
+        mine = timed_fresh(predict_file, model, source, work / "ours.parquet", device=device,
+                           devices=devices, batch_size=batch_size, force=True, repeats=repeats)
+        table.append([name, rows / base, rows / mine])
     for name, seconds in predict_stages(Predictor(model, device, batch_size), source).items():
-        table.append([f"  stage: {name}", None, rows / seconds])
+        table.append([f"  stage (one process): {name}", None, rows / seconds])
     return table
 
 
@@ -257,9 +257,7 @@ def main() -> None:
         if "tokenize" in args.stages:
             table += stage_tokenize(texts, Predictor(model, "cpu"), args.repeats)
         if "predict" in args.stages:
-            # Row groups for predict --devices to share out.
-            pq.write_table(train_rows.select(["text"]), work / "predict.parquet",
-                           row_group_size=max(1, args.rows // 8))
+            pq.write_table(train_rows.select(["text"]), work / "predict.parquet")
             table += stage_predict(model, work / "predict.parquet", len(texts), args.device,
                                    args.batch_size, args.repeats, work)
 
