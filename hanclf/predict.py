@@ -343,7 +343,7 @@ def worker_processes(devices: int | None, device: torch.device, input_path: Path
 
 MIN_ROWS_PER_PROCESS = 4_096  # a worker's start-up (~2 s) is worth it past a few thousand rows
 PROCESS_MEMORY = 1 << 30  # what one predict process may use at its peak (bench/predict_memory.py)
-WORKER_ROWS = 2_048  # rows per task sent to a worker: small enough to share the last ones out evenly
+WORKER_ROWS = 1_024  # rows per task sent to a worker: small, so the last ones are shared out evenly
 
 
 def _cores() -> int:
