@@ -119,11 +119,14 @@ def parse_time(report: str) -> tuple[float, float]:
     return seconds, int(rss.group(1)) / 1024
 
 
-def run_predict(model: Path, source: Path, out: Path, batch_size: int | None) -> dict[str, float]:
+def run_predict(model: Path, source: Path, out: Path, batch_size: int | None,
+                devices: int | None) -> dict[str, float]:
     command = [TIME, "-v", sys.executable, "-m", "hanclf", "predict", str(model), str(source),
                "--output", str(out), "--id-column", "id", "--force"]
     if batch_size:
         command += ["--batch-size", str(batch_size)]
+    if devices:
+        command += ["--devices", str(devices)]
     proc = subprocess.run(command, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"predict failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -164,6 +167,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--model", type=Path, help="model directory [default: train a small one]")
     parser.add_argument("--batch-size", type=int, help="passed to predict [default: its own]")
+    parser.add_argument("--devices", type=int, help="passed to predict [default: its own, a worker "
+                        "process per core for large inputs]")
     parser.add_argument("--chunk-rows", type=int, default=50_000,
                         help="rows per generated row group (default 50000)")
     parser.add_argument("--seed", type=int, default=0)
@@ -182,8 +187,9 @@ def main() -> None:
         lines.append(f"- model: {args.model or 'small model trained on sample_data (3 epochs)'} "
                      f"({', '.join(f'{k} {v}' for k, v in dims)})")
         lines.append(f"- predict --batch-size {args.batch_size or 'default (64 on the CPU, 256 on a GPU)'}; input row "
-                     f"groups of {args.chunk_rows} rows; `/usr/bin/time -v` around "
-                     "`python -m hanclf predict` (wall includes start-up and model load)")
+                     f"groups of {args.chunk_rows} rows; --devices {args.devices or 'default'}; "
+                     "`/usr/bin/time -v` around `python -m hanclf predict` (wall includes start-up "
+                     "and model load; peak RSS is that of the largest process, main or worker)")
         lines.append("")
         table = ["| rows | input MB | mean chars | wall s | predict s | rows/s | peak RSS MB | out row groups |",
                  "|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -193,7 +199,7 @@ def main() -> None:
             chars = write_input(source, rows, args.chunk_rows, args.seed)
             print(f"{rows} rows: input written in {time.perf_counter() - started:.1f}s, "
                   f"predicting...", file=sys.stderr, flush=True)
-            result = run_predict(model, source, out, args.batch_size)
+            result = run_predict(model, source, out, args.batch_size, args.devices)
             # One output row per input row, and exactly the null/empty/blank ones flagged.
             assert result["out_rows"] == rows, result
             assert result["empty_rows"] == sorted(ODD_ROWS), result["empty_rows"][:10]
