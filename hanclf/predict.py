@@ -44,6 +44,9 @@ from hanclf.tokenize import tokenize_all
 ROW_ID = "row_id"  # added to the output when no --id-column is given: the 0-based input row
 ROW_GROUP_ROWS = 100_000  # output rows buffered per Parquet row group; few large groups read fast
 INPUT_BATCH_ROWS = 8_192
+MIN_ROWS_PER_PROCESS = 4_096  # a worker's start-up (~2 s) is worth it past a few thousand rows
+PROCESS_MEMORY = 1 << 30  # what one predict process may use at its peak (bench/predict_memory.py)
+WORKER_ROWS = 1_024  # rows per task sent to a worker: small, so the last ones are shared out evenly
 
 
 @dataclass
@@ -341,11 +344,6 @@ def worker_processes(devices: int | None, device: torch.device, input_path: Path
     return max(1, min(parallel, by_rows, by_memory))
 
 
-MIN_ROWS_PER_PROCESS = 4_096  # a worker's start-up (~2 s) is worth it past a few thousand rows
-PROCESS_MEMORY = 1 << 30  # what one predict process may use at its peak (bench/predict_memory.py)
-WORKER_ROWS = 1_024  # rows per task sent to a worker: small, so the last ones are shared out evenly
-
-
 def _cores() -> int:
     """CPU cores this process may run on (fewer than the machine's under taskset or a container)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -408,8 +406,9 @@ def _write_in_workers(
         return job.write(path, labelled())
     except BrokenProcessPool:
         raise HanclfError(
-            "a predict worker process died: out of memory (try fewer --devices), or a script "
-            'called predict_file without an `if __name__ == "__main__":` guard'
+            "a predict worker process died (its own error, if any, is printed above): out of "
+            "memory? try fewer --devices; from a script, call predict_file under "
+            '`if __name__ == "__main__":`'
         ) from None
     finally:
         pool.shutdown(cancel_futures=True)

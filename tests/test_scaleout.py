@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import random
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -82,6 +84,26 @@ def test_predict_workers_read_csv_too(model_dir, reviews, tmp_path):
     a, b = pq.read_table(one), pq.read_table(two)
     assert b.column("id").to_pylist() == [f"r{i:05d}" for i in range(3_000)]
     assert a.equals(b)
+
+
+@pytest.mark.slow
+def test_a_script_without_a_main_guard_gets_told_why_workers_died(model_dir, reviews, tmp_path):
+    # Spawned workers import the calling script again; unguarded, it tries to start workers
+    # from inside a worker, which multiprocessing refuses, and the worker dies.
+    out = tmp_path / "p.parquet"
+    script = tmp_path / "label.py"
+    script.write_text(
+        "from pathlib import Path\n"
+        "from hanclf.predict import predict_file\n"
+        f"predict_file(Path({str(model_dir)!r}), Path({str(reviews)!r}), Path({str(out)!r}), "
+        "device='cpu', devices=2)\n"
+    )
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert "HanclfError: a predict worker process died" in last_line
+    assert 'if __name__ == "__main__":' in last_line
+    assert not out.exists() and list(tmp_path.iterdir()) == [script]
 
 
 def test_default_worker_count_follows_cores_rows_and_memory(reviews, monkeypatch):
