@@ -171,7 +171,8 @@ def predict(
         force=force,
     ))
     rate = result["rows"] / max(result["seconds"], 1e-9)
-    stderr.print(f"wrote {output}: {result['rows']} rows in {result['seconds']:.1f}s ({rate:.0f} rows/s)",
+    workers = f", {result['processes']} worker processes" if result["processes"] > 1 else ""
+    stderr.print(f"wrote {output}: {result['rows']} rows in {result['seconds']:.1f}s ({rate:.0f} rows/s{workers})",
                  highlight=False, markup=False)
 
 

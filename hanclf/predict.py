@@ -243,7 +243,8 @@ def predict_file(
     devices: int | None = 1,
     force: bool = False,
 ) -> dict[str, float]:
-    """Label every row of `input_path` into the Parquet file `output`; returns rows and seconds.
+    """Label every row of `input_path` into the Parquet file `output`; returns rows, seconds and
+    processes (the worker processes used; 1: this process alone).
 
     `devices` worker processes label slices of the input in parallel (each its own GPU, or on
     the CPU its share of the cores) while this process reads and writes in input order; 1 runs
@@ -277,7 +278,7 @@ def predict_file(
             rows = _write_in_workers(job, tmp, batches, model_dir, device_names, batch_size)
         if rows == 0:
             raise UsageError(f"{input_path}: has a header but no rows")
-    return {"rows": rows, "seconds": time.perf_counter() - start}
+    return {"rows": rows, "seconds": time.perf_counter() - start, "processes": processes}
 
 
 @dataclass

@@ -67,8 +67,9 @@ def test_predict_in_two_workers_equals_one_process(model_dir, reviews, tmp_path,
     # Small tasks, so that more are sent than may be in flight and they finish out of order.
     monkeypatch.setattr(hanclf.predict, "WORKER_ROWS", 700)
     one, two = tmp_path / "one.parquet", tmp_path / "two.parquet"
-    invoke("predict", model_dir, reviews, "-o", one, "--top-k", "2", "--devices", "1")
-    invoke("predict", model_dir, reviews, "-o", two, "--top-k", "2", "--devices", "2", "--device", "cpu")
+    assert "processes" not in invoke("predict", model_dir, reviews, "-o", one, "--top-k", "2", "--devices", "1")
+    said = invoke("predict", model_dir, reviews, "-o", two, "--top-k", "2", "--devices", "2", "--device", "cpu")
+    assert "5000 rows" in said and "2 worker processes" in said
     a, b = pq.read_table(one), pq.read_table(two)
     assert b.num_rows == 5_000 and b.column("row_id").to_pylist() == list(range(5_000))
     assert a.equals(b) and a.schema.metadata == b.schema.metadata
