@@ -7,6 +7,8 @@ Library modules are imported inside the commands so `hanclf --help` does not wai
 
 from __future__ import annotations
 
+import atexit
+import gc
 import json
 import sys
 from collections.abc import Callable
@@ -162,6 +164,9 @@ def predict(
     force: Force = False,
 ) -> None:
     """Label every row of a file: pred_label, pred_prob (and top-k) into a Parquet file."""
+    from hanclf.workers import start_early
+
+    start_early(input, devices)
     from hanclf.predict import predict_file
 
     keep = [c.strip() for item in keep_columns or [] for c in item.split(",") if c.strip()]
@@ -293,4 +298,7 @@ def _print_report(result: dict[str, Any]) -> None:
 
 
 def main() -> None:
+    # At exit Python's last garbage collection walks every object torch made (~0.3 s of each
+    # command, measured); frozen objects are skipped, and the OS frees the memory either way.
+    atexit.register(gc.freeze)
     app()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import signal
 import time
 from collections import deque
@@ -40,6 +39,7 @@ from hanclf.io import (
 )
 from hanclf.model import probabilities
 from hanclf.tokenize import tokenize_all
+from hanclf.workers import context, cores
 
 ROW_ID = "row_id"  # added to the output when no --id-column is given: the 0-based input row
 ROW_GROUP_ROWS = 100_000  # output rows buffered per Parquet row group; few large groups read fast
@@ -47,6 +47,7 @@ INPUT_BATCH_ROWS = 8_192
 MIN_ROWS_PER_PROCESS = 4_096  # a worker's start-up (~2 s) is worth it past a few thousand rows
 PROCESS_MEMORY = 1 << 30  # what one predict process may use at its peak (bench/predict_memory.py)
 WORKER_ROWS = 1_024  # rows per task sent to a worker: small, so the last ones are shared out evenly
+GUARD_MAIN = 'from a script, call predict_file under `if __name__ == "__main__":`'
 
 
 @dataclass
@@ -250,7 +251,8 @@ def predict_file(
     the CPU its share of the cores) while this process reads and writes in input order; 1 runs
     everything in this process. None (the CLI's default) picks for the input: one process per
     GPU or CPU core, fewer for small inputs or little memory, none for a few thousand rows.
-    Workers are spawned, so a script that starts them needs `if __name__ == "__main__":`.
+    Workers import the calling script as spawned processes do (hanclf.workers), so a script
+    that starts them needs `if __name__ == "__main__":`.
     """
     start = time.perf_counter()
     check_input(input_path)
@@ -339,15 +341,10 @@ def worker_processes(devices: int | None, device: torch.device, input_path: Path
         # One single-threaded process per core: the model's operations are too small for
         # several threads to help (2 threads ran 0.8x as fast as one), and tokenizing holds
         # Python's lock, so only processes keep every core busy.
-        parallel = _cores()
+        parallel = cores()
     by_rows = _estimated_rows(input_path) // MIN_ROWS_PER_PROCESS
     by_memory = _available_memory() // PROCESS_MEMORY
     return max(1, min(parallel, by_rows, by_memory))
-
-
-def _cores() -> int:
-    """CPU cores this process may run on (fewer than the machine's under taskset or a container)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _estimated_rows(path: Path) -> int:
@@ -383,12 +380,16 @@ def _write_in_workers(
     Tasks of WORKER_ROWS rows go to whichever worker is free; at most two per worker are in
     flight, which bounds memory, and results are taken in submission order, which keeps the
     output in input order."""
-    context = multiprocessing.get_context("spawn")  # CUDA cannot be used in forked processes
-    names = context.Queue()
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        # A worker importing a script that calls predict_file unguarded: fail before making the
+        # pool's semaphores, which a worker that dies this early would leak.
+        raise HanclfError(GUARD_MAIN)
+    mp_context = context()
+    names = mp_context.Queue()
     for name in device_names:
         names.put(name)
-    threads = max(1, _cores() // len(device_names))
-    pool = ProcessPoolExecutor(len(device_names), mp_context=context, initializer=_start_worker,
+    threads = max(1, cores() // len(device_names))
+    pool = ProcessPoolExecutor(len(device_names), mp_context=mp_context, initializer=_start_worker,
                                initargs=(model_dir, names, threads, batch_size))
 
     def labelled() -> Iterator[tuple[pa.RecordBatch, pa.Table]]:
@@ -408,8 +409,7 @@ def _write_in_workers(
     except BrokenProcessPool:
         raise HanclfError(
             "a predict worker process died (its own error, if any, is printed above): out of "
-            "memory? try fewer --devices; from a script, call predict_file under "
-            '`if __name__ == "__main__":`'
+            f"memory? try fewer --devices; {GUARD_MAIN}"
         ) from None
     finally:
         pool.shutdown(cancel_futures=True)

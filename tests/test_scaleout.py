@@ -18,8 +18,10 @@ import torch
 from typer.testing import CliRunner
 
 import hanclf.predict
+import hanclf.workers
 from hanclf.cli.main import app
 from hanclf.predict import Predictor, worker_processes
+from hanclf.workers import likely_to_use_workers
 
 WORDS = "the food was wonderful awful great slow we went there on a sunday parking".split()
 
@@ -90,8 +92,8 @@ def test_predict_workers_read_csv_too(model_dir, reviews, tmp_path):
 
 @pytest.mark.slow
 def test_a_script_without_a_main_guard_gets_told_why_workers_died(model_dir, reviews, tmp_path):
-    # Spawned workers import the calling script again; unguarded, it tries to start workers
-    # from inside a worker, which multiprocessing refuses, and the worker dies.
+    # Workers import the calling script again; unguarded, it calls predict_file from inside a
+    # worker, which refuses to start workers there, and the worker dies.
     out = tmp_path / "p.parquet"
     script = tmp_path / "label.py"
     script.write_text(
@@ -110,7 +112,7 @@ def test_a_script_without_a_main_guard_gets_told_why_workers_died(model_dir, rev
 
 def test_default_worker_count_follows_cores_rows_and_memory(reviews, monkeypatch):
     cpu = torch.device("cpu")
-    monkeypatch.setattr(hanclf.predict, "_cores", lambda: 8)
+    monkeypatch.setattr(hanclf.predict, "cores", lambda: 8)
     monkeypatch.setattr(hanclf.predict, "_available_memory", lambda: 64 << 30)
     monkeypatch.setattr(hanclf.predict, "MIN_ROWS_PER_PROCESS", 1_000)
     assert worker_processes(None, cpu, reviews) == 5  # 5,000 rows: 5 processes of >= 1,000 rows
@@ -121,6 +123,20 @@ def test_default_worker_count_follows_cores_rows_and_memory(reviews, monkeypatch
     monkeypatch.setattr(hanclf.predict, "MIN_ROWS_PER_PROCESS", 10_000)
     assert worker_processes(None, cpu, reviews) == 1  # a small input stays in this process
     assert worker_processes(4, cpu, reviews) == 4  # --devices N is taken as given
+
+
+def test_the_cli_starts_the_fork_server_early_only_when_workers_are_likely(tmp_path, monkeypatch):
+    # The guess must hold before torch is imported: file size and cores only.
+    monkeypatch.setattr(hanclf.workers, "cores", lambda: 2)
+    small, large = tmp_path / "small.csv", tmp_path / "large.csv"
+    small.write_bytes(b"x" * 1_000)
+    large.write_bytes(b"x" * hanclf.workers.LIKELY_WORKERS_BYTES)
+    assert likely_to_use_workers(large, None) and not likely_to_use_workers(small, None)
+    assert likely_to_use_workers(small, 2)  # --devices 2 asks for workers whatever the size
+    assert not likely_to_use_workers(large, 1)
+    assert not likely_to_use_workers(tmp_path / "missing.csv", None)
+    monkeypatch.setattr(hanclf.workers, "cores", lambda: 1)
+    assert not likely_to_use_workers(large, None)  # one core: the default is one process
 
 
 @pytest.mark.slow
