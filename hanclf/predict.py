@@ -39,7 +39,7 @@ from hanclf.io import (
 )
 from hanclf.model import probabilities
 from hanclf.tokenize import tokenize_all
-from hanclf.workers import context, cores
+from hanclf.workers import context, cores, start_server
 
 ROW_ID = "row_id"  # added to the output when no --id-column is given: the 0-based input row
 ROW_GROUP_ROWS = 100_000  # output rows buffered per Parquet row group; few large groups read fast
@@ -384,6 +384,7 @@ def _write_in_workers(
         # A worker importing a script that calls predict_file unguarded: fail before making the
         # pool's semaphores, which a worker that dies this early would leak.
         raise HanclfError(GUARD_MAIN)
+    start_server()
     mp_context = context()
     names = mp_context.Queue()
     for name in device_names:

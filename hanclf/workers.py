@@ -13,6 +13,8 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.forkserver
 import os
+import signal
+import threading
 from multiprocessing.context import BaseContext
 from pathlib import Path
 
@@ -48,9 +50,26 @@ def likely_to_use_workers(input_path: Path, devices: int | None) -> bool:
         return False  # predict_file names the problem
 
 
+def start_server() -> None:
+    """Start the fork server unless it runs already (where workers are its forks).
+
+    It starts with Ctrl-C ignored, as do its forks: Ctrl-C is the main process's to handle, and
+    one during the server's imports would print a traceback of its own."""
+    if context().get_start_method() != "forkserver":
+        return
+    if threading.current_thread() is not threading.main_thread():
+        multiprocessing.forkserver.ensure_running()  # only the main thread may set handlers
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited through exec
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def start_early(input_path: Path, devices: int | None) -> None:
     """Start the fork server now if predict_file is likely to need it, so that its imports
     overlap the caller's (the CLI calls this before it imports torch). A wrong guess costs
     either the time it would have saved or a server that is never used."""
-    if likely_to_use_workers(input_path, devices) and context().get_start_method() == "forkserver":
-        multiprocessing.forkserver.ensure_running()
+    if likely_to_use_workers(input_path, devices):
+        start_server()

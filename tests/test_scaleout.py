@@ -139,6 +139,28 @@ def test_the_cli_starts_the_fork_server_early_only_when_workers_are_likely(tmp_p
     assert not likely_to_use_workers(large, None)  # one core: the default is one process
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="no fork server on Windows")
+def test_ctrl_c_while_the_fork_server_imports_torch_does_not_kill_it(tmp_path):
+    # A terminal's Ctrl-C reaches the whole process group, the fork server included, possibly
+    # during its imports; the main process handles it, the server must live on silently.
+    script = tmp_path / "interrupt.py"
+    script.write_text(
+        "import os, signal, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from hanclf.workers import context, start_server\n"
+        "if __name__ == '__main__':\n"
+        "    start_server()\n"
+        "    time.sleep(0.5)  # the server imports torch for a second or more\n"
+        "    signal.signal(signal.SIGINT, signal.SIG_IGN)  # this process plays a handled Ctrl-C\n"
+        "    os.killpg(0, signal.SIGINT)\n"
+        "    with ProcessPoolExecutor(1, mp_context=context()) as pool:\n"
+        "        print(pool.submit(os.getppid).result() != os.getpid())\n"
+    )
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            timeout=120, start_new_session=True)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "True\n", "")
+
+
 @pytest.mark.slow
 def test_ray_data_map_batches_recipe(model_dir, reviews, tmp_path):
     ray = pytest.importorskip("ray", reason="ray not installed (pip install 'hanclf[ray]')")
