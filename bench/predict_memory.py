@@ -4,8 +4,12 @@ For each --rows size this writes a Parquet file of review-like texts (~600 chara
 sentences drawn from a fixed vocabulary; a null, an empty and a blank text and two 5 MB texts
 among them; written in row groups of --chunk-rows with a ParquetWriter, so generating 10^6 rows
 takes little memory) into a temporary directory, runs
-`python -m hanclf predict` on it under `/usr/bin/time -v`, and prints a markdown table of wall
-seconds, rows/s and peak RSS. Without --model it first trains a small model on
+`python -m hanclf predict` on it, and prints a markdown table of wall seconds, rows/s and peak
+RSS of the largest process, and the memory of the whole job: the largest sum of the PSS of all
+its processes at once (pages shared between processes counted once). Memory is read from /proc
+(VmHWM, smaps_rollup) of the command and every process below it every 50 ms:
+predict's workers are forks of a fork server, not children the command waits for, so
+`/usr/bin/time -v` (or getrusage) would not see them. Linux only. Without --model it first trains a small model on
 sample_data/train.csv (small dimensions, 3 epochs). Nothing generated is kept.
 
     python bench/predict_memory.py --rows 10000 100000 1000000 [--model DIR] [--output FILE.md]
@@ -31,7 +35,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parent.parent
-TIME = "/usr/bin/time"
 
 # A fixed review vocabulary: sentences are random words from these lists in a fixed shape.
 SUBJECTS = ["The food", "Our waiter", "The pasta", "The soup", "My steak", "The dessert",
@@ -107,34 +110,74 @@ def train_model(directory: Path) -> Path:
     return model
 
 
-def parse_time(report: str) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MB) from `/usr/bin/time -v` output."""
-    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", report)
-    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", report)
-    if not (wall and rss):
-        raise RuntimeError(f"cannot parse /usr/bin/time output:\n{report}")
-    seconds = 0.0
-    for part in wall.group(1).split(":"):
-        seconds = seconds * 60 + float(part)
-    return seconds, int(rss.group(1)) / 1024
+def process_tree(root: int) -> list[int]:
+    """`root` and every process below it."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="utf-8") as f:
+                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile
+            children.setdefault(parent, []).append(int(entry))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += children.get(pid, [])
+    return tree
+
+
+def memory_kb(pid: int) -> tuple[int, int]:
+    """(peak RSS, PSS) of a process in kB; (0, 0) once it is gone. PSS shares each page among
+    the processes that map it, so PSS adds up over processes and RSS does not."""
+    fields = {}
+    try:
+        for name in ("status", "smaps_rollup"):
+            with open(f"/proc/{pid}/{name}", encoding="utf-8") as f:
+                for line in f:
+                    if line.startswith(("VmHWM:", "Pss:")):
+                        key, value = line.split()[:2]
+                        fields[key] = int(value)
+    except OSError:
+        pass
+    return fields.get("VmHWM:", 0), fields.get("Pss:", 0)
+
+
+def run_measured(command: list[str]) -> tuple[subprocess.CompletedProcess, float, float, float]:
+    """Run `command`; returns it finished, its wall seconds, the largest peak RSS of one of its
+    processes and the largest sum of their PSS at one sample, in MiB."""
+    started = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        largest = total = 0
+        while proc.poll() is None:
+            sample = [memory_kb(pid) for pid in process_tree(proc.pid)]
+            largest = max([largest, *(hwm for hwm, _ in sample)])
+            total = max(total, sum(pss for _, pss in sample))
+            time.sleep(0.05)
+        wall = time.perf_counter() - started
+        err.seek(0)
+        finished = subprocess.CompletedProcess(command, proc.returncode, "", err.read())
+    return finished, wall, largest / 1024, total / 1024
 
 
 def run_predict(model: Path, source: Path, out: Path, batch_size: int | None,
                 devices: int | None) -> dict[str, float]:
-    command = [TIME, "-v", sys.executable, "-m", "hanclf", "predict", str(model), str(source),
+    command = [sys.executable, "-m", "hanclf", "predict", str(model), str(source),
                "--output", str(out), "--id-column", "id", "--force"]
     if batch_size:
         command += ["--batch-size", str(batch_size)]
     if devices:
         command += ["--devices", str(devices)]
-    proc = subprocess.run(command, capture_output=True, text=True)
+    proc, wall, rss, job_rss = run_measured(command)
     if proc.returncode != 0:
         raise RuntimeError(f"predict failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    wall, rss = parse_time(proc.stderr)
     inner = re.search(r"wrote .*: (\d+) rows in ([\d.]+)s", proc.stderr)
     meta = pq.ParquetFile(out).metadata
     flagged = pq.read_table(out, columns=["empty_text"]).column("empty_text").to_pylist()
-    return {"wall": wall, "rss": rss, "predict_s": float(inner.group(2)) if inner else float("nan"),
+    return {"wall": wall, "rss": rss, "job_rss": job_rss, "predict_s": float(inner.group(2)) if inner else float("nan"),
             "out_rows": meta.num_rows, "row_groups": meta.num_row_groups,
             "empty_rows": [i for i, flag in enumerate(flagged) if flag]}
 
@@ -174,8 +217,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, help="also write the report (markdown) here")
     args = parser.parse_args()
-    if not Path(TIME).exists():
-        sys.exit(f"{TIME} not found (GNU time; apt-get install time)")
+    if not Path("/proc/self/status").exists():
+        sys.exit("this benchmark reads memory from /proc: Linux only")
 
     lines = ["# `hanclf predict`: peak memory against input size", ""]
     lines += [f"- {line}" for line in machine()]
@@ -188,11 +231,13 @@ def main() -> None:
                      f"({', '.join(f'{k} {v}' for k, v in dims)})")
         lines.append(f"- predict --batch-size {args.batch_size or 'default (64 on the CPU, 256 on a GPU)'}; input row "
                      f"groups of {args.chunk_rows} rows; --devices {args.devices or 'default'}; "
-                     "`/usr/bin/time -v` around `python -m hanclf predict` (wall includes start-up "
-                     "and model load; peak RSS is that of the largest process, main or worker)")
+                     "`python -m hanclf predict`, wall including start-up and model load; memory "
+                     "from /proc every 50 ms: peak RSS of the largest process (main, fork server or "
+                     "worker), and the whole job: the largest sum of their PSS at one sample (shared "
+                     "pages counted once)")
         lines.append("")
-        table = ["| rows | input MB | mean chars | wall s | predict s | rows/s | peak RSS MB | out row groups |",
-                 "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        table = ["| rows | input MiB | mean chars | wall s | predict s | rows/s | peak RSS MiB, largest process | peak PSS MiB, all processes | out row groups |",
+                 "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for rows in args.rows:
             source, out = work / f"in_{rows}.parquet", work / f"out_{rows}.parquet"
             started = time.perf_counter()
@@ -207,7 +252,7 @@ def main() -> None:
             table.append(
                 f"| {rows:,} | {source.stat().st_size / 2**20:.1f} | {chars:.0f} | "
                 f"{result['wall']:.1f} | {result['predict_s']:.1f} | {rate:,.0f} | "
-                f"{result['rss']:.0f} | {result['row_groups']} |"
+                f"{result['rss']:.0f} | {result['job_rss']:.0f} | {result['row_groups']} |"
             )
             print(table[-1], file=sys.stderr, flush=True)
             source.unlink()
