@@ -44,7 +44,7 @@ from hanclf.workers import context, cores, start_server
 ROW_ID = "row_id"  # added to the output when no --id-column is given: the 0-based input row
 ROW_GROUP_ROWS = 100_000  # output rows buffered per Parquet row group; few large groups read fast
 INPUT_BATCH_ROWS = 8_192
-MIN_ROWS_PER_PROCESS = 4_096  # a worker's start-up (~2 s) is worth it past a few thousand rows
+MIN_ROWS_PER_PROCESS = 1_024  # 2 workers already beat one process at 1,500 rows (forked workers)
 PROCESS_MEMORY = 1 << 30  # what one predict process may use at its peak (bench/predict_memory.py)
 WORKER_ROWS = 1_024  # rows per task sent to a worker: small, so the last ones are shared out evenly
 GUARD_MAIN = 'from a script, call predict_file under `if __name__ == "__main__":`'
@@ -250,7 +250,7 @@ def predict_file(
     `devices` worker processes label slices of the input in parallel (each its own GPU, or on
     the CPU its share of the cores) while this process reads and writes in input order; 1 runs
     everything in this process. None (the CLI's default) picks for the input: one process per
-    GPU or CPU core, fewer for small inputs or little memory, none for a few thousand rows.
+    GPU or CPU core, fewer for small inputs or little memory, none under 2,048 rows.
     Workers import the calling script as spawned processes do (hanclf.workers), so a script
     that starts them needs `if __name__ == "__main__":`.
     """

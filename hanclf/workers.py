@@ -22,8 +22,8 @@ from pathlib import Path
 # `if __name__ == "__main__":` would start doing so there. Each worker imports the main module
 # itself, as a spawned one would (the CLI's takes ~0.1 s once hanclf is loaded).
 PRELOAD = ["hanclf.predict"]
-# Inputs from this size on are likely to get workers (8,192 rows of a few hundred bytes each).
-LIKELY_WORKERS_BYTES = 2 << 20
+# Inputs from this size on are likely to get workers (2,048 rows of a few hundred bytes each).
+LIKELY_WORKERS_BYTES = 1 << 20
 
 
 def cores() -> int:
