@@ -41,7 +41,7 @@ def test_preset_overrides_defaults_and_keeps_the_rest():
     cfg = load_config("yelp")
     assert cfg.data.label_column == "stars"
     assert cfg.data.max_sentences == 25 and cfg.data.max_words == 40
-    assert cfg.train.max_epochs == 8
+    assert cfg.train.max_epochs == 4
     # not in the preset: defaults
     assert cfg.data.text_column == "text"
     assert cfg.train.lr == 2e-3
