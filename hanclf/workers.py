@@ -42,12 +42,13 @@ def context() -> BaseContext:
 def likely_to_use_workers(input_path: Path, devices: int | None) -> bool:
     """A cheap guess, before torch is imported, at whether predict_file(input_path,
     devices=devices) will start workers."""
-    if devices is not None:
-        return devices > 1
     try:
-        return cores() > 1 and input_path.stat().st_size >= LIKELY_WORKERS_BYTES
+        size = input_path.stat().st_size
     except OSError:
         return False  # predict_file names the problem
+    if devices is not None:
+        return devices > 1
+    return cores() > 1 and size >= LIKELY_WORKERS_BYTES
 
 
 def start_server() -> None:

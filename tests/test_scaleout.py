@@ -135,6 +135,7 @@ def test_the_cli_starts_the_fork_server_early_only_when_workers_are_likely(tmp_p
     assert likely_to_use_workers(small, 2)  # --devices 2 asks for workers whatever the size
     assert not likely_to_use_workers(large, 1)
     assert not likely_to_use_workers(tmp_path / "missing.csv", None)
+    assert not likely_to_use_workers(tmp_path / "missing.csv", 2)  # an error comes, not workers
     monkeypatch.setattr(hanclf.workers, "cores", lambda: 1)
     assert not likely_to_use_workers(large, None)  # one core: the default is one process
 
