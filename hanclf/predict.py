@@ -39,12 +39,11 @@ from hanclf.io import (
 )
 from hanclf.model import probabilities
 from hanclf.tokenize import tokenize_all
-from hanclf.workers import context, cores, start_server
+from hanclf.workers import MIN_ROWS_PER_PROCESS, TEXT_BYTES_PER_ROW, context, cores, start_server
 
 ROW_ID = "row_id"  # added to the output when no --id-column is given: the 0-based input row
 ROW_GROUP_ROWS = 100_000  # output rows buffered per Parquet row group; few large groups read fast
 INPUT_BATCH_ROWS = 8_192
-MIN_ROWS_PER_PROCESS = 1_024  # 2 workers already beat one process at 1,500 rows (forked workers)
 PROCESS_MEMORY = 1 << 30  # what one predict process may use at its peak (bench/predict_memory.py)
 WORKER_ROWS = 1_024  # rows per task sent to a worker: small, so the last ones are shared out evenly
 GUARD_MAIN = 'from a script, call predict_file under `if __name__ == "__main__":`'
@@ -350,7 +349,7 @@ def worker_processes(devices: int | None, device: torch.device, input_path: Path
 def _estimated_rows(path: Path) -> int:
     if input_format(path) == "parquet":
         return pq.ParquetFile(path).metadata.num_rows
-    return path.stat().st_size // 500  # CSV/JSONL: reviews and tickets run a few hundred bytes a row
+    return path.stat().st_size // TEXT_BYTES_PER_ROW
 
 
 def _available_memory() -> int:

@@ -22,8 +22,10 @@ from pathlib import Path
 # `if __name__ == "__main__":` would start doing so there. Each worker imports the main module
 # itself, as a spawned one would (the CLI's takes ~0.1 s once hanclf is loaded).
 PRELOAD = ["hanclf.predict"]
-# Inputs from this size on are likely to get workers (2,048 rows of a few hundred bytes each).
-LIKELY_WORKERS_BYTES = 1 << 20
+MIN_ROWS_PER_PROCESS = 1_024  # 2 workers already beat one process at 1,500 rows (forked workers)
+TEXT_BYTES_PER_ROW = 500  # rows of CSV/JSONL, estimated from the size: a few hundred bytes each
+# The smallest input that the default gives two workers, by that estimate (~1 MB).
+LIKELY_WORKERS_BYTES = 2 * MIN_ROWS_PER_PROCESS * TEXT_BYTES_PER_ROW
 
 
 def cores() -> int:
