@@ -165,7 +165,7 @@ def _check_range(key: str, value: Any) -> None:
     positive = {
         "data.max_sentences", "data.max_words", "data.min_count", "data.max_vocab",
         "model.embed_dim", "model.word_hidden", "model.sent_hidden", "model.word_att_dim",
-        "model.sent_att_dim", "train.batch_size", "train.max_epochs", "train.lr",
+        "model.sent_att_dim", "model.members", "train.batch_size", "train.max_epochs", "train.lr",
         "train.patience", "train.num_nodes",
     }
     unit = {"model.dropout", "train.label_smoothing", "train.warmup_fraction"}

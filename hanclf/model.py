@@ -13,6 +13,7 @@ every real sentence has at least one word; the collate function guarantees both.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 
@@ -44,6 +45,9 @@ class HANConfig:
     # the sentence GRU (which still reads the context to score them), so that a sentence's
     # share of v is exactly its attention (more faithful explanations; see the README).
     doc_pooling: str = "encoded"
+    # Independently initialised copies trained side by side on the same batches; predictions
+    # average their probabilities (a deep ensemble: less variance, M times the compute).
+    members: int = 1
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -58,9 +62,11 @@ def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def probabilities(logits: torch.Tensor, multi_label: bool) -> torch.Tensor:
-    """Softmax over the classes, or for multi-label an independent sigmoid per label; fp32."""
+    """Softmax over the classes, or for multi-label an independent sigmoid per label; fp32.
+    An ensemble's logits (M, B, C) give the mean of its members' probabilities (B, C)."""
     logits = logits.float()
-    return torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=-1)
+    probs = torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=-1)
+    return probs.mean(0) if logits.dim() == 3 else probs
 
 
 class BiGRUEncoder(nn.Module):
@@ -272,5 +278,38 @@ class FlatAttention(nn.Module):
         return logits, word_att, sent_att
 
 
-def build_model(config: HANConfig) -> HAN | FlatAttention:
+class Ensemble(nn.Module):
+    """M independently initialised models of one architecture, run on the same batch.
+
+    Logits stay per member, (M, B, C): the loss trains each member on its own, as if it were
+    trained alone, and `probabilities` averages their probabilities. The attention returned is
+    the members' mean, the explanation of the averaged prediction.
+    """
+
+    def __init__(self, config: HANConfig) -> None:
+        super().__init__()
+        self.config = config
+        one = dataclasses.replace(config, members=1)
+        self.members = nn.ModuleList(build_model(one) for _ in range(config.members))
+
+    def precompute_word_gates(self) -> None:
+        for member in self.members:
+            member.precompute_word_gates()
+
+    def forward(
+        self, tokens: torch.Tensor, word_lengths: torch.Tensor, sent_lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns logits (M, B, C), word attention (B, S, W) and sentence attention (B, S)."""
+        logits, word_att, sent_att = zip(*(m(tokens, word_lengths, sent_lengths) for m in self.members))
+        return torch.stack(logits), torch.stack(word_att).mean(0), torch.stack(sent_att).mean(0)
+
+
+def build_model(config: HANConfig) -> HAN | FlatAttention | Ensemble:
+    if config.members > 1:
+        return Ensemble(config)
     return {"han": HAN, "flat": FlatAttention}[config.architecture](config)
+
+
+def members(model: HAN | FlatAttention | Ensemble) -> list[HAN | FlatAttention]:
+    """The single models inside `model` (itself, unless it is an ensemble)."""
+    return list(model.members) if isinstance(model, Ensemble) else [model]

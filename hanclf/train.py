@@ -30,7 +30,7 @@ from hanclf.embeddings import initial_embeddings, require_gensim
 from hanclf.errors import UsageError
 from hanclf.io import atomic_output, check_input, check_output, created_parents
 from hanclf.metrics import tune_thresholds
-from hanclf.model import PAD
+from hanclf.model import PAD, members
 from hanclf.module import HANClassifier
 
 MONITOR = "val_score"  # valid accuracy; micro-F1 for multi-label
@@ -183,9 +183,11 @@ def _train(
         initial = initial_embeddings(t.embeddings, t.embeddings_file, vocab,
                                      datamodule.train_set.docs, han_config.embed_dim, t.seed, log)
         if initial is not None:
-            _set_embeddings(module.model.embedding.weight, *initial)
+            for member in members(module.model):
+                _set_embeddings(member.embedding.weight, *initial)
     if t.freeze_embeddings:
-        module.model.embedding.weight.requires_grad_(False)
+        for member in members(module.model):
+            member.embedding.weight.requires_grad_(False)
     log(
         f"{len(datamodule.train_set)} train / {len(datamodule.valid_set)} valid documents, "
         f"{len(labels)} labels, vocabulary {len(vocab)} "
