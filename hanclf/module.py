@@ -45,8 +45,7 @@ class HANClassifier(pl.LightningModule):
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         # fp32: under bf16 autocast the log-softmax of confident logits rounds away the loss.
         if logits.dim() == 3:  # an ensemble (M, B, C): the mean of its members' own losses
-            logits = logits.flatten(0, 1)
-            labels = labels.repeat(len(logits) // len(labels), *([1] * (labels.dim() - 1)))
+            return torch.stack([self._loss(member_logits, labels) for member_logits in logits]).mean()
         if self.multi_label:
             return F.binary_cross_entropy_with_logits(logits.float(), labels)
         return F.cross_entropy(
