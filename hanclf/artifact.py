@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from hanclf.config import Config, config_from_dict
 from hanclf.errors import HanclfError, UsageError
-from hanclf.model import HAN, FlatAttention, build_model
+from hanclf.model import HAN, Ensemble, FlatAttention, build_model
 from hanclf.vocab import Labels, Vocab
 
 WEIGHTS, CONFIG, VOCAB, LABELS, METRICS, HISTORY = (
@@ -34,7 +34,7 @@ REQUIRED = (WEIGHTS, CONFIG, VOCAB, LABELS)
 
 @dataclass
 class Artifact:
-    model: HAN | FlatAttention
+    model: HAN | FlatAttention | Ensemble
     config: Config
     vocab: Vocab
     labels: Labels
