@@ -19,7 +19,8 @@ from hanclf.model import HAN
 from hanclf.vocab import Labels, Vocab
 
 SMALL = {"model.embed_dim": 8, "model.word_hidden": 4, "model.sent_hidden": 6,
-         "model.word_att_dim": 5, "model.sent_att_dim": 7, "data.max_words": 9}
+         "model.word_att_dim": 5, "model.sent_att_dim": 7, "data.max_words": 9,
+         "model.members": 1}  # one HAN (the preset trains an ensemble; test_ensemble.py)
 
 
 def make_artifact() -> Artifact:

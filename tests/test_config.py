@@ -42,10 +42,12 @@ def test_preset_overrides_defaults_and_keeps_the_rest():
     assert cfg.data.label_column == "stars"
     assert cfg.data.max_sentences == 25 and cfg.data.max_words == 40
     assert cfg.train.max_epochs == 4
+    assert cfg.model["members"] == 3
     # not in the preset: defaults
     assert cfg.data.text_column == "text"
     assert cfg.train.lr == 2e-3
-    assert cfg.model == default_config().model
+    assert {k: v for k, v in cfg.model.items() if k != "members"} == {
+        k: v for k, v in default_config().model.items() if k != "members"}
     assert load_config("amazon").model["dropout"] == 0.3
 
 
