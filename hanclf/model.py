@@ -1,10 +1,12 @@
-"""The Hierarchical Attention Network of Yang et al. (NAACL 2016), and the flat attention
-baseline it is measured against (one BiGRU + attention over all the words of a document).
+"""The Hierarchical Attention Network of Yang et al. (NAACL 2016), the flat attention
+baseline it is measured against (one BiGRU + attention over all the words of a document), and
+an ensemble of M of either.
 
 Shapes in the comments:
     B  documents in the batch        S  sentence slots per document (padded)
     W  word slots per sentence       N  real sentences in the batch (N <= B*S)
     E  embedding size                Hw, Hs  GRU hidden size per direction
+    C  classes                       M  members of an ensemble
 
 A batch holds `tokens` (B, S, W) of word ids, `word_lengths` (B, S) and `sent_lengths` (B,).
 Real sentences come first in each document (sentence s is real iff s < sent_lengths[b]) and
