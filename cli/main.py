@@ -160,7 +160,7 @@ def predict(
     text_column: TextColumn = None,
     batch_size: BatchSize = None,
     device: Device = "auto",
-    devices: Annotated[Optional[int], typer.Option(min=1, help="Worker processes, each on its own slice of rows: N GPUs, or N shares of the CPU cores. Default: one per GPU or CPU core, fewer for small inputs or little memory.")] = None,
+    devices: Annotated[Optional[int], typer.Option(min=1, help="Worker processes, each on its own slice of rows and share of the CPU cores; on GPUs they take turns, spread over the GPUs. Default: one per CPU core, fewer for small inputs or little (GPU) memory.")] = None,
     force: Force = False,
 ) -> None:
     """Label every row of a file: pred_label, pred_prob (and top-k) into a Parquet file."""

@@ -45,6 +45,7 @@ ROW_ID = "row_id"  # added to the output when no --id-column is given: the 0-bas
 ROW_GROUP_ROWS = 100_000  # output rows buffered per Parquet row group; few large groups read fast
 INPUT_BATCH_ROWS = 8_192
 PROCESS_MEMORY = 1 << 30  # what one predict process may use at its peak (bench/predict_memory.py)
+GPU_PROCESS_MEMORY = 1 << 30  # GPU memory of one worker: CUDA's context, the model, a batch
 WORKER_ROWS = 1_024  # rows per task sent to a worker: small, so the last ones are shared out evenly
 GUARD_MAIN = 'from a script, call predict_file under `if __name__ == "__main__":`'
 
@@ -246,10 +247,11 @@ def predict_file(
     """Label every row of `input_path` into the Parquet file `output`; returns rows, seconds and
     processes (the worker processes used; 1: this process alone).
 
-    `devices` worker processes label slices of the input in parallel (each its own GPU, or on
-    the CPU its share of the cores) while this process reads and writes in input order; 1 runs
-    everything in this process. None (the CLI's default) picks for the input: one process per
-    GPU or CPU core, fewer for small inputs or little memory, none under 2,048 rows.
+    `devices` worker processes label slices of the input in parallel (each on its share of the
+    CPU cores; on GPUs they take turns, spread over the GPUs) while this process reads and
+    writes in input order; 1 runs everything in this process. None (the CLI's default) picks for
+    the input: one process per CPU core, fewer for small inputs or little (GPU) memory, none
+    under 2,048 rows.
     Workers import the calling script as spawned processes do (hanclf.workers), so a script
     that starts them needs `if __name__ == "__main__":`.
     """
@@ -331,19 +333,17 @@ def worker_processes(devices: int | None, device: torch.device, input_path: Path
     if devices is not None:
         if devices < 1:
             raise UsageError(f"--devices {devices}: must be at least 1")
-        if device.type == "cuda" and devices > torch.cuda.device_count():
-            raise UsageError(f"--devices {devices}: only {torch.cuda.device_count()} CUDA devices here")
         return devices
-    if device.type == "cuda":
-        parallel = torch.cuda.device_count() if device.index is None else 1
-    else:
-        # One single-threaded process per core: the model's operations are too small for
-        # several threads to help (2 threads ran 0.8x as fast as one), and tokenizing holds
-        # Python's lock, so only processes keep every core busy.
-        parallel = cores()
+    # One single-threaded process per core, on a GPU too. Tokenizing holds Python's lock and
+    # runs ~8,000 docs/s a core, far below what one GPU labels, so every core tokenizes and the
+    # processes take turns on the GPU(s). On the CPU the model's operations are too small for
+    # several threads to help (2 threads ran 0.8x as fast as one).
     by_rows = _estimated_rows(input_path) // MIN_ROWS_PER_PROCESS
     by_memory = _available_memory() // PROCESS_MEMORY
-    return max(1, min(parallel, by_rows, by_memory))
+    processes = min(cores(), by_rows, by_memory)
+    if device.type == "cuda":
+        processes = min(processes, _free_gpu_memory(device) // GPU_PROCESS_MEMORY)
+    return max(1, processes)
 
 
 def _estimated_rows(path: Path) -> int:
@@ -364,9 +364,16 @@ def _available_memory() -> int:
     return 1 << 62
 
 
+def _free_gpu_memory(device: torch.device) -> int:
+    """Free memory of `device`, or of all GPUs together where no index is given."""
+    indices = range(torch.cuda.device_count()) if device.index is None else [device.index]
+    return sum(torch.cuda.mem_get_info(i)[0] for i in indices)
+
+
 def _device_names(device: torch.device, processes: int) -> list[str]:
+    """The device of each worker: the GPUs in turn where no index is given."""
     if device.type == "cuda" and device.index is None:
-        return [f"cuda:{k}" for k in range(processes)]
+        return [f"cuda:{k % torch.cuda.device_count()}" for k in range(processes)]
     return [str(device)] * processes
 
 

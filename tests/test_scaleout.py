@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 import hanclf.predict
 import hanclf.workers
 from hanclf.cli.main import app
-from hanclf.predict import Predictor, worker_processes
+from hanclf.predict import Predictor, _device_names, worker_processes
 from hanclf.workers import likely_to_use_workers
 
 WORDS = "the food was wonderful awful great slow we went there on a sunday parking".split()
@@ -123,6 +123,22 @@ def test_default_worker_count_follows_cores_rows_and_memory(reviews, monkeypatch
     monkeypatch.setattr(hanclf.predict, "MIN_ROWS_PER_PROCESS", 10_000)
     assert worker_processes(None, cpu, reviews) == 1  # a small input stays in this process
     assert worker_processes(4, cpu, reviews) == 4  # --devices N is taken as given
+
+
+def test_workers_share_the_gpus_one_per_core_as_gpu_memory_allows(reviews, monkeypatch):
+    gpu = torch.device("cuda")
+    monkeypatch.setattr(hanclf.predict, "cores", lambda: 8)
+    monkeypatch.setattr(hanclf.predict, "_available_memory", lambda: 64 << 30)
+    monkeypatch.setattr(hanclf.predict, "MIN_ROWS_PER_PROCESS", 100)
+    monkeypatch.setattr(hanclf.predict, "_free_gpu_memory", lambda device: 40 << 30)
+    assert worker_processes(None, gpu, reviews) == 8  # one per core, not one per GPU
+    monkeypatch.setattr(hanclf.predict, "_free_gpu_memory", lambda device: 5 << 30)
+    assert worker_processes(None, gpu, reviews) == 5  # what the GPUs' free memory allows
+    assert worker_processes(3, gpu, reviews) == 3  # more processes than GPUs is allowed
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert _device_names(gpu, 5) == ["cuda:0", "cuda:1", "cuda:0", "cuda:1", "cuda:0"]
+    assert _device_names(torch.device("cuda:1"), 3) == ["cuda:1"] * 3
+    assert _device_names(torch.device("cpu"), 2) == ["cpu", "cpu"]
 
 
 def test_the_cli_starts_the_fork_server_early_only_when_workers_are_likely(tmp_path, monkeypatch):
