@@ -1,0 +1,156 @@
+"""Where hanclf's HAN spends its time per batch, on a GPU (or the CPU): milliseconds per batch
+for a training step (forward, backward, clipping, AdamW), a training-mode forward alone and an
+inference forward, at several batch sizes; collate's CPU time; the word GRU alone, packed (as
+hanclf runs it) against padded; and torch.profiler's top operators of a few training steps.
+
+The training step is the one Lightning runs, written out without Lightning, so that Lightning's
+own cost is the difference from bench/throughput.py's training figure.
+
+    python bench/gpu_profile.py --data local_data/imdb_reviews.parquet [--rows 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.profiler import ProfilerActivity, profile
+
+from hanclf.config import load_config
+from hanclf.data import BucketBatchSampler, collate, doc_size, encode
+from hanclf.model import HANConfig, build_model
+from hanclf.tokenize import tokenize_all
+from hanclf.vocab import Labels, Vocab
+
+
+def per_batch_ms(run, batches: list, device: torch.device) -> float:
+    """Mean milliseconds of run(batch) over `batches`, after two warm-up calls."""
+    for batch in batches[:2]:
+        run(batch)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for batch in batches:
+        run(batch)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 1000 * (time.perf_counter() - start) / len(batches)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="IMDb Parquet: text, sentiment, split")
+    parser.add_argument("--rows", type=int, default=5_000)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256, 512])
+    parser.add_argument("--steps", type=int, default=20, help="batches timed per measurement")
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    autocast = torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda")
+    config = load_config("imdb", {})
+
+    table = pq.read_table(args.data, columns=["text", "sentiment", "split"])
+    table = table.filter(pc.field("split") == "train").slice(0, args.rows)
+    tokens = tokenize_all(table.column("text").to_pylist())
+    vocab = Vocab.build(tokens, config.data.min_count, config.data.max_vocab, config.data.lowercase)
+    docs = [encode(d, vocab, config.data) for d in tokens]
+    values = table.column("sentiment").to_pylist()
+    targets = torch.tensor(Labels.build(values).ids(values, "data"))
+    han = HANConfig(vocab_size=len(vocab), num_classes=2, **config.model)  # the imdb preset's model
+    model = build_model(han).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    print(f"{device} {torch.cuda.get_device_name(0) if device.type == 'cuda' else ''}, "
+          f"torch {torch.__version__}, {len(docs)} documents, vocabulary {len(vocab)}")
+
+    def on_device(batch):
+        inputs, labels = batch
+        return {k: v.to(device, non_blocking=True) for k, v in inputs.items()}, labels.to(device)
+
+    def train_step(batch) -> None:
+        inputs, labels = on_device(batch)
+        with autocast:
+            logits, _, _ = model(**inputs)
+        loss = F.cross_entropy(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+
+    def train_forward(batch) -> None:
+        inputs, _ = on_device(batch)
+        with autocast:
+            model(**inputs)
+
+    def inference(batch) -> None:
+        inputs, _ = on_device(batch)
+        with torch.inference_mode(), autocast:
+            logits, _, _ = model(**inputs)
+            logits.float().softmax(-1).cpu()
+
+    sizes = [doc_size(d) for d in docs]
+    print("\n| batch | collate ms | train step ms | train docs/s | train forward ms | inference ms | inference docs/s | sentences | words |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for batch_size in args.batch_sizes:
+        groups = list(BucketBatchSampler(sizes, batch_size, shuffle=True, seed=0))[: args.steps]
+        start = time.perf_counter()
+        batches = [(collate([docs[i] for i in g]), targets[g]) for g in groups]
+        collate_ms = 1000 * (time.perf_counter() - start) / len(groups)
+        model.train()
+        step_ms = per_batch_ms(train_step, batches, device)
+        forward_ms = per_batch_ms(train_forward, batches, device)
+        model.eval()
+        inference_ms = per_batch_ms(inference, batches, device)
+        sentences = sum(int((b["word_lengths"] > 0).sum()) for b, _ in batches) / len(batches)
+        words = sum(int(b["word_lengths"].sum()) for b, _ in batches) / len(batches)
+        print(f"| {batch_size} | {collate_ms:.1f} | {step_ms:.1f} | {batch_size / step_ms * 1000:,.0f} | "
+              f"{forward_ms:.1f} | {inference_ms:.1f} | {batch_size / inference_ms * 1000:,.0f} | "
+              f"{sentences:.0f} | {words:.0f} |")
+
+    # The word GRU alone on one batch's shapes: packed (hanclf) against padded (every slot run).
+    n, steps = 900, 50
+    gru = nn.GRU(han.embed_dim, han.word_hidden, batch_first=True, bidirectional=True).to(device)
+    x = torch.randn(n, steps, han.embed_dim, device=device, requires_grad=True)
+    lengths = torch.randint(1, steps + 1, (n,))
+
+    def packed(_) -> None:
+        with autocast:
+            out, _ = gru(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
+            out, _ = pad_packed_sequence(out, batch_first=True, total_length=steps)
+        out.float().sum().backward()
+
+    def padded(_) -> None:
+        with autocast:
+            out, _ = gru(x)
+        out.float().sum().backward()
+
+    repeats = [None] * args.steps
+    print(f"\nword GRU alone, {n} sentences x {steps} words, forward + backward: packed "
+          f"{per_batch_ms(packed, repeats, device):.2f} ms, padded {per_batch_ms(padded, repeats, device):.2f} ms")
+
+    model.train()
+    groups = list(BucketBatchSampler(sizes, args.batch_sizes[0], shuffle=True, seed=1))[:10]
+    batches = [(collate([docs[i] for i in g]), targets[g]) for g in groups]
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for batch in batches:
+            train_step(batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    averages = prof.key_averages()
+    keys = ["self_cpu_time_total"] + (["self_device_time_total"] if device.type == "cuda" else [])
+    for key in keys:
+        print(f"\n10 training steps at batch {args.batch_sizes[0]}, top operators by {key}:")
+        try:
+            print(averages.table(sort_by=key, row_limit=14, max_name_column_width=40))
+        except (AttributeError, KeyError, ValueError) as e:  # the key's name differs by version
+            print(f"no table by {key}: {e}")
+
+
+if __name__ == "__main__":
+    main()
