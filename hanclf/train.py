@@ -263,7 +263,8 @@ def _train(
         "valid_documents": len(datamodule.valid_set),
         "vocab_size": len(vocab),
         "train_seconds": round(time.perf_counter() - start, 1),
-        "device": str(module.device),
+        # The strategy's device: Lightning has moved the module back to the CPU by now.
+        "device": str(trainer.strategy.root_device),
         "processes": trainer.world_size,
         "hanclf_version": __version__,
         "pytorch_lightning_version": pl.__version__,
