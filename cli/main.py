@@ -41,7 +41,7 @@ TextColumn = Annotated[
 ]
 Force = Annotated[bool, typer.Option("--force", "-F", help="Overwrite an existing output.")]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
-BatchSize = Annotated[Optional[int], typer.Option(min=1, help="Documents per forward pass [default: 256 on a GPU, 64 on the CPU].", show_default=False)]
+BatchSize = Annotated[Optional[int], typer.Option(min=1, help="Documents per forward pass [default: 1,024 on a GPU, 64 on the CPU].", show_default=False)]
 TOP_SENTENCE_DOCS = 50  # --top-sentences is for reading in a terminal
 
 

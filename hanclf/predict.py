@@ -45,7 +45,7 @@ ROW_ID = "row_id"  # added to the output when no --id-column is given: the 0-bas
 ROW_GROUP_ROWS = 100_000  # output rows buffered per Parquet row group; few large groups read fast
 INPUT_BATCH_ROWS = 8_192
 PROCESS_MEMORY = 1 << 30  # what one predict process may use at its peak (bench/predict_memory.py)
-GPU_PROCESS_MEMORY = 1 << 30  # GPU memory of one worker: CUDA's context, the model, a batch
+GPU_PROCESS_MEMORY = 2 << 30  # GPU memory of one worker at its peak (1.6-2.0 GiB seen on an H200)
 WORKER_ROWS = 1_024  # rows per task sent to a worker: small, so the last ones are shared out evenly
 GUARD_MAIN = 'from a script, call predict_file under `if __name__ == "__main__":`'
 
@@ -82,8 +82,10 @@ class Predictor:
         if self.device.type == "cpu":  # on a GPU, cuDNN's fused GRU is faster than the lookup
             self.model.precompute_word_gates()
         self.labels = self.artifact.labels
-        # Small batches stay in the CPU's caches (64 ran 1.5x faster than 256 on one core).
-        self.batch_size = batch_size or (256 if self.device.type == "cuda" else 64)
+        # Small batches stay in the CPU's caches (64 ran 1.5x faster than 256 on one core). On a
+        # GPU a batch costs about the same at 256 and 1,024 documents (launches and copies, not
+        # arithmetic: 9.6 vs 11.3 ms on an H200, bench/results/throughput-gpu.md).
+        self.batch_size = batch_size or (1024 if self.device.type == "cuda" else 64)
 
     @property
     def text_column(self) -> str:
