@@ -71,8 +71,15 @@ def probabilities(logits: torch.Tensor, multi_label: bool) -> torch.Tensor:
     return probs.mean(0) if logits.dim() == 3 else probs
 
 
+def packed_on(device: torch.device) -> bool:
+    """Whether the GRUs run on packed sequences on `device`. On the CPU packing skips the
+    padding's arithmetic; on a GPU that arithmetic is nearly free and packing is not (cuDNN ran a
+    word GRU 8x slower packed than padded on an H200, bench/results/throughput-gpu.md)."""
+    return device.type == "cpu"
+
+
 class BiGRUEncoder(nn.Module):
-    """A bidirectional GRU over packed sequences, so padding never enters the recurrence."""
+    """A bidirectional GRU in which padding never enters the recurrence before a real step."""
 
     def __init__(self, in_dim: int, hidden: int) -> None:
         super().__init__()
@@ -82,10 +89,30 @@ class BiGRUEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # x: (R, T, in_dim), lengths: (R,) all >= 1  ->  (R, T, 2*hidden), zeros past each length
+        if not packed_on(x.device):
+            return self.padded(x, lengths)
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, _ = self.gru(packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
         return out
+
+    def padded(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """forward's result without packing. Each direction must meet a row's words before its
+        padding: the forward direction reads x as it is (words first); the backward one, which
+        starts at the last slot, reads a copy with each row shifted right so that its words end
+        it. Both go through the GRU as one batch of 2R rows, and each keeps the direction that
+        read it in order (twice the arithmetic, still far less time than packing on a GPU)."""
+        R, T, _ = x.shape
+        H = self.gru.hidden_size
+        steps = torch.arange(T, device=x.device)
+        shift = (T - lengths).unsqueeze(1)  # (R, 1) padding slots of each row
+        # Row r of the shifted copy holds x[r, t - shift] at t: words at the end, padding first.
+        shifted = x.gather(1, ((steps - shift) % T).unsqueeze(-1).expand_as(x))  # (R, T, in_dim)
+        out, _ = self.gru(torch.cat([x, shifted]))  # (2R, T, 2H)
+        forward = out[:R, :, :H]  # (R, T, H)
+        backward = out[R:, :, H:].gather(1, ((steps + shift) % T).unsqueeze(-1).expand(R, T, H))
+        is_word = (steps < lengths.unsqueeze(1)).unsqueeze(-1)  # (R, T, 1)
+        return torch.cat([forward, backward], dim=-1) * is_word
 
     @torch.no_grad()
     def precompute_input_gates(self, embedding: nn.Embedding) -> None:
@@ -171,20 +198,24 @@ def attend_words(
     encoder: BiGRUEncoder,
     attention: Attention,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Embed, encode and attend over the words of R rows of ids, on the real words only.
+    """Embed, encode and attend over the words of R rows of ids.
 
-    The rows are packed (the layout the GRU runs on) before anything else, so no padding slot is
-    embedded, run through the attention's projection or scored: in batches of IMDb reviews most
-    slots of the (R, T) grid are padding, and this made CPU inference 1.6x faster.
+    On the CPU the rows are packed (the layout the GRU runs on) before anything else, so no
+    padding slot is embedded, run through the attention's projection or scored: in batches of
+    IMDb reviews most slots of the (R, T) grid are padding, and this made CPU inference 1.6x
+    faster. Elsewhere the padded grid goes through (see packed_on); padding gets no attention.
     ids: (R, T), lengths: (R,) all >= 1  ->  pooled (R, 2H), alpha (R, T)
     """
     T = ids.size(1)
+    is_word = torch.arange(T, device=ids.device) < lengths.unsqueeze(1)  # (R, T)
+    if not packed_on(ids.device):
+        h = encoder(dropout(embedding(ids)), lengths)  # (R, T, 2H)
+        return pool(attention.score(h), is_word, h)
     words = pack_padded_sequence(ids, lengths.cpu(), batch_first=True, enforce_sorted=False)
     h = encoder.encode_ids(words, embedding, dropout)  # data: (Nw, 2H)  Nw real words
     scores = h._replace(data=attention.score(h.data))  # data: (Nw,)
     h_padded, _ = pad_packed_sequence(h, batch_first=True, total_length=T)  # (R, T, 2H)
     scores_padded, _ = pad_packed_sequence(scores, batch_first=True, total_length=T)  # (R, T)
-    is_word = torch.arange(T, device=ids.device) < lengths.unsqueeze(1)  # (R, T)
     return pool(scores_padded, is_word, h_padded)
 
 

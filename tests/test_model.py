@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from hanclf.data import EncodedDoc, collate
-from hanclf.model import HAN, PAD, FlatAttention, HANConfig, build_model, masked_softmax
+import hanclf.model
+from hanclf.model import HAN, PAD, BiGRUEncoder, FlatAttention, HANConfig, build_model, masked_softmax
 
 VOCAB = 40
 
@@ -222,3 +223,33 @@ def test_precomputed_word_gates_give_the_same_outputs_in_eval_and_are_ignored_in
     logits, _, _ = run(model, DOCS)
     logits.sum().backward()
     assert model.embedding.weight.grad is not None and model.embedding.weight.grad.abs().sum() > 0
+
+
+def test_the_padded_gru_path_of_gpus_gives_the_packed_paths_outputs_and_gradients(model, monkeypatch):
+    """On a GPU the GRUs run on the padded grid (model.packed_on); it must compute the same
+    function, forwards and backwards, as the packed sequences of the CPU."""
+
+    def outputs_and_gradients():
+        model.zero_grad()
+        outputs = run(model, DOCS)
+        (outputs[0].square().sum() + outputs[1].sum() + outputs[2].sum()).backward()
+        return [o.detach() for o in outputs], [p.grad.clone() for p in model.parameters()]
+
+    packed = outputs_and_gradients()
+    monkeypatch.setattr(hanclf.model, "packed_on", lambda device: False)
+    padded = outputs_and_gradients()
+    for got, want in zip(padded[0] + padded[1], packed[0] + packed[1]):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+
+
+def test_the_padded_bigru_reads_each_row_from_its_own_ends():
+    torch.manual_seed(0)
+    encoder = BiGRUEncoder(5, 4)
+    x = torch.randn(6, 9, 5)
+    lengths = torch.tensor([9, 1, 4, 7, 2, 9])
+    expected = encoder(x, lengths)  # packed, on the CPU
+    x[torch.arange(9) >= lengths.unsqueeze(1)] = 100.0  # what lies in the padding must not matter
+    torch.testing.assert_close(encoder.padded(x, lengths), expected, atol=1e-6, rtol=1e-5)
+    # a row alone: its backward state at word 0 has read every word, from the last one
+    alone, _ = encoder.gru(x[2:3, :4])
+    torch.testing.assert_close(encoder.padded(x, lengths)[2, :4], alone[0], atol=1e-6, rtol=1e-5)
