@@ -119,8 +119,12 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.sizes = np.asarray(sizes)
         self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, seed, 0
         self.rank, self.world_size, self.pad = rank, world_size, pad
+        # Lightning calls set_epoch before every epoch on a loader's `sampler` and on its batch
+        # sampler's `sampler` (as torch's BatchSampler has), never on the batch sampler itself:
+        # without this every epoch drew the batches of epoch 0, in the same order.
+        self.sampler = self
 
-    def set_epoch(self, epoch: int) -> None:  # called by Lightning before every epoch
+    def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:

@@ -258,3 +258,31 @@ def test_unlabelled_test_rows_are_ignored(tmp_path):
         label=["pos", "neg", "pos", None]).to_parquet(path)
     train, valid = training_sets(path, None, DataConfig(), seed=0)
     assert (len(train.texts), len(valid.texts)) == (2, 1)
+
+
+@pytest.mark.slow
+def test_training_draws_a_new_order_of_batches_every_epoch(data_dir, tmp_path, monkeypatch):
+    """Lightning must reach the sampler's set_epoch (it once never did: every epoch replayed the
+    batches of epoch 0)."""
+    from hanclf.config import load_config
+    from hanclf.train import train
+
+    drawn: list[tuple[int, list[list[int]]]] = []
+    iterate = BucketBatchSampler.__iter__
+
+    def recording(self):
+        batches = list(iterate(self))
+        if self.shuffle:
+            drawn.append((self.epoch, batches))
+        return iter(batches)
+
+    monkeypatch.setattr(BucketBatchSampler, "__iter__", recording)
+    config = load_config(None, {
+        "model.embed_dim": 8, "model.word_hidden": 4, "model.sent_hidden": 4, "model.word_att_dim": 4,
+        "model.sent_att_dim": 4, "train.max_epochs": 3, "train.patience": 10, "train.accelerator": "cpu",
+    })
+    train(data_dir / "train.csv", tmp_path / "m", config, progress=False)
+    assert [epoch for epoch, _ in drawn] == [0, 1, 2]
+    orders = [batches for _, batches in drawn]
+    assert orders[0] != orders[1] != orders[2] and orders[0] != orders[2]
+    assert sorted(itertools.chain(*orders[0])) == sorted(itertools.chain(*orders[1]))  # same documents
