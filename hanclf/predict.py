@@ -45,7 +45,9 @@ ROW_ID = "row_id"  # added to the output when no --id-column is given: the 0-bas
 ROW_GROUP_ROWS = 100_000  # output rows buffered per Parquet row group; few large groups read fast
 INPUT_BATCH_ROWS = 8_192
 PROCESS_MEMORY = 1 << 30  # what one predict process may use at its peak (bench/predict_memory.py)
-GPU_PROCESS_MEMORY = 2 << 30  # GPU memory of one worker at its peak (1.6-2.0 GiB seen on an H200)
+# GPU memory of one worker at its peak: 1.6-2.0 GiB (one 3.8) at batches of 256 on an H200;
+# batches of 1,024 hold more activations, not measured yet.
+GPU_PROCESS_MEMORY = 4 << 30
 WORKER_ROWS = 1_024  # rows per task sent to a worker: small, so the last ones are shared out evenly
 GUARD_MAIN = 'from a script, call predict_file under `if __name__ == "__main__":`'
 
