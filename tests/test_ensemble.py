@@ -85,7 +85,7 @@ def test_trained_ensemble_is_one_model_directory_that_predicts_the_members_mean(
     config = load_config(None, {
         "model.embed_dim": 16, "model.word_hidden": 8, "model.sent_hidden": 8,
         "model.word_att_dim": 8, "model.sent_att_dim": 8, "model.members": 2,
-        "train.max_epochs": 4, "train.lr": 0.01, "train.accelerator": "cpu", "data.min_count": 1,
+        "train.max_epochs": 6, "train.lr": 0.01, "train.accelerator": "cpu", "data.min_count": 1,
     })
     metrics = train(data_dir / "train.csv", tmp_path / "m", config, progress=False)
     names = load_file(tmp_path / "m" / WEIGHTS).keys()
