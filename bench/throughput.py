@@ -49,13 +49,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import hanclf.data
 from hanclf.artifact import load
 from hanclf.config import load_config
 from hanclf.data import collate, encode, encode_texts
-from hanclf.model import HAN, BiGRUEncoder
+from hanclf.model import HAN
 from hanclf.predict import Predictor, predict_file, resolve_device, worker_processes
 from hanclf.tokenize import tokenize
 from hanclf.train import train
@@ -117,11 +116,6 @@ def stage_tokenize(texts: list[str], predictor: Predictor, repeats: int) -> list
 # --- predict -----------------------------------------------------------------------------------
 
 
-def packed_gru(encoder: BiGRUEncoder, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-    return pad_packed_sequence(encoder.gru(packed)[0], batch_first=True, total_length=x.size(1))[0]
-
-
 def plain_han_logits(model: HAN, tokens: torch.Tensor, word_lengths: torch.Tensor,
                      sent_lengths: torch.Tensor) -> torch.Tensor:
     """The plain packed HAN of the public implementations, with hanclf's weights: every slot of
@@ -129,12 +123,12 @@ def plain_han_logits(model: HAN, tokens: torch.Tensor, word_lengths: torch.Tenso
     on every device (nn.GRU, input projection computed for every word)."""
     is_sentence = word_lengths > 0  # (B, S)
     counts = word_lengths[is_sentence]  # (N,)
-    h_words = packed_gru(model.word_encoder, model.embedding(tokens[is_sentence]), counts)  # (N, W, 2H)
+    h_words = model.word_encoder.packed(model.embedding(tokens[is_sentence]), counts)  # (N, W, 2H)
     is_word = torch.arange(tokens.size(2), device=tokens.device) < counts.unsqueeze(1)
     sent_vecs, _ = model.word_attention(h_words, is_word)  # (N, 2H)
     doc_sents = sent_vecs.new_zeros(*is_sentence.shape, sent_vecs.size(-1))  # (B, S, 2H)
     doc_sents[is_sentence] = sent_vecs
-    doc_vecs, _ = model.sent_attention(packed_gru(model.sent_encoder, doc_sents, sent_lengths), is_sentence)
+    doc_vecs, _ = model.sent_attention(model.sent_encoder.packed(doc_sents, sent_lengths), is_sentence)
     return model.classifier(doc_vecs)
 
 

@@ -89,8 +89,10 @@ class BiGRUEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # x: (R, T, in_dim), lengths: (R,) all >= 1  ->  (R, T, 2*hidden), zeros past each length
-        if not packed_on(x.device):
-            return self.padded(x, lengths)
+        return self.packed(x, lengths) if packed_on(x.device) else self.padded(x, lengths)
+
+    def packed(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """forward's result on packed sequences: the recurrence runs on the real steps only."""
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, _ = self.gru(packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
@@ -209,8 +211,7 @@ def attend_words(
     T = ids.size(1)
     is_word = torch.arange(T, device=ids.device) < lengths.unsqueeze(1)  # (R, T)
     if not packed_on(ids.device):
-        h = encoder(dropout(embedding(ids)), lengths)  # (R, T, 2H)
-        return pool(attention.score(h), is_word, h)
+        return attention(encoder(dropout(embedding(ids)), lengths), is_word)  # h: (R, T, 2H)
     words = pack_padded_sequence(ids, lengths.cpu(), batch_first=True, enforce_sorted=False)
     h = encoder.encode_ids(words, embedding, dropout)  # data: (Nw, 2H)  Nw real words
     scores = h._replace(data=attention.score(h.data))  # data: (Nw,)
