@@ -12,6 +12,7 @@ from hanclf.config import DataConfig
 from hanclf.data import (
     BUCKET_POOL,
     BucketBatchSampler,
+    EncodedDoc,
     collate,
     collate_labelled,
     doc_size,
@@ -63,6 +64,29 @@ def test_collate_shapes_and_contents():
     assert batch["word_lengths"].tolist() == [[3, 1, 0], [1, 0, 0], [1, 1, 2]]
     assert batch["sent_lengths"].tolist() == [2, 1, 3]
     assert doc_size(docs[0]) == 2 * 3
+
+
+def test_collate_puts_every_word_in_its_slot_for_random_batches():
+    # Documents of 1-7 sentences of 1-9 words; each sentence's ids checked against its own
+    # row of the grid, and every other slot against padding.
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        docs = []
+        for _ in range(rng.integers(1, 9)):
+            lengths = rng.integers(1, 10, size=rng.integers(1, 8)).astype(np.int32)
+            docs.append(EncodedDoc(rng.integers(2, 100, size=lengths.sum()).astype(np.int32), lengths))
+        batch = collate(docs)
+        tokens, word_lengths = batch["tokens"].numpy(), batch["word_lengths"].numpy()
+        assert tokens.shape == (len(docs), max(len(d.lengths) for d in docs),
+                                max(d.lengths.max() for d in docs))
+        expected = np.full(tokens.shape, PAD)
+        for b, doc in enumerate(docs):
+            words = np.split(doc.ids, np.cumsum(doc.lengths)[:-1])
+            for s, sentence in enumerate(words):
+                expected[b, s, : len(sentence)] = sentence
+            assert word_lengths[b].tolist() == doc.lengths.tolist() + [0] * (tokens.shape[1] - len(doc.lengths))
+        assert (tokens == expected).all()
+        assert batch["sent_lengths"].tolist() == [len(d.lengths) for d in docs]
 
 
 def test_collate_labelled_adds_labels():
