@@ -52,12 +52,20 @@ def _quiet_lightning() -> None:
 
 
 class EpochLog(pl.Callback):
-    """One line per epoch through `log`: readable in CI logs and files, where bars are not."""
+    """One line per epoch through `log`: readable in CI logs and files, where bars are not.
+    Keeps each epoch's wall seconds (its training and validation) in `seconds`: the whole call's
+    time also holds reading, tokenizing and start-up, which a GPU epoch can be a fraction of."""
 
     def __init__(self, log: Callable[[str], None]) -> None:
         self.write, self.started = log, time.perf_counter()
+        self.epoch_started = self.started
+        self.seconds: list[float] = []
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self.epoch_started = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self.seconds.append(round(time.perf_counter() - self.epoch_started, 2))
         m = trainer.callback_metrics  # validation has run by now (Lightning 2: end of epoch)
         loss = f"train loss {m['train_loss']:.4f}, " if "train_loss" in m else ""
         self.write(
@@ -198,10 +206,11 @@ def _train(
         dirpath=work, filename="best", monitor=MONITOR, mode="max", save_last=True,
         enable_version_counter=False,
     )
+    epoch_log = EpochLog(log)
     callbacks: list[pl.Callback] = [
         checkpoint,
         EarlyStopping(monitor=MONITOR, mode="max", patience=t.patience),
-        EpochLog(log),
+        epoch_log,
     ]
     if progress:
         callbacks.append(RichProgressBar(console_kwargs={"stderr": True}))
@@ -263,6 +272,7 @@ def _train(
         "valid_documents": len(datamodule.valid_set),
         "vocab_size": len(vocab),
         "train_seconds": round(time.perf_counter() - start, 1),
+        "epoch_seconds": epoch_log.seconds,  # the epochs of this call (not --resume's earlier)
         # The strategy's device: Lightning has moved the module back to the CPU by now.
         "device": str(trainer.strategy.root_device),
         "processes": trainer.world_size,

@@ -40,6 +40,9 @@ def test_trained_model_learns_the_cue_sentences(model_dir):
     assert metrics["valid"]["accuracy"] >= 0.9
     assert set(metrics["valid"]["labels"]) == {"mix", "neg", "pos"}
     assert 0 <= metrics["best_epoch"] < metrics["epochs_run"] <= 6
+    epochs = metrics["epoch_seconds"]
+    assert len(epochs) == metrics["epochs_run"] and min(epochs) > 0
+    assert sum(epochs) < metrics["train_seconds"]  # which also holds reading and start-up
     history = pd.read_csv(model_dir / "history.csv")
     best = history.dropna(subset=["val_acc"])["val_acc"].max()
     assert metrics["valid"]["accuracy"] == pytest.approx(best, abs=1e-6)
