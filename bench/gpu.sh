@@ -1,36 +1,69 @@
 #!/usr/bin/env bash
 # The GPU figures of the speed targets in one run (a lent GPU machine gives minutes, not hours):
-#   1. bench/throughput.py: one epoch of training and predict end to end, each against its
-#      baseline, on IMDb reviews (bf16 on the GPU);
-#   2. predict on a larger input with 1, 4, 8 and the default number of worker processes
-#      sharing the GPU, with the GPU memory each process held;
-#   3. time to accuracy: the imdb preset trained on the whole training split with random
-#      initial embeddings (word2vec's pre-training runs on one core for minutes) for 2 and 4
-#      epochs, and with batches of 512, each then evaluated on test.
+#   1. bench/gpu_profile.py: milliseconds per batch of a training step and of inference at
+#      batches of 64 to 2,048 documents, without Lightning, and where the time goes;
+#   2. training batch size against time to accuracy: the imdb preset on the whole training
+#      split with random initial embeddings (word2vec's pre-training runs on one core for
+#      minutes), at its batch of 64 and at 512, 1,024 and 2,048 with the learning rates and
+#      epochs below, each evaluated once on test; docs/s within epochs from epoch_seconds;
+#   3. `hanclf predict` end to end on a larger input with one process and the default worker
+#      processes sharing the GPU, with the GPU memory each process held;
+#   4. bench/throughput.py: one epoch of training and predict end to end, each against its
+#      baseline (bf16 on the GPU);
+#   5. yelp, one model, settings compared on valid only (two seeds each) while DEADLINE allows.
 # Usage, from the repository root: bench/gpu.sh IMDB_PARQUET [OUT_DIR]
-# Environment: PY (python; default python3), ROWS (throughput sample, 20000), COPIES (5).
+# Environment: PY (python; default python3), ROWS (throughput sample, 20000), COPIES (5),
+# DEADLINE (seconds after which no optional step starts; 480), YELP (yelp_reviews.parquet).
 set -uo pipefail
 data=${1:?usage: bench/gpu.sh IMDB_PARQUET [OUT_DIR]}
 out=${2:-bench/gpu-out}
 py=${PY:-python3}
 rows=${ROWS:-20000}
 copies=${COPIES:-5}
+deadline=${DEADLINE:-480}
 export PYTHONUNBUFFERED=1 COLUMNS=160  # rich wraps its lines at the terminal width
 mkdir -p "$out"
 work=$(mktemp -d)
 
-step() { echo "=== $(date +%T) $*"; }
+step() { echo "=== $(date +%T) (${SECONDS}s) $*"; }
+time_left() { (( SECONDS + $1 < deadline )); }
 
 step "machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
 "$py" -c "import torch, pytorch_lightning as pl; print('torch', torch.__version__, '| lightning', pl.__version__, '| cuda', torch.cuda.is_available())"
 nproc
+precision=32-true
+"$py" -c "import torch; exit(0 if torch.cuda.is_available() else 1)" && precision=bf16-mixed
 
-step "1. throughput.py (train, predict)"
-timeout 240 "$py" bench/throughput.py --data "$data" --rows "$rows" --copies "$copies" --repeats 1 \
-  --stages train predict --output "$out/throughput.md" 2>&1 | grep -v Warning
+step "1. gpu_profile.py"
+timeout 150 "$py" bench/gpu_profile.py --data "$data" --rows 8192 --batch-sizes 64 256 1024 2048 2>&1 | grep -v Warning
 
-step "2. predict, worker processes sharing the GPU"
+step "2. batch size against time to accuracy (imdb preset, random initial embeddings, $precision)"
+# Declared before the runs; test read once each. Larger batches take fewer steps an epoch, so
+# they get a higher learning rate and more epochs.
+for run in "b64 " \
+           "b512 --max-epochs 4 --set train.batch_size=512 --set train.lr=0.004" \
+           "b1024 --max-epochs 8 --set train.batch_size=1024 --set train.lr=0.006" \
+           "b2048 --max-epochs 12 --set train.batch_size=2048 --set train.lr=0.008"; do
+  read -r name flags <<< "$run"
+  time_left 45 || break
+  # shellcheck disable=SC2086
+  timeout 150 "$py" -m hanclf train "$data" --config imdb --embeddings random --precision "$precision" \
+    --quiet $flags --output "$work/$name" 2>&1 | grep -E "epoch|saved|rror"
+  "$py" -m hanclf evaluate "$work/$name" "$data" --split test --output "$out/test-$name.json" > /dev/null 2>&1
+  "$py" - "$work/$name/metrics.json" "$out/test-$name.json" "$name" <<'EOF'
+import json, sys
+m, test = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+docs = m["train_documents"] + m["valid_documents"]
+within = [round(docs / s) for s in m["epoch_seconds"]]
+print(f"{sys.argv[3]}: test accuracy {test['accuracy']:.4f}, valid {m['valid']['accuracy']:.4f} "
+      f"(epoch {m['best_epoch'] + 1} of {m['epochs_run']}), train_seconds {m['train_seconds']}, "
+      f"epoch_seconds {m['epoch_seconds']}, docs/s within epochs (train + valid docs) {within}, "
+      f"device {m['device']}")
+EOF
+done
+
+step "3. hanclf predict, one process and the default worker processes sharing the GPU"
 "$py" - "$data" "$work/big.parquet" "$rows" "$copies" <<'EOF'
 import sys
 import pyarrow as pa, pyarrow.compute as pc, pyarrow.parquet as pq
@@ -40,48 +73,35 @@ text = text.select(["text"]).slice(0, rows)
 pq.write_table(pa.concat_tables([text] * copies), target)
 print(f"{text.num_rows * copies} rows")
 EOF
-"$py" -m hanclf train "$data" --config imdb --embeddings random --max-epochs 1 --quiet \
-  --output "$work/model1" 2>&1 | tail -1
 if command -v nvidia-smi >/dev/null; then
   nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader -lms 500 > "$out/gpu-apps.csv" &
   sampler=$!
 fi
-for devices in 1 4 8 default; do
+for devices in 1 8 default; do
+  time_left 40 || break
   flag=(--devices "$devices"); [ "$devices" = default ] && flag=()
   start=$(date +%s%N)
-  timeout 120 "$py" -m hanclf predict "$work/model1" "$work/big.parquet" -o "$work/p.parquet" --force "${flag[@]}" 2>&1 | tail -1
+  timeout 120 "$py" -m hanclf predict "$work/b64" "$work/big.parquet" -o "$work/p.parquet" --force "${flag[@]}" 2>&1 | tail -1
   ms=$((($(date +%s%N) - start) / 1000000))
   echo "predict --devices $devices: $ms ms for $((rows * copies)) rows, $((rows * copies * 1000 / ms)) docs/s"
 done
 [ -n "${sampler:-}" ] && kill "$sampler"
 
-step "3. time to accuracy (imdb preset, random initial embeddings, bf16 on a GPU)"
-precision=32-true
-"$py" -c "import torch; exit(0 if torch.cuda.is_available() else 1)" && precision=bf16-mixed
-for run in "e2 --max-epochs 2" "e4 --max-epochs 4" "b512 --max-epochs 4 --set train.batch_size=512 --set train.lr=0.004"; do
-  read -r name flags <<< "$run"
-  # shellcheck disable=SC2086
-  timeout 150 "$py" -m hanclf train "$data" --config imdb --embeddings random --precision "$precision" \
-    --quiet $flags --output "$work/$name" 2>&1 | grep -E "epoch|saved"
-  "$py" -m hanclf evaluate "$work/$name" "$data" --split test --output "$out/test-$name.json" > /dev/null 2>&1
-  "$py" - "$work/$name/metrics.json" "$out/test-$name.json" "$name" <<'EOF'
-import json, sys
-m, test = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
-print(f"{sys.argv[3]}: test accuracy {test['accuracy']:.4f}, valid {m['valid']['accuracy']:.4f} "
-      f"(epoch {m['best_epoch'] + 1} of {m['epochs_run']}), train_seconds {m['train_seconds']} for "
-      f"{m['train_documents']} documents, device {m['device']}")
-EOF
-done
+step "4. throughput.py (train, predict) against the baseline"
+time_left 150 && timeout 200 "$py" bench/throughput.py --data "$data" --rows "$rows" --copies 2 --repeats 1 \
+  --stages train predict --output "$out/throughput.md" 2>&1 | grep -v Warning
 
-step "4. yelp, one model, settings compared on valid only, while time is left (DEADLINE seconds)"
+step "5. yelp, one model, settings compared on valid only (seeds 42 and 1 each)"
 yelp=${YELP:-$(dirname "$data")/yelp_reviews.parquet}
-for flags in "" "--set train.lr=0.001" "--set train.lr=0.004" "--set model.dropout=0.4" \
-             "--set train.batch_size=32" "--set model.word_hidden=100 --set model.sent_hidden=100"; do
-  [ -f "$yelp" ] && (( SECONDS + 90 < ${DEADLINE:-480} )) || break
-  echo "yelp ${flags:-(preset, members 1)}"
-  # shellcheck disable=SC2086
-  timeout 120 "$py" -m hanclf train "$yelp" --config yelp --set model.members=1 --precision "$precision" \
-    --quiet $flags --output "$work/yelp" --force 2>&1 | grep -E "epoch|saved"
+for flags in "" "--max-epochs 6" "--max-epochs 6 --set model.dropout=0.4" \
+             "--set model.word_hidden=100 --set model.sent_hidden=100"; do
+  for seed in 42 1; do
+    [ -f "$yelp" ] && time_left 30 || break 2
+    echo "yelp seed $seed ${flags:-(preset, members 1)}"
+    # shellcheck disable=SC2086
+    timeout 90 "$py" -m hanclf train "$yelp" --config yelp --set model.members=1 --precision "$precision" \
+      --seed "$seed" --quiet $flags --output "$work/yelp" --force 2>&1 | grep -E "saved"
+  done
 done
 rm -rf "$work"
-step "done after $SECONDS s"
+step "done"
