@@ -26,7 +26,7 @@ import torch
 
 from hanclf import __version__
 from hanclf.artifact import load
-from hanclf.data import EncodedDoc, collate, doc_size, encode, encode_texts, truncate
+from hanclf.data import EncodedDoc, collate, encode, encode_texts, size_batches, truncate
 from hanclf.errors import HanclfError, UsageError
 from hanclf.io import (
     atomic_output,
@@ -45,8 +45,11 @@ ROW_ID = "row_id"  # added to the output when no --id-column is given: the 0-bas
 ROW_GROUP_ROWS = 100_000  # output rows buffered per Parquet row group; few large groups read fast
 INPUT_BATCH_ROWS = 8_192
 PROCESS_MEMORY = 1 << 30  # what one predict process may use at its peak (bench/predict_memory.py)
-# GPU memory of one worker at its peak: 1.6-2.0 GiB (one 3.8) at batches of 256 on an H200;
-# batches of 1,024 hold more activations, not measured yet.
+# Padded word slots (B x S x W) in one batch at most. It bounds a batch's memory: batches of
+# 1,024 documents and no such cap padded up to 2 million slots and a process held 7-9 GiB of
+# GPU memory (one process alone reserved 46 GiB), so 16 workers ran an H200 out of memory.
+MAX_BATCH_SLOTS = 512 * 1024
+# GPU memory of one worker at its peak: 1.6-2.0 GiB (one 3.8) at batches of 256 on an H200.
 GPU_PROCESS_MEMORY = 4 << 30
 WORKER_ROWS = 1_024  # rows per task sent to a worker: small, so the last ones are shared out evenly
 GUARD_MAIN = 'from a script, call predict_file under `if __name__ == "__main__":`'
@@ -88,6 +91,7 @@ class Predictor:
         # GPU a batch costs about the same at 256 and 1,024 documents (launches and copies, not
         # arithmetic: 9.6 vs 11.3 ms on an H200, bench/results/throughput-gpu.md).
         self.batch_size = batch_size or (1024 if self.device.type == "cuda" else 64)
+        self.max_batch_slots = MAX_BATCH_SLOTS
 
     @property
     def text_column(self) -> str:
@@ -110,12 +114,10 @@ class Predictor:
         self, docs: list[EncodedDoc]
     ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Run batches of similar-size documents; yields (doc indices, probs, word att, sent att)."""
-        order = np.argsort([doc_size(d) for d in docs], kind="stable")
         # bf16 autocast on GPU; the CPU stays in fp32, the precision models are validated in.
         autocast = torch.autocast("cuda", torch.bfloat16, enabled=self.device.type == "cuda")
         with torch.inference_mode(), autocast:
-            for start in range(0, len(order), self.batch_size):
-                index = order[start : start + self.batch_size]
+            for index in map(np.array, size_batches(docs, self.batch_size, self.max_batch_slots)):
                 batch = {
                     k: v.to(self.device, non_blocking=True)
                     for k, v in collate([docs[i] for i in index]).items()

@@ -84,6 +84,9 @@ def test_save_load_predict_gives_the_same_probabilities(model_dir, data_dir):
     first = Predictor(model_dir, device="cpu").predict_proba(texts)
     again = Predictor(model_dir, device="cpu", batch_size=7).predict_proba(texts)
     np.testing.assert_allclose(first, again, atol=1e-6)
+    few_slots = Predictor(model_dir, device="cpu")
+    few_slots.max_batch_slots = 40  # batches of one to a few documents
+    np.testing.assert_allclose(first, few_slots.predict_proba(texts), atol=1e-6)
     np.testing.assert_allclose(first.sum(1), 1.0, atol=1e-5)
     # the CPU defaults: batches of 64 and the word GRU's input gates looked up per vocabulary entry
     predictor = Predictor(model_dir, device="cpu")

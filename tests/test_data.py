@@ -18,6 +18,7 @@ from hanclf.data import (
     doc_size,
     encode,
     read_labelled,
+    size_batches,
     training_sets,
 )
 from hanclf.errors import UsageError
@@ -94,6 +95,28 @@ def test_collate_labelled_adds_labels():
     batch = collate_labelled([(doc, 2), (doc, 0)])
     assert batch["labels"].tolist() == [2, 0]
     assert batch["tokens"].shape == (2, 1, 1)
+
+
+def test_size_batches_cap_documents_and_padded_slots():
+    rng = np.random.default_rng(1)
+    docs = [EncodedDoc(np.ones(n.sum(), np.int32), n)
+            for n in (rng.integers(1, 30, size=rng.integers(1, 12)).astype(np.int32) for _ in range(300))]
+    batches = size_batches(docs, max_docs=16, max_slots=600)
+    assert sorted(i for b in batches for i in b) == list(range(300))  # each document once
+    for batch in batches:
+        S = max(len(docs[i].lengths) for i in batch)
+        W = max(docs[i].lengths.max() for i in batch)
+        assert len(batch) <= 16 and (len(batch) == 1 or len(batch) * S * W <= 600)
+    areas = [doc_size(docs[i]) for b in batches for i in b]
+    assert areas == sorted(areas)  # smallest first, so that similar sizes share a batch
+    # a batch is closed only when the next document would break a cap
+    for batch, after in zip(batches, batches[1:]):
+        i = after[0]
+        S = max(len(docs[j].lengths) for j in batch + [i])
+        W = max(docs[j].lengths.max() for j in batch + [i])
+        assert len(batch) == 16 or (len(batch) + 1) * S * W > 600
+    everything = size_batches(docs, max_docs=1000, max_slots=10**9)
+    assert everything == [sorted(range(300), key=lambda i: doc_size(docs[i]))]
 
 
 # --- BucketBatchSampler -------------------------------------------------------------------
