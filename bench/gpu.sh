@@ -13,7 +13,8 @@
 #   5. yelp, one model, settings compared on valid only (two seeds each) while DEADLINE allows.
 # Usage, from the repository root: bench/gpu.sh IMDB_PARQUET [OUT_DIR]
 # Environment: PY (python; default python3), ROWS (throughput sample, 20000), COPIES (5),
-# DEADLINE (seconds after which no optional step starts; 480), YELP (yelp_reviews.parquet).
+# DEADLINE (seconds after which no optional step starts; 480), YELP (yelp_reviews.parquet),
+# STEPS (which of the steps to run; default "1 2 3 4 5").
 set -uo pipefail
 data=${1:?usage: bench/gpu.sh IMDB_PARQUET [OUT_DIR]}
 out=${2:-bench/gpu-out}
@@ -27,6 +28,7 @@ work=$(mktemp -d)
 
 step() { echo "=== $(date +%T) (${SECONDS}s) $*"; }
 time_left() { (( SECONDS + $1 < deadline )); }
+wanted() { [[ " ${STEPS:-1 2 3 4 5} " == *" $1 "* ]]; }
 
 step "machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
@@ -35,10 +37,9 @@ nproc
 precision=32-true
 "$py" -c "import torch; exit(0 if torch.cuda.is_available() else 1)" && precision=bf16-mixed
 
-step "1. gpu_profile.py"
-timeout 150 "$py" bench/gpu_profile.py --data "$data" --rows 8192 --batch-sizes 64 256 1024 2048 2>&1 | grep -v Warning
+wanted 1 && step "1. gpu_profile.py" && timeout 150 "$py" bench/gpu_profile.py --data "$data" --rows 8192 --batch-sizes 64 256 1024 2048 2>&1 | grep -v Warning
 
-step "2. batch size against time to accuracy (imdb preset, random initial embeddings, $precision)"
+wanted 2 && step "2. batch size against time to accuracy (imdb preset, random initial embeddings, $precision)"
 # Declared before the runs; test read once each. Larger batches take fewer steps an epoch, so
 # they get a higher learning rate and more epochs.
 for run in "b64 " \
@@ -46,7 +47,7 @@ for run in "b64 " \
            "b1024 --max-epochs 8 --set train.batch_size=1024 --set train.lr=0.006" \
            "b2048 --max-epochs 12 --set train.batch_size=2048 --set train.lr=0.008"; do
   read -r name flags <<< "$run"
-  time_left 45 || break
+  wanted 2 && time_left 45 || break
   # shellcheck disable=SC2086
   timeout 150 "$py" -m hanclf train "$data" --config imdb --embeddings random --precision "$precision" \
     --quiet $flags --output "$work/$name" 2>&1 | grep -E "epoch|saved|rror"
@@ -63,8 +64,11 @@ print(f"{sys.argv[3]}: test accuracy {test['accuracy']:.4f}, valid {m['valid']['
 EOF
 done
 
-step "3. hanclf predict, one process and the default worker processes sharing the GPU"
-"$py" - "$data" "$work/big.parquet" "$rows" "$copies" <<'EOF'
+wanted 3 && step "3. hanclf predict, one process and the default worker processes sharing the GPU"
+model=$work/b64  # step 2's preset run, else one epoch of it
+[ -d "$model" ] || ! wanted 3 || "$py" -m hanclf train "$data" --config imdb --embeddings random \
+  --precision "$precision" --max-epochs 1 --quiet --output "$model" 2>&1 | tail -1
+wanted 3 && "$py" - "$data" "$work/big.parquet" "$rows" "$copies" <<'EOF'
 import sys
 import pyarrow as pa, pyarrow.compute as pc, pyarrow.parquet as pq
 source, target, rows, copies = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
@@ -73,30 +77,29 @@ text = text.select(["text"]).slice(0, rows)
 pq.write_table(pa.concat_tables([text] * copies), target)
 print(f"{text.num_rows * copies} rows")
 EOF
-if command -v nvidia-smi >/dev/null; then
+if wanted 3 && command -v nvidia-smi >/dev/null; then
   nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader -lms 500 > "$out/gpu-apps.csv" &
   sampler=$!
 fi
 for devices in 1 8 default; do
-  time_left 40 || break
+  wanted 3 && time_left 40 || break
   flag=(--devices "$devices"); [ "$devices" = default ] && flag=()
   start=$(date +%s%N)
-  timeout 120 "$py" -m hanclf predict "$work/b64" "$work/big.parquet" -o "$work/p.parquet" --force "${flag[@]}" 2>&1 | tail -1
+  timeout 120 "$py" -m hanclf predict "$model" "$work/big.parquet" -o "$work/p.parquet" --force "${flag[@]}" 2>&1 | tail -1 || echo "predict --devices $devices FAILED"
   ms=$((($(date +%s%N) - start) / 1000000))
   echo "predict --devices $devices: $ms ms for $((rows * copies)) rows, $((rows * copies * 1000 / ms)) docs/s"
 done
 [ -n "${sampler:-}" ] && kill "$sampler"
 
-step "4. throughput.py (train, predict) against the baseline"
-time_left 150 && timeout 200 "$py" bench/throughput.py --data "$data" --rows "$rows" --copies 2 --repeats 1 \
+wanted 4 && step "4. throughput.py (train, predict) against the baseline" && time_left 150 && timeout 200 "$py" bench/throughput.py --data "$data" --rows "$rows" --copies 2 --repeats 1 \
   --stages train predict --output "$out/throughput.md" 2>&1 | grep -v Warning
 
-step "5. yelp, one model, settings compared on valid only (seeds 42 and 1 each)"
+wanted 5 && step "5. yelp, one model, settings compared on valid only (seeds 42 and 1 each)"
 yelp=${YELP:-$(dirname "$data")/yelp_reviews.parquet}
 for flags in "" "--max-epochs 6" "--max-epochs 6 --set model.dropout=0.4" \
              "--set model.word_hidden=100 --set model.sent_hidden=100"; do
   for seed in 42 1; do
-    [ -f "$yelp" ] && time_left 30 || break 2
+    wanted 5 && [ -f "$yelp" ] && time_left 30 || break 2
     echo "yelp seed $seed ${flags:-(preset, members 1)}"
     # shellcheck disable=SC2086
     timeout 90 "$py" -m hanclf train "$yelp" --config yelp --set model.members=1 --precision "$precision" \
