@@ -7,6 +7,7 @@ predict, explain and evaluate use it too.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import signal
@@ -49,8 +50,13 @@ PROCESS_MEMORY = 1 << 30  # what one predict process may use at its peak (bench/
 # 1,024 documents and no such cap padded up to 2 million slots and a process held 7-9 GiB of
 # GPU memory (one process alone reserved 46 GiB), so 16 workers ran an H200 out of memory.
 MAX_BATCH_SLOTS = 512 * 1024
-# GPU memory of one worker at its peak: 1.6-2.0 GiB (one 3.8) at batches of 256 on an H200.
-GPU_PROCESS_MEMORY = 4 << 30
+# What each worker process's allocator may hold on a GPU, capped with torch's per-process
+# memory fraction (at the cap, cached blocks are freed before an allocation fails). Uncapped,
+# cached blocks of batches of many shapes piled up: 5-10 GiB a worker and 19 GiB for a process
+# alone on an H200, where a batch of MAX_BATCH_SLOTS needs about 2 GiB (workers held 7-9 GiB
+# when every batch padded to 2 million slots).
+GPU_WORKER_MEMORY = 6 << 30
+GPU_CONTEXT_MEMORY = 1 << 30  # per process, beside the cap: CUDA context, cuDNN (0.65 GiB seen)
 WORKER_ROWS = 1_024  # rows per task sent to a worker: small, so the last ones are shared out evenly
 GUARD_MAIN = 'from a script, call predict_file under `if __name__ == "__main__":`'
 
@@ -278,7 +284,7 @@ def predict_file(
                                       "labels": predictor.labels.names})})
     processes = worker_processes(devices, predictor.device, input_path)
     batches = iter_batches(input_path, job.columns, INPUT_BATCH_ROWS)
-    with atomic_output(output, force) as tmp:
+    with atomic_output(output, force) as tmp, _out_of_memory_explained(predictor.batch_size):
         if processes == 1:
             rows = job.write(tmp, ((b, predictor.predict_table(job.texts(b), top_k, threshold)) for b in batches))
         else:
@@ -288,6 +294,18 @@ def predict_file(
         if rows == 0:
             raise UsageError(f"{input_path}: has a header but no rows")
     return {"rows": rows, "seconds": time.perf_counter() - start, "processes": processes}
+
+
+@contextlib.contextmanager
+def _out_of_memory_explained(batch_size: int) -> Iterator[None]:
+    """A GPU running out of memory, in this process or a worker, as a one-line error."""
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError:
+        raise HanclfError(
+            f"the GPU ran out of memory at batches of up to {batch_size} documents; try "
+            f"--batch-size {max(1, batch_size // 4)} or fewer --devices"
+        ) from None
 
 
 @dataclass
@@ -348,7 +366,7 @@ def worker_processes(devices: int | None, device: torch.device, input_path: Path
     by_memory = _available_memory() // PROCESS_MEMORY
     processes = min(cores(), by_rows, by_memory)
     if device.type == "cuda":
-        processes = min(processes, _free_gpu_memory(device) // GPU_PROCESS_MEMORY)
+        processes = min(processes, _free_gpu_memory(device) // (GPU_WORKER_MEMORY + GPU_CONTEXT_MEMORY))
     return max(1, processes)
 
 
@@ -435,7 +453,11 @@ def _start_worker(model_dir: Path, device_names: multiprocessing.Queue, threads:
     global _worker
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     torch.set_num_threads(threads)
-    _worker = Predictor(model_dir, device_names.get(), batch_size)
+    device = torch.device(device_names.get())
+    if device.type == "cuda":  # workers share the GPU: each keeps to its part of its memory
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, GPU_WORKER_MEMORY / total), device)
+    _worker = Predictor(model_dir, str(device), batch_size)
 
 
 def _predict_texts(texts: list[str | None], top_k: int, threshold: float | None) -> pa.Table:

@@ -400,3 +400,20 @@ def test_output_directory_not_writable(tmp_path, data_dir, model_dir, monkeypatc
         assert "locked" in outcome.stderr and "not writable" in outcome.stderr
     assert list(locked.iterdir()) == []
     locked.chmod(0o755)
+
+
+def test_gpu_out_of_memory_is_one_line_naming_what_to_change(tmp_path, data_dir, model_dir, monkeypatch) -> None:
+    """torch's CUDA out-of-memory error (raised here in place of a GPU's) becomes one line with
+    the flags that help, and no partial output is left."""
+    from hanclf.predict import Predictor
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(Predictor, "predict_table", out_of_memory)
+    env = make_env(tmp_path, data_dir, model_dir)
+    outcome = run_in_process(predict(env, csv_with_text(env), "--batch-size", "512", "--devices", "1"))
+    assert outcome.code == 1 and not outcome.crash, outcome
+    assert outcome.stderr.strip() == ("error: the GPU ran out of memory at batches of up to 512 "
+                                      "documents; try --batch-size 128 or fewer --devices")
+    assert list(env.out.iterdir()) == []

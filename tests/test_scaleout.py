@@ -130,10 +130,10 @@ def test_workers_share_the_gpus_one_per_core_as_gpu_memory_allows(reviews, monke
     monkeypatch.setattr(hanclf.predict, "cores", lambda: 8)
     monkeypatch.setattr(hanclf.predict, "_available_memory", lambda: 64 << 30)
     monkeypatch.setattr(hanclf.predict, "MIN_ROWS_PER_PROCESS", 100)
-    monkeypatch.setattr(hanclf.predict, "_free_gpu_memory", lambda device: 40 << 30)
+    monkeypatch.setattr(hanclf.predict, "_free_gpu_memory", lambda device: 60 << 30)
     assert worker_processes(None, gpu, reviews) == 8  # one per core, not one per GPU
     monkeypatch.setattr(hanclf.predict, "_free_gpu_memory", lambda device: 20 << 30)
-    assert worker_processes(None, gpu, reviews) == 5  # what the GPUs' free memory allows
+    assert worker_processes(None, gpu, reviews) == 2  # 7 GiB each: the cap and the CUDA context
     assert worker_processes(3, gpu, reviews) == 3  # more processes than GPUs is allowed
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert _device_names(gpu, 5) == ["cuda:0", "cuda:1", "cuda:0", "cuda:1", "cuda:0"]
