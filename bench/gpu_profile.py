@@ -24,9 +24,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from torch.profiler import ProfilerActivity, profile
 
 from hanclf.config import load_config
-from hanclf.data import BucketBatchSampler, collate, doc_size, encode
+from hanclf.data import BucketBatchSampler, collate, doc_size, tokenize_texts
 from hanclf.model import HANConfig, build_model
-from hanclf.tokenize import tokenize_all
 from hanclf.vocab import Labels, Vocab
 
 
@@ -57,9 +56,10 @@ def main() -> None:
 
     table = pq.read_table(args.data, columns=["text", "sentiment", "split"])
     table = table.filter(pc.field("split") == "train").slice(0, args.rows)
-    tokens = tokenize_all(table.column("text").to_pylist())
-    vocab = Vocab.build(tokens, config.data.min_count, config.data.max_vocab, config.data.lowercase)
-    docs = [encode(d, vocab, config.data) for d in tokens]
+    tokenized = tokenize_texts(table.column("text").to_pylist(), config.data)
+    counts = dict(zip(tokenized.words, tokenized.counts.tolist()))
+    vocab = Vocab.from_counts(counts, config.data.min_count, config.data.max_vocab, config.data.lowercase)
+    docs = tokenized.encoded(vocab)
     values = table.column("sentiment").to_pylist()
     targets = torch.tensor(Labels.build(values).ids(values, "data"))
     han = HANConfig(vocab_size=len(vocab), num_classes=2, **config.model)  # the imdb preset's model

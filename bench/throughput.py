@@ -52,12 +52,13 @@ import torch
 
 import hanclf.data
 from hanclf.artifact import load
-from hanclf.config import load_config
-from hanclf.data import collate, encode, encode_texts
-from hanclf.model import HAN
+from hanclf.config import DataConfig, load_config
+from hanclf.data import EncodedDoc, collate, encode_texts, truncate
+from hanclf.model import HAN, PAD
 from hanclf.predict import Predictor, predict_file, resolve_device, worker_processes
 from hanclf.tokenize import tokenize
 from hanclf.train import train
+from hanclf.vocab import Vocab
 
 BASELINE_BATCH = 64  # documents per batch of the baseline predictor, in input order
 
@@ -97,6 +98,13 @@ def whole_process(command: list[str], repeats: int) -> float:
 # --- tokenize ----------------------------------------------------------------------------------
 
 
+def plain_encode(text: str, vocab: Vocab, config: DataConfig) -> EncodedDoc:
+    """The baseline's encoding: one document at a time, its tokens looked up one by one."""
+    sentences = [vocab.ids(s) for s in truncate(tokenize(text), config)] or [[PAD]]
+    ids = np.array([i for s in sentences for i in s], dtype=np.int32)
+    return EncodedDoc(ids, np.array([len(s) for s in sentences], dtype=np.int32))
+
+
 def stage_tokenize(texts: list[str], predictor: Predictor, repeats: int) -> list[list]:
     vocab, config = predictor.artifact.vocab, predictor.artifact.config.data
 
@@ -104,7 +112,7 @@ def stage_tokenize(texts: list[str], predictor: Predictor, repeats: int) -> list
         return encode_texts(texts, vocab, config)
 
     def baseline() -> list:
-        return [encode(tokenize(t), vocab, config) for t in texts]
+        return [plain_encode(t, vocab, config) for t in texts]
 
     gc.collect()
     base, _ = timed(baseline, repeats=repeats)
@@ -145,7 +153,7 @@ def baseline_predict(model: Path, device: str, source: Path, out: Path) -> None:
     labels, probs = [], []
     with torch.inference_mode():
         for start in range(0, len(texts), BASELINE_BATCH):
-            docs = [encode(tokenize(t), vocab, config) for t in texts[start : start + BASELINE_BATCH]]
+            docs = [plain_encode(t, vocab, config) for t in texts[start : start + BASELINE_BATCH]]
             batch = {k: v.to(torch_device) for k, v in collate(docs).items()}
             p = torch.softmax(plain_han_logits(han, **batch).float(), -1).cpu().numpy()
             labels += [artifact.labels.names[i] for i in p.argmax(1)]

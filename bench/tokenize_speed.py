@@ -3,11 +3,12 @@
 Times, on the first --rows texts of a Parquet file (column `text`):
   tokenize        hanclf.tokenize.tokenize(text) for every text, each result dropped at once:
                   the tokenizer's own work;
-  tokenize, kept  the same, keeping every result in one list as hanclf.data does for training:
-                  adds the garbage collector walking that growing list;
-  ids             [vocab.ids(s) for s in doc] for every tokenized doc, with a Vocab built from
-                  the same docs (min_count=2, max_size=50000, lowercase=True);
-  tokenize + ids  both, results kept: the per-document work of preparing data for the model.
+  tokenize, kept  the same, keeping every result in one list: adds the garbage collector
+                  walking that growing list;
+  ids             hanclf.data.index_tokens(docs).encoded(vocab): truncation, ids, one array
+                  per document, with a Vocab built from the same docs (min_count=2,
+                  max_size=50000, lowercase=True; the imdb preset's caps);
+  tokenize + ids  hanclf.data.encode_texts: the work of preparing data for the model.
 
     python bench/tokenize_speed.py --data /work/shared/data/imdb_reviews.parquet --rows 5000
 
@@ -29,6 +30,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from hanclf.config import DataConfig
+from hanclf.data import encode_texts, index_tokens
 from hanclf.tokenize import tokenize
 from hanclf.vocab import Vocab
 
@@ -64,6 +67,7 @@ def main() -> None:
     texts = pq.read_table(args.data, columns=["text"]).column("text").to_pylist()[: args.rows]
     docs = [tokenize(t) for t in texts]  # also warms up before the timed passes
     vocab = Vocab.build(docs, min_count=2, max_size=50000, lowercase=True)
+    config = DataConfig(max_sentences=40, max_words=50, min_count=2, lowercase=True)
     n = len(texts)
     # The texts, docs and vocab live through every pass: keep the garbage collector from
     # walking them again and again, so the passes time the per-document work.
@@ -79,8 +83,8 @@ def main() -> None:
     cases = {
         "tokenize": lambda: deque(map(tokenize, texts), maxlen=0),  # keeps nothing
         "tokenize, kept": lambda: [tokenize(t) for t in texts],
-        "ids": lambda: [[vocab.ids(s) for s in d] for d in docs],
-        "tokenize + ids": lambda: [[vocab.ids(s) for s in tokenize(t)] for t in texts],
+        "ids": lambda: index_tokens(docs, config).encoded(vocab),
+        "tokenize + ids": lambda: encode_texts(texts, vocab, config),
     }
     print(f"{'':16}{'docs/s per core':>16}{'best pass':>12}{'us/doc':>9}")
     for name, work in cases.items():

@@ -1,29 +1,35 @@
 """From labelled tables to padded batches: reading and splitting, encoding, bucketing, collate.
 
-One path for every command: tokenize -> Vocab.ids (capped) -> `encode` -> `collate`.
+One path for every command: tokenize -> `index_tokens` (capped, ids into the documents' own
+word list) -> `TokenizedDocs.encoded` (ids of the vocabulary) -> `collate`.
 """
 
 from __future__ import annotations
 
-import itertools
+import functools
 import math
+import multiprocessing
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import Dataset, Sampler
 
 from hanclf.config import DataConfig
 from hanclf.errors import UsageError
 from hanclf.io import read_table, require_columns, text_values, column_names
-from hanclf.model import PAD
+from hanclf.model import PAD, UNK
 from hanclf.tokenize import gc_paused, tokenize
 from hanclf.vocab import Vocab, normalize_label, normalize_label_set
+from hanclf.workers import cores
 
 SPLIT_COLUMN = "split"
+TEXTS_PER_TASK = 2_048  # texts a worker process tokenizes at a time
+MIN_TEXTS_PER_PROCESS = 4_096  # ~0.5 s of tokenizing, well above what forking a worker costs
 BUCKET_POOL = 50  # batches sorted by size together; larger pools pad less but shuffle less
 
 
@@ -37,19 +43,88 @@ def truncate(doc: list[list[str]], config: DataConfig) -> list[list[str]]:
     return [sentence[: config.max_words] for sentence in doc[: config.max_sentences]]
 
 
-def encode(doc: list[list[str]], vocab: Vocab, config: DataConfig) -> EncodedDoc:
-    # A document with no tokens is one sentence of a single PAD: its embedding is zero, so the
-    # model predicts from its biases alone instead of failing on an empty batch row.
-    sentences = [vocab.ids(s) for s in truncate(doc, config)] or [[PAD]]
-    lengths = np.array([len(s) for s in sentences], dtype=np.int32)
-    return EncodedDoc(np.array(list(itertools.chain.from_iterable(sentences)), dtype=np.int32), lengths)
+class TokenizedDocs(NamedTuple):
+    """Tokenized documents as ids into a list of their distinct words: arrays plus each word
+    once, so that a worker process sends back a fraction of what the token strings would take
+    (unpickling a review's tokens cost as much as tokenizing it), and the vocabulary is built
+    from `counts` alone."""
+
+    words: list[str]  # distinct words, lowercased when config.lowercase; id k + 1 is words[k]
+    counts: np.ndarray  # (words,) occurrences of each, truncated parts of documents included
+    ids: np.ndarray  # (kept words,) int32 in 1..len(words), the kept words of every document
+    lengths: np.ndarray  # (kept sentences,) int32 words kept of each sentence, each >= 1
+    sentences: np.ndarray  # (documents,) int32 sentences kept of each document; 0 if no token
+
+    def encoded(self, vocab: Vocab) -> list[EncodedDoc]:
+        """Each document's ids in `vocab`. A document with no tokens is one sentence of a single
+        PAD: its embedding is zero, so the model predicts from its biases alone instead of
+        failing on an empty batch row."""
+        get = vocab.index.get
+        ids = np.array([PAD, *(get(w, UNK) for w in self.words)], dtype=np.int32)[self.ids]
+        sentence_end = np.cumsum(self.sentences).tolist()
+        word_end = np.concatenate([[0], np.cumsum(self.lengths)])[sentence_end].tolist()
+        empty = EncodedDoc(np.array([PAD], dtype=np.int32), np.array([1], dtype=np.int32))
+        docs, s0, w0 = [], 0, 0
+        for s1, w1 in zip(sentence_end, word_end):
+            docs.append(EncodedDoc(ids[w0:w1], self.lengths[s0:s1]) if s1 > s0 else empty)
+            s0, w0 = s1, w1
+        return docs
+
+
+def _starts(counts: np.ndarray) -> np.ndarray:
+    """Where each of consecutive runs of `counts` items starts."""
+    return np.cumsum(counts) - counts
+
+
+def index_tokens(docs: Iterable[list[list[str]]], config: DataConfig) -> TokenizedDocs:
+    """Tokenized documents as TokenizedDocs, keeping the part the model sees: the first
+    config.max_sentences sentences of each, the first config.max_words words of each."""
+    tokens: list[str] = []
+    lengths: list[int] = []
+    sentences: list[int] = []
+    for doc in docs:
+        sentences.append(len(doc))
+        for sentence in doc:
+            lengths.append(len(sentence))
+            tokens += sentence
+    if config.lowercase:
+        tokens = list(map(str.lower, tokens))
+    codes, words = pd.factorize(np.array(tokens, dtype=object))  # ids in order of first use
+    word_lengths = np.array(lengths, dtype=np.int64)
+    doc_sentences = np.array(sentences, dtype=np.int64)
+    sentence_in_doc = np.arange(len(word_lengths)) - np.repeat(_starts(doc_sentences), doc_sentences)
+    kept_sentence = sentence_in_doc < config.max_sentences  # (sentences,)
+    word_in_sentence = np.arange(len(codes)) - np.repeat(_starts(word_lengths), word_lengths)
+    kept_word = (word_in_sentence < config.max_words) & np.repeat(kept_sentence, word_lengths)
+    return TokenizedDocs(
+        words=list(words),
+        counts=np.bincount(codes, minlength=len(words)),
+        ids=(codes[kept_word] + 1).astype(np.int32),
+        lengths=np.minimum(word_lengths, config.max_words)[kept_sentence].astype(np.int32),
+        sentences=np.minimum(doc_sentences, config.max_sentences).astype(np.int32),
+    )
+
+
+def tokenize_texts(texts: Sequence[str | None], config: DataConfig) -> TokenizedDocs:
+    with gc_paused():
+        return index_tokens(map(tokenize, texts), config)
 
 
 def encode_texts(texts: Sequence[str | None], vocab: Vocab, config: DataConfig) -> list[EncodedDoc]:
-    """encode(tokenize(text)) for each text, one text at a time: no token list outlives its
-    document (1.4x faster on IMDb than tokenize_all first, then encode)."""
-    with gc_paused():
-        return [encode(tokenize(t), vocab, config) for t in texts]
+    return tokenize_texts(texts, config).encoded(vocab)
+
+
+def tokenize_in_parallel(texts: Sequence[str | None], config: DataConfig) -> list[TokenizedDocs]:
+    """tokenize_texts of consecutive slices of `texts`, in worker processes (one per core) when
+    there are enough texts. Workers are forks of this process: they start at once with
+    everything imported, and they only tokenize (a process that uses CUDA may fork such a
+    child). Where fork is not available (Windows) the slices are tokenized here."""
+    slices = [texts[i : i + TEXTS_PER_TASK] for i in range(0, len(texts), TEXTS_PER_TASK)]
+    processes = min(cores(), len(texts) // MIN_TEXTS_PER_PROCESS, len(slices))
+    if processes < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        return [tokenize_texts(part, config) for part in slices]
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        return pool.map(functools.partial(tokenize_texts, config=config), slices)
 
 
 def collate(docs: list[EncodedDoc]) -> dict[str, torch.Tensor]:

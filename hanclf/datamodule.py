@@ -7,6 +7,7 @@ of every process's start-up).
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -18,12 +19,10 @@ from hanclf.data import (
     LabelledDocs,
     collate_labelled,
     doc_size,
-    encode,
-    encode_texts,
+    tokenize_in_parallel,
     training_sets,
 )
 from hanclf.errors import UsageError
-from hanclf.tokenize import tokenize_all
 from hanclf.vocab import Labels, Vocab
 
 
@@ -60,15 +59,18 @@ class HANDataModule(pl.LightningDataModule):
                 )
             valid_targets = self.labels.ids(valid.labels, valid.where, known_as="the training labels")
             train_targets = self.labels.ids(train.labels, train.where)
-        train_tokens = tokenize_all(train.texts)
-        self.vocab = Vocab.build(
-            train_tokens, self.config.min_count, self.config.max_vocab, self.config.lowercase
-        )
+        train_parts = tokenize_in_parallel(train.texts, self.config)
+        counts: Counter[str] = Counter()
+        for part in train_parts:
+            counts.update(dict(zip(part.words, part.counts.tolist())))
+        c = self.config
+        self.vocab = Vocab.from_counts(counts, c.min_count, c.max_vocab, c.lowercase)
         self.train_set = LabelledDocs(
-            [encode(d, self.vocab, self.config) for d in train_tokens], train_targets
+            [doc for part in train_parts for doc in part.encoded(self.vocab)], train_targets
         )
+        valid_parts = tokenize_in_parallel(valid.texts, self.config)
         self.valid_set = LabelledDocs(
-            encode_texts(valid.texts, self.vocab, self.config), valid_targets
+            [doc for part in valid_parts for doc in part.encoded(self.vocab)], valid_targets
         )
 
     def _loader(self, dataset: LabelledDocs, training: bool) -> DataLoader:

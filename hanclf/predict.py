@@ -27,7 +27,7 @@ import torch
 
 from hanclf import __version__
 from hanclf.artifact import load
-from hanclf.data import EncodedDoc, collate, encode, encode_texts, size_batches, truncate
+from hanclf.data import EncodedDoc, collate, encode_texts, index_tokens, size_batches, truncate
 from hanclf.errors import HanclfError, UsageError
 from hanclf.io import (
     atomic_output,
@@ -141,7 +141,7 @@ class Predictor:
         """As predict_proba, for documents already split into sentences of tokens (e.g. with
         some sentences removed, to measure what they contributed)."""
         vocab, config = self.artifact.vocab, self.artifact.config.data
-        return self._probs([encode(d, vocab, config) for d in tokenized])
+        return self._probs(index_tokens(tokenized, config).encoded(vocab))
 
     def _probs(self, docs: list[EncodedDoc]) -> np.ndarray:
         probs = np.zeros((len(docs), len(self.labels)), dtype=np.float32)
@@ -153,7 +153,7 @@ class Predictor:
         """Probabilities plus word and sentence attention for each text."""
         tokens = self._tokenize(texts)
         vocab, config = self.artifact.vocab, self.artifact.config.data
-        docs = [encode(d, vocab, config) for d in tokens]
+        docs = index_tokens(tokens, config).encoded(vocab)
         out: list[DocAttention | None] = [None] * len(docs)
         for index, probs, word_att, sent_att in self._forward(docs):
             for row, i in enumerate(index):

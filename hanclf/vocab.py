@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,13 @@ class Vocab:
         for doc in docs:
             for sentence in doc:
                 counts.update([w.lower() for w in sentence] if lowercase else sentence)
+        return cls.from_counts(counts, min_count, max_size, lowercase)
+
+    @classmethod
+    def from_counts(
+        cls, counts: Mapping[str, int], min_count: int, max_size: int, lowercase: bool
+    ) -> Vocab:
+        """The words seen at least min_count times (lowercased already, if `lowercase`)."""
         # Most frequent first; ties alphabetical so the same data always gives the same ids.
         frequent = (w for w, c in counts.items() if c >= min_count)
         kept = sorted(frequent, key=lambda w: (-counts[w], w))

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import multiprocessing.pool
+from collections import Counter
 
 import numpy as np
 import pandas as pd
 import pytest
 
+import hanclf.data
 from hanclf.config import DataConfig
 from hanclf.data import (
     BUCKET_POOL,
@@ -16,14 +19,16 @@ from hanclf.data import (
     collate,
     collate_labelled,
     doc_size,
-    encode,
+    index_tokens,
     read_labelled,
     size_batches,
+    tokenize_in_parallel,
+    tokenize_texts,
     training_sets,
 )
 from hanclf.errors import UsageError
 from hanclf.model import PAD, UNK
-from hanclf.vocab import Vocab
+from hanclf.vocab import PAD_TOKEN, Vocab
 
 VOCAB = Vocab(["a", "b", "c", "d", "e", "f"], lowercase=True)  # a=2 ... f=7
 
@@ -31,29 +36,88 @@ VOCAB = Vocab(["a", "b", "c", "d", "e", "f"], lowercase=True)  # a=2 ... f=7
 # --- encode and collate ---------------------------------------------------------------------
 
 
+def encode(doc: list[list[str]], config: DataConfig) -> EncodedDoc:
+    return index_tokens([doc], config).encoded(VOCAB)[0]
+
+
 def test_encode_keeps_first_sentences_and_first_words():
     doc = [["a", "b", "c", "d"], ["E"], ["f", "zzz", "a"], ["b"]]
-    encoded = encode(doc, VOCAB, DataConfig(max_sentences=3, max_words=2))
+    encoded = encode(doc, DataConfig(max_sentences=3, max_words=2))
     assert encoded.lengths.tolist() == [2, 1, 2]
     assert encoded.ids.tolist() == [2, 3, 6, 7, UNK]
     assert encoded.ids.dtype == np.int32 and encoded.lengths.dtype == np.int32
 
 
 def test_encode_short_document_unchanged():
-    encoded = encode([["a", "b"], ["c"]], VOCAB, DataConfig(max_sentences=30, max_words=50))
+    encoded = encode([["a", "b"], ["c"]], DataConfig(max_sentences=30, max_words=50))
     assert encoded.ids.tolist() == [2, 3, 4] and encoded.lengths.tolist() == [2, 1]
 
 
 def test_empty_document_is_one_pad_sentence():
-    encoded = encode([], VOCAB, DataConfig())
+    encoded = encode([], DataConfig())
     assert encoded.ids.tolist() == [PAD] and encoded.lengths.tolist() == [1]
+
+
+def plain_encode(doc: list[list[str]], vocab: Vocab, config: DataConfig) -> tuple[list, list]:
+    """The reference: truncate, then look every kept word up, one at a time."""
+    kept = [sentence[: config.max_words] for sentence in doc[: config.max_sentences]] or [[PAD_TOKEN]]
+    ids = [PAD if w == PAD_TOKEN else vocab.index.get(w.lower() if vocab.lowercase else w, UNK)
+           for s in kept for w in s]
+    return ids, [len(s) for s in kept]
+
+
+@pytest.mark.parametrize("lowercase", [True, False])
+def test_index_tokens_counts_every_word_and_encodes_like_one_lookup_at_a_time(lowercase):
+    rng = np.random.default_rng(2)
+    pool = ["a", "A", "b", "Café", "café", "ß", "the", "The", "zzz", "İ", "Σ"]
+    docs = [[[str(w) for w in rng.choice(pool, size=rng.integers(1, 9))]
+             for _ in range(rng.integers(0, 7))] for _ in range(200)]
+    config = DataConfig(max_sentences=4, max_words=5, lowercase=lowercase)
+    tokenized = index_tokens(docs, config)
+    every_word = Counter(w.lower() if lowercase else w for d in docs for s in d for w in s)
+    assert dict(zip(tokenized.words, tokenized.counts.tolist())) == every_word
+    vocab = Vocab.build(docs, min_count=2, max_size=8, lowercase=lowercase)
+    assert vocab.words == Vocab.from_counts(every_word, 2, 8, lowercase).words
+    encoded = tokenized.encoded(vocab)
+    assert len(encoded) == len(docs)
+    for doc, got in zip(docs, encoded):
+        ids, lengths = plain_encode(doc, vocab, config)
+        assert (got.ids.tolist(), got.lengths.tolist()) == (ids, lengths)
+
+
+def test_tokenizing_in_worker_processes_gives_what_one_process_gives(monkeypatch):
+    texts = [f"Review {i}. It was {'good' if i % 3 else 'BAD'}! See www.example.com, {i % 7}/10."
+             for i in range(90)] + ["", None]
+    config = DataConfig(max_sentences=2, max_words=4)
+    alone = tokenize_texts(texts, config)
+    vocab = Vocab.from_counts(dict(zip(alone.words, alone.counts.tolist())), 1, 100, True)
+    monkeypatch.setattr(hanclf.data, "TEXTS_PER_TASK", 16)
+    monkeypatch.setattr(hanclf.data, "MIN_TEXTS_PER_PROCESS", 10)
+    monkeypatch.setattr(hanclf.data, "cores", lambda: 3)
+    started = []
+    real_pool = multiprocessing.pool.Pool.__init__
+
+    def pool(self, processes=None, *args, **kwargs):
+        started.append(processes)
+        real_pool(self, processes, *args, **kwargs)
+
+    monkeypatch.setattr(multiprocessing.pool.Pool, "__init__", pool)
+    parts = tokenize_in_parallel(texts, config)
+    assert started == [3] and len(parts) == 6  # 92 texts in slices of 16, on 3 processes
+    counts = Counter()
+    for part in parts:
+        counts.update(dict(zip(part.words, part.counts.tolist())))
+    assert counts == Counter(dict(zip(alone.words, alone.counts.tolist())))
+    together = [doc for part in parts for doc in part.encoded(vocab)]
+    for a, b in zip(alone.encoded(vocab), together, strict=True):
+        assert a.ids.tolist() == b.ids.tolist() and a.lengths.tolist() == b.lengths.tolist()
 
 
 def test_collate_shapes_and_contents():
     docs = [
-        encode([["a", "b", "c"], ["d"]], VOCAB, DataConfig()),
-        encode([["e"]], VOCAB, DataConfig()),
-        encode([["f"], ["a"], ["b", "c"]], VOCAB, DataConfig()),
+        encode([["a", "b", "c"], ["d"]], DataConfig()),
+        encode([["e"]], DataConfig()),
+        encode([["f"], ["a"], ["b", "c"]], DataConfig()),
     ]
     batch = collate(docs)
     assert batch["tokens"].shape == (3, 3, 3)  # 3 docs, at most 3 sentences, at most 3 words
@@ -91,7 +155,7 @@ def test_collate_puts_every_word_in_its_slot_for_random_batches():
 
 
 def test_collate_labelled_adds_labels():
-    doc = encode([["a"]], VOCAB, DataConfig())
+    doc = encode([["a"]], DataConfig())
     batch = collate_labelled([(doc, 2), (doc, 0)])
     assert batch["labels"].tolist() == [2, 0]
     assert batch["tokens"].shape == (2, 1, 1)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from hanclf.artifact import load
 from hanclf.cli.main import app
-from hanclf.data import encode
+from hanclf.data import index_tokens
 from hanclf.config import DataConfig
 from hanclf.embeddings import read_vectors, train_word2vec
 from hanclf.errors import UsageError
@@ -58,7 +58,7 @@ def test_word2vec_is_deterministic_and_words_of_the_same_contexts_end_up_close()
             return [str(rng.choice(["hot", "warm"])), str(rng.choice(["soup", "tea"]))]
         return [str(rng.choice(["slow", "rude"])), str(rng.choice(["waiter", "host"]))]
 
-    docs = [encode([sentence() for _ in range(5)], vocab, DataConfig(min_count=1)) for _ in range(600)]
+    docs = index_tokens([[sentence() for _ in range(5)] for _ in range(600)], DataConfig(min_count=1)).encoded(vocab)
     a, ids = train_word2vec(docs, vocab, dim=16, seed=3)
     b, _ = train_word2vec(docs, vocab, dim=16, seed=3)
     np.testing.assert_array_equal(a, b)
