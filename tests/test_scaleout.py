@@ -4,6 +4,7 @@ when ray / pyspark and a JVM are installed, skipped with the reason otherwise)."
 
 from __future__ import annotations
 
+import queue
 import random
 import shutil
 import subprocess
@@ -139,6 +140,29 @@ def test_workers_share_the_gpus_one_per_core_as_gpu_memory_allows(reviews, monke
     assert _device_names(gpu, 5) == ["cuda:0", "cuda:1", "cuda:0", "cuda:1", "cuda:0"]
     assert _device_names(torch.device("cuda:1"), 3) == ["cuda:1"] * 3
     assert _device_names(torch.device("cpu"), 2) == ["cpu", "cpu"]
+
+
+def test_a_gpu_worker_caps_its_allocator_at_its_share(monkeypatch):
+    # No GPU here: torch.cuda's calls are stand-ins that record what the worker asks for.
+    class Properties:
+        total_memory = 24 << 30
+
+    caps, loaded = [], []
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Properties())
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction",
+                        lambda fraction, device: caps.append((fraction, str(device))))
+    monkeypatch.setattr(hanclf.predict, "Predictor", lambda *args: loaded.append(args))
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    monkeypatch.setattr(hanclf.predict.signal, "signal", lambda *args: None)  # keep pytest's Ctrl-C
+    monkeypatch.setattr(hanclf.predict, "_worker", None)  # restored afterwards
+    names = queue.Queue()
+    for name in ("cuda:1", "cpu"):
+        names.put(name)
+    hanclf.predict._start_worker(Path("m"), names, 1, None)
+    assert caps == [(0.25, "cuda:1")]  # 6 GiB of 24
+    hanclf.predict._start_worker(Path("m"), names, 1, None)
+    assert caps == [(0.25, "cuda:1")]  # none on the CPU
+    assert loaded == [(Path("m"), "cuda:1", None), (Path("m"), "cpu", None)]
 
 
 def test_the_cli_starts_the_fork_server_early_only_when_workers_are_likely(tmp_path, monkeypatch):
