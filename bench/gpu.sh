@@ -7,7 +7,8 @@
 #      minutes), at its batch of 64 and at 512, 1,024 and 2,048 with the learning rates and
 #      epochs below, each evaluated once on test; docs/s within epochs from epoch_seconds;
 #   3. `hanclf predict` end to end on a larger input with one process and the default worker
-#      processes sharing the GPU, with the GPU memory each process held;
+#      processes sharing the GPU, with the GPU memory each process held; then the model alone
+#      in 1, 4 and 16 processes (bench/gpu_sharing.py);
 #   4. bench/throughput.py: one epoch of training and predict end to end, each against its
 #      baseline (bf16 on the GPU);
 #   5. yelp, one model, settings compared on valid only (two seeds each) while DEADLINE allows.
@@ -90,6 +91,9 @@ for devices in 1 8 default; do
   echo "predict --devices $devices: $ms ms for $((rows * copies)) rows, $((rows * copies * 1000 / ms)) docs/s"
 done
 [ -n "${sampler:-}" ] && kill "$sampler"
+# The model alone in 1, 4 and 16 processes: what taking turns on the GPU costs.
+wanted 3 && time_left 90 && timeout 120 "$py" bench/gpu_sharing.py --model "$model" --data "$data" \
+  --processes 1 4 16 --seconds 8
 
 wanted 4 && step "4. throughput.py (train, predict) against the baseline" && time_left 150 && timeout 200 "$py" bench/throughput.py --data "$data" --rows "$rows" --copies 2 --repeats 1 \
   --stages train predict --output "$out/throughput.md" 2>&1 | grep -v Warning
