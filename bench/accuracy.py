@@ -7,8 +7,8 @@ For each task below this trains and evaluates four models on the same data:
             dimensions, softmax), lr and epochs chosen on valid
   flat      hanclf with model.architecture=flat (one BiGRU + attention over all words), otherwise
             as han (an ensemble too where the preset trains one)
-  han       hanclf's HAN with the task's preset (--config yelp|imdb|amazon; the yelp and amazon
-            presets train an ensemble of three, model.members: 3)
+  han       hanclf's HAN with the task's preset (--config yelp|imdb|amazon; each trains an
+            ensemble of three, model.members: 3)
 
 Protocol: train on the `train` rows, select hyper-parameters (and hanclf's best epoch) on `valid`
 only, report on `test`, read once. fastText and the hanclf models run once per --seeds value and

@@ -62,7 +62,8 @@ def main() -> None:
     docs = tokenized.encoded(vocab)
     values = table.column("sentiment").to_pylist()
     targets = torch.tensor(Labels.build(values).ids(values, "data"))
-    han = HANConfig(vocab_size=len(vocab), num_classes=2, **config.model)  # the imdb preset's model
+    # The imdb preset's model, one member of its ensemble.
+    han = HANConfig(vocab_size=len(vocab), num_classes=2, **{**config.model, "members": 1})
     model = build_model(han).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     print(f"{device} {torch.cuda.get_device_name(0) if device.type == 'cuda' else ''}, "
