@@ -24,9 +24,9 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from torch.profiler import ProfilerActivity, profile
 
 from hanclf.config import load_config
-from hanclf.data import BucketBatchSampler, collate, doc_size, tokenize_texts
+from hanclf.data import BucketBatchSampler, collate, doc_size, tokenize_texts, vocabulary
 from hanclf.model import HANConfig, build_model
-from hanclf.vocab import Labels, Vocab
+from hanclf.vocab import Labels
 
 
 def per_batch_ms(run, batches: list, device: torch.device) -> float:
@@ -57,8 +57,7 @@ def main() -> None:
     table = pq.read_table(args.data, columns=["text", "sentiment", "split"])
     table = table.filter(pc.field("split") == "train").slice(0, args.rows)
     tokenized = tokenize_texts(table.column("text").to_pylist(), config.data)
-    counts = dict(zip(tokenized.words, tokenized.counts.tolist()))
-    vocab = Vocab.from_counts(counts, config.data.min_count, config.data.max_vocab, config.data.lowercase)
+    vocab = vocabulary([tokenized], config.data)
     docs = tokenized.encoded(vocab)
     values = table.column("sentiment").to_pylist()
     targets = torch.tensor(Labels.build(values).ids(values, "data"))

@@ -10,6 +10,7 @@ import functools
 import math
 import multiprocessing
 import random
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -114,6 +115,14 @@ def encode_texts(texts: Sequence[str | None], vocab: Vocab, config: DataConfig) 
     return tokenize_texts(texts, config).encoded(vocab)
 
 
+def vocabulary(parts: Iterable[TokenizedDocs], config: DataConfig) -> Vocab:
+    """The vocabulary of the words counted in `parts` (config.min_count, config.max_vocab)."""
+    counts: Counter[str] = Counter()
+    for part in parts:
+        counts.update(dict(zip(part.words, part.counts.tolist())))
+    return Vocab.from_counts(counts, config.min_count, config.max_vocab, config.lowercase)
+
+
 def tokenize_in_parallel(texts: Sequence[str | None], config: DataConfig) -> list[TokenizedDocs]:
     """tokenize_texts of consecutive slices of `texts`, in worker processes (one per core) when
     there are enough texts. Workers are forks of this process: they start at once with
@@ -139,10 +148,10 @@ def collate(docs: list[EncodedDoc]) -> dict[str, torch.Tensor]:
     ids = np.concatenate([d.ids for d in docs])  # (Nw,) Nw words
     S, W, N = int(sentences.max()), int(lengths.max()), len(lengths)
     # Sentence n of the batch is sentence n - first[b] of its document b: slot b*S + that.
-    first = np.cumsum(sentences) - sentences  # (B,) index of each document's first sentence
+    first = _starts(sentences)  # (B,) index of each document's first sentence
     slot = np.repeat(np.arange(B) * S - first, sentences) + np.arange(N)  # (N,) in the B*S grid
     # Likewise word k of the batch is word k - start[n] of its sentence n.
-    start = np.cumsum(lengths) - lengths  # (N,) index of each sentence's first word
+    start = _starts(lengths)  # (N,) index of each sentence's first word
     word_slot = np.repeat(slot * W - start, lengths) + np.arange(len(ids))  # (Nw,) in B*S*W
     tokens = np.full(B * S * W, PAD, dtype=np.int64)
     tokens[word_slot] = ids

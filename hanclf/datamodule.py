@@ -7,7 +7,6 @@ of every process's start-up).
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -21,6 +20,7 @@ from hanclf.data import (
     doc_size,
     tokenize_in_parallel,
     training_sets,
+    vocabulary,
 )
 from hanclf.errors import UsageError
 from hanclf.vocab import Labels, Vocab
@@ -60,11 +60,7 @@ class HANDataModule(pl.LightningDataModule):
             valid_targets = self.labels.ids(valid.labels, valid.where, known_as="the training labels")
             train_targets = self.labels.ids(train.labels, train.where)
         train_parts = tokenize_in_parallel(train.texts, self.config)
-        counts: Counter[str] = Counter()
-        for part in train_parts:
-            counts.update(dict(zip(part.words, part.counts.tolist())))
-        c = self.config
-        self.vocab = Vocab.from_counts(counts, c.min_count, c.max_vocab, c.lowercase)
+        self.vocab = vocabulary(train_parts, self.config)
         self.train_set = LabelledDocs(
             [doc for part in train_parts for doc in part.encoded(self.vocab)], train_targets
         )

@@ -25,6 +25,7 @@ from hanclf.data import (
     tokenize_in_parallel,
     tokenize_texts,
     training_sets,
+    vocabulary,
 )
 from hanclf.errors import UsageError
 from hanclf.model import PAD, UNK
@@ -108,6 +109,8 @@ def test_tokenizing_in_worker_processes_gives_what_one_process_gives(monkeypatch
     for part in parts:
         counts.update(dict(zip(part.words, part.counts.tolist())))
     assert counts == Counter(dict(zip(alone.words, alone.counts.tolist())))
+    merged = vocabulary(parts, config).words
+    assert merged == vocabulary([alone], config).words and len(merged) > 10
     together = [doc for part in parts for doc in part.encoded(vocab)]
     for a, b in zip(alone.encoded(vocab), together, strict=True):
         assert a.ids.tolist() == b.ids.tolist() and a.lengths.tolist() == b.lengths.tolist()
