@@ -37,7 +37,8 @@ T = TypeVar("T")
 
 ModelDir = Annotated[Path, typer.Argument(help="Model directory written by `hanclf train`.")]
 TextColumn = Annotated[
-    Optional[str], typer.Option(help="Column holding the text [default: the model's].")
+    Optional[list[str]],
+    typer.Option(help="Column holding the text, or several (comma-separated or repeated: title,text) read as one, each part a new sentence [default: the model's]."),
 ]
 Force = Annotated[bool, typer.Option("--force", "-F", help="Overwrite an existing output.")]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
@@ -73,6 +74,12 @@ def _main(
     pass
 
 
+def _columns(values: list[str] | None) -> list[str] | None:
+    """Column names given comma-separated, repeated, or both; None where none were."""
+    names = [name.strip() for value in values or [] for name in value.split(",") if name.strip()]
+    return names or None
+
+
 def _devices(value: str | None) -> str | int | None:
     return int(value) if value is not None and value.isdigit() else value
 
@@ -91,7 +98,7 @@ def train(
         Optional[list[str]],
         typer.Option("--set", help="Override one config key, e.g. --set model.dropout=0.3 (repeatable)."),
     ] = None,
-    text_column: Annotated[Optional[str], typer.Option(help="Text column [default: text].")] = None,
+    text_column: Annotated[Optional[list[str]], typer.Option(help="Text column, or several (comma-separated or repeated: title,text) read as one, each part a new sentence [default: text].")] = None,
     label_column: Annotated[Optional[str], typer.Option(help="Label column [default: label].")] = None,
     multi_label: Annotated[Optional[bool], typer.Option("--multi-label", help="Each document has a set of labels: a list column, or labels joined by --label-separator.", show_default=False)] = None,
     label_separator: Annotated[Optional[str], typer.Option(help="Separator of multi-label labels in one string [default: ,].")] = None,
@@ -116,7 +123,7 @@ def train(
     def action() -> dict[str, Any]:
         overrides = dict(parse_override(item) for item in set_ or [])
         flags = {
-            "data.text_column": text_column, "data.label_column": label_column,
+            "data.text_column": _columns(text_column), "data.label_column": label_column,
             "data.id_column": id_column, "data.multi_label": multi_label,
             "data.label_separator": label_separator,
             "data.valid_fraction": valid_fraction, "train.seed": seed,
@@ -169,10 +176,9 @@ def predict(
     start_early(input, devices)
     from hanclf.predict import predict_file
 
-    keep = [c.strip() for item in keep_columns or [] for c in item.split(",") if c.strip()]
     result = _run(lambda: predict_file(
-        model, input, output, text_column=text_column, id_column=id_column, keep_columns=keep,
-        top_k=top_k, threshold=threshold, batch_size=batch_size, device=device, devices=devices,
+        model, input, output, text_column=_columns(text_column), id_column=id_column,
+        keep_columns=_columns(keep_columns) or [], top_k=top_k, threshold=threshold, batch_size=batch_size, device=device, devices=devices,
         force=force,
     ))
     rate = result["rows"] / max(result["seconds"], 1e-9)
@@ -224,7 +230,7 @@ def explain(
 
     if output is not None or html is not None or top_sentences:
         result = _run(lambda: explain_file(
-            model, input, output, level=level, html=html, text_column=text_column,
+            model, input, output, level=level, html=html, text_column=_columns(text_column),
             id_column=id_column, label_column=label_column, split=split, limit=limit,
             batch_size=batch_size, device=device, force=force,
             on_document=add_top_sentences if top_sentences else None,
@@ -237,7 +243,7 @@ def explain(
                          highlight=False, markup=False)
     if faithfulness is not None:
         figures = _run(lambda: faithfulness_file(
-            model, input, faithfulness, text_column=text_column, split=split, limit=limit,
+            model, input, faithfulness, text_column=_columns(text_column), split=split, limit=limit,
             batch_size=batch_size, device=device, force=force,
         ))
         stdout.print(format_table(figures))
@@ -263,7 +269,7 @@ def evaluate(
     def action() -> dict[str, Any]:
         if output is not None:
             check_output(output, force)
-        result = evaluate_file(model, data, text_column=text_column, label_column=label_column,
+        result = evaluate_file(model, data, text_column=_columns(text_column), label_column=label_column,
                                split=split.lower() if split else None, batch_size=batch_size, device=device)
         if output is not None:
             with atomic_output(output, force) as tmp:

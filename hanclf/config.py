@@ -21,7 +21,9 @@ from hanclf.model import ARCHITECTURES, DOC_POOLINGS, HANConfig
 
 @dataclass
 class DataConfig:
-    text_column: str = "text"
+    # Several columns (e.g. [title, text]) are read as one text, each column's part starting
+    # a sentence of its own.
+    text_column: str | list[str] = "text"
     label_column: str = "label"
     id_column: str | None = None
     # Longer documents keep their first max_sentences sentences and each sentence its first
@@ -141,7 +143,12 @@ def _check_type(key: str, value: Any, expected: Any) -> Any:
             return value
         if kind in (str, bool) and isinstance(value, kind):
             return value
-    names = " or ".join("null" if k is type(None) else k.__name__ for k in allowed)
+        if kind == list[str] and isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            return value[0] if len(value) == 1 else value
+    names = " or ".join(
+        "null" if k is type(None) else "a list of strings" if k == list[str] else k.__name__
+        for k in allowed
+    )
     raise UsageError(f"config key {key}: expected {names}, got {value!r}")
 
 

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset, Sampler
 
 from hanclf.config import DataConfig
 from hanclf.errors import UsageError
-from hanclf.io import read_table, require_columns, text_values, column_names
+from hanclf.io import column_names, read_table, require_columns, text_columns, text_values
 from hanclf.model import PAD, UNK
 from hanclf.tokenize import gc_paused, tokenize
 from hanclf.vocab import Vocab, normalize_label, normalize_label_set
@@ -294,9 +294,10 @@ def read_labelled(path: Path, config: DataConfig, split: str | None = None) -> L
         "--id-column": config.id_column,
     })
     has_split = split is not None and SPLIT_COLUMN in column_names(path)
-    columns = [config.text_column, config.label_column] + ([SPLIT_COLUMN] if has_split else [])
+    text_names = text_columns(config.text_column)
+    columns = [*text_names, config.label_column] + ([SPLIT_COLUMN] if has_split else [])
     table = read_table(path, columns)
-    texts = text_values(path, config.text_column, table.column(config.text_column).combine_chunks())
+    texts = text_values(path, config.text_column, table)
     raw_labels = table.column(config.label_column).to_pylist()
     if config.multi_label:
         labels = [normalize_label_set(v, config.label_separator) for v in raw_labels]
@@ -315,7 +316,7 @@ def read_labelled(path: Path, config: DataConfig, split: str | None = None) -> L
             )
         if texts[i] is None or not texts[i].strip():
             raise UsageError(
-                f"{path}: row {i + 1} has empty text in column '{config.text_column}'; "
+                f"{path}: row {i + 1} has empty text in column {' + '.join(map(repr, text_names))}; "
                 "fill or drop such rows"
             )
     return LabelledSet([texts[i] for i in rows], [labels[i] for i in rows], where)

@@ -11,7 +11,7 @@ import numpy as np
 
 from hanclf.data import SPLIT_COLUMN, require_split_column, rows_in_split
 from hanclf.errors import UsageError
-from hanclf.io import check_input, iter_batches, require_columns, text_values
+from hanclf.io import TextColumns, check_input, iter_batches, require_columns, text_columns, text_values
 from hanclf.metrics import confusion_matrix, multilabel_counts, multilabel_report, report
 from hanclf.predict import Predictor
 from hanclf.vocab import normalize_label, normalize_label_set
@@ -22,7 +22,7 @@ BATCH_ROWS = 8_192
 def evaluate_file(
     model_dir: Path,
     data: Path,
-    text_column: str | None = None,
+    text_column: TextColumns | None = None,
     label_column: str | None = None,
     split: str | None = None,
     batch_size: int | None = None,
@@ -36,7 +36,7 @@ def evaluate_file(
     label_column = label_column or config.label_column
     require_columns(data, {"--text-column": text_column, "--label-column": label_column})
     require_split_column(data, split)
-    columns = [text_column, label_column] + ([SPLIT_COLUMN] if split else [])
+    columns = [*text_columns(text_column), label_column] + ([SPLIT_COLUMN] if split else [])
 
     labels = predictor.labels
     n = len(labels)
@@ -44,7 +44,7 @@ def evaluate_file(
     counts = np.zeros((n + 1, 3) if labels.multi_label else (n, n), dtype=np.int64)
     row = 0
     for batch in iter_batches(data, columns, BATCH_ROWS):
-        texts = text_values(data, text_column, batch.column(text_column))
+        texts = text_values(data, text_column, batch)
         raw = batch.column(label_column).to_pylist()
         keep = rows_in_split(batch.column(SPLIT_COLUMN).to_pylist(), split) if split else range(len(texts))
         where = f"{data} column '{label_column}'"

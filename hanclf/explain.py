@@ -26,8 +26,10 @@ from hanclf.io import (
     check_input,
     check_output,
     column_names,
+    TextColumns,
     iter_batches,
     require_columns,
+    text_columns,
     text_values,
 )
 from hanclf.predict import DocAttention, Predictor
@@ -88,7 +90,7 @@ def sentence_rows(doc: Explained) -> Iterator[list[Any]]:
 def iter_rows(
     predictor: Predictor,
     input_path: Path,
-    text_column: str | None = None,
+    text_column: TextColumns | None = None,
     id_column: str | None = None,
     label_column: str | None = None,
     split: str | None = None,
@@ -111,7 +113,7 @@ def iter_rows(
     model_label = predictor.artifact.config.data.label_column
     if label_column is None and model_label in column_names(input_path):
         label_column = model_label
-    columns = [c for c in (text_column, id_column, label_column) if c]
+    columns = [*text_columns(text_column), *(c for c in (id_column, label_column) if c)]
     columns += [SPLIT_COLUMN] if split else []
     labels, separator = predictor.labels, predictor.artifact.config.data.label_separator
 
@@ -124,7 +126,7 @@ def iter_rows(
     for batch in iter_batches(input_path, columns, BATCH_ROWS):
         keep = rows_in_split(batch.column(SPLIT_COLUMN).to_pylist(), split) if split else range(batch.num_rows)
         keep = list(keep)[: None if limit is None else limit - docs]
-        texts = text_values(input_path, text_column, batch.column(text_column))
+        texts = text_values(input_path, text_column, batch)
         ids = batch.column(id_column).to_pylist() if id_column else range(row, row + len(texts))
         truth = batch.column(label_column).to_pylist() if label_column else [None] * len(texts)
         row += batch.num_rows
@@ -154,7 +156,7 @@ def explain_file(
     output: Path | None = None,
     level: str = "token",
     html: Path | None = None,
-    text_column: str | None = None,
+    text_column: TextColumns | None = None,
     id_column: str | None = None,
     label_column: str | None = None,
     split: str | None = None,

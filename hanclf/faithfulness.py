@@ -52,7 +52,7 @@ import numpy as np
 from rich.table import Table
 
 from hanclf.explain import iter_rows
-from hanclf.io import atomic_output, check_output
+from hanclf.io import TextColumns, atomic_output, check_output
 from hanclf.predict import Predictor
 
 CURVE_POINTS = 11  # 0%, 10%, ..., 100% removed
@@ -257,7 +257,7 @@ def faithfulness_file(
     model_dir: Path,
     input_path: Path,
     output: Path | None = None,
-    text_column: str | None = None,
+    text_column: TextColumns | None = None,
     split: str | None = None,
     limit: int | None = None,
     k_values: Sequence[int] = (1, 2, 3),

@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -29,6 +29,11 @@ FORMATS = {
     ".ndjson": "jsonl",
 }
 STRING_TYPES = (pa.string(), pa.large_string(), pa.string_view())
+# Between the values of several text columns (e.g. title and body): a blank line, so that each
+# column's text starts a sentence of its own.
+COLUMN_SEPARATOR = "\n\n"
+# One text column's name, or several whose values are joined (config data.text_column).
+TextColumns = str | Sequence[str]
 
 
 def input_format(path: Path) -> str:
@@ -83,15 +88,20 @@ def column_names(path: Path) -> list[str]:
         raise _unreadable(path, fmt, e) from None
 
 
-def require_columns(path: Path, wanted: dict[str, str | None]) -> None:
-    """`wanted` maps a flag name (e.g. '--text-column') to the column it names."""
+def text_columns(text_column: TextColumns) -> list[str]:
+    return [text_column] if isinstance(text_column, str) else list(text_column)
+
+
+def require_columns(path: Path, wanted: dict[str, TextColumns | None]) -> None:
+    """`wanted` maps a flag name (e.g. '--text-column') to the column(s) it names."""
     names = column_names(path)
-    for flag, column in wanted.items():
-        if column is not None and column not in names:
-            raise UsageError(
-                f"{path}: no column '{column}' (columns: {', '.join(names)}); "
-                f"choose one with {flag}"
-            )
+    for flag, columns in wanted.items():
+        for column in text_columns(columns) if columns is not None else []:
+            if column not in names:
+                raise UsageError(
+                    f"{path}: no column '{column}' (columns: {', '.join(names)}); "
+                    f"choose one with {flag}"
+                )
 
 
 def iter_batches(path: Path, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
@@ -169,13 +179,23 @@ def read_table(path: Path, columns: list[str]) -> pa.Table:
         return pa.concat_tables([table.cast(text) for table in tables])
 
 
-def text_values(path: Path, column: str, array: pa.Array) -> list[str | None]:
-    if array.type not in STRING_TYPES and not pa.types.is_null(array.type):
-        raise UsageError(
-            f"{path}: column '{column}' holds {array.type}, not text; choose the text column "
-            "with --text-column"
-        )
-    return array.to_pylist()
+def text_values(where: object, text_column: TextColumns, table: pa.RecordBatch | pa.Table) -> list[str | None]:
+    """The texts of `table`: one column's values as they are, or the values of several joined
+    by COLUMN_SEPARATOR (null and empty ones left out; None where all are)."""
+    values = []
+    for column in text_columns(text_column):
+        array = table.column(column)
+        if array.type not in STRING_TYPES and not pa.types.is_null(array.type):
+            raise UsageError(
+                f"{where}: column '{column}' holds {array.type}, not text; choose the text column "
+                "with --text-column"
+            )
+        values.append(array.to_pylist())
+    if len(values) == 1:
+        return values[0]
+    # Not pyarrow's binary_join_element_wise: pyarrow 26 drops the rows where every value is
+    # null from its result, which would shift every later row.
+    return [COLUMN_SEPARATOR.join(filter(None, row)) or None for row in zip(*values)]
 
 
 def _unreadable(path: Path, fmt: str, error: BaseException) -> HanclfError:

@@ -34,8 +34,10 @@ from hanclf.io import (
     check_input,
     column_names,
     input_format,
+    TextColumns,
     iter_batches,
     require_columns,
+    text_columns,
     text_values,
 )
 from hanclf.model import probabilities
@@ -100,12 +102,12 @@ class Predictor:
         self.max_batch_slots = MAX_BATCH_SLOTS
 
     @property
-    def text_column(self) -> str:
+    def text_column(self) -> TextColumns:
         return self.artifact.config.data.text_column
 
     def input_columns(
-        self, path: Path, text_column: str | None, id_column: str | None
-    ) -> tuple[str, str | None]:
+        self, path: Path, text_column: TextColumns | None, id_column: str | None
+    ) -> tuple[TextColumns, str | None]:
         """Text and id columns to read from `path`: those given, else the ones the model was
         trained with (the id column only where the file has it)."""
         data = self.artifact.config.data
@@ -233,10 +235,11 @@ class Predictor:
     def __call__(self, batch: pa.RecordBatch | pa.Table | pd.DataFrame) -> pa.Table | pd.DataFrame:
         """The batch with prediction columns appended (pandas in, pandas out)."""
         if isinstance(batch, pd.DataFrame):
-            texts = batch[self.text_column].tolist()
-            return pd.concat([batch.reset_index(drop=True), self.predict_table(texts).to_pandas()], axis=1)
+            texts = pa.Table.from_pandas(batch[text_columns(self.text_column)], preserve_index=False)
+            predictions = self.predict_table(text_values("the batch", self.text_column, texts))
+            return pd.concat([batch.reset_index(drop=True), predictions.to_pandas()], axis=1)
         table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
-        predictions = self.predict_table(table.column(self.text_column).to_pylist())
+        predictions = self.predict_table(text_values("the batch", self.text_column, table))
         for name in predictions.column_names:
             table = table.append_column(name, predictions.column(name))
         return table
@@ -246,7 +249,7 @@ def predict_file(
     model_dir: Path,
     input_path: Path,
     output: Path,
-    text_column: str | None = None,
+    text_column: TextColumns | None = None,
     id_column: str | None = None,
     keep_columns: Sequence[str] = (),
     top_k: int = 1,
@@ -313,7 +316,7 @@ class _Job:
     """What to read from the input and how to write the predictions of one `predict_file` call."""
 
     input_path: Path
-    text_column: str
+    text_column: TextColumns
     id_column: str | None
     passed: list[str]  # columns copied through
     top_k: int
@@ -322,10 +325,10 @@ class _Job:
 
     @property
     def columns(self) -> list[str]:
-        return [self.text_column, *self.passed]
+        return [*text_columns(self.text_column), *self.passed]
 
     def texts(self, batch: pa.RecordBatch) -> list[str | None]:
-        return text_values(self.input_path, self.text_column, batch.column(self.text_column))
+        return text_values(self.input_path, self.text_column, batch)
 
     def write(self, path: Path, labelled: Iterator[tuple[pa.RecordBatch, pa.Table]]) -> int:
         """Input batches and their predictions, in input order, into the Parquet file `path` in

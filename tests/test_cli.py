@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 from hanclf.artifact import load
 from hanclf.cli.main import app
 from hanclf.predict import Predictor
-from tests.conftest import SAMPLE_DATA
+from hanclf.tokenize import tokenize_words
+from tests.conftest import CUES, SAMPLE_DATA, make_reviews
 
 runner = CliRunner()
 
@@ -279,3 +280,39 @@ def test_sentence_pooling_trains_and_its_top_sentence_decides(data_dir, tmp_path
     at_1 = json.loads(faithfulness.read_text())["per_k"][0]
     assert at_1["comprehensiveness"]["ratio"] >= 3
     assert at_1["sufficiency"]["attention"] < at_1["sufficiency"]["random"]
+
+
+def test_title_and_text_columns_read_as_one_document(tmp_path):
+    """The label is only in the title: a model reading title,text learns it, and predict and
+    explain read both columns (the model's) without being told again."""
+    def titled(n: int, seed: int) -> pd.DataFrame:
+        frame = make_reviews(n, seed)
+        for label, cue in CUES.items():
+            frame.loc[frame["label"] == label, "title"] = cue
+        frame["text"] = [t.replace(c, "").strip() for t, c in zip(frame["text"], frame["title"])]
+        return frame
+
+    titled(240, 0).to_csv(tmp_path / "train.csv", index=False)
+    test = titled(60, 1)
+    test.to_parquet(tmp_path / "test.parquet", index=False)
+    out = tmp_path / "model"
+    invoke("train", tmp_path / "train.csv", "-o", out, "--text-column", "title,text",
+           "--set", "model.embed_dim=16", "--set", "model.word_hidden=8", "--set", "data.min_count=1",
+           "--set", "train.lr=0.01", "--max-epochs", "6", "--accelerator", "cpu", "--quiet")
+    assert load(out).config.data.text_column == ["title", "text"]
+    invoke("predict", out, tmp_path / "test.parquet", "-o", tmp_path / "p.parquet")
+    predicted = pd.read_parquet(tmp_path / "p.parquet")["pred_label"]
+    assert (predicted == test["label"]).mean() >= 0.9  # chance: 1/3; the text alone says nothing
+    # Predictor on a DataFrame (Ray, Spark) reads the same two columns
+    assert Predictor(out)(test.head(6))["pred_label"].tolist() == predicted.head(6).tolist()
+    invoke("explain", out, tmp_path / "test.parquet", "-o", tmp_path / "s.csv", "--level", "sentence",
+           "--limit", "5")
+    sentences = pd.read_csv(tmp_path / "s.csv")
+    first = sentences[sentences["sent_idx"] == 0].set_index("doc_id")["sentence"]
+    # the title is a sentence of its own (written as its tokens)
+    assert first.tolist() == [" ".join(tokenize_words(t)) for t in test["title"].iloc[:5]]
+    assert sentences.groupby("doc_id").size().tolist() == [4] * 5  # and the text's 3 follow
+    test.drop(columns="title").to_parquet(tmp_path / "untitled.parquet", index=False)
+    result = runner.invoke(app, ["predict", str(out), str(tmp_path / "untitled.parquet"), "-o",
+                                 str(tmp_path / "u.parquet")])
+    assert result.exit_code == 2 and "no column 'title'" in result.output

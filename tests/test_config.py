@@ -101,6 +101,8 @@ def test_union_typed_keys():
     assert load_config(None, {"train.devices": 2}).train.devices == 2
     assert load_config(None, {"train.devices": "auto"}).train.devices == "auto"
     assert load_config(None, {"data.id_column": "id"}).data.id_column == "id"
+    assert load_config(None, {"data.text_column": ["title", "text"]}).data.text_column == ["title", "text"]
+    assert load_config(None, {"data.text_column": ["body"]}).data.text_column == "body"  # one is one
 
 
 @pytest.mark.parametrize(
@@ -110,7 +112,9 @@ def test_union_typed_keys():
         ("model.embed_dim", 1.5, "expected int"),
         ("model.embed_dim", True, "expected int"),  # bool is not an int here
         ("data.lowercase", 1, "expected bool"),
-        ("data.text_column", 3, "expected str"),
+        ("data.text_column", 3, "expected str or a list of strings"),
+        ("data.text_column", [], "expected str or a list of strings"),
+        ("data.text_column", ["title", 3], "expected str or a list of strings"),
         ("data.id_column", 3, "expected str or null"),
         ("train.lr", "fast", "expected float"),
         ("data.max_words", -1, "must be > 0"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from hanclf.errors import UsageError
@@ -16,6 +17,7 @@ from hanclf.io import (
     iter_batches,
     read_table,
     require_columns,
+    text_values,
 )
 from hanclf.vocab import normalize_label
 
@@ -123,6 +125,21 @@ def test_require_columns_names_the_missing_column(tmp_path):
     require_columns(path, {"--text-column": "text", "--id-column": None})
     with pytest.raises(UsageError, match="no column 'review'.*--text-column"):
         require_columns(path, {"--text-column": "review"})
+    with pytest.raises(UsageError, match="no column 'title'.*--text-column"):
+        require_columns(path, {"--text-column": ["text", "title"]})
+
+
+def test_several_text_columns_join_row_by_row():
+    table = pa.table({
+        "title": ["Great", None, None, "", "Meh"],
+        "text": ["Loved it.", "No title.", None, "   ", None],
+    })
+    assert text_values("t", ["title", "text"], table) == [
+        "Great\n\nLoved it.", "No title.", None, "   ", "Meh",  # rows stay aligned
+    ]
+    assert text_values("t", "title", table) == table.column("title").to_pylist()  # one: as is
+    with pytest.raises(UsageError, match="t: column 'n' holds int64, not text"):
+        text_values("t", ["text", "n"], table.append_column("n", pa.array(range(5))))
 
 
 def test_check_output(tmp_path):
