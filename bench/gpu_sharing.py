@@ -1,9 +1,10 @@
 """Does a GPU label as many documents a second for K processes as for one? The model alone
 (no reading, tokenizing or writing): each of K processes loads the model, encodes the same
 reviews once, then labels them in batches for --seconds; the figure is all processes'
-documents over the wall time. predict's workers share a GPU this way (hanclf.predict), and
-on an H200 16 of them labelled 15,525 docs/s end to end where one process's model alone did
-74,455: this tells whether taking turns on the GPU, rather than tokenizing, is what costs.
+documents over the wall time. predict's workers shared a GPU this way until the model moved
+to predict's main process (workers now only tokenize and batch for it); on an H200 16 of them
+labelled 15,525 docs/s end to end where one process's model alone did 74,455: this tells
+whether taking turns on the GPU, rather than tokenizing, was what cost.
 
     python bench/gpu_sharing.py --model MODEL_DIR --data local_data/imdb_reviews.parquet \
         [--rows 8192] [--processes 1 4 16] [--seconds 10]
@@ -27,13 +28,13 @@ def label_for(model: str, texts: list[str], seconds: float, start: multiprocessi
 
     predictor = Predictor(model)
     docs = encode_texts(texts, predictor.artifact.vocab, predictor.artifact.config.data)
-    list(predictor._forward(docs))  # warm-up: CUDA context, cuDNN plans
+    list(predictor._forward(predictor._batches(docs)))  # warm-up: CUDA context, cuDNN plans
     if predictor.device.type == "cuda":
         torch.cuda.synchronize()
     start.wait()
     began, labelled = time.perf_counter(), 0
     while time.perf_counter() - began < seconds:
-        for _ in predictor._forward(docs):
+        for _ in predictor._forward(predictor._batches(docs)):
             pass
         labelled += len(docs)
     out.put((labelled, time.perf_counter() - began))

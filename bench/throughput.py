@@ -173,7 +173,7 @@ def predict_stages(predictor: Predictor, source: Path) -> dict[str, float]:
     seconds["tokenize + encode"] = time.perf_counter() - start
     start = time.perf_counter()
     probs = np.zeros((len(docs), len(predictor.labels)), dtype=np.float32)
-    for index, batch_probs, _, _ in predictor._forward(docs):
+    for index, batch_probs, _, _ in predictor._forward(predictor._batches(docs)):
         probs[index] = batch_probs.numpy()
     if predictor.device.type == "cuda":
         torch.cuda.synchronize()

@@ -167,7 +167,7 @@ def predict(
     text_column: TextColumn = None,
     batch_size: BatchSize = None,
     device: Device = "auto",
-    devices: Annotated[Optional[int], typer.Option(min=1, help="Worker processes, each on its own slice of rows and share of the CPU cores; on GPUs they take turns, spread over the GPUs. Default: one per CPU core, fewer for small inputs or little (GPU) memory.")] = None,
+    devices: Annotated[Optional[int], typer.Option(min=1, help="Worker processes, each on its own slices of rows: on the CPU they label them, with a GPU they tokenize and batch for the model in the main process. Default: one per CPU core (one less with a GPU), fewer for small inputs or little memory.")] = None,
     force: Force = False,
 ) -> None:
     """Label every row of a file: pred_label, pred_prob (and top-k) into a Parquet file."""

@@ -8,12 +8,13 @@ predict, explain and evaluate use it too.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import multiprocessing
 import signal
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -52,15 +53,13 @@ PROCESS_MEMORY = 1 << 30  # what one predict process may use at its peak (bench/
 # 1,024 documents and no such cap padded up to 2 million slots and a process held 7-9 GiB of
 # GPU memory (one process alone reserved 46 GiB), so 16 workers ran an H200 out of memory.
 MAX_BATCH_SLOTS = 512 * 1024
-# What each worker process's allocator may hold on a GPU, capped with torch's per-process
-# memory fraction (at the cap, cached blocks are freed before an allocation fails). Uncapped,
-# cached blocks of batches of many shapes piled up: 5-10 GiB a worker and 19 GiB for a process
-# alone on an H200, where a batch of MAX_BATCH_SLOTS needs about 2 GiB (workers held 7-9 GiB
-# when every batch padded to 2 million slots).
-GPU_WORKER_MEMORY = 6 << 30
-GPU_CONTEXT_MEMORY = 1 << 30  # per process, beside the cap: CUDA context, cuDNN (0.65 GiB seen)
 WORKER_ROWS = 1_024  # rows per task sent to a worker: small, so the last ones are shared out evenly
 GUARD_MAIN = 'from a script, call predict_file under `if __name__ == "__main__":`'
+
+
+# Padded model inputs of similar-size documents (collate's tensors, or their numpy arrays as a
+# worker sends them) with the indices of those documents among the texts they came from.
+Batch = tuple[np.ndarray, dict[str, torch.Tensor | np.ndarray]]
 
 
 @dataclass
@@ -118,18 +117,24 @@ class Predictor:
     def _tokenize(self, texts: Sequence[str | None]) -> list[list[list[str]]]:
         return [truncate(doc, self.artifact.config.data) for doc in tokenize_all(texts)]
 
+    def batches(self, texts: Sequence[str | None]) -> Iterator[Batch]:
+        """The model's inputs for `texts`, made as they are needed: the CPU's part of predicting
+        (tokens, ids, padded batches), which predict's workers do for a model on a GPU."""
+        return self._batches(encode_texts(texts, self.artifact.vocab, self.artifact.config.data))
+
+    def _batches(self, docs: list[EncodedDoc]) -> Iterator[Batch]:
+        for index in map(np.array, size_batches(docs, self.batch_size, self.max_batch_slots)):
+            yield index, collate([docs[i] for i in index])
+
     def _forward(
-        self, docs: list[EncodedDoc]
+        self, batches: Iterable[Batch]
     ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Run batches of similar-size documents; yields (doc indices, probs, word att, sent att)."""
+        """Run the batches; yields (doc indices, probs, word att, sent att) for each."""
         # bf16 autocast on GPU; the CPU stays in fp32, the precision models are validated in.
         autocast = torch.autocast("cuda", torch.bfloat16, enabled=self.device.type == "cuda")
         with torch.inference_mode(), autocast:
-            for index in map(np.array, size_batches(docs, self.batch_size, self.max_batch_slots)):
-                batch = {
-                    k: v.to(self.device, non_blocking=True)
-                    for k, v in collate([docs[i] for i in index]).items()
-                }
+            for index, inputs in batches:
+                batch = {k: torch.as_tensor(v).to(self.device, non_blocking=True) for k, v in inputs.items()}
                 logits, word_att, sent_att = self.model(**batch)
                 probs = probabilities(logits, self.labels.multi_label)
                 yield index, probs.cpu(), word_att.cpu(), sent_att.cpu()
@@ -137,17 +142,17 @@ class Predictor:
     def predict_proba(self, texts: Sequence[str | None]) -> np.ndarray:
         """Class probabilities (len(texts), len(labels)), columns in `self.labels.names` order;
         rows sum to 1, except for multi-label models (one independent probability per label)."""
-        return self._probs(encode_texts(texts, self.artifact.vocab, self.artifact.config.data))
+        return self._probs(len(texts), self.batches(texts))
 
     def predict_tokenized(self, tokenized: Sequence[list[list[str]]]) -> np.ndarray:
         """As predict_proba, for documents already split into sentences of tokens (e.g. with
         some sentences removed, to measure what they contributed)."""
         vocab, config = self.artifact.vocab, self.artifact.config.data
-        return self._probs(index_tokens(tokenized, config).encoded(vocab))
+        return self._probs(len(tokenized), self._batches(index_tokens(tokenized, config).encoded(vocab)))
 
-    def _probs(self, docs: list[EncodedDoc]) -> np.ndarray:
-        probs = np.zeros((len(docs), len(self.labels)), dtype=np.float32)
-        for index, batch_probs, _, _ in self._forward(docs):
+    def _probs(self, documents: int, batches: Iterable[Batch]) -> np.ndarray:
+        probs = np.zeros((documents, len(self.labels)), dtype=np.float32)
+        for index, batch_probs, _, _ in self._forward(batches):
             probs[index] = batch_probs.numpy()
         return probs
 
@@ -157,7 +162,7 @@ class Predictor:
         vocab, config = self.artifact.vocab, self.artifact.config.data
         docs = index_tokens(tokens, config).encoded(vocab)
         out: list[DocAttention | None] = [None] * len(docs)
-        for index, probs, word_att, sent_att in self._forward(docs):
+        for index, probs, word_att, sent_att in self._forward(self._batches(docs)):
             for row, i in enumerate(index):
                 sentences = tokens[i]
                 out[i] = DocAttention(
@@ -185,7 +190,8 @@ class Predictor:
         return pa.schema(fields)
 
     def predict_table(
-        self, texts: Sequence[str | None], top_k: int = 1, threshold: float | None = None
+        self, texts: Sequence[str | None], top_k: int = 1, threshold: float | None = None,
+        batches: Iterable[Batch] | None = None,
     ) -> pa.Table:
         """The prediction columns for `texts` (see `output_schema`).
 
@@ -193,11 +199,12 @@ class Predictor:
         and pred_probs, every label whose probability reaches its threshold (tuned on valid, or
         `threshold` for all), most likely first. Both: empty_text and, with top_k > 1 (-1: all),
         top_labels / top_probs, the k most likely labels whose probability is at least
-        `threshold`, most likely first (fastText's predict-prob k th).
+        `threshold`, most likely first (fastText's predict-prob k th). `batches`: those of
+        `self.batches(texts)`, where already made.
         """
         schema = self.output_schema(top_k)
         k = self.check_top_k(top_k)
-        probs = self.predict_proba(texts)
+        probs = self._probs(len(texts), self.batches(texts) if batches is None else batches)
         ranked = np.argsort(-probs, axis=1, kind="stable")
         values = [self.labels.value(n) for n in self.labels.names]
 
@@ -262,11 +269,12 @@ def predict_file(
     """Label every row of `input_path` into the Parquet file `output`; returns rows, seconds and
     processes (the worker processes used; 1: this process alone).
 
-    `devices` worker processes label slices of the input in parallel (each on its share of the
-    CPU cores; on GPUs they take turns, spread over the GPUs) while this process reads and
-    writes in input order; 1 runs everything in this process. None (the CLI's default) picks for
-    the input: one process per CPU core, fewer for small inputs or little (GPU) memory, none
-    under 2,048 rows.
+    `devices` worker processes take slices of the input in parallel while this process reads
+    and writes in input order; 1 runs everything in this process. On the CPU each worker labels
+    its slices on its share of the cores; with the model on a GPU, workers tokenize and batch
+    and this process runs the model. None (the CLI's default) picks for the input: one process
+    per CPU core (on a GPU, one core is left to this process), fewer for small inputs or little
+    memory, none under 2,048 rows.
     Workers import the calling script as spawned processes do (hanclf.workers), so a script
     that starts them needs `if __name__ == "__main__":`.
     """
@@ -291,9 +299,7 @@ def predict_file(
         if processes == 1:
             rows = job.write(tmp, ((b, predictor.predict_table(job.texts(b), top_k, threshold)) for b in batches))
         else:
-            device_names = _device_names(predictor.device, processes)
-            del predictor  # each worker loads its own copy on its own device
-            rows = _write_in_workers(job, tmp, batches, model_dir, device_names, batch_size)
+            rows = _write_in_workers(job, tmp, batches, predictor, model_dir, processes)
         if rows == 0:
             raise UsageError(f"{input_path}: has a header but no rows")
     return {"rows": rows, "seconds": time.perf_counter() - start, "processes": processes}
@@ -307,7 +313,7 @@ def _out_of_memory_explained(batch_size: int) -> Iterator[None]:
     except torch.cuda.OutOfMemoryError:
         raise HanclfError(
             f"the GPU ran out of memory at batches of up to {batch_size} documents; try "
-            f"--batch-size {max(1, batch_size // 4)} or fewer --devices"
+            f"--batch-size {max(1, batch_size // 4)}"
         ) from None
 
 
@@ -361,16 +367,22 @@ def worker_processes(devices: int | None, device: torch.device, input_path: Path
         if devices < 1:
             raise UsageError(f"--devices {devices}: must be at least 1")
         return devices
-    # One single-threaded process per core, on a GPU too. Tokenizing holds Python's lock and
-    # runs ~8,000 docs/s a core, far below what one GPU labels, so every core tokenizes and the
-    # processes take turns on the GPU(s). On the CPU the model's operations are too small for
-    # several threads to help (2 threads ran 0.8x as fast as one).
+    # One single-threaded process per core: on the CPU the model's operations are too small for
+    # several threads to help (2 threads ran 0.8x as fast as one). Tokenizing holds Python's
+    # lock and runs ~8,000 docs/s a core, far below what one GPU labels, so with a GPU every
+    # core but this process's tokenizes.
     by_rows = _estimated_rows(input_path) // MIN_ROWS_PER_PROCESS
     by_memory = _available_memory() // PROCESS_MEMORY
-    processes = min(cores(), by_rows, by_memory)
-    if device.type == "cuda":
-        processes = min(processes, _free_gpu_memory(device) // (GPU_WORKER_MEMORY + GPU_CONTEXT_MEMORY))
-    return max(1, processes)
+    by_cores = cores() - 1 if _model_in_this_process(device) else cores()
+    return max(1, min(by_cores, by_rows, by_memory))
+
+
+def _model_in_this_process(device: torch.device) -> bool:
+    """Whether predict's workers leave the model to this process: on a GPU, one process feeding
+    it batches made by all the others, instead of processes taking turns on it (16 processes,
+    each with its own model and CUDA context, labelled 15,500 rows/s on an H200 where the
+    model alone labels 74,000 docs/s)."""
+    return device.type == "cuda"
 
 
 def _estimated_rows(path: Path) -> int:
@@ -391,52 +403,46 @@ def _available_memory() -> int:
     return 1 << 62
 
 
-def _free_gpu_memory(device: torch.device) -> int:
-    """Free memory of `device`, or of all GPUs together where no index is given."""
-    indices = range(torch.cuda.device_count()) if device.index is None else [device.index]
-    return sum(torch.cuda.mem_get_info(i)[0] for i in indices)
-
-
-def _device_names(device: torch.device, processes: int) -> list[str]:
-    """The device of each worker: the GPUs in turn where no index is given."""
-    if device.type == "cuda" and device.index is None:
-        return [f"cuda:{k % torch.cuda.device_count()}" for k in range(processes)]
-    return [str(device)] * processes
-
-
 def _write_in_workers(
-    job: _Job, path: Path, batches: Iterator[pa.RecordBatch], model_dir: Path,
-    device_names: list[str], batch_size: int | None,
+    job: _Job, path: Path, batches: Iterator[pa.RecordBatch], predictor: Predictor,
+    model_dir: Path, processes: int,
 ) -> int:
-    """job.write, with the predictions made by one worker process per entry of device_names.
+    """job.write, with `processes` worker processes labelling tasks of WORKER_ROWS rows, or,
+    where the model stays in this process (a GPU), making its batches.
 
-    Tasks of WORKER_ROWS rows go to whichever worker is free; at most two per worker are in
-    flight, which bounds memory, and results are taken in submission order, which keeps the
-    output in input order."""
+    Tasks go to whichever worker is free; at most two per worker are in flight, which bounds
+    memory, and results are taken in submission order, which keeps the output in input order."""
     if getattr(multiprocessing.current_process(), "_inheriting", False):
         # A worker importing a script that calls predict_file unguarded: fail before making the
         # pool's semaphores, which a worker that dies this early would leak.
         raise HanclfError(GUARD_MAIN)
+    model_here = _model_in_this_process(predictor.device)
     start_server()
-    mp_context = context()
-    names = mp_context.Queue()
-    for name in device_names:
-        names.put(name)
-    threads = max(1, cores() // len(device_names))
-    pool = ProcessPoolExecutor(len(device_names), mp_context=mp_context, initializer=_start_worker,
-                               initargs=(model_dir, names, threads, batch_size))
+    # The workers' own copies of the model stay on the CPU; with the model here, they only
+    # batch, as this process will run them (its batch size, not the CPU's default).
+    threads = 1 if model_here else max(1, cores() // processes)
+    pool = ProcessPoolExecutor(processes, mp_context=context(), initializer=_start_worker,
+                               initargs=(model_dir, threads, predictor.batch_size))
+    work = _batch_texts if model_here else functools.partial(_predict_texts, top_k=job.top_k, threshold=job.threshold)
 
     def labelled() -> Iterator[tuple[pa.RecordBatch, pa.Table]]:
-        in_flight: deque[tuple[pa.RecordBatch, Future]] = deque()
+        in_flight: deque[tuple[pa.RecordBatch, list[str | None], Future]] = deque()
+
+        def done() -> tuple[pa.RecordBatch, pa.Table]:
+            part, texts, result = in_flight.popleft()
+            if model_here:
+                return part, predictor.predict_table(texts, job.top_k, job.threshold, result.result())
+            return part, result.result()
+
         for batch in batches:
             for offset in range(0, batch.num_rows, WORKER_ROWS):
                 part = batch.slice(offset, WORKER_ROWS)
-                in_flight.append((part, pool.submit(_predict_texts, job.texts(part), job.top_k, job.threshold)))
-                while len(in_flight) > 2 * len(device_names):
-                    part, result = in_flight.popleft()
-                    yield part, result.result()
-        for part, result in in_flight:
-            yield part, result.result()
+                texts = job.texts(part)
+                in_flight.append((part, texts, pool.submit(work, texts)))
+                while len(in_flight) > 2 * processes:
+                    yield done()
+        while in_flight:
+            yield done()
 
     try:
         return job.write(path, labelled())
@@ -452,19 +458,20 @@ def _write_in_workers(
 _worker: Predictor | None = None  # the model of a worker process of _write_in_workers
 
 
-def _start_worker(model_dir: Path, device_names: multiprocessing.Queue, threads: int, batch_size: int | None) -> None:
+def _start_worker(model_dir: Path, threads: int, batch_size: int) -> None:
     global _worker
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     torch.set_num_threads(threads)
-    device = torch.device(device_names.get())
-    if device.type == "cuda":  # workers share the GPU: each keeps to its part of its memory
-        total = torch.cuda.get_device_properties(device).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, GPU_WORKER_MEMORY / total), device)
-    _worker = Predictor(model_dir, str(device), batch_size)
+    _worker = Predictor(model_dir, "cpu", batch_size)
 
 
 def _predict_texts(texts: list[str | None], top_k: int, threshold: float | None) -> pa.Table:
     return _worker.predict_table(texts, top_k, threshold)
+
+
+def _batch_texts(texts: list[str | None]) -> list[Batch]:
+    """The batches of `texts` as numpy arrays, which pickle without torch's shared memory."""
+    return [(index, {k: v.numpy() for k, v in inputs.items()}) for index, inputs in _worker.batches(texts)]
 
 
 def _write(

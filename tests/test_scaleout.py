@@ -4,7 +4,6 @@ when ray / pyspark and a JVM are installed, skipped with the reason otherwise)."
 
 from __future__ import annotations
 
-import queue
 import random
 import shutil
 import subprocess
@@ -21,7 +20,7 @@ from typer.testing import CliRunner
 import hanclf.predict
 import hanclf.workers
 from hanclf.cli.main import app
-from hanclf.predict import Predictor, _device_names, worker_processes
+from hanclf.predict import Predictor, predict_file, worker_processes
 from hanclf.workers import likely_to_use_workers
 
 WORDS = "the food was wonderful awful great slow we went there on a sunday parking".split()
@@ -126,43 +125,34 @@ def test_default_worker_count_follows_cores_rows_and_memory(reviews, monkeypatch
     assert worker_processes(4, cpu, reviews) == 4  # --devices N is taken as given
 
 
-def test_workers_share_the_gpus_one_per_core_as_gpu_memory_allows(reviews, monkeypatch):
+def test_with_the_model_on_a_gpu_every_core_but_one_batches(reviews, monkeypatch):
     gpu = torch.device("cuda")
     monkeypatch.setattr(hanclf.predict, "cores", lambda: 8)
     monkeypatch.setattr(hanclf.predict, "_available_memory", lambda: 64 << 30)
     monkeypatch.setattr(hanclf.predict, "MIN_ROWS_PER_PROCESS", 100)
-    monkeypatch.setattr(hanclf.predict, "_free_gpu_memory", lambda device: 60 << 30)
-    assert worker_processes(None, gpu, reviews) == 8  # one per core, not one per GPU
-    monkeypatch.setattr(hanclf.predict, "_free_gpu_memory", lambda device: 20 << 30)
-    assert worker_processes(None, gpu, reviews) == 2  # 7 GiB each: the cap and the CUDA context
-    assert worker_processes(3, gpu, reviews) == 3  # more processes than GPUs is allowed
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert _device_names(gpu, 5) == ["cuda:0", "cuda:1", "cuda:0", "cuda:1", "cuda:0"]
-    assert _device_names(torch.device("cuda:1"), 3) == ["cuda:1"] * 3
-    assert _device_names(torch.device("cpu"), 2) == ["cpu", "cpu"]
+    assert worker_processes(None, gpu, reviews) == 7  # this process runs the model
+    assert worker_processes(12, gpu, reviews) == 12
 
 
-def test_a_gpu_worker_caps_its_allocator_at_its_share(monkeypatch):
-    # No GPU here: torch.cuda's calls are stand-ins that record what the worker asks for.
-    class Properties:
-        total_memory = 24 << 30
+def test_workers_that_only_batch_for_a_model_here_equal_one_process(model_dir, reviews, tmp_path, monkeypatch):
+    """The GPU's way (workers tokenize and batch, this process runs the model), run on the CPU."""
+    monkeypatch.setattr(hanclf.predict, "WORKER_ROWS", 700)
+    monkeypatch.setattr(hanclf.predict, "_model_in_this_process", lambda device: True)
+    given_batches = []
+    predict_table = Predictor.predict_table
 
-    caps, loaded = [], []
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Properties())
-    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction",
-                        lambda fraction, device: caps.append((fraction, str(device))))
-    monkeypatch.setattr(hanclf.predict, "Predictor", lambda *args: loaded.append(args))
-    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
-    monkeypatch.setattr(hanclf.predict.signal, "signal", lambda *args: None)  # keep pytest's Ctrl-C
-    monkeypatch.setattr(hanclf.predict, "_worker", None)  # restored afterwards
-    names = queue.Queue()
-    for name in ("cuda:1", "cpu"):
-        names.put(name)
-    hanclf.predict._start_worker(Path("m"), names, 1, None)
-    assert caps == [(0.25, "cuda:1")]  # 6 GiB of 24
-    hanclf.predict._start_worker(Path("m"), names, 1, None)
-    assert caps == [(0.25, "cuda:1")]  # none on the CPU
-    assert loaded == [(Path("m"), "cuda:1", None), (Path("m"), "cpu", None)]
+    def spy(self, texts, top_k=1, threshold=None, batches=None):
+        given_batches.append(batches is not None)
+        return predict_table(self, texts, top_k, threshold, batches)
+
+    monkeypatch.setattr(Predictor, "predict_table", spy)
+    one, two = tmp_path / "one.parquet", tmp_path / "two.parquet"
+    predict_file(model_dir, reviews, one, top_k=2, device="cpu", devices=1)
+    assert given_batches == [False]  # one process makes its own batches
+    given_batches.clear()
+    predict_file(model_dir, reviews, two, top_k=2, device="cpu", devices=2)
+    assert given_batches == [True] * 8  # 5,000 rows in tasks of 700, batched by the workers
+    assert pq.read_table(one).equals(pq.read_table(two))
 
 
 def test_the_cli_starts_the_fork_server_early_only_when_workers_are_likely(tmp_path, monkeypatch):
