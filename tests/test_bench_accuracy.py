@@ -65,6 +65,14 @@ def test_load_task_subsamples_train_only(sample, tmp_path):
     assert small.train.equals(bench.load_task(task, tmp_path, 100).train)  # the same subsample
 
 
+def test_a_titled_task_reads_title_and_text_as_hanclf_does(sample, tmp_path):
+    frame = sample.rename(columns={"label": "rating"}).assign(title=[f"T{i}" for i in range(len(sample))])
+    frame.to_parquet(tmp_path / "amazon_reviews.parquet")
+    train = bench.load_task(bench.TASKS["amazon-rating-titled"], tmp_path, None).train
+    expected = frame[frame["split"] == "train"]
+    assert train.text.tolist() == [f"{t}\n\n{x}" for t, x in zip(expected.title, expected.text)]
+
+
 def test_tfidf_lr_reads_the_planted_sentences(data):
     result = bench.tfidf_lr(data)
     assert result["selected"]["C"] in bench.C_GRID
