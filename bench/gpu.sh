@@ -7,8 +7,9 @@
 #      (word2vec's pre-training runs on one core for minutes), at its batch of 64 and at 512, 1,024 and 2,048 with the learning rates and
 #      epochs below, each evaluated once on test; docs/s within epochs from epoch_seconds;
 #   3. `hanclf predict` end to end on a larger input with one process and the default worker
-#      processes sharing the GPU, with the GPU memory each process held; then the model alone
-#      in 1, 4 and 16 processes (bench/gpu_sharing.py);
+#      processes (they tokenize and batch; the main process runs the model on the GPU), with
+#      the GPU memory each process held; then the model alone in 1, 4 and 16 processes
+#      sharing the GPU (bench/gpu_sharing.py: the old design's cost);
 #   4. bench/throughput.py: one epoch of training and predict end to end, each against its
 #      baseline (bf16 on the GPU);
 #   5. yelp, one model, settings compared on valid only (two seeds each) while DEADLINE allows.
@@ -65,7 +66,7 @@ print(f"{sys.argv[3]}: test accuracy {test['accuracy']:.4f}, valid {m['valid']['
 EOF
 done
 
-wanted 3 && step "3. hanclf predict, one process and the default worker processes sharing the GPU"
+wanted 3 && step "3. hanclf predict, one process and the default worker processes feeding the GPU"
 model=$work/b64  # step 2's preset run, else one epoch of it
 [ -d "$model" ] || ! wanted 3 || "$py" -m hanclf train "$data" --config imdb --set model.members=1 --embeddings random \
   --precision "$precision" --max-epochs 1 --quiet --output "$model" 2>&1 | tail -1

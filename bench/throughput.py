@@ -7,8 +7,8 @@ Stages, each as docs/s (IMDb-length reviews by default):
              against a plain loop of tokenize() with Python's garbage collector running
   predict    Parquet in, Parquet out, end to end (hanclf.predict.predict_file), with the time of
              each stage measured apart in one process (read, tokenize + encode, batch + model,
-             write), and with the CLI's default worker processes (one per core or GPU, their
-             start-up included) where the input is large enough for more than one; each whole
+             write), and with the CLI's default worker processes (one per core, one less with
+             a GPU, their start-up included) where the input is large enough for more than one; each whole
              predict runs in a new process, model loading included; and the whole
              `hanclf predict` command as a user runs it (imports and exit included: the figure
              to hold against a target, no baseline); the
