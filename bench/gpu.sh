@@ -8,7 +8,8 @@
 #      epochs below, each evaluated once on test; docs/s within epochs from epoch_seconds;
 #   3. `hanclf predict` end to end on a larger input with one process and the default worker
 #      processes (they tokenize and batch; the main process runs the model on the GPU), with
-#      the GPU memory each process held; then the model alone in 1, 4 and 16 processes
+#      the GPU memory each process held, and the main process's cost per row besides the
+#      model (bench/predict_main_process.py); then the model alone in 1, 4 and 16 processes
 #      sharing the GPU (bench/gpu_sharing.py: the old design's cost);
 #   4. bench/throughput.py: one epoch of training and predict end to end, each against its
 #      baseline (bf16 on the GPU);
@@ -92,6 +93,9 @@ for devices in 1 8 default; do
   echo "predict --devices $devices: $ms ms for $((rows * copies)) rows, $((rows * copies * 1000 / ms)) docs/s"
 done
 [ -n "${sampler:-}" ] && kill "$sampler"
+# What the main process spends per row besides the model (its ceiling whatever the GPU does).
+wanted 3 && time_left 60 && timeout 120 "$py" bench/predict_main_process.py --model "$model" \
+  --data "$work/big.parquet" --devices "$(($(nproc) - 1))"
 # The model alone in 1, 4 and 16 processes: what taking turns on the GPU costs.
 wanted 3 && time_left 90 && timeout 120 "$py" bench/gpu_sharing.py --model "$model" --data "$data" \
   --processes 1 4 16 --seconds 8
