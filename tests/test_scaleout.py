@@ -5,6 +5,7 @@ when ray / pyspark and a JVM are installed, skipped with the reason otherwise)."
 from __future__ import annotations
 
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -242,3 +243,18 @@ def test_spark_map_in_arrow_recipe(model_dir, reviews):
     assert len(got) == 5_000
     assert got["pred_label"].tolist() == expected["pred_label"].tolist()
     assert (got["pred_prob"] - expected["pred_prob"]).abs().max() < 1e-6
+
+
+def test_bench_of_the_main_process_counts_rows_and_splits_its_time(model_dir, reviews):
+    """bench/predict_main_process.py, which bench/gpu.sh runs on a lent GPU: it must keep working
+    with predict's internals it patches (a broken one would waste GPU minutes)."""
+    script = Path(__file__).resolve().parent.parent / "bench" / "predict_main_process.py"
+    result = subprocess.run([sys.executable, str(script), "--model", str(model_dir), "--data",
+                             str(reviews), "--devices", "2", "--device", "cpu"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    cpu, in_model = map(float, re.search(r"main process CPU ([\d.]+) s, ([\d.]+) s of it in the model",
+                                          result.stdout).groups())
+    besides = float(re.search(r"besides the model: ([\d.]+) s", result.stdout).group(1))
+    assert result.stdout.startswith("5000 rows, 2 workers")
+    assert 0 < in_model < cpu and besides == pytest.approx(cpu - in_model, abs=0.011)
