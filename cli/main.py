@@ -38,7 +38,7 @@ T = TypeVar("T")
 ModelDir = Annotated[Path, typer.Argument(help="Model directory written by `hanclf train`.")]
 TextColumn = Annotated[
     Optional[list[str]],
-    typer.Option(help="Column holding the text, or several (comma-separated or repeated: title,text) read as one, each part a new sentence [default: the model's]."),
+    typer.Option(metavar="COLUMNS", help="Column holding the text, or several (comma-separated or repeated: title,text) read as one, each part a new sentence [default: the model's]."),
 ]
 Force = Annotated[bool, typer.Option("--force", "-F", help="Overwrite an existing output.")]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
@@ -98,7 +98,7 @@ def train(
         Optional[list[str]],
         typer.Option("--set", help="Override one config key, e.g. --set model.dropout=0.3 (repeatable)."),
     ] = None,
-    text_column: Annotated[Optional[list[str]], typer.Option(help="Text column, or several (comma-separated or repeated: title,text) read as one, each part a new sentence [default: text].")] = None,
+    text_column: Annotated[Optional[list[str]], typer.Option(metavar="COLUMNS", help="Text column, or several (comma-separated or repeated: title,text) read as one, each part a new sentence [default: text].")] = None,
     label_column: Annotated[Optional[str], typer.Option(help="Label column [default: label].")] = None,
     multi_label: Annotated[Optional[bool], typer.Option("--multi-label", help="Each document has a set of labels: a list column, or labels joined by --label-separator.", show_default=False)] = None,
     label_separator: Annotated[Optional[str], typer.Option(help="Separator of multi-label labels in one string [default: ,].")] = None,
@@ -160,7 +160,7 @@ def predict(
     output: Annotated[Path, typer.Option("--output", "-o", help="Parquet file to write.")],
     id_column: Annotated[Optional[str], typer.Option(help="Column copied to the output to join on [default: the model's id column if the input has it, else a row_id column is added].")] = None,
     keep_columns: Annotated[
-        Optional[list[str]], typer.Option(help="More input columns to copy, comma-separated or repeated.")
+        Optional[list[str]], typer.Option(metavar="COLUMNS", help="More input columns to copy, comma-separated or repeated.")
     ] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Also write the k most likely labels and their probabilities (-1: all).")] = 1,
     threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Leave labels below this probability out of the top-k lists; for a multi-label model, also the probability a label needs to be predicted [default: its threshold tuned on valid].")] = None,

@@ -303,6 +303,9 @@ def test_title_and_text_columns_read_as_one_document(tmp_path):
     invoke("predict", out, tmp_path / "test.parquet", "-o", tmp_path / "p.parquet")
     predicted = pd.read_parquet(tmp_path / "p.parquet")["pred_label"]
     assert (predicted == test["label"]).mean() >= 0.9  # chance: 1/3; the text alone says nothing
+    invoke("predict", out, tmp_path / "test.parquet", "-o", tmp_path / "p2.parquet",
+           "--text-column", "title", "--text-column", "text")  # the flag repeated: the same
+    assert pd.read_parquet(tmp_path / "p2.parquet")["pred_label"].tolist() == predicted.tolist()
     # Predictor on a DataFrame (Ray, Spark) reads the same two columns
     assert Predictor(out)(test.head(6))["pred_label"].tolist() == predicted.head(6).tolist()
     invoke("explain", out, tmp_path / "test.parquet", "-o", tmp_path / "s.csv", "--level", "sentence",
