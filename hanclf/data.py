@@ -316,7 +316,8 @@ def read_labelled(path: Path, config: DataConfig, split: str | None = None) -> L
             )
         if texts[i] is None or not texts[i].strip():
             raise UsageError(
-                f"{path}: row {i + 1} has empty text in column {' + '.join(map(repr, text_names))}; "
+                f"{path}: row {i + 1} has empty text in column{'s' * (len(text_names) > 1)} "
+                f"{', '.join(map(repr, text_names))}; "
                 "fill or drop such rows"
             )
     return LabelledSet([texts[i] for i in rows], [labels[i] for i in rows], where)

@@ -22,11 +22,11 @@ import numpy as np
 from hanclf.data import SPLIT_COLUMN, require_split_column, rows_in_split
 from hanclf.errors import UsageError
 from hanclf.io import (
+    TextColumns,
     atomic_output,
     check_input,
     check_output,
     column_names,
-    TextColumns,
     iter_batches,
     require_columns,
     text_columns,

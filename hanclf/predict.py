@@ -31,11 +31,11 @@ from hanclf.artifact import load
 from hanclf.data import EncodedDoc, collate, encode_texts, index_tokens, size_batches, truncate
 from hanclf.errors import HanclfError, UsageError
 from hanclf.io import (
+    TextColumns,
     atomic_output,
     check_input,
     column_names,
     input_format,
-    TextColumns,
     iter_batches,
     require_columns,
     text_columns,

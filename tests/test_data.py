@@ -366,6 +366,17 @@ def test_read_labelled_rejects_bad_rows(tmp_path, texts, labels, message):
         read_labelled(path, DataConfig())
 
 
+def test_read_labelled_joins_text_columns_and_names_them_when_all_are_empty(tmp_path):
+    path = tmp_path / "data.parquet"
+    pd.DataFrame({"title": ["Great", None, None], "text": ["Loved it.", "Fine.", " "],
+                  "label": ["pos", "pos", "neg"]}).to_parquet(path)
+    config = DataConfig(text_column=["title", "text"])
+    with pytest.raises(UsageError, match="row 3 has empty text in columns 'title', 'text'"):
+        read_labelled(path, config)
+    pd.read_parquet(path).iloc[:2].to_parquet(path)
+    assert read_labelled(path, config).texts == ["Great\n\nLoved it.", "Fine."]
+
+
 def test_unlabelled_test_rows_are_ignored(tmp_path):
     path = tmp_path / "data.parquet"
     frame(4, split=["train", "train", "valid", "test"]).assign(
