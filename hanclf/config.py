@@ -54,6 +54,9 @@ class TrainConfig:
     embeddings_file: str | None = None
     freeze_embeddings: bool = False
     max_epochs: int = 10
+    # An ensemble's members (model.members) train on the same batches in the same order, or,
+    # false, each on its own draw of batches, as separately trained models would.
+    shared_batches: bool = True
     patience: int = 3  # early stopping: epochs without a better valid accuracy
     seed: int = 42
     accelerator: str = "auto"

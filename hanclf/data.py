@@ -233,10 +233,11 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     def __init__(
         self, sizes: list[int], batch_size: int, shuffle: bool, seed: int = 0,
-        rank: int = 0, world_size: int = 1, pad: bool = False,
+        rank: int = 0, world_size: int = 1, pad: bool = False, stream: int = 0,
     ) -> None:
         self.sizes = np.asarray(sizes)
         self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, seed, 0
+        self.stream = stream  # draws independent of stream 0's (which has the plain seed's)
         self.rank, self.world_size, self.pad = rank, world_size, pad
         # Lightning calls set_epoch before every epoch on a loader's `sampler` and on its batch
         # sampler's `sampler` (as torch's BatchSampler has), never on the batch sampler itself:
@@ -252,7 +253,8 @@ class BucketBatchSampler(Sampler[list[int]]):
         return math.ceil(len(range(self.rank, len(self.sizes), self.world_size)) / self.batch_size)
 
     def __iter__(self):
-        rng = np.random.default_rng((self.seed, self.epoch))
+        key = (self.seed, self.epoch) if self.stream == 0 else (self.seed, self.epoch, self.stream)
+        rng = np.random.default_rng(key)
         order = rng.permutation(len(self.sizes)) if self.shuffle else np.arange(len(self.sizes))
         if not self.pad:
             order = order[self.rank :: self.world_size]
@@ -268,6 +270,42 @@ class BucketBatchSampler(Sampler[list[int]]):
             return iter(batches)
         padded = [batches[i % len(batches)] for i in range(len(self) * self.world_size)]
         return iter(padded[self.rank :: self.world_size])
+
+
+class MemberBatchSampler(Sampler[list[list[int]]]):
+    """A batch for each member of an ensemble at every step, from one BucketBatchSampler each
+    (streams 0, 1, ...: member 0 draws what a single model would), so that members also differ
+    in the order and company in which they see the documents, as separately trained models do.
+    Each step is a list of index lists; `MemberDocs` fetches them."""
+
+    def __init__(self, samplers: list[BucketBatchSampler]) -> None:
+        self.samplers = samplers
+        self.sampler = self  # where Lightning calls set_epoch (see BucketBatchSampler)
+
+    def set_epoch(self, epoch: int) -> None:
+        for sampler in self.samplers:
+            sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.samplers[0])  # the same for every stream: the same documents
+
+    def __iter__(self):
+        return map(list, zip(*self.samplers))
+
+
+class MemberDocs(Dataset):
+    """LabelledDocs fetched a whole batch at a time: the DataLoader asks for each member's batch
+    of a MemberBatchSampler step in turn, and collate_members pads each on its own."""
+
+    def __init__(self, docs: LabelledDocs) -> None:
+        self.docs = docs
+
+    def __getitem__(self, batch: list[int]) -> list[tuple[EncodedDoc, Target]]:
+        return [self.docs[i] for i in batch]
+
+
+def collate_members(batches: list[list[tuple[EncodedDoc, Target]]]) -> list[dict[str, torch.Tensor]]:
+    return [collate_labelled(items) for items in batches]
 
 
 def require_split_column(path: Path, split: str | None) -> None:

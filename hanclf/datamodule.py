@@ -16,7 +16,10 @@ from hanclf.config import DataConfig
 from hanclf.data import (
     BucketBatchSampler,
     LabelledDocs,
+    MemberBatchSampler,
+    MemberDocs,
     collate_labelled,
+    collate_members,
     doc_size,
     tokenize_in_parallel,
     training_sets,
@@ -27,14 +30,19 @@ from hanclf.vocab import Labels, Vocab
 
 
 class HANDataModule(pl.LightningDataModule):
-    """Reads the training data, builds the vocabulary and labels from `train`, encodes both sets."""
+    """Reads the training data, builds the vocabulary and labels from `train`, encodes both sets.
+
+    With `member_batches` > 1 every training step is a list of that many batches, one for each
+    member of an ensemble, each member with its own order (MemberBatchSampler)."""
 
     def __init__(
-        self, train_path: Path, valid_path: Path | None, config: DataConfig, batch_size: int, seed: int
+        self, train_path: Path, valid_path: Path | None, config: DataConfig, batch_size: int, seed: int,
+        member_batches: int = 1,
     ) -> None:
         super().__init__()
         self.train_path, self.valid_path = train_path, valid_path
         self.config, self.batch_size, self.seed = config, batch_size, seed
+        self.member_batches = member_batches
         self.vocab: Vocab | None = None
         self.labels: Labels | None = None
 
@@ -69,15 +77,21 @@ class HANDataModule(pl.LightningDataModule):
             [doc for part in valid_parts for doc in part.encoded(self.vocab)], valid_targets
         )
 
-    def _loader(self, dataset: LabelledDocs, training: bool) -> DataLoader:
-        sampler = BucketBatchSampler(
+    def _sampler(self, dataset: LabelledDocs, training: bool, stream: int = 0) -> BucketBatchSampler:
+        return BucketBatchSampler(
             [doc_size(d) for d in dataset.docs], self.batch_size, shuffle=training, seed=self.seed,
             rank=self.trainer.global_rank, world_size=self.trainer.world_size, pad=training,
+            stream=stream,
         )
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_labelled)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, training=True)
+        if self.member_batches == 1:
+            sampler = self._sampler(self.train_set, training=True)
+            return DataLoader(self.train_set, batch_sampler=sampler, collate_fn=collate_labelled)
+        samplers = [self._sampler(self.train_set, True, stream) for stream in range(self.member_batches)]
+        return DataLoader(MemberDocs(self.train_set), batch_sampler=MemberBatchSampler(samplers),
+                          collate_fn=collate_members)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.valid_set, training=False)
+        sampler = self._sampler(self.valid_set, training=False)
+        return DataLoader(self.valid_set, batch_sampler=sampler, collate_fn=collate_labelled)

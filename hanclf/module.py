@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from hanclf.config import TrainConfig
 from hanclf.errors import HanclfError
 from hanclf.metrics import confusion_matrix, multilabel_counts, multilabel_report, report
-from hanclf.model import HANConfig, build_model, probabilities
+from hanclf.model import HANConfig, build_model, members, probabilities
 
 
 class HANClassifier(pl.LightningModule):
@@ -52,15 +52,23 @@ class HANClassifier(pl.LightningModule):
             logits.float(), labels, label_smoothing=self.train_config.label_smoothing
         )
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self._loss(self(batch), batch["labels"])
+    def training_step(self, batch: dict[str, torch.Tensor] | list[dict[str, torch.Tensor]], batch_idx: int) -> torch.Tensor:
+        if isinstance(batch, list):  # one batch for each member of the ensemble (shared_batches false)
+            loss = torch.stack([
+                self._loss(member(b["tokens"], b["word_lengths"], b["sent_lengths"])[0], b["labels"])
+                for member, b in zip(members(self.model), batch)
+            ]).mean()
+            documents = sum(len(b["labels"]) for b in batch)
+        else:
+            loss = self._loss(self(batch), batch["labels"])
+            documents = len(batch["labels"])
         if not torch.isfinite(loss):
             raise HanclfError(
                 f"training loss became {loss.item()} at epoch {self.current_epoch + 1}, step "
                 f"{self.global_step + 1}; lower the learning rate (e.g. --set train.lr="
                 f"{self.train_config.lr / 10:g}) and train again"
             )
-        self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
+        self.log("train_loss", loss, prog_bar=True, batch_size=documents)
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:

@@ -180,7 +180,8 @@ def _train(
     pl.seed_everything(t.seed, workers=True, verbose=False)
 
     start = time.perf_counter()
-    datamodule = HANDataModule(data, valid, config.data, t.batch_size, t.seed)
+    member_batches = 1 if t.shared_batches else config.model["members"]
+    datamodule = HANDataModule(data, valid, config.data, t.batch_size, t.seed, member_batches)
     datamodule.setup("fit")
     vocab, labels = datamodule.vocab, datamodule.labels
     han_config = config.han_config(len(vocab), len(labels))

@@ -16,8 +16,12 @@ from hanclf.data import (
     BUCKET_POOL,
     BucketBatchSampler,
     EncodedDoc,
+    LabelledDocs,
+    MemberBatchSampler,
+    MemberDocs,
     collate,
     collate_labelled,
+    collate_members,
     doc_size,
     index_tokens,
     read_labelled,
@@ -285,6 +289,30 @@ def test_training_shards_with_fewer_batches_than_processes():
               for r in range(4)]
     assert [len(s) for s in shards] == [1, 1, 1, 1]
     assert all(sorted(s[0]) == list(range(10)) for s in shards)
+
+
+def test_each_member_of_an_ensemble_gets_its_own_draw_of_batches():
+    def draw(stream: int) -> BucketBatchSampler:
+        return BucketBatchSampler(SIZES, 8, shuffle=True, seed=5, pad=True, stream=stream)
+
+    members = MemberBatchSampler([draw(0), draw(1), draw(2)])
+    for epoch in (0, 1):
+        steps = batches(members, epoch)  # set_epoch reaches every stream
+        assert len(steps) == len(members) == len(draw(0)) and all(len(step) == 3 for step in steps)
+        by_member = [[step[m] for step in steps] for m in range(3)]
+        assert by_member[0] == batches(draw(0), epoch)  # member 0: what a single model draws
+        for draws in by_member:  # every member sees every document once an epoch...
+            assert sorted(i for batch in draws for i in batch) == list(range(len(SIZES)))
+        assert by_member[1] != by_member[0] and by_member[2] != by_member[1]  # ...in its own order
+    assert batches(members, 0) != batches(members, 1)
+
+
+def test_member_batches_collate_each_member_on_its_own():
+    docs = [EncodedDoc(np.arange(1, n + 1, dtype=np.int32), np.array([n], dtype=np.int32)) for n in (2, 5, 3)]
+    dataset = MemberDocs(LabelledDocs(docs, [0, 1, 2]))
+    step = collate_members([dataset[[0, 2]], dataset[[1]]])
+    assert [b["labels"].tolist() for b in step] == [[0, 2], [1]]
+    assert [tuple(b["tokens"].shape) for b in step] == [(2, 1, 3), (1, 1, 5)]
 
 
 # --- reading and splitting ------------------------------------------------------------------

@@ -105,3 +105,26 @@ def test_trained_ensemble_is_one_model_directory_that_predicts_the_members_mean(
     assert metrics["valid"]["accuracy"] == 1.0
     assert got[0].argmax() == predictor.labels.names.index("pos")
     assert got[1].argmax() == predictor.labels.names.index("neg")
+
+
+def test_members_trained_on_their_own_batches_each_see_their_own_draw(data_dir, tmp_path, monkeypatch):
+    """train.shared_batches false: every step gives each member a batch of its own, and the
+    ensemble still learns the cue sentences."""
+    steps = []
+    training_step = HANClassifier.training_step
+
+    def spy(self, batch, batch_idx):
+        steps.append([b["labels"].tolist() for b in batch] if isinstance(batch, list) else None)
+        return training_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(HANClassifier, "training_step", spy)
+    config = load_config(None, {
+        "model.embed_dim": 16, "model.word_hidden": 8, "model.sent_hidden": 8,
+        "model.word_att_dim": 8, "model.sent_att_dim": 8, "model.members": 2,
+        "train.max_epochs": 6, "train.lr": 0.01, "train.accelerator": "cpu", "data.min_count": 1,
+        "train.shared_batches": False,
+    })
+    metrics = train(data_dir / "train.csv", tmp_path / "m", config, progress=False)
+    assert steps and all(step is not None and len(step) == 2 for step in steps)
+    assert sum(a != b for a, b in steps) > len(steps) // 2  # different documents, mostly
+    assert metrics["valid"]["accuracy"] >= 0.9  # chance: 1/3
