@@ -278,6 +278,11 @@ def predict_file(
     Workers import the calling script as spawned processes do (hanclf.workers), so a script
     that starts them needs `if __name__ == "__main__":`.
     """
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        # A worker importing a script that calls predict_file unguarded: fail before touching
+        # the output (the main process stops the other workers, maybe in the middle of writing)
+        # or making a pool's semaphores, which a worker that dies this early would leak.
+        raise HanclfError(GUARD_MAIN)
     start = time.perf_counter()
     check_input(input_path)
     if output.suffix.lower() not in (".parquet", ".pq"):
@@ -412,10 +417,6 @@ def _write_in_workers(
 
     Tasks go to whichever worker is free; at most two per worker are in flight, which bounds
     memory, and results are taken in submission order, which keeps the output in input order."""
-    if getattr(multiprocessing.current_process(), "_inheriting", False):
-        # A worker importing a script that calls predict_file unguarded: fail before making the
-        # pool's semaphores, which a worker that dies this early would leak.
-        raise HanclfError(GUARD_MAIN)
     model_here = _model_in_this_process(predictor.device)
     start_server()
     # The workers' own copies of the model stay on the CPU; with the model here, they only
