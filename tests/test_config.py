@@ -46,7 +46,7 @@ def test_preset_overrides_defaults_and_keeps_the_rest():
     # not in the preset: defaults
     assert cfg.data.text_column == "text"
     assert cfg.train.lr == 2e-3
-    assert cfg.model == {**default_config().model, "members": 3}
+    assert cfg.model == {**default_config().model, "members": 3, "word_hidden": 100, "sent_hidden": 100}
     assert load_config("amazon").model["dropout"] == 0.3
 
 
