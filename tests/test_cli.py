@@ -93,6 +93,8 @@ def test_save_load_predict_gives_the_same_probabilities(model_dir, data_dir):
     predictor = Predictor(model_dir, device="cpu")
     vocab_size = len(predictor.artifact.vocab)
     assert predictor.batch_size == 64
+    assert predictor.model.word_encoder.input_gates is None  # built by the first forward pass
+    np.testing.assert_allclose(first, predictor.predict_proba(texts), atol=1e-6)
     assert predictor.model.word_encoder.input_gates.shape == (2, vocab_size, 3 * predictor.model.config.word_hidden)
 
 
