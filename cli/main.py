@@ -178,8 +178,8 @@ def predict(
 
     result = _run(lambda: predict_file(
         model, input, output, text_column=_columns(text_column), id_column=id_column,
-        keep_columns=_columns(keep_columns) or [], top_k=top_k, threshold=threshold, batch_size=batch_size, device=device, devices=devices,
-        force=force,
+        keep_columns=_columns(keep_columns) or [], top_k=top_k, threshold=threshold,
+        batch_size=batch_size, device=device, devices=devices, force=force,
     ))
     rate = result["rows"] / max(result["seconds"], 1e-9)
     workers = f", {result['processes']} worker processes" if result["processes"] > 1 else ""

@@ -38,8 +38,10 @@ class HANClassifier(pl.LightningModule):
         self._probs: list[torch.Tensor] = []
         self._targets: list[torch.Tensor] = []
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        logits, _, _ = self.model(batch["tokens"], batch["word_lengths"], batch["sent_lengths"])
+    def forward(self, batch: dict[str, torch.Tensor], model: torch.nn.Module | None = None) -> torch.Tensor:
+        """Logits of `model` (default: the whole model, an ensemble's (M, B, C)) on `batch`."""
+        model = self.model if model is None else model
+        logits, _, _ = model(batch["tokens"], batch["word_lengths"], batch["sent_lengths"])
         return logits
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -55,8 +57,7 @@ class HANClassifier(pl.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor] | list[dict[str, torch.Tensor]], batch_idx: int) -> torch.Tensor:
         if isinstance(batch, list):  # one batch for each member of the ensemble (shared_batches false)
             loss = torch.stack([
-                self._loss(member(b["tokens"], b["word_lengths"], b["sent_lengths"])[0], b["labels"])
-                for member, b in zip(members(self.model), batch)
+                self._loss(self(b, member), b["labels"]) for member, b in zip(members(self.model), batch)
             ]).mean()
             documents = sum(len(b["labels"]) for b in batch)
         else:
