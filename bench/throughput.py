@@ -172,9 +172,7 @@ def predict_stages(predictor: Predictor, source: Path) -> dict[str, float]:
     docs = encode_texts(texts, vocab, config)
     seconds["tokenize + encode"] = time.perf_counter() - start
     start = time.perf_counter()
-    probs = np.zeros((len(docs), len(predictor.labels)), dtype=np.float32)
-    for index, batch_probs, _, _ in predictor._forward(predictor._batches(docs)):
-        probs[index] = batch_probs.numpy()
+    probs = predictor._probs(len(docs), predictor._batches(docs))
     if predictor.device.type == "cuda":
         torch.cuda.synchronize()
     seconds["batch + model"] = time.perf_counter() - start
