@@ -3,9 +3,9 @@ model and its workers tokenize and batch (the GPU's way; forced here on the CPU 
 
 Runs hanclf.predict.predict_file with --devices workers and measures the main process's CPU
 time, all its threads (reading, sending texts, receiving batches, building the output table,
-writing), less the thread time spent in the model's forward pass. Rows over that time is the
-rate the main process could keep up with if the model cost nothing: a ceiling for `hanclf
-predict` on a GPU whatever the GPU does.
+writing), less the thread time spent running the model (on a GPU: queueing its work and waiting
+for it). Rows over that time is the rate the main process could keep up with if the model cost
+nothing: a ceiling for `hanclf predict` on a GPU whatever the GPU does.
 
     python bench/predict_main_process.py --model MODEL_DIR --data reviews.parquet --devices 2
 """
@@ -16,10 +16,15 @@ import argparse
 import resource
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
 
 import hanclf.predict as predict
+
+T = TypeVar("T")
 
 
 def process_cpu_seconds() -> float:
@@ -37,20 +42,22 @@ def main() -> None:
 
     predict._model_in_this_process = lambda device: True  # the GPU's way, on any device
     in_model = 0.0
-    forward = predict.Predictor._forward
+    queue_probs = predict.Predictor._queue_probs
 
-    def timed_forward(self, batches) -> Iterator:
+    def in_the_model(work: Callable[[], T]) -> T:
         nonlocal in_model
-        results = forward(self, batches)
-        while True:
-            start = time.thread_time()
-            item = next(results, None)
+        start = time.thread_time()
+        try:
+            return work()
+        finally:
             in_model += time.thread_time() - start
-            if item is None:
-                return
-            yield item
 
-    predict.Predictor._forward = timed_forward
+    def timed_queue_probs(self, documents, batches) -> Callable[[], np.ndarray]:
+        # Queueing the model's work, and on a GPU the wait for its result, count as the model's.
+        result = in_the_model(lambda: queue_probs(self, documents, batches))
+        return lambda: in_the_model(result)
+
+    predict.Predictor._queue_probs = timed_queue_probs
     predict.start_server()  # started before the clock, as the CLI starts it before its imports
     cpu, wall = process_cpu_seconds(), time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

@@ -165,6 +165,7 @@ def collate(docs: list[EncodedDoc]) -> dict[str, torch.Tensor]:
         "tokens": torch.from_numpy(tokens.reshape(B, S, W)),
         "word_lengths": torch.from_numpy(word_lengths.reshape(B, S)),
         "sent_lengths": torch.from_numpy(sentences),
+        "sentence_slots": torch.from_numpy(slot),  # (N,) the real sentences' places in (B, S)
     }
 
 

@@ -241,29 +241,34 @@ class HAN(nn.Module):
         self.word_encoder.precompute_input_gates(self.embedding)
 
     def forward(
-        self, tokens: torch.Tensor, word_lengths: torch.Tensor, sent_lengths: torch.Tensor
+        self, tokens: torch.Tensor, word_lengths: torch.Tensor, sent_lengths: torch.Tensor,
+        sentence_slots: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns logits (B, C), word attention (B, S, W) and sentence attention (B, S)."""
+        """Returns logits (B, C), word attention (B, S, W) and sentence attention (B, S).
+
+        sentence_slots (N,): b * S + s for each of the N real sentences (collate's). Selecting
+        them with a boolean mask instead would make the host wait for the GPU at every batch."""
         B, S, W = tokens.shape
         is_sentence = word_lengths > 0  # (B, S)
 
         # Word level: the N real sentences of the whole batch go through the GRU at once.
         sent_vecs, word_alpha = attend_words(  # (N, 2Hw), (N, W)
-            tokens[is_sentence], word_lengths[is_sentence],
+            tokens.view(B * S, W)[sentence_slots], word_lengths.view(B * S)[sentence_slots],
             self.embedding, self.dropout, self.word_encoder, self.word_attention,
         )
 
         # Back to documents: scatter the N sentence vectors into their (B, S) slots.
-        doc_sents = sent_vecs.new_zeros(B, S, sent_vecs.size(-1))  # (B, S, 2Hw)
-        doc_sents[is_sentence] = sent_vecs
+        doc_sents = sent_vecs.new_zeros(B * S, sent_vecs.size(-1))
+        doc_sents[sentence_slots] = sent_vecs
+        doc_sents = doc_sents.view(B, S, -1)  # (B, S, 2Hw)
         h_sents = self.sent_encoder(self.dropout(doc_sents), sent_lengths)  # (B, S, 2Hs)
         pooled = doc_sents if self.config.doc_pooling == "sentences" else h_sents
         doc_vecs, sent_alpha = self.sent_attention(h_sents, is_sentence, pooled)  # (B, D), (B, S)
 
         logits = self.classifier(self.dropout(doc_vecs))  # (B, C)
-        word_att = word_alpha.new_zeros(B, S, W)
-        word_att[is_sentence] = word_alpha
-        return logits, word_att, sent_alpha
+        word_att = word_alpha.new_zeros(B * S, W)
+        word_att[sentence_slots] = word_alpha
+        return logits, word_att.view(B, S, W), sent_alpha
 
 
 class FlatAttention(nn.Module):
@@ -289,8 +294,10 @@ class FlatAttention(nn.Module):
         self.encoder.precompute_input_gates(self.embedding)
 
     def forward(
-        self, tokens: torch.Tensor, word_lengths: torch.Tensor, sent_lengths: torch.Tensor
+        self, tokens: torch.Tensor, word_lengths: torch.Tensor, sent_lengths: torch.Tensor,
+        sentence_slots: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """HAN.forward's inputs and outputs; the flat model reads words, not sentence slots."""
         B, S, W = tokens.shape
         is_word = torch.arange(W, device=tokens.device) < word_lengths.unsqueeze(-1)  # (B, S, W)
         doc_lengths = word_lengths.sum(1)  # (B,)
@@ -331,10 +338,12 @@ class Ensemble(nn.Module):
             member.precompute_word_gates()
 
     def forward(
-        self, tokens: torch.Tensor, word_lengths: torch.Tensor, sent_lengths: torch.Tensor
+        self, tokens: torch.Tensor, word_lengths: torch.Tensor, sent_lengths: torch.Tensor,
+        sentence_slots: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns logits (M, B, C), word attention (B, S, W) and sentence attention (B, S)."""
-        logits, word_att, sent_att = zip(*(m(tokens, word_lengths, sent_lengths) for m in self.members))
+        inputs = tokens, word_lengths, sent_lengths, sentence_slots
+        logits, word_att, sent_att = zip(*(m(*inputs) for m in self.members))
         return torch.stack(logits), torch.stack(word_att).mean(0), torch.stack(sent_att).mean(0)
 
 

@@ -41,7 +41,8 @@ class HANClassifier(pl.LightningModule):
     def forward(self, batch: dict[str, torch.Tensor], model: torch.nn.Module | None = None) -> torch.Tensor:
         """Logits of `model` (default: the whole model, an ensemble's (M, B, C)) on `batch`."""
         model = self.model if model is None else model
-        logits, _, _ = model(batch["tokens"], batch["word_lengths"], batch["sent_lengths"])
+        inputs = (batch[k] for k in ("tokens", "word_lengths", "sent_lengths", "sentence_slots"))
+        logits, _, _ = model(*inputs)
         return logits
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

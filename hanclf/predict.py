@@ -14,7 +14,7 @@ import multiprocessing
 import signal
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -132,7 +132,8 @@ class Predictor:
     def _forward(
         self, batches: Iterable[Batch]
     ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Run the batches; yields (doc indices, probs, word att, sent att) for each."""
+        """Run the batches; yields (doc indices, probs, word att, sent att) for each, tensors on
+        the model's device (on a GPU, possibly still being computed)."""
         if self._word_gates_pending:
             self.model.precompute_word_gates()
             self._word_gates_pending = False
@@ -142,8 +143,7 @@ class Predictor:
             for index, inputs in batches:
                 batch = {k: torch.as_tensor(v).to(self.device, non_blocking=True) for k, v in inputs.items()}
                 logits, word_att, sent_att = self.model(**batch)
-                probs = probabilities(logits, self.labels.multi_label)
-                yield index, probs.cpu(), word_att.cpu(), sent_att.cpu()
+                yield index, probabilities(logits, self.labels.multi_label), word_att, sent_att
 
     def predict_proba(self, texts: Sequence[str | None]) -> np.ndarray:
         """Class probabilities (len(texts), len(labels)), columns in `self.labels.names` order;
@@ -157,10 +157,29 @@ class Predictor:
         return self._probs(len(tokenized), self._batches(index_tokens(tokenized, config).encoded(vocab)))
 
     def _probs(self, documents: int, batches: Iterable[Batch]) -> np.ndarray:
-        probs = np.zeros((documents, len(self.labels)), dtype=np.float32)
-        for index, batch_probs, _, _ in self._forward(batches):
-            probs[index] = batch_probs.numpy()
-        return probs
+        return self._queue_probs(documents, batches)()
+
+    def _queue_probs(self, documents: int, batches: Iterable[Batch]) -> Callable[[], np.ndarray]:
+        """Start the model on `batches` of `documents` documents; returns the function that
+        waits for their probabilities, (documents, labels). On a GPU this returns as soon as the
+        work is queued, leaving this process free until it needs the result."""
+        queued = [
+            (index, probs.to("cpu", non_blocking=True))  # into pinned memory, asynchronously
+            for index, probs, _, _ in self._forward(batches)
+        ]
+        copied = torch.cuda.Event() if self.device.type == "cuda" else None
+        if copied is not None:
+            copied.record(torch.cuda.current_stream(self.device))
+
+        def result() -> np.ndarray:
+            if copied is not None:
+                copied.synchronize()
+            probs = np.zeros((documents, len(self.labels)), dtype=np.float32)
+            for index, batch_probs in queued:
+                probs[index] = batch_probs.numpy()
+            return probs
+
+        return result
 
     def attend(self, texts: Sequence[str | None]) -> list[DocAttention]:
         """Probabilities plus word and sentence attention for each text."""
@@ -168,7 +187,8 @@ class Predictor:
         vocab, config = self.artifact.vocab, self.artifact.config.data
         docs = index_tokens(tokens, config).encoded(vocab)
         out: list[DocAttention | None] = [None] * len(docs)
-        for index, probs, word_att, sent_att in self._forward(self._batches(docs)):
+        for index, *on_device in self._forward(self._batches(docs)):
+            probs, word_att, sent_att = (t.cpu() for t in on_device)
             for row, i in enumerate(index):
                 sentences = tokens[i]
                 out[i] = DocAttention(
@@ -196,8 +216,7 @@ class Predictor:
         return pa.schema(fields)
 
     def predict_table(
-        self, texts: Sequence[str | None], top_k: int = 1, threshold: float | None = None,
-        batches: Iterable[Batch] | None = None,
+        self, texts: Sequence[str | None], top_k: int = 1, threshold: float | None = None
     ) -> pa.Table:
         """The prediction columns for `texts` (see `output_schema`).
 
@@ -205,12 +224,17 @@ class Predictor:
         and pred_probs, every label whose probability reaches its threshold (tuned on valid, or
         `threshold` for all), most likely first. Both: empty_text and, with top_k > 1 (-1: all),
         top_labels / top_probs, the k most likely labels whose probability is at least
-        `threshold`, most likely first (fastText's predict-prob k th). `batches`: those of
-        `self.batches(texts)`, where already made.
+        `threshold`, most likely first (fastText's predict-prob k th).
         """
+        self.check_top_k(top_k)  # before the model runs
+        return self._table(texts, self.predict_proba(texts), top_k, threshold)
+
+    def _table(
+        self, texts: Sequence[str | None], probs: np.ndarray, top_k: int, threshold: float | None
+    ) -> pa.Table:
+        """predict_table's columns, from the probabilities of `texts`."""
         schema = self.output_schema(top_k)
         k = self.check_top_k(top_k)
-        probs = self._probs(len(texts), self.batches(texts) if batches is None else batches)
         ranked = np.argsort(-probs, axis=1, kind="stable")
         values = [self.labels.value(n) for n in self.labels.names]
 
@@ -434,12 +458,23 @@ def _write_in_workers(
 
     def labelled() -> Iterator[tuple[pa.RecordBatch, pa.Table]]:
         in_flight: deque[tuple[pa.RecordBatch, list[str | None], Future]] = deque()
+        # With the model here: tasks whose batches are queued on the GPU. Each task's table is
+        # built once the next task is queued, so the GPU computes while this process builds
+        # tables, writes and takes in batches.
+        on_model: deque[tuple[pa.RecordBatch, list[str | None], Callable[[], np.ndarray]]] = deque()
 
-        def done() -> tuple[pa.RecordBatch, pa.Table]:
+        def done() -> Iterator[tuple[pa.RecordBatch, pa.Table]]:
             part, texts, result = in_flight.popleft()
-            if model_here:
-                return part, predictor.predict_table(texts, job.top_k, job.threshold, result.result())
-            return part, result.result()
+            if not model_here:
+                yield part, result.result()
+                return
+            on_model.append((part, texts, predictor._queue_probs(len(texts), result.result())))
+            if len(on_model) > 1:
+                yield from_model()
+
+        def from_model() -> tuple[pa.RecordBatch, pa.Table]:
+            part, texts, probs = on_model.popleft()
+            return part, predictor._table(texts, probs(), job.top_k, job.threshold)
 
         for batch in batches:
             for offset in range(0, batch.num_rows, WORKER_ROWS):
@@ -447,9 +482,11 @@ def _write_in_workers(
                 texts = job.texts(part)
                 in_flight.append((part, texts, pool.submit(work, texts)))
                 while len(in_flight) > 2 * processes:
-                    yield done()
+                    yield from done()
         while in_flight:
-            yield done()
+            yield from done()
+        while on_model:
+            yield from_model()
 
     try:
         return job.write(path, labelled())

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -31,6 +32,19 @@ def invoke(*args: str | Path) -> str:
     result = CliRunner().invoke(app, [str(a) for a in args])
     assert result.exit_code == 0, result.output
     return result.output
+
+
+def assert_same_predictions(a: pa.Table, b: pa.Table) -> None:
+    """Equal prediction files but for the last bit of a probability: worker processes put other
+    rows in a document's batch, and on some CPUs (an Intel Xeon here; not an AMD EPYC) the
+    kernels round a row differently in batches of other sizes."""
+    assert a.schema == b.schema and a.schema.metadata == b.schema.metadata
+    for name in a.column_names:
+        x, y = a.column(name).to_pylist(), b.column(name).to_pylist()
+        if name in ("pred_prob", "top_probs"):
+            np.testing.assert_allclose(np.array(x, float), np.array(y, float), rtol=0, atol=1e-6)
+        else:
+            assert x == y, name
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +90,7 @@ def test_predict_in_two_workers_equals_one_process(model_dir, reviews, tmp_path,
     assert "5000 rows" in said and "2 worker processes" in said
     a, b = pq.read_table(one), pq.read_table(two)
     assert b.num_rows == 5_000 and b.column("row_id").to_pylist() == list(range(5_000))
-    assert a.equals(b) and a.schema.metadata == b.schema.metadata
+    assert_same_predictions(a, b)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.parquet", "two.parquet"]
 
 
@@ -88,7 +102,7 @@ def test_predict_workers_read_csv_too(model_dir, reviews, tmp_path):
     invoke("predict", model_dir, csv, "-o", two, "--id-column", "id", "--devices", "2", "--device", "cpu")
     a, b = pq.read_table(one), pq.read_table(two)
     assert b.column("id").to_pylist() == [f"r{i:05d}" for i in range(3_000)]
-    assert a.equals(b)
+    assert_same_predictions(a, b)
 
 
 @pytest.mark.slow
@@ -136,24 +150,31 @@ def test_with_the_model_on_a_gpu_every_core_but_one_batches(reviews, monkeypatch
 
 
 def test_workers_that_only_batch_for_a_model_here_equal_one_process(model_dir, reviews, tmp_path, monkeypatch):
-    """The GPU's way (workers tokenize and batch, this process runs the model), run on the CPU."""
+    """The GPU's way (workers tokenize and batch, this process runs the model), run on the CPU:
+    each task's model work is queued before the task before it is turned into a table."""
     monkeypatch.setattr(hanclf.predict, "WORKER_ROWS", 700)
     monkeypatch.setattr(hanclf.predict, "_model_in_this_process", lambda device: True)
-    given_batches = []
-    predict_table = Predictor.predict_table
+    steps: list[str] = []
+    batches, queue_probs, table = Predictor.batches, Predictor._queue_probs, Predictor._table
 
-    def spy(self, texts, top_k=1, threshold=None, batches=None):
-        given_batches.append(batches is not None)
-        return predict_table(self, texts, top_k, threshold, batches)
+    def spy(name, method):
+        def called(self, *args, **kwargs):
+            steps.append(name)
+            return method(self, *args, **kwargs)
+        return called
 
-    monkeypatch.setattr(Predictor, "predict_table", spy)
+    monkeypatch.setattr(Predictor, "batches", spy("batch", batches))
+    monkeypatch.setattr(Predictor, "_queue_probs", spy("queue", queue_probs))
+    monkeypatch.setattr(Predictor, "_table", spy("table", table))
     one, two = tmp_path / "one.parquet", tmp_path / "two.parquet"
     predict_file(model_dir, reviews, one, top_k=2, device="cpu", devices=1)
-    assert given_batches == [False]  # one process makes its own batches
-    given_batches.clear()
+    assert steps == ["batch", "queue", "table"]  # one process: one input batch of 5,000 rows
+    steps.clear()
     predict_file(model_dir, reviews, two, top_k=2, device="cpu", devices=2)
-    assert given_batches == [True] * 8  # 5,000 rows in tasks of 700, batched by the workers
-    assert pq.read_table(one).equals(pq.read_table(two))
+    # 5,000 rows in 8 tasks of up to 700, batched by the workers (no "batch" here); task k + 1
+    # is queued before task k's table is built.
+    assert steps == ["queue"] + ["queue", "table"] * 7 + ["table"]
+    assert_same_predictions(pq.read_table(one), pq.read_table(two))
 
 
 def test_the_cli_starts_the_fork_server_early_only_when_workers_are_likely(tmp_path, monkeypatch):
