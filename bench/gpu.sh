@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The GPU figures of the speed targets in one run (a lent GPU machine gives minutes, not hours):
+#   0. the GPU-only test: HAN's forward pass makes no synchronizing call (needs pytest);
 #   1. bench/gpu_profile.py: milliseconds per batch of a training step and of inference at
 #      batches of 64 to 2,048 documents, without Lightning, and where the time goes;
 #   2. training batch size against time to accuracy: the imdb preset's model alone (the preset
@@ -39,6 +40,9 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>
 nproc
 precision=32-true
 "$py" -c "import torch; exit(0 if torch.cuda.is_available() else 1)" && precision=bf16-mixed
+
+step "0. the forward pass never waits for the GPU (tests/test_model.py)"
+"$py" -m pytest -q -p no:cacheprovider tests/test_model.py -k never_waits 2>&1 | tail -5
 
 wanted 1 && step "1. gpu_profile.py" && timeout 150 "$py" bench/gpu_profile.py --data "$data" --rows 8192 --batch-sizes 64 256 1024 2048 2>&1 | grep -v Warning
 

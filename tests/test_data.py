@@ -135,6 +135,7 @@ def test_collate_shapes_and_contents():
     ]
     assert batch["word_lengths"].tolist() == [[3, 1, 0], [1, 0, 0], [1, 1, 2]]
     assert batch["sent_lengths"].tolist() == [2, 1, 3]
+    assert batch["sentence_slots"].tolist() == [0, 1, 3, 6, 7, 8]  # b * 3 + s of real sentences
     assert doc_size(docs[0]) == 2 * 3
 
 

@@ -253,3 +253,21 @@ def test_the_padded_bigru_reads_each_row_from_its_own_ends():
     # a row alone: its backward state at word 0 has read every word, from the last one
     alone, _ = encoder.gru(x[2:3, :4])
     torch.testing.assert_close(encoder.padded(x, lengths)[2, :4], alone[0], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bench/gpu.sh runs it)")
+@pytest.mark.parametrize("members", [1, 3])
+def test_on_a_gpu_the_forward_pass_never_waits_for_the_gpu(members):
+    """predict queues the next batches on the GPU while it builds the last ones' output: any
+    synchronizing operation in the forward pass (a boolean mask, .item()) would stall that."""
+    torch.manual_seed(0)
+    model = build_model(HANConfig(vocab_size=VOCAB, num_classes=3, members=members)).cuda().eval()
+    batch = {k: v.cuda() for k, v in collate(DOCS).items()}
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16):
+            logits, _, _ = model(**batch)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(logits.float()).all()
