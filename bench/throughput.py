@@ -155,7 +155,8 @@ def baseline_predict(model: Path, device: str, source: Path, out: Path) -> None:
         for start in range(0, len(texts), BASELINE_BATCH):
             docs = [plain_encode(t, vocab, config) for t in texts[start : start + BASELINE_BATCH]]
             batch = {k: v.to(torch_device) for k, v in collate(docs).items()}
-            p = torch.softmax(plain_han_logits(han, **batch).float(), -1).cpu().numpy()
+            logits = plain_han_logits(han, batch["tokens"], batch["word_lengths"], batch["sent_lengths"])
+            p = torch.softmax(logits.float(), -1).cpu().numpy()
             labels += [artifact.labels.names[i] for i in p.argmax(1)]
             probs += p.max(1).tolist()
     pq.write_table(pa.table({"pred_label": labels, "pred_prob": probs}), out)
