@@ -41,7 +41,7 @@ from hanclf.io import (
     text_columns,
     text_values,
 )
-from hanclf.model import probabilities
+from hanclf.model import PAD, probabilities
 from hanclf.tokenize import tokenize_all
 from hanclf.workers import MIN_ROWS_PER_PROCESS, TEXT_BYTES_PER_ROW, context, cores, start_server
 
@@ -157,27 +157,38 @@ class Predictor:
         return self._probs(len(tokenized), self._batches(index_tokens(tokenized, config).encoded(vocab)))
 
     def _probs(self, documents: int, batches: Iterable[Batch]) -> np.ndarray:
-        return self._queue_probs(documents, batches)()
+        probs, _ = self._queue_probs(documents, batches)()
+        return probs
 
-    def _queue_probs(self, documents: int, batches: Iterable[Batch]) -> Callable[[], np.ndarray]:
+    def _queue_probs(
+        self, documents: int, batches: Iterable[Batch]
+    ) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
         """Start the model on `batches` of `documents` documents; returns the function that
-        waits for their probabilities, (documents, labels). On a GPU this returns as soon as the
-        work is queued, leaving this process free until it needs the result."""
+        waits for their probabilities, (documents, labels), and also gives which documents had
+        no word, (documents,) bool. On a GPU this returns as soon as the work is queued, leaving
+        this process free until it needs the result."""
+        no_word = np.zeros(documents, dtype=bool)
+
+        def noting_empty(batches: Iterable[Batch]) -> Iterator[Batch]:
+            for index, inputs in batches:
+                no_word[index] = np.asarray(inputs["tokens"][:, 0, 0]) == PAD  # a wordless document is one PAD
+                yield index, inputs
+
         queued = [
             (index, probs.to("cpu", non_blocking=True))  # into pinned memory, asynchronously
-            for index, probs, _, _ in self._forward(batches)
+            for index, probs, _, _ in self._forward(noting_empty(batches))
         ]
         copied = torch.cuda.Event() if self.device.type == "cuda" else None
         if copied is not None:
             copied.record(torch.cuda.current_stream(self.device))
 
-        def result() -> np.ndarray:
+        def result() -> tuple[np.ndarray, np.ndarray]:
             if copied is not None:
                 copied.synchronize()
             probs = np.zeros((documents, len(self.labels)), dtype=np.float32)
             for index, batch_probs in queued:
                 probs[index] = batch_probs.numpy()
-            return probs
+            return probs, no_word
 
         return result
 
@@ -227,12 +238,13 @@ class Predictor:
         `threshold`, most likely first (fastText's predict-prob k th).
         """
         self.check_top_k(top_k)  # before the model runs
-        return self._table(texts, self.predict_proba(texts), top_k, threshold)
+        probs, no_word = self._queue_probs(len(texts), self.batches(texts))()
+        return self._table(probs, no_word, top_k, threshold)
 
     def _table(
-        self, texts: Sequence[str | None], probs: np.ndarray, top_k: int, threshold: float | None
+        self, probs: np.ndarray, no_word: np.ndarray, top_k: int, threshold: float | None
     ) -> pa.Table:
-        """predict_table's columns, from the probabilities of `texts`."""
+        """predict_table's columns, from the documents' probabilities and which had no word."""
         schema = self.output_schema(top_k)
         k = self.check_top_k(top_k)
         ranked = np.argsort(-probs, axis=1, kind="stable")
@@ -252,7 +264,7 @@ class Predictor:
         else:
             best = ranked[:, 0]
             columns = [[values[i] for i in best], probs[np.arange(len(probs)), best]]
-        columns.append([not (isinstance(t, str) and t.strip()) for t in texts])
+        columns.append(no_word)
         if k > 1:
             columns += above(threshold or 0.0, k)
         return pa.Table.from_arrays(
@@ -461,20 +473,20 @@ def _write_in_workers(
         # With the model here: tasks whose batches are queued on the GPU. Each task's table is
         # built once the next task is queued, so the GPU computes while this process builds
         # tables, writes and takes in batches.
-        on_model: deque[tuple[pa.RecordBatch, list[str | None], Callable[[], np.ndarray]]] = deque()
+        on_model: deque[tuple[pa.RecordBatch, Callable[[], tuple[np.ndarray, np.ndarray]]]] = deque()
 
         def done() -> Iterator[tuple[pa.RecordBatch, pa.Table]]:
             part, texts, result = in_flight.popleft()
             if not model_here:
                 yield part, result.result()
                 return
-            on_model.append((part, texts, predictor._queue_probs(len(texts), result.result())))
+            on_model.append((part, predictor._queue_probs(len(texts), result.result())))
             if len(on_model) > 1:
                 yield from_model()
 
         def from_model() -> tuple[pa.RecordBatch, pa.Table]:
-            part, texts, probs = on_model.popleft()
-            return part, predictor._table(texts, probs(), job.top_k, job.threshold)
+            part, probs_and_no_word = on_model.popleft()
+            return part, predictor._table(*probs_and_no_word(), job.top_k, job.threshold)
 
         for batch in batches:
             for offset in range(0, batch.num_rows, WORKER_ROWS):
