@@ -28,7 +28,7 @@ import torch
 
 from hanclf import __version__
 from hanclf.artifact import load
-from hanclf.data import EncodedDoc, collate, encode_texts, index_tokens, size_batches, truncate
+from hanclf.data import EncodedDoc, WordBatch, encode_texts, index_tokens, pad, size_batches, truncate
 from hanclf.errors import HanclfError, UsageError
 from hanclf.io import (
     TextColumns,
@@ -41,7 +41,7 @@ from hanclf.io import (
     text_columns,
     text_values,
 )
-from hanclf.model import PAD, probabilities
+from hanclf.model import probabilities
 from hanclf.tokenize import tokenize_all
 from hanclf.workers import MIN_ROWS_PER_PROCESS, TEXT_BYTES_PER_ROW, context, cores, start_server
 
@@ -57,9 +57,9 @@ WORKER_ROWS = 1_024  # rows per task sent to a worker: small, so the last ones a
 GUARD_MAIN = 'from a script, call predict_file under `if __name__ == "__main__":`'
 
 
-# Padded model inputs of similar-size documents (collate's tensors, or their numpy arrays as a
-# worker sends them) with the indices of those documents among the texts they came from.
-Batch = tuple[np.ndarray, dict[str, torch.Tensor | np.ndarray]]
+# The words of similar-size documents (padded where the model runs) with the indices of those
+# documents among the texts they came from.
+Batch = tuple[np.ndarray, WordBatch]
 
 
 @dataclass
@@ -122,12 +122,13 @@ class Predictor:
 
     def batches(self, texts: Sequence[str | None]) -> Iterator[Batch]:
         """The model's inputs for `texts`, made as they are needed: the CPU's part of predicting
-        (tokens, ids, padded batches), which predict's workers do for a model on a GPU."""
+        (tokens, ids, batches of similar-size documents), which predict's workers do for a model
+        on a GPU."""
         return self._batches(encode_texts(texts, self.artifact.vocab, self.artifact.config.data))
 
     def _batches(self, docs: list[EncodedDoc]) -> Iterator[Batch]:
         for index in map(np.array, size_batches(docs, self.batch_size, self.max_batch_slots)):
-            yield index, collate([docs[i] for i in index])
+            yield index, WordBatch.of([docs[i] for i in index])
 
     def _forward(
         self, batches: Iterable[Batch]
@@ -140,9 +141,8 @@ class Predictor:
         # bf16 autocast on GPU; the CPU stays in fp32, the precision models are validated in.
         autocast = torch.autocast("cuda", torch.bfloat16, enabled=self.device.type == "cuda")
         with torch.inference_mode(), autocast:
-            for index, inputs in batches:
-                batch = {k: torch.as_tensor(v).to(self.device, non_blocking=True) for k, v in inputs.items()}
-                logits, word_att, sent_att = self.model(**batch)
+            for index, batch in batches:
+                logits, word_att, sent_att = self.model(**pad(batch, self.device))
                 yield index, probabilities(logits, self.labels.multi_label), word_att, sent_att
 
     def predict_proba(self, texts: Sequence[str | None]) -> np.ndarray:
@@ -170,9 +170,9 @@ class Predictor:
         no_word = np.zeros(documents, dtype=bool)
 
         def noting_empty(batches: Iterable[Batch]) -> Iterator[Batch]:
-            for index, inputs in batches:
-                no_word[index] = np.asarray(inputs["tokens"][:, 0, 0]) == PAD  # a wordless document is one PAD
-                yield index, inputs
+            for index, batch in batches:
+                no_word[index] = batch.wordless()
+                yield index, batch
 
         queued = [
             (index, probs.to("cpu", non_blocking=True))  # into pinned memory, asynchronously
@@ -526,8 +526,8 @@ def _predict_texts(texts: list[str | None], top_k: int, threshold: float | None)
 
 
 def _batch_texts(texts: list[str | None]) -> list[Batch]:
-    """The batches of `texts` as numpy arrays, which pickle without torch's shared memory."""
-    return [(index, {k: v.numpy() for k, v in inputs.items()}) for index, inputs in _worker.batches(texts)]
+    """A worker's task when the model is in the main process: the batches of `texts`."""
+    return list(_worker.batches(texts))
 
 
 def _write(
