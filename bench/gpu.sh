@@ -92,10 +92,19 @@ for devices in 1 8 default; do
   wanted 3 && time_left 40 || break
   flag=(--devices "$devices"); [ "$devices" = default ] && flag=()
   start=$(date +%s%N)
-  timeout 120 "$py" -m hanclf predict "$model" "$work/big.parquet" -o "$work/p.parquet" --force "${flag[@]}" 2>&1 | tail -1 || echo "predict --devices $devices FAILED"
+  timeout 120 "$py" -m hanclf predict "$model" "$work/big.parquet" -o "$work/p-$devices.parquet" --force "${flag[@]}" 2>&1 | tail -1 || echo "predict --devices $devices FAILED"
   ms=$((($(date +%s%N) - start) / 1000000))
   echo "predict --devices $devices: $ms ms for $((rows * copies)) rows, $((rows * copies * 1000 / ms)) docs/s"
 done
+# The workers' path (queued GPU work, batches padded on the GPU) against one process's labels.
+wanted 3 && [ -f "$work/p-1.parquet" ] && [ -f "$work/p-default.parquet" ] && "$py" - "$work/p-1.parquet" "$work/p-default.parquet" <<'EOF'
+import sys
+import numpy as np, pyarrow.parquet as pq
+one, workers = (pq.read_table(p) for p in sys.argv[1:])
+same = np.mean(np.array(one["pred_label"].to_pylist()) == np.array(workers["pred_label"].to_pylist()))
+gap = np.abs(one["pred_prob"].to_numpy() - workers["pred_prob"].to_numpy()).max()
+print(f"default workers against one process: {same:.4%} of labels equal, largest probability gap {gap:.4f}")
+EOF
 [ -n "${sampler:-}" ] && kill "$sampler"
 # What the main process spends per row besides the model (its ceiling whatever the GPU does).
 wanted 3 && time_left 60 && timeout 120 "$py" bench/predict_main_process.py --model "$model" \
@@ -109,12 +118,10 @@ wanted 4 && step "4. throughput.py (train, predict) against the baseline" && tim
 
 wanted 5 && step "5. yelp settings compared on valid only (seeds 42 and 1 each; one model unless said)"
 yelp=${YELP:-$(dirname "$data")/yelp_reviews.parquet}
-# The wider GRUs gained 0.9 on valid on the CPU (one model, two seeds); members on their own
-# batches (shared_batches false, three members: the --set members=1 below is overridden) is
-# untried on Yelp.
-for flags in "--set model.word_hidden=100 --set model.sent_hidden=100" "" \
-             "--set model.members=3 --set train.shared_batches=false" "--set model.members=3" \
-             "--set model.word_hidden=150 --set model.sent_hidden=150" "--max-epochs 6 --set model.dropout=0.4"; do
+# Tried on the CPU, not better on valid: GRUs of 150, dropout 0.4, members on their own
+# batches (bench/results/hanclf-cpu-runs.md). Untried there: the settings below.
+for flags in "" "--set train.lr=0.001" "--set model.embed_dim=300" "--max-epochs 6" \
+             "--set train.batch_size=32" "--set train.weight_decay=0.01"; do
   for seed in 42 1; do
     wanted 5 && [ -f "$yelp" ] && time_left 30 || break 2
     echo "yelp seed $seed ${flags:-(preset, members 1)}"
