@@ -469,18 +469,18 @@ def _write_in_workers(
     work = _batch_texts if model_here else functools.partial(_predict_texts, top_k=job.top_k, threshold=job.threshold)
 
     def labelled() -> Iterator[tuple[pa.RecordBatch, pa.Table]]:
-        in_flight: deque[tuple[pa.RecordBatch, list[str | None], Future]] = deque()
+        in_flight: deque[tuple[pa.RecordBatch, Future]] = deque()
         # With the model here: tasks whose batches are queued on the GPU. Each task's table is
         # built once the next task is queued, so the GPU computes while this process builds
         # tables, writes and takes in batches.
         on_model: deque[tuple[pa.RecordBatch, Callable[[], tuple[np.ndarray, np.ndarray]]]] = deque()
 
         def done() -> Iterator[tuple[pa.RecordBatch, pa.Table]]:
-            part, texts, result = in_flight.popleft()
+            part, result = in_flight.popleft()
             if not model_here:
                 yield part, result.result()
                 return
-            on_model.append((part, predictor._queue_probs(len(texts), result.result())))
+            on_model.append((part, predictor._queue_probs(part.num_rows, result.result())))
             if len(on_model) > 1:
                 yield from_model()
 
@@ -491,8 +491,7 @@ def _write_in_workers(
         for batch in batches:
             for offset in range(0, batch.num_rows, WORKER_ROWS):
                 part = batch.slice(offset, WORKER_ROWS)
-                texts = job.texts(part)
-                in_flight.append((part, texts, pool.submit(work, texts)))
+                in_flight.append((part, pool.submit(work, job.texts(part))))
                 while len(in_flight) > 2 * processes:
                     yield from done()
         while in_flight:
