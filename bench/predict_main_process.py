@@ -52,7 +52,7 @@ def main() -> None:
         finally:
             in_model += time.thread_time() - start
 
-    def timed_queue_probs(self, documents, batches) -> Callable[[], np.ndarray]:
+    def timed_queue_probs(self, documents, batches) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
         # Queueing the model's work, and on a GPU the wait for its result, count as the model's.
         result = in_the_model(lambda: queue_probs(self, documents, batches))
         return lambda: in_the_model(result)

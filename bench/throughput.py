@@ -173,9 +173,7 @@ def predict_stages(predictor: Predictor, source: Path) -> dict[str, float]:
     docs = encode_texts(texts, vocab, config)
     seconds["tokenize + encode"] = time.perf_counter() - start
     start = time.perf_counter()
-    probs = predictor._probs(len(docs), predictor._batches(docs))
-    if predictor.device.type == "cuda":
-        torch.cuda.synchronize()
+    probs = predictor._probs(len(docs), predictor._batches(docs))  # waits for a GPU's results
     seconds["batch + model"] = time.perf_counter() - start
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
