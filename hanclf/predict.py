@@ -475,6 +475,18 @@ def _write_in_workers(
         # tables, writes and takes in batches.
         on_model: deque[tuple[pa.RecordBatch, Callable[[], tuple[np.ndarray, np.ndarray]]]] = deque()
 
+        def submit(texts: list[str | None]) -> Future:
+            try:
+                return pool.submit(work, texts)
+            except OSError as error:
+                # CPython (3.11 to 3.13 at least) may start a new worker on the pipes of a pool
+                # that it is tearing down because another worker died; the tasks in flight,
+                # already failed, then say that a worker died.
+                if any(future.done() and isinstance(future.exception(), BrokenProcessPool)
+                       for _, future in in_flight):
+                    raise BrokenProcessPool() from error
+                raise
+
         def done() -> Iterator[tuple[pa.RecordBatch, pa.Table]]:
             part, result = in_flight.popleft()
             if not model_here:
@@ -491,7 +503,7 @@ def _write_in_workers(
         for batch in batches:
             for offset in range(0, batch.num_rows, WORKER_ROWS):
                 part = batch.slice(offset, WORKER_ROWS)
-                in_flight.append((part, pool.submit(work, job.texts(part))))
+                in_flight.append((part, submit(job.texts(part))))
                 while len(in_flight) > 2 * processes:
                     yield from done()
         while in_flight:

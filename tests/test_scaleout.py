@@ -105,14 +105,32 @@ def test_predict_workers_read_csv_too(model_dir, reviews, tmp_path):
     assert_same_predictions(a, b)
 
 
+# Run before predict_file by the script below: the pool then starts its second worker only
+# after the first has died and the pool has begun to tear itself down (closed its pipes), a race
+# that CPython loses now and then (it failed a CI run with "OSError: [Errno 9] Bad file
+# descriptor" in place of hanclf's message).
+LATE_SECOND_WORKER = (
+    "import time\n"
+    "from concurrent.futures import ProcessPoolExecutor\n"
+    "spawn = ProcessPoolExecutor._spawn_process\n"
+    "def late_spawn(pool):\n"
+    "    if pool._processes:\n"
+    "        time.sleep(2)\n"
+    "    spawn(pool)\n"
+    "ProcessPoolExecutor._spawn_process = late_spawn\n"
+)
+
+
 @pytest.mark.slow
-def test_a_script_without_a_main_guard_gets_told_why_workers_died(model_dir, reviews, tmp_path):
+@pytest.mark.parametrize("second_worker", ["as_usual", "late"])
+def test_a_script_without_a_main_guard_gets_told_why_workers_died(model_dir, reviews, tmp_path, second_worker):
     # Workers import the calling script again; unguarded, it calls predict_file from inside a
     # worker, which refuses to start workers there, and the worker dies.
     out = tmp_path / "p.parquet"
     script = tmp_path / "label.py"
     script.write_text(
-        "from pathlib import Path\n"
+        (LATE_SECOND_WORKER if second_worker == "late" else "")
+        + "from pathlib import Path\n"
         "from hanclf.predict import predict_file\n"
         f"predict_file(Path({str(model_dir)!r}), Path({str(reviews)!r}), Path({str(out)!r}), "
         "device='cpu', devices=2)\n"
