@@ -1,7 +1,7 @@
 """Where hanclf's HAN spends its time per batch, on a GPU (or the CPU): milliseconds per batch
 for a training step (forward, backward, clipping, AdamW), a training-mode forward alone and an
-inference forward, at several batch sizes; collate's CPU time; the word GRU alone, packed (as
-hanclf runs it) against padded; and torch.profiler's top operators of a few training steps.
+inference forward, at several batch sizes; collate's CPU time; the word GRU alone, packed and
+padded two ways; and torch.profiler's top operators of a few training steps.
 
 The training step is the one Lightning runs, written out without Lightning, so that Lightning's
 own cost is the difference from bench/throughput.py's training figure.
@@ -112,9 +112,14 @@ def main() -> None:
               f"{forward_ms:.1f} | {inference_ms:.1f} | {batch_size / inference_ms * 1000:,.0f} | "
               f"{sentences:.0f} | {words:.0f} |")
 
-    # The word GRU alone on one batch's shapes: packed (hanclf) against padded (every slot run).
+    # The word GRU alone on one batch's shapes (forward + backward): packed (hanclf on the CPU);
+    # padded with the bidirectional GRU over the rows and their shifted copies, 2n rows
+    # (hanclf on a GPU: BiGRUEncoder.padded); and two one-direction GRUs over n rows each, which
+    # does half that arithmetic (the backward one would read the shifted copy, flipped).
     n, steps = 900, 50
     gru = nn.GRU(han.embed_dim, han.word_hidden, batch_first=True, bidirectional=True).to(device)
+    forward_gru, backward_gru = (nn.GRU(han.embed_dim, han.word_hidden, batch_first=True).to(device)
+                                 for _ in range(2))
     x = torch.randn(n, steps, han.embed_dim, device=device, requires_grad=True)
     lengths = torch.randint(1, steps + 1, (n,))
 
@@ -124,14 +129,22 @@ def main() -> None:
             out, _ = pad_packed_sequence(out, batch_first=True, total_length=steps)
         out.float().sum().backward()
 
-    def padded(_) -> None:
+    def padded_both_directions(_) -> None:
         with autocast:
-            out, _ = gru(x)
+            out, _ = gru(torch.cat([x, x.flip(1)]))
         out.float().sum().backward()
 
+    def padded_one_direction_each(_) -> None:
+        with autocast:
+            forward, _ = forward_gru(x)
+            backward, _ = backward_gru(x.flip(1))
+        (forward.float().sum() + backward.float().sum()).backward()
+
     repeats = [None] * args.steps
-    print(f"\nword GRU alone, {n} sentences x {steps} words, forward + backward: packed "
-          f"{per_batch_ms(packed, repeats, device):.2f} ms, padded {per_batch_ms(padded, repeats, device):.2f} ms")
+    print(f"\nword GRU alone, {n} sentences x {steps} words, forward + backward, ms: packed "
+          f"{per_batch_ms(packed, repeats, device):.2f}; padded, bidirectional over 2 x {n} rows "
+          f"{per_batch_ms(padded_both_directions, repeats, device):.2f}; padded, two one-direction "
+          f"GRUs over {n} rows each {per_batch_ms(padded_one_direction_each, repeats, device):.2f}")
 
     model.train()
     groups = list(BucketBatchSampler(sizes, args.batch_sizes[0], shuffle=True, seed=1))[:10]
