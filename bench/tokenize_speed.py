@@ -8,7 +8,10 @@ Times, on the first --rows texts of a Parquet file (column `text`):
   ids             hanclf.data.index_tokens(docs).encoded(vocab): truncation, ids, one array
                   per document, with a Vocab built from the same docs (min_count=2,
                   max_size=50000, lowercase=True; the imdb preset's caps);
-  tokenize + ids  hanclf.data.encode_texts: the work of preparing data for the model.
+  tokenize + ids  hanclf.data.encode_texts: the work of preparing data for the model;
+  re floor        re.findall(r"\w+|[^\w\s]", text): one match of the simplest pattern per
+                  word or punctuation mark, no cleaning, no sentences; the least that any
+                  tokenizer built on Python's `re` pays for as many tokens.
 
     python bench/tokenize_speed.py --data /work/shared/data/imdb_reviews.parquet --rows 5000
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import gc
 import platform
+import re
 import statistics
 import time
 from collections import deque
@@ -85,6 +89,7 @@ def main() -> None:
         "tokenize, kept": lambda: [tokenize(t) for t in texts],
         "ids": lambda: index_tokens(docs, config).encoded(vocab),
         "tokenize + ids": lambda: encode_texts(texts, vocab, config),
+        "re floor": lambda: deque(map(re.compile(r"\w+|[^\w\s]").findall, texts), maxlen=0),
     }
     print(f"{'':16}{'docs/s per core':>16}{'best pass':>12}{'us/doc':>9}")
     for name, work in cases.items():
