@@ -293,6 +293,8 @@ class BucketBatchSampler(Sampler[list[int]]):
         return math.ceil(len(range(self.rank, len(self.sizes), self.world_size)) / self.batch_size)
 
     def __iter__(self):
+        # A generator, so that the epoch's order is drawn at its first batch: Lightning creates
+        # a resumed run's first iterator before it calls set_epoch (which replayed epoch 0).
         key = (self.seed, self.epoch) if self.stream == 0 else (self.seed, self.epoch, self.stream)
         rng = np.random.default_rng(key)
         order = rng.permutation(len(self.sizes)) if self.shuffle else np.arange(len(self.sizes))
@@ -307,9 +309,10 @@ class BucketBatchSampler(Sampler[list[int]]):
         if self.shuffle:
             rng.shuffle(batches)
         if not self.pad:
-            return iter(batches)
+            yield from batches
+            return
         padded = [batches[i % len(batches)] for i in range(len(self) * self.world_size)]
-        return iter(padded[self.rank :: self.world_size])
+        yield from padded[self.rank :: self.world_size]
 
 
 class MemberBatchSampler(Sampler[list[list[int]]]):

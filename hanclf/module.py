@@ -115,6 +115,19 @@ class HANClassifier(pl.LightningModule):
         confusion = confusion_matrix(targets, probs.argmax(-1), len(self.label_names))
         return report(confusion, self.label_names)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning saves no random state: without it, a resumed run's dropout masks would differ
+        # from those of the run it continues.
+        checkpoint["torch_rng_state"] = torch.get_rng_state()
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            checkpoint["cuda_rng_states"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "torch_rng_state" in checkpoint:
+            torch.set_rng_state(checkpoint["torch_rng_state"])
+        if "cuda_rng_states" in checkpoint and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(checkpoint["cuda_rng_states"])
+
     def configure_optimizers(self) -> dict[str, Any]:
         c = self.train_config
         optimizer = torch.optim.AdamW(self.parameters(), lr=c.lr, weight_decay=c.weight_decay)
