@@ -11,7 +11,7 @@ import functools
 import math
 import multiprocessing
 import random
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple, TypeVar
@@ -91,15 +91,16 @@ def index_tokens(docs: Iterable[list[list[str]]], config: DataConfig) -> Tokeniz
         for sentence in doc:
             lengths.append(len(sentence))
             tokens += sentence
-    # Ids by dict lookups, in order of first use: each distinct spelling is lowercased once
-    # rather than every token (this stage ran 1.4x as fast as lowercasing every token and
-    # pd.factorize; bench/results/tokenize-cpu.md).
-    spellings = list(dict.fromkeys(tokens))
-    keys = [w.lower() for w in spellings] if config.lowercase else spellings
+    # Ids in order of first use, in one pass of dict lookups over the tokens: a new spelling
+    # gets the next id (the dict's size) as it is first met; then each distinct spelling is
+    # lowercased once, rather than every token (bench/results/tokenize-cpu.md).
+    id_of_spelling: defaultdict[str, int] = defaultdict()
+    id_of_spelling.default_factory = id_of_spelling.__len__
+    spelling_codes = np.fromiter(map(id_of_spelling.__getitem__, tokens), dtype=np.int64, count=len(tokens))
+    keys = [w.lower() for w in id_of_spelling] if config.lowercase else list(id_of_spelling)
     words = list(dict.fromkeys(keys))
     id_of_word = dict(zip(words, range(len(words))))
-    id_of_spelling = dict(zip(spellings, map(id_of_word.__getitem__, keys)))
-    codes = np.fromiter(map(id_of_spelling.__getitem__, tokens), dtype=np.int64, count=len(tokens))
+    codes = np.fromiter(map(id_of_word.__getitem__, keys), dtype=np.int64, count=len(keys))[spelling_codes]
     word_lengths = np.array(lengths, dtype=np.int64)
     doc_sentences = np.array(sentences, dtype=np.int64)
     sentence_in_doc = np.arange(len(word_lengths)) - np.repeat(_starts(doc_sentences), doc_sentences)
