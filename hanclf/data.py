@@ -309,11 +309,10 @@ class BucketBatchSampler(Sampler[list[int]]):
             batches += [chunk[i : i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
         if self.shuffle:
             rng.shuffle(batches)
-        if not self.pad:
-            yield from batches
-            return
-        padded = [batches[i % len(batches)] for i in range(len(self) * self.world_size)]
-        yield from padded[self.rank :: self.world_size]
+        if self.pad:
+            padded = [batches[i % len(batches)] for i in range(len(self) * self.world_size)]
+            batches = padded[self.rank :: self.world_size]
+        yield from batches
 
 
 class MemberBatchSampler(Sampler[list[list[int]]]):

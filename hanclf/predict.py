@@ -479,9 +479,9 @@ def _write_in_workers(
             try:
                 return pool.submit(work, texts)
             except OSError as error:
-                # CPython (3.11 to 3.13 at least) may start a new worker on the pipes of a pool
-                # that it is tearing down because another worker died; the tasks in flight,
-                # already failed, then say that a worker died.
+                # CPython (3.11.7 read) may start a new worker on the pipes of a pool that it is
+                # tearing down because another worker died; the tasks in flight, already
+                # failed, then say that a worker died.
                 if any(future.done() and isinstance(future.exception(), BrokenProcessPool)
                        for _, future in in_flight):
                     raise BrokenProcessPool() from error
