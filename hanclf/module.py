@@ -117,16 +117,17 @@ class HANClassifier(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lightning saves no random state: without it, a resumed run's dropout masks would differ
-        # from those of the run it continues.
+        # from those of the run it continues. Of the GPUs, the current one's state only: a run
+        # may resume on a machine with fewer.
         checkpoint["torch_rng_state"] = torch.get_rng_state()
         if torch.cuda.is_available() and torch.cuda.is_initialized():
-            checkpoint["cuda_rng_states"] = torch.cuda.get_rng_state_all()
+            checkpoint["cuda_rng_state"] = torch.cuda.get_rng_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "torch_rng_state" in checkpoint:
             torch.set_rng_state(checkpoint["torch_rng_state"])
-        if "cuda_rng_states" in checkpoint and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(checkpoint["cuda_rng_states"])
+        if "cuda_rng_state" in checkpoint and torch.cuda.is_available():
+            torch.cuda.set_rng_state(checkpoint["cuda_rng_state"])
 
     def configure_optimizers(self) -> dict[str, Any]:
         c = self.train_config
