@@ -143,6 +143,37 @@ def test_a_script_without_a_main_guard_gets_told_why_workers_died(model_dir, rev
     assert not out.exists() and list(tmp_path.iterdir()) == [script]
 
 
+@pytest.mark.slow
+def test_a_worker_killed_mid_run_is_reported_and_leaves_no_output(model_dir, reviews, tmp_path):
+    # As the kernel's OOM killer would: a worker is killed at its second task, rows already done.
+    out = tmp_path / "p.parquet"
+    script = tmp_path / "label.py"
+    script.write_text(
+        "import os, signal\n"
+        "from pathlib import Path\n"
+        "import hanclf.predict\n"
+        "label = hanclf.predict._predict_texts\n"
+        "tasks = 0\n"
+        "def killed_at_second_task(*args, **kwargs):\n"
+        "    global tasks\n"
+        "    tasks += 1\n"
+        "    if tasks == 2:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return label(*args, **kwargs)\n"
+        "hanclf.predict._predict_texts = killed_at_second_task\n"
+        "if __name__ == '__main__':\n"
+        f"    hanclf.predict.predict_file(Path({str(model_dir)!r}), Path({str(reviews)!r}), "
+        f"Path({str(out)!r}), device='cpu', devices=2)\n"
+    )
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "hanclf.errors.HanclfError: a predict worker process died (its own error, if any, is "
+        "printed above): out of memory? try fewer --devices"
+    )
+    assert not out.exists() and list(tmp_path.iterdir()) == [script]
+
+
 def test_default_worker_count_follows_cores_rows_and_memory(reviews, monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.setattr(hanclf.predict, "cores", lambda: 8)
