@@ -49,9 +49,13 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=5_000)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256, 512])
     parser.add_argument("--steps", type=int, default=20, help="batches timed per measurement")
+    parser.add_argument("--autocast", choices=["bf16", "fp16", "off"], default="bf16",
+                        help="on a GPU: the autocast dtype (hanclf trains with bf16), or none")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    autocast = torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda")
+    dtype = torch.float16 if args.autocast == "fp16" else torch.bfloat16
+    use_autocast = device.type == "cuda" and args.autocast != "off"
+    autocast = torch.autocast(device.type, dtype, enabled=use_autocast)
     config = load_config("imdb", {})
 
     table = pq.read_table(args.data, columns=["text", "sentiment", "split"])
@@ -66,7 +70,8 @@ def main() -> None:
     model = build_model(han).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     print(f"{device} {torch.cuda.get_device_name(0) if device.type == 'cuda' else ''}, "
-          f"torch {torch.__version__}, {len(docs)} documents, vocabulary {len(vocab)}")
+          f"torch {torch.__version__}, {len(docs)} documents, vocabulary {len(vocab)}, "
+          f"autocast {args.autocast if use_autocast else 'off'}")
 
     def on_device(batch):
         inputs, labels = batch
