@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
+import torch
 
 import hanclf.predict as predict
 
@@ -70,6 +71,11 @@ def main() -> None:
     print(f"besides the model: {besides:.2f} s, {1e6 * besides / rows:.1f} us a row, "
           f"at most {rows / besides:,.0f} rows/s (model load and start-up included: run two "
           "input sizes for the cost per row at the margin)")
+    if torch.cuda.is_available():
+        # What the model's batches need against what PyTorch's allocator held on to: the third
+        # lease saw 16-19 GiB held by each process running the model.
+        print(f"GPU memory of this process: peak allocated {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB, "
+              f"peak reserved {torch.cuda.max_memory_reserved() / 2**30:.2f} GiB")
 
 
 if __name__ == "__main__":
