@@ -318,7 +318,8 @@ def predict_file(
     per CPU core (on a GPU, one core is left to this process), fewer for small inputs or little
     memory, none under 2,048 rows.
     Workers import the calling script as spawned processes do (hanclf.workers), so a script
-    that starts them needs `if __name__ == "__main__":`.
+    that starts them needs `if __name__ == "__main__":`, and each worker pays for the imports
+    at its top.
     """
     if getattr(multiprocessing.current_process(), "_inheriting", False):
         # A worker importing a script that calls predict_file unguarded: fail before touching
