@@ -10,7 +10,7 @@
 #   3. `hanclf predict` end to end on a larger input with one process and the default worker
 #      processes (they tokenize and batch; the main process runs the model on the GPU), with
 #      the GPU memory each process held, and the main process's cost per row besides the
-#      model (bench/predict_main_process.py); then the model alone in 1, 4 and 16 processes
+#      model (bench/predict_main_process.py); then the model alone in 1, 4 and 8 processes
 #      sharing the GPU (bench/gpu_sharing.py: the old design's cost);
 #   4. bench/throughput.py: one epoch of training and predict end to end, each against its
 #      baseline (bf16 on the GPU);
@@ -109,9 +109,10 @@ EOF
 # What the main process spends per row besides the model (its ceiling whatever the GPU does).
 wanted 3 && time_left 60 && timeout 120 "$py" bench/predict_main_process.py --model "$model" \
   --data "$work/big.parquet" --devices "$(($(nproc) - 1))"
-# The model alone in 1, 4 and 16 processes: what taking turns on the GPU costs.
+# The model alone in 1, 4 and 8 processes: what taking turns on the GPU costs (16 ran out of
+# memory on an H200, each process holding ~16 GiB).
 wanted 3 && time_left 90 && timeout 120 "$py" bench/gpu_sharing.py --model "$model" --data "$data" \
-  --processes 1 4 16 --seconds 8
+  --processes 1 4 8 --seconds 8
 
 wanted 4 && step "4. throughput.py (train, predict) against the baseline" && time_left 150 && timeout 200 "$py" bench/throughput.py --data "$data" --rows "$rows" --copies 2 --repeats 1 \
   --stages train predict --output "$out/throughput.md" 2>&1 | grep -v Warning
