@@ -19,7 +19,8 @@ from typing import Any
 import torch
 import yaml
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from hanclf.config import Config, config_from_dict
 from hanclf.errors import HanclfError, UsageError
@@ -44,7 +45,9 @@ class Artifact:
 def save(directory: Path, artifact: Artifact) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in artifact.model.state_dict().items()}
-    save_file(state, directory / WEIGHTS)
+    # Not safetensors' save_file: it creates the file readable by its owner only (0600), so a
+    # model copied to shared storage could not be loaded by anyone else.
+    (directory / WEIGHTS).write_bytes(safetensors_bytes(state))
     (directory / CONFIG).write_text(
         yaml.safe_dump(artifact.config.to_dict(), sort_keys=False), encoding="utf-8"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 
 import numpy as np
@@ -82,6 +83,18 @@ def test_weights_are_a_real_safetensors_file(saved):
         assert tuple(info["shape"]) == tuple(state[name].shape)
     assert header["embedding.weight"]["shape"] == [7, 8]  # 5 words + PAD + UNK, embed_dim 8
     assert b"pickle" not in raw[:8 + header_size]
+
+
+def test_weights_get_the_same_permissions_as_the_other_files(saved):
+    directory, _ = saved
+    modes = {path.name: path.stat().st_mode & 0o777 for path in directory.iterdir()}
+    assert modes["model.safetensors"] == modes["config.yaml"] == 0o666 & ~current_umask()
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def test_config_yaml_is_the_resolved_config(saved):
