@@ -205,8 +205,16 @@ def _unreadable(path: Path, fmt: str, error: BaseException) -> HanclfError:
     return HanclfError(f"{path}: cannot read as {fmt} ({reason}); {hint}")
 
 
-def check_output(path: Path, force: bool) -> None:
-    """Refuse before any work is done, not after, if the output cannot be written."""
+def check_output(path: Path, force: bool, directory: bool = False) -> None:
+    """Refuse before any work is done, not after, if the output cannot be written. The output
+    is a file, or with `directory` a directory; --force replaces a file with a file and a
+    directory with a directory, never one with the other."""
+    if path.is_dir() and not directory:
+        raise UsageError(f"{path}: is a directory; name a file to write")
+    if directory and path.exists() and not path.is_dir():
+        raise UsageError(f"{path}: is a file; name a directory to write")
+    if directory and path.exists() and Path.cwd().resolve().is_relative_to(path.resolve()):
+        raise UsageError(f"{path}: holds the current directory; name another directory to write")
     if path.exists() and not force:
         raise UsageError(f"{path}: already exists; pass --force to overwrite it")
     parent = path.parent if str(path.parent) else Path(".")
@@ -232,12 +240,13 @@ def created_parents(path: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def atomic_output(path: Path, force: bool) -> Iterator[Path]:
+def atomic_output(path: Path, force: bool, directory: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds.
 
-    Works for files and directories. An interrupted or failed run leaves no partial output.
+    For a file, or with `directory` a directory (see check_output). An interrupted or failed
+    run leaves no partial output.
     """
-    check_output(path, force)
+    check_output(path, force, directory)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     target = tmp / path.name
     try:

@@ -23,7 +23,7 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from hanclf import __version__
-from hanclf.artifact import CONFIG, HISTORY, Artifact, load_checkpoint, save
+from hanclf.artifact import CONFIG, HISTORY, REQUIRED, Artifact, load_checkpoint, save
 from hanclf.config import Config, config_from_dict, default_config
 from hanclf.datamodule import HANDataModule
 from hanclf.embeddings import initial_embeddings, require_gensim
@@ -124,7 +124,10 @@ def train(
         return None
     # Like spaCy and Lightning, a new runs/a/b is fine; the folders go again if training fails.
     with created_parents(output):
-        check_output(output, force)
+        check_output(output, force, directory=True)
+        if output.is_dir() and any(output.iterdir()) and not all((output / n).is_file() for n in REQUIRED):
+            raise UsageError(f"{output}: holds no hanclf model, and --force replaces only a model; "
+                             "name another directory")
         work = work_dir(output)
         last = work / "last.ckpt"
         if resume and not last.is_file():
@@ -280,7 +283,7 @@ def _train(
         "hanclf_version": __version__,
         "pytorch_lightning_version": pl.__version__,
     }
-    with atomic_output(output, force) as tmp_out:
+    with atomic_output(output, force, directory=True) as tmp_out:
         save(tmp_out, Artifact(module.model.cpu(), config, vocab, labels, metrics))
         history.to_csv(tmp_out / HISTORY, index=False)
     return metrics

@@ -30,6 +30,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from hanclf.artifact import REQUIRED
 from hanclf.cli.main import app
 
 pytestmark = pytest.mark.slow  # ~40 s: 70 CLI runs, 3 of them in a fresh interpreter, 1 training
@@ -105,9 +106,17 @@ def existing(env: Env, name: str) -> Path:
     """An output left by an earlier run; the case must leave it byte for byte as it is."""
     if name == "model":
         (env.out / name).mkdir()
-        (env.out / name / "keep.txt").write_text("an earlier model\n")
+        for file in (*REQUIRED, "keep.txt"):
+            (env.out / name / file).write_text("an earlier model\n")
     else:
         (env.out / name).write_text("an earlier output\n")
+    return env.out / name
+
+
+def folder(env: Env, name: str) -> Path:
+    """A directory of someone else's files where an output is to go."""
+    (env.out / name).mkdir()
+    (env.out / name / "part-0.parquet").write_text("not ours\n")
     return env.out / name
 
 
@@ -223,6 +232,13 @@ CASES = [
     Case("explain-output-exists", lambda e: existing(e, "att.csv") and explain(e, csv_with_text(e)), 2, ("att.csv", "--force")),
     Case("evaluate-output-exists", lambda e: existing(e, "metrics.json") and evaluate(e, e.data / "test.parquet", "-o", str(e.out / "metrics.json")), 2, ("metrics.json", "--force")),
     Case("train-output-exists", lambda e: existing(e, "model") and train(e, e.data / "train.csv"), 2, ("model", "--force")),
+    # --force replaces an output of the same kind only: never a directory (a Spark-style
+    # folder of part files, say) with a file, a file with a model, or a folder that is no model.
+    Case("predict-force-output-is-directory", lambda e: folder(e, "pred.parquet") and predict(e, csv_with_text(e), "--force"), 2, ("pred.parquet", "is a directory")),
+    Case("explain-force-output-is-directory", lambda e: folder(e, "att.csv") and explain(e, csv_with_text(e), "--force"), 2, ("att.csv", "is a directory")),
+    Case("evaluate-force-output-is-directory", lambda e: folder(e, "m.json") and evaluate(e, e.data / "test.parquet", "-o", str(e.out / "m.json"), "--force"), 2, ("m.json", "is a directory")),
+    Case("train-force-output-is-file", lambda e: existing(e, "model.txt") and train(e, e.data / "train.csv", "--force", out="model.txt"), 2, ("model.txt", "is a file")),
+    Case("train-force-output-is-not-a-model", lambda e: folder(e, "model") and train(e, e.data / "train.csv", "--force"), 2, ("model", "no hanclf model")),
     Case("predict-output-dir-missing", lambda e: predict(e, csv_with_text(e), out="missing/pred.parquet"), 2, ("missing", "does not exist")),
     Case("explain-output-dir-missing", lambda e: explain(e, csv_with_text(e), out="missing/att.csv"), 2, ("missing", "does not exist")),
     Case("evaluate-output-dir-missing", lambda e: evaluate(e, e.data / "test.parquet", "-o", str(e.out / "missing" / "m.json")), 2, ("missing", "does not exist")),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -154,6 +155,21 @@ def test_check_output(tmp_path):
     assert "no_dir" in str(err.value)
 
 
+def test_check_output_replaces_only_the_same_kind(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("old")
+    (tmp_path / "dir").mkdir()
+    check_output(tmp_path / "file", force=True)
+    check_output(tmp_path / "dir", force=True, directory=True)
+    with pytest.raises(UsageError, match="dir: is a directory; name a file"):
+        check_output(tmp_path / "dir", force=True)
+    with pytest.raises(UsageError, match="file: is a file; name a directory"):
+        check_output(tmp_path / "file", force=True, directory=True)
+    monkeypatch.chdir(tmp_path / "dir")
+    for inside in (Path("."), tmp_path / "dir", tmp_path):  # never the directory we stand in
+        with pytest.raises(UsageError, match="holds the current directory"):
+            check_output(inside, force=True, directory=True)
+
+
 def test_atomic_output_failure_leaves_old_file(tmp_path):
     path = tmp_path / "out.csv"
     path.write_text("old")
@@ -187,12 +203,12 @@ def test_atomic_output_replaces_file_with_force(tmp_path):
 
 def test_atomic_output_directory(tmp_path):
     path = tmp_path / "model"
-    with atomic_output(path, force=False) as tmp:
+    with atomic_output(path, force=False, directory=True) as tmp:
         tmp.mkdir()
         (tmp / "weights.bin").write_text("v1")
     assert (path / "weights.bin").read_text() == "v1"
     # replacing a directory: the old contents are gone, not merged
-    with atomic_output(path, force=True) as tmp:
+    with atomic_output(path, force=True, directory=True) as tmp:
         tmp.mkdir()
         (tmp / "other.bin").write_text("v2")
     assert sorted(p.name for p in path.iterdir()) == ["other.bin"]
@@ -203,7 +219,7 @@ def test_atomic_output_directory_failure_keeps_old(tmp_path):
     path = tmp_path / "model"
     path.mkdir()
     (path / "weights.bin").write_text("v1")
-    with pytest.raises(RuntimeError), atomic_output(path, force=True) as tmp:
+    with pytest.raises(RuntimeError), atomic_output(path, force=True, directory=True) as tmp:
         tmp.mkdir()
         (tmp / "weights.bin").write_text("half")
         raise RuntimeError("boom")
