@@ -203,6 +203,7 @@ CASES = [
     Case("train-null-label-row", lambda e: train(e, e.table("train.csv", e.reviews().assign(label=lambda f: f.label.where(f.index != 3)))), 2, ("train.csv", "row 4", "'label'")),
     Case("train-single-class", lambda e: train(e, e.table("one.csv", e.reviews().assign(label="pos"))), 2, ("one.csv", "one class", "pos", "'label'")),
     Case("train-valid-label-not-in-train", lambda e: train(e, e.data / "train.csv", "--valid", str(e.table("valid.csv", e.reviews(9).assign(label=["pos", "neg", "other"] * 3)))), 2, ("valid.csv", "'other'")),
+    Case("train-valid-file-split-has-no-valid-rows", lambda e: train(e, e.data / "train.csv", "--valid", str(e.table("valid.csv", e.reviews(9).assign(split="test")))), 2, ("valid.csv", "'split'", "'valid'")),
     Case("train-valid-missing-file", lambda e: train(e, e.data / "train.csv", "--valid", str(e.root / "nope.csv")), 2, ("nope.csv", "no such file")),
     Case("predict-corrupt-parquet", lambda e: predict(e, e.file("bad.parquet", NOISE)), 1, ("bad.parquet", "parquet")),
     Case("train-corrupt-parquet", lambda e: train(e, e.file("bad.parquet", NOISE)), 1, ("bad.parquet", "parquet")),
