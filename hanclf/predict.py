@@ -335,6 +335,11 @@ def predict_file(
     text_column, id_column = predictor.input_columns(input_path, text_column, id_column)
     passed = [id_column] if id_column else []
     passed += [c for c in keep_columns if c not in passed]
+    ours = [*predictor.output_schema(top_k).names, *([] if id_column else [ROW_ID])]
+    for column in passed:
+        if column in ours:
+            raise UsageError(f"{input_path}: column '{column}' has the name of an output column of "
+                             f"predict ({', '.join(ours)}); rename it in the input to keep it")
     wanted = {"--text-column": text_column, "--id-column": id_column}
     wanted.update({f"--keep-columns {c}": c for c in keep_columns})
     require_columns(input_path, wanted)

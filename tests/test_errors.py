@@ -245,6 +245,8 @@ CASES = [
     Case("evaluate-output-dir-missing", lambda e: evaluate(e, e.data / "test.parquet", "-o", str(e.out / "missing" / "m.json")), 2, ("missing", "does not exist")),
     # train makes the parents of -o (runs/a/model is fine), but a failed run must not leave them.
     Case("train-fails-after-making-output-parents", lambda e: train(e, e.file("header.csv", "id,text,label\n"), out="runs/a/model"), 2, ("header.csv", "no rows"),),
+    Case("predict-keep-column-named-like-an-output", lambda e: predict(e, e.table("own.csv", e.reviews(12).assign(pred_label="x")), "--keep-columns", "pred_label"), 2, ("own.csv", "'pred_label'", "rename")),
+    Case("predict-keep-column-row-id", lambda e: predict(e, e.table("own.csv", e.reviews(12).assign(row_id=7)), "--keep-columns", "row_id"), 2, ("own.csv", "'row_id'", "rename")),
     Case("predict-output-not-parquet", lambda e: predict(e, csv_with_text(e), out="pred.csv"), 2, ("pred.csv", ".parquet")),
     # -- flags of predict / explain / evaluate
     Case("predict-top-k-above-label-count", lambda e: predict(e, csv_with_text(e), "--top-k", "9"), 2, ("--top-k 9", "3 labels")),
