@@ -170,6 +170,10 @@ def explain_file(
     and/or an HTML report; call `on_document` for each document. Returns counts."""
     if level not in LEVELS:
         raise UsageError(f"--level {level}: use one of {', '.join(LEVELS)}")
+    if output is not None and output.suffix.lower() != ".csv":
+        raise UsageError(f"{output}: attention is written as CSV; name it *.csv")
+    if output is not None and html is not None and output.resolve() == html.resolve():
+        raise UsageError(f"{output}: named for both the CSV and the HTML report; give --html another name")
     for path in (output, html):
         if path is not None:
             check_output(path, force)

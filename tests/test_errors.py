@@ -279,6 +279,8 @@ CASES = [
     Case("train-label-separator-empty", lambda e: train(e, e.data / "train.csv", "--multi-label", "--label-separator", ""), 2, ("data.label_separator",)),
     # -- explain's other outputs
     Case("explain-split-without-split-column", lambda e: explain(e, e.data / "test.parquet", "--split", "test"), 2, ("test.parquet", "--split test", "'split'")),
+    Case("explain-output-not-csv", lambda e: explain(e, csv_with_text(e), out="att.parquet"), 2, ("att.parquet", ".csv")),
+    Case("explain-csv-and-html-same-file", lambda e: explain(e, csv_with_text(e), "--html", str(e.out / "att.csv")), 2, ("att.csv", "--html")),
     Case("explain-faithfulness-output-exists", lambda e: existing(e, "f.json") and ["explain", str(e.model), str(e.data / "test.parquet"), "--faithfulness", str(e.out / "f.json")], 2, ("f.json", "--force")),
     Case("explain-html-output-dir-missing", lambda e: ["explain", str(e.model), str(csv_with_text(e)), "--html", str(e.out / "missing" / "r.html")], 2, ("missing", "does not exist")),
     # -- click's own usage errors (multi-line, exit 2)
