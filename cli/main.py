@@ -46,15 +46,17 @@ BatchSize = Annotated[Optional[int], typer.Option(min=1, help="Documents per for
 TOP_SENTENCE_DOCS = 50  # --top-sentences is for reading in a terminal
 
 
-def _run(action: Callable[[], T]) -> T:
-    """Call into the library; turn our errors and Ctrl-C into a message and an exit code."""
+def _run(action: Callable[[], T], resumable: Path | None = None) -> T:
+    """Call into the library; turn our errors and Ctrl-C into a message and an exit code.
+    `resumable`: the checkpoint that `--resume` would continue from, if Ctrl-C left one."""
     try:
         return action()
     except HanclfError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt:
-        typer.echo("interrupted: no output was written (train: --resume continues)", err=True)
+        hint = " (the same command with --resume continues)" if resumable and resumable.is_file() else ""
+        typer.echo(f"interrupted: no output was written{hint}", err=True)
         raise typer.Exit(130) from None
 
 
@@ -118,7 +120,7 @@ def train(
 ) -> None:
     """Train a HAN and write a self-contained model directory."""
     from hanclf.config import load_config, parse_override
-    from hanclf.train import describe, train as train_model
+    from hanclf.train import describe, train as train_model, work_dir
 
     def action() -> dict[str, Any]:
         overrides = dict(parse_override(item) for item in set_ or [])
@@ -143,7 +145,7 @@ def train(
             log=lambda message: stderr.print(message, highlight=False, markup=False),
         )
 
-    metrics = _run(action)
+    metrics = _run(action, resumable=work_dir(output) / "last.ckpt")
     if metrics is None:  # an extra process of a distributed run: the first one reports
         return
     stderr.print(

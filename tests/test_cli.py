@@ -14,10 +14,11 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from hanclf.artifact import load
-from hanclf.cli.main import app
+from hanclf.cli.main import _run, app
 from hanclf.predict import Predictor
 from hanclf.tokenize import tokenize_words
 from tests.conftest import CUES, SAMPLE_DATA, make_reviews
@@ -322,3 +323,21 @@ def test_title_and_text_columns_read_as_one_document(tmp_path):
     result = runner.invoke(app, ["predict", str(out), str(tmp_path / "untitled.parquet"), "-o",
                                  str(tmp_path / "u.parquet")])
     assert result.exit_code == 2 and "no column 'title'" in result.output
+
+
+@pytest.mark.parametrize("checkpoint", [True, False])
+def test_ctrl_c_offers_resume_only_when_a_checkpoint_was_saved(tmp_path, capsys, checkpoint):
+    last = tmp_path / ".model.training" / "last.ckpt"
+    if checkpoint:
+        last.parent.mkdir()
+        last.write_bytes(b"an epoch's checkpoint")
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(typer.Exit) as stopped:
+        _run(interrupted, resumable=last)
+    assert stopped.value.exit_code == 130
+    message = capsys.readouterr().err
+    assert message.startswith("interrupted: no output was written")
+    assert ("--resume continues" in message) == checkpoint

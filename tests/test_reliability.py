@@ -108,7 +108,7 @@ def test_ctrl_c_during_predict_exits_130_and_leaves_nothing(model_dir, tmp_path)
     lines = stderr.strip().splitlines()
     assert lines and lines[-1].startswith("interrupted:"), stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
-    assert "wrote" not in stderr and stdout == ""
+    assert "wrote" not in stderr and "--resume" not in stderr and stdout == ""
     assert not out.exists()
     assert leftovers(work, "out.parquet") == []
     assert list(work.iterdir()) == []
