@@ -265,12 +265,17 @@ def evaluate(
     force: Force = False,
 ) -> None:
     """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix."""
+    from hanclf.data import SPLIT_COLUMN
     from hanclf.evaluate import evaluate_file
-    from hanclf.io import atomic_output, check_output
+    from hanclf.io import atomic_output, check_output, column_names
 
     def action() -> dict[str, Any]:
         if output is not None:
             check_output(output, force)
+        if split is None and data.is_file() and SPLIT_COLUMN in column_names(data):
+            # Scoring training rows along with the rest flatters the model.
+            stderr.print(f"note: {data} has a '{SPLIT_COLUMN}' column; every row is scored "
+                         "(--split test scores the test rows only)", highlight=False, markup=False)
         result = evaluate_file(model, data, text_column=_columns(text_column), label_column=label_column,
                                split=split.lower() if split else None, batch_size=batch_size, device=device)
         if output is not None:

@@ -170,8 +170,12 @@ def test_evaluate_split_selects_rows(model_dir, data_dir, tmp_path):
     path = tmp_path / "with_split.jsonl"
     frame.to_json(path, orient="records", lines=True)
     out = tmp_path / "m.json"
-    invoke("evaluate", model_dir, path, "--split", "test", "-o", out)
-    assert json.loads(out.read_text())["support"] == 20
+    printed = invoke("evaluate", model_dir, path, "--split", "test", "-o", out)
+    assert json.loads(out.read_text())["support"] == 20 and "note:" not in printed
+    # Without --split every row is scored, training rows too: said, since it flatters the model.
+    printed = invoke("evaluate", model_dir, path, "-o", out, "--force")
+    assert json.loads(out.read_text())["support"] == 60
+    assert f"note: {path} has a 'split' column; every row is scored" in " ".join(printed.split())
 
 
 def test_train_cli_with_valid_file_overrides_and_saved_config(data_dir, tmp_path):
