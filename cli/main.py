@@ -238,6 +238,8 @@ def explain(
             on_document=add_top_sentences if top_sentences else None,
         ))
         if top_sentences:
+            if result["documents"] > documents_shown:
+                table.caption = f"the first {documents_shown} of {result['documents']} documents"
             stdout.print(table)
         written = [str(p) for p in (output, html) if p is not None]
         if written:

@@ -225,6 +225,9 @@ def test_explain_top_sentences_prints_the_most_attended_sentence(model_dir, data
     for att in predictor.attend(texts):
         top = " ".join(att.sentences[int(att.sent_att.argmax())])
         assert top[:20] in printed
+    assert "the first" not in printed
+    printed = invoke("explain", model_dir, data_dir / "test.parquet", "--top-sentences", "1")
+    assert "the first 50 of 60 documents" in printed  # the terminal shows 50 at most
 
 
 def test_explain_needs_some_output(model_dir, data_dir):
