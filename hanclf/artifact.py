@@ -73,8 +73,9 @@ def load(directory: Path) -> Artifact:
         try:
             return parse((directory / name).read_text("utf-8"))
         except (ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError, HanclfError) as e:
+            reason = " ".join(str(e).split())  # one line: YAML's errors quote the text around them
             raise HanclfError(
-                f"{directory / name}: damaged ({e}); retrain the model or restore the file"
+                f"{directory / name}: damaged ({reason}); retrain the model or restore the file"
             ) from None
 
     config = read(CONFIG, lambda text: config_from_dict(yaml.safe_load(text)))

@@ -221,6 +221,7 @@ CASES = [
     Case("predict-model-config-embed-dim-tampered", tampered_model(set_embed_dim), 1, ("model.safetensors", "config.yaml")),
     Case("predict-model-pickle-as-weights", tampered_model(pickle_as_weights("pickle")), 1, ("model.safetensors",), absent=("PWNED",)),
     Case("predict-model-torch-save-as-weights", tampered_model(pickle_as_weights("torch")), 1, ("model.safetensors",), absent=("PWNED",)),
+    Case("predict-model-config-yaml-damaged", tampered_model(lambda m: (m / "config.yaml").write_text("model: [1\ntrain: {")), 1, ("config.yaml", "damaged"),),
     Case("predict-model-labels-json-damaged", tampered_model(lambda m: (m / "labels.json").write_text("{labels: ")), 1, ("labels.json",),),
     Case("predict-model-config-unknown-key", tampered_model(lambda m: (m / "config.yaml").write_text((m / "config.yaml").read_text().replace("model:\n", "model:\n  embed_size: 16\n"))), 1, ("config.yaml", "model.embed_size"),),
     # -- evaluate
