@@ -70,7 +70,9 @@ class HANClassifier(pl.LightningModule):
                 f"{self.global_step + 1}; lower the learning rate (e.g. --set train.lr="
                 f"{self.train_config.lr / 10:g}) and train again"
             )
-        self.log("train_loss", loss, prog_bar=True, batch_size=documents)
+        # The bar shows each step's loss; history.csv and the epoch's log line get its mean.
+        self.log("loss", loss, prog_bar=True, logger=False, batch_size=documents)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=documents)
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:

@@ -257,6 +257,8 @@ def _train(
         history = pd.read_csv(history_path)
         if earlier is not None:
             history = pd.concat([earlier[earlier["epoch"] < history["epoch"].min()], history])
+        # Lightning writes an epoch's training and validation figures as rows of their own.
+        history = history.groupby("epoch", as_index=False).first()
     state, best_epoch = load_checkpoint(Path(checkpoint.best_model_path))
     module.model.load_state_dict(state)
     # Validate the kept weights once more (every process takes part): the saved metrics are

@@ -45,9 +45,11 @@ def test_trained_model_learns_the_cue_sentences(model_dir):
     epochs = metrics["epoch_seconds"]
     assert len(epochs) == metrics["epochs_run"] and min(epochs) > 0
     assert sum(epochs) < metrics["train_seconds"]  # which also holds reading and start-up
-    history = pd.read_csv(model_dir / "history.csv")
-    best = history.dropna(subset=["val_acc"])["val_acc"].max()
-    assert metrics["valid"]["accuracy"] == pytest.approx(best, abs=1e-6)
+    history = pd.read_csv(model_dir / "history.csv")  # one row per epoch, every figure filled
+    assert history["epoch"].tolist() == list(range(metrics["epochs_run"]))
+    assert not history[["train_loss", "val_loss", "val_acc", "val_macro_f1"]].isna().any().any()
+    assert history["val_acc"].max() == pytest.approx(metrics["valid"]["accuracy"], abs=1e-6)
+    assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]  # epoch means fall
 
 
 def test_predict_writes_ids_labels_and_probabilities(model_dir, data_dir, tmp_path):
