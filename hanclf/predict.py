@@ -332,6 +332,9 @@ def predict_file(
         raise UsageError(f"{output}: predictions are written as Parquet; name it *.parquet")
     predictor = Predictor(model_dir, device, batch_size)
     predictor.check_top_k(top_k)
+    if threshold is not None and top_k == 1 and not predictor.labels.multi_label:
+        raise UsageError(f"--threshold {threshold}: it filters the labels of --top-k K (K > 1, or "
+                         "-1 for all); pred_label is always the most probable label")
     text_column, id_column = predictor.input_columns(input_path, text_column, id_column)
     passed = [id_column] if id_column else []
     passed += [c for c in keep_columns if c not in passed]

@@ -287,6 +287,7 @@ CASES = [
     # -- click's own usage errors (multi-line, exit 2)
     Case("predict-missing-output-option", lambda e: ["predict", str(e.model), str(csv_with_text(e))], 2, usage=True),
     Case("train-missing-data-argument", lambda e: ["train", "-o", str(e.out / "model")], 2, usage=True),
+    Case("predict-threshold-without-top-k", lambda e: predict(e, csv_with_text(e), "--threshold", "0.9"), 2, ("--threshold 0.9", "--top-k")),
     Case("predict-threshold-above-one", lambda e: predict(e, csv_with_text(e), "--threshold", "1.5"), 2, usage=True),
     Case("evaluate-batch-size-zero", lambda e: evaluate(e, e.data / "test.parquet", "--batch-size", "0"), 2, usage=True),
 ]
