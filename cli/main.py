@@ -35,7 +35,7 @@ stdout = Console()
 stderr = Console(stderr=True)
 T = TypeVar("T")
 
-ModelDir = Annotated[Path, typer.Argument(help="Model directory written by `hanclf train`.")]
+ModelDir = Annotated[Path, typer.Argument(metavar="MODEL", help="Model directory written by `hanclf train`.")]
 TextColumn = Annotated[
     Optional[list[str]],
     typer.Option(metavar="COLUMNS", help="Column holding the text, or several (comma-separated or repeated: title,text) read as one, each part a new sentence [default: the model's]."),
@@ -88,7 +88,7 @@ def _devices(value: str | None) -> str | int | None:
 
 @app.command(epilog="Example: hanclf train reviews.parquet --label-column stars --config yelp -o model")
 def train(
-    data: Annotated[Path, typer.Argument(help="Training data: .csv, .tsv, .parquet or .jsonl.")],
+    data: Annotated[Path, typer.Argument(metavar="DATA", help="Training data: .csv, .tsv, .parquet or .jsonl.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model directory to write.")],
     valid: Annotated[
         Optional[Path], typer.Option(help="Validation data [default: the split column, else a random share].")
@@ -98,7 +98,7 @@ def train(
     ] = None,
     set_: Annotated[
         Optional[list[str]],
-        typer.Option("--set", help="Override one config key, e.g. --set model.dropout=0.3 (repeatable)."),
+        typer.Option("--set", metavar="KEY=VALUE", help="Override one config key, e.g. --set model.dropout=0.3 (repeatable)."),
     ] = None,
     text_column: Annotated[Optional[list[str]], typer.Option(metavar="COLUMNS", help="Text column, or several (comma-separated or repeated: title,text) read as one, each part a new sentence [default: text].")] = None,
     label_column: Annotated[Optional[str], typer.Option(help="Label column [default: label].")] = None,
@@ -158,7 +158,7 @@ def train(
 @app.command()
 def predict(
     model: ModelDir,
-    input: Annotated[Path, typer.Argument(help="Texts to label: .parquet, .csv, .tsv or .jsonl.")],
+    input: Annotated[Path, typer.Argument(metavar="INPUT", help="Texts to label: .parquet, .csv, .tsv or .jsonl.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Parquet file to write.")],
     id_column: Annotated[Optional[str], typer.Option(help="Column copied to the output to join on [default: the model's id column if the input has it, else a row_id column is added].")] = None,
     keep_columns: Annotated[
@@ -192,7 +192,7 @@ def predict(
 @app.command()
 def explain(
     model: ModelDir,
-    input: Annotated[Path, typer.Argument(help="Texts to explain: .parquet, .csv, .tsv or .jsonl.")],
+    input: Annotated[Path, typer.Argument(metavar="INPUT", help="Texts to explain: .parquet, .csv, .tsv or .jsonl.")],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="CSV file to write (see --level).")] = None,
     level: Annotated[str, typer.Option(help="CSV rows: token (one per token) or sentence (one per sentence, ranked).")] = "token",
     html: Annotated[Optional[Path], typer.Option(help="Also write a self-contained HTML report (use with --limit).")] = None,
@@ -257,7 +257,7 @@ def explain(
 @app.command()
 def evaluate(
     model: ModelDir,
-    data: Annotated[Path, typer.Argument(help="Labelled data: .parquet, .csv, .tsv or .jsonl.")],
+    data: Annotated[Path, typer.Argument(metavar="DATA", help="Labelled data: .parquet, .csv, .tsv or .jsonl.")],
     split: Annotated[Optional[str], typer.Option(help="Only rows whose 'split' column has this value, e.g. test.")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write the metrics as JSON.")] = None,
     text_column: TextColumn = None,
