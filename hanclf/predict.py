@@ -283,6 +283,11 @@ class Predictor:
 
     def __call__(self, batch: pa.RecordBatch | pa.Table | pd.DataFrame) -> pa.Table | pd.DataFrame:
         """The batch with prediction columns appended (pandas in, pandas out)."""
+        names = list(batch.columns) if isinstance(batch, pd.DataFrame) else batch.schema.names
+        taken = [name for name in self.output_schema().names if name in names]
+        if taken:
+            raise UsageError(f"the batch already has the column(s) {', '.join(taken)} that the "
+                             "predictions go into; drop or rename them first")
         if isinstance(batch, pd.DataFrame):
             texts = pa.Table.from_pandas(batch[text_columns(self.text_column)], preserve_index=False)
             predictions = self.predict_table(text_values("the batch", self.text_column, texts))

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 import hanclf.predict
 import hanclf.workers
 from hanclf.cli.main import app
+from hanclf.errors import UsageError
 from hanclf.predict import Predictor, predict_file, worker_processes
 from hanclf.workers import likely_to_use_workers
 
@@ -78,6 +79,9 @@ def test_predictor_on_arrow_and_pandas_matches_the_cli(model_dir, reviews, tmp_p
     frame = predictor(table.slice(0, 300).to_pandas())
     assert list(frame["pred_label"]) == cli.column("pred_label").to_pylist()[:300]
     assert frame["empty_text"].tolist() == [i == 17 for i in range(300)]
+    for labelled in (arrow, frame):  # never two columns of one name
+        with pytest.raises(UsageError, match="already has the column.s. pred_label, pred_prob, empty_text"):
+            predictor(labelled)
 
 
 def test_predict_in_two_workers_equals_one_process(model_dir, reviews, tmp_path, monkeypatch):
