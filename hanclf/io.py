@@ -200,9 +200,25 @@ def text_values(where: object, text_column: TextColumns, table: pa.RecordBatch |
 
 def _unreadable(path: Path, fmt: str, error: BaseException) -> HanclfError:
     text = str(error).strip()
+    if "utf" in text.lower() and fmt != "parquet":
+        line = _first_line_not_utf8(path)
+        if line is not None:
+            return HanclfError(f"{path}: line {line} is not valid UTF-8; save the file as UTF-8")
     reason = text.splitlines()[0] if text else type(error).__name__
     hint = "save it as UTF-8" if "utf" in text.lower() else f"check that it is a valid {fmt} file"
     return HanclfError(f"{path}: cannot read as {fmt} ({reason}); {hint}")
+
+
+def _first_line_not_utf8(path: Path) -> int | None:
+    """The number of the first line of a text file that is not UTF-8 (the readers say which
+    column, not where)."""
+    with open(path, "rb") as lines:
+        for number, line in enumerate(lines, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return None
 
 
 def check_output(path: Path, force: bool, directory: bool = False) -> None:

@@ -210,8 +210,9 @@ CASES = [
     Case("predict-parquet-text-int64", lambda e: predict(e, e.table("nums.parquet", pa.table({"text": pa.array([1, 2, 3], pa.int64())}))), 2, ("nums.parquet", "'text'", "int64", "--text-column")),
     Case("train-parquet-text-int64", lambda e: train(e, e.table("nums.parquet", pa.table({"text": pa.array(range(30), pa.int64()), "label": ["a", "b"] * 15}))), 2, ("nums.parquet", "'text'", "int64")),
     # Invalid UTF-8 in a CSV is refused (the CSV reader checks it), not silently replaced.
-    Case("predict-csv-not-utf8", lambda e: predict(e, e.file("latin1.csv", "id,text\n1,Good.\n2,Caf\xe9 cr\xe8me!\n".encode("latin-1"))), 1, ("latin1.csv", "UTF8")),
-    Case("train-csv-not-utf8", lambda e: train(e, e.file("latin1.csv", ("text,label\n" + "Caf\xe9 cr\xe8me!,pos\nBad.,neg\n" * 10).encode("latin-1"))), 1, ("latin1.csv", "UTF8")),
+    Case("predict-csv-not-utf8", lambda e: predict(e, e.file("latin1.csv", "id,text\n1,Good.\n2,Caf\xe9 cr\xe8me!\n".encode("latin-1"))), 1, ("latin1.csv", "line 3", "UTF-8")),
+    Case("train-csv-not-utf8", lambda e: train(e, e.file("latin1.csv", ("text,label\n" + "Caf\xe9 cr\xe8me!,pos\nBad.,neg\n" * 10).encode("latin-1"))), 1, ("latin1.csv", "line 2", "UTF-8")),
+    Case("predict-jsonl-not-utf8", lambda e: predict(e, e.file("latin1.jsonl", '{"text": "Good."}\n{"text": "Caf\xe9"}\n'.encode("latin-1"))), 1, ("latin1.jsonl", "line 2", "UTF-8")),
     Case("predict-csv-ragged-row", lambda e: predict(e, e.file("ragged.csv", "id,text\n1,Good.\n2,Bad.,extra\n")), 1, ("ragged.csv", "csv")),
     Case("evaluate-malformed-jsonl", lambda e: evaluate(e, e.file("bad.jsonl", '{"text": "ok", "label": "pos"}\n{not json\n')), 1, ("bad.jsonl", "jsonl")),
     # -- model directories
