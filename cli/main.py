@@ -274,7 +274,7 @@ def evaluate(
     def action() -> dict[str, Any]:
         if output is not None:
             check_output(output, force)
-        if split is None and data.is_file() and SPLIT_COLUMN in column_names(data):
+        if split is None and data.exists() and SPLIT_COLUMN in column_names(data):
             # Scoring training rows along with the rest flatters the model.
             stderr.print(f"note: {data} has a '{SPLIT_COLUMN}' column; every row is scored "
                          "(--split test scores the test rows only)", highlight=False, markup=False)

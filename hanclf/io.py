@@ -1,4 +1,5 @@
-"""Reading tables (CSV, TSV, Parquet, JSON Lines) and writing outputs atomically.
+"""Reading tables (CSV, TSV, Parquet, JSON Lines, a directory of Parquet files) and writing
+outputs atomically.
 
 Training reads its file whole; predict, explain and evaluate stream record batches so memory
 stays bounded whatever the input size.
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
+import pyarrow.dataset as pa_dataset
 import pyarrow.parquet as pq
 
 from hanclf.errors import HanclfError, UsageError
@@ -37,6 +39,8 @@ TextColumns = str | Sequence[str]
 
 
 def input_format(path: Path) -> str:
+    if path.is_dir():
+        return "parquet"  # a dataset of Parquet files
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise UsageError(
@@ -50,11 +54,39 @@ def check_input(path: Path) -> str:
     if not path.exists():
         raise UsageError(f"{path}: no such file")
     if path.is_dir():
-        raise UsageError(f"{path}: is a directory, expected a data file")
+        if not _dataset_files(path):
+            raise UsageError(f"{path}: is a directory without .parquet files; give a data file, "
+                             "or a directory of Parquet files")
+        return "parquet"
     fmt = input_format(path)
     if path.stat().st_size == 0:
         raise UsageError(f"{path}: file is empty")
     return fmt
+
+
+def _dataset_files(directory: Path) -> list[str]:
+    """The Parquet files under `directory`, in path order, as Spark, Hive or Ray write them:
+    part files, maybe in key=value folders; names starting with '.' or '_' (_SUCCESS, .crc)
+    are not data."""
+    return sorted(
+        str(p) for p in directory.rglob("*")
+        if p.suffix.lower() in (".parquet", ".pq") and p.is_file()
+        and not any(part.startswith((".", "_")) for part in p.relative_to(directory).parts)
+    )
+
+
+def _parquet(path: Path) -> pq.ParquetFile | pa_dataset.Dataset:
+    """A Parquet file, or a directory of them as one table (key=value folders add columns)."""
+    if path.is_dir():
+        return pa_dataset.dataset(_dataset_files(path), format="parquet", partitioning="hive",
+                                  partition_base_dir=str(path))
+    return pq.ParquetFile(path)
+
+
+def parquet_rows(path: Path) -> int:
+    """Rows of a Parquet file or directory, from the files' footers."""
+    table = _parquet(path)
+    return table.count_rows() if isinstance(table, pa_dataset.Dataset) else table.metadata.num_rows
 
 
 def _csv_reader(path: Path, fmt: str) -> pa_csv.CSVStreamingReader:
@@ -80,7 +112,8 @@ def column_names(path: Path) -> list[str]:
     fmt = check_input(path)
     try:
         if fmt == "parquet":
-            return pq.ParquetFile(path).schema_arrow.names
+            table = _parquet(path)
+            return (table.schema if isinstance(table, pa_dataset.Dataset) else table.schema_arrow).names
         if fmt in ("csv", "tsv"):
             return _csv_reader(path, fmt).schema.names
         return list(next(_jsonl_records(path), {}))
@@ -109,7 +142,9 @@ def iter_batches(path: Path, columns: list[str], batch_rows: int) -> Iterator[pa
     fmt = check_input(path)
     columns = list(dict.fromkeys(columns))
     try:
-        if fmt == "parquet":
+        if fmt == "parquet" and path.is_dir():
+            yield from _parquet(path).to_batches(columns=columns, batch_size=batch_rows)  # in file order
+        elif fmt == "parquet":
             yield from pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=columns)
         elif fmt in ("csv", "tsv"):
             for block in _csv_reader(path, fmt):

@@ -37,6 +37,7 @@ from hanclf.io import (
     column_names,
     input_format,
     iter_batches,
+    parquet_rows,
     require_columns,
     text_columns,
     text_values,
@@ -448,7 +449,7 @@ def _model_in_this_process(device: torch.device) -> bool:
 
 def _estimated_rows(path: Path) -> int:
     if input_format(path) == "parquet":
-        return pq.ParquetFile(path).metadata.num_rows
+        return parquet_rows(path)
     return path.stat().st_size // TEXT_BYTES_PER_ROW
 
 

@@ -45,7 +45,8 @@ def likely_to_use_workers(input_path: Path, devices: int | None) -> bool:
     """A cheap guess, before torch is imported, at whether predict_file(input_path,
     devices=devices) will start workers."""
     try:
-        size = input_path.stat().st_size
+        files = input_path.rglob("*") if input_path.is_dir() else [input_path]  # a Parquet dataset
+        size = sum(p.stat().st_size for p in files if p.is_file())
     except OSError:
         return False  # predict_file names the problem
     if devices is not None:

@@ -152,6 +152,24 @@ def test_planted_sentence_gets_the_most_sentence_attention(sample_model_dir):
     assert (top == test["planted_sentence"].to_numpy()).mean() >= 0.8
 
 
+def test_predict_and_evaluate_read_a_directory_of_parquet_files(model_dir, data_dir, tmp_path):
+    source = pd.read_parquet(data_dir / "test.parquet")
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for number, start in enumerate(range(0, len(source), 25)):
+        source.iloc[start : start + 25].to_parquet(parts / f"part-{number:05d}.parquet", index=False)
+    (parts / "_SUCCESS").write_text("")
+    one, many = tmp_path / "one.parquet", tmp_path / "many.parquet"
+    invoke("predict", model_dir, data_dir / "test.parquet", "-o", one, "--id-column", "id")
+    invoke("predict", model_dir, parts, "-o", many, "--id-column", "id")
+    pd.testing.assert_frame_equal(pd.read_parquet(one), pd.read_parquet(many))
+    assert pd.read_parquet(many)["id"].tolist() == source["id"].tolist()
+    for name, data in (("file", data_dir / "test.parquet"), ("folder", parts)):
+        invoke("evaluate", model_dir, data, "-o", tmp_path / f"{name}.json")
+    file, folder = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("file", "folder"))
+    assert folder["accuracy"] == file["accuracy"] and folder["support"] == len(source)
+
+
 def test_evaluate_prints_and_writes_metrics(model_dir, data_dir, tmp_path):
     out = tmp_path / "metrics.json"
     printed = invoke("evaluate", model_dir, data_dir / "test.parquet", "-o", out)

@@ -16,6 +16,7 @@ from hanclf.io import (
     check_output,
     column_names,
     iter_batches,
+    parquet_rows,
     read_table,
     require_columns,
     text_values,
@@ -88,6 +89,42 @@ def test_iter_batches_streams_parquet(tmp_path):
     labels = [x for b in batches for x in b.column("label").to_pylist()]
     assert texts == frame["text"].tolist()
     assert labels == frame["label"].tolist()
+
+
+def test_a_directory_of_parquet_files_reads_as_one_table_in_file_order(tmp_path):
+    # As Spark writes: part files (here named so that creation order is not path order) beside
+    # _SUCCESS and .crc files, which are not data.
+    spark = tmp_path / "spark.parquet"
+    spark.mkdir()
+    parts = {"part-00010.parquet": range(200, 300), "part-00002.parquet": range(100, 200),
+             "part-00001.parquet": range(0, 100)}
+    for name, rows in parts.items():
+        pd.DataFrame({"text": [f"t{i}" for i in rows], "label": list(rows)}).to_parquet(spark / name, index=False)
+    (spark / "_SUCCESS").write_text("")
+    (spark / ".part-00001.parquet.crc").write_bytes(b"crc")
+    assert check_input(spark) == "parquet"
+    assert column_names(spark) == ["text", "label"] and parquet_rows(spark) == 300
+    batches = list(iter_batches(spark, ["text", "label"], batch_rows=64))
+    assert max(b.num_rows for b in batches) <= 64
+    assert [x for b in batches for x in b.column("label").to_pylist()] == list(range(300))
+    assert read_table(spark, ["text"]).column("text").to_pylist() == [f"t{i}" for i in range(300)]
+
+
+def test_a_directory_with_key_value_folders_gets_their_columns(tmp_path):
+    for label in ("neg", "pos"):
+        (tmp_path / f"label={label}").mkdir()
+        pd.DataFrame({"text": [f"{label} {i}" for i in range(3)]}).to_parquet(
+            tmp_path / f"label={label}" / "part-0.parquet", index=False)
+    table = read_table(tmp_path, ["text", "label"])
+    assert table.column("label").to_pylist() == ["neg"] * 3 + ["pos"] * 3
+    assert table.column("text").to_pylist()[3] == "pos 0"
+
+
+def test_a_directory_without_parquet_files_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("not data")
+    (tmp_path / "_hidden.parquet").write_text("not data either")
+    with pytest.raises(UsageError, match="is a directory without .parquet files"):
+        check_input(tmp_path)
 
 
 def test_iter_batches_jsonl_chunks(tmp_path):
