@@ -19,8 +19,7 @@ from typing import Any
 import torch
 import yaml
 from safetensors import SafetensorError
-from safetensors.torch import load_file
-from safetensors.torch import save as safetensors_bytes
+from safetensors.torch import load_file, save as safetensors_bytes
 
 from hanclf.config import Config, config_from_dict
 from hanclf.errors import HanclfError, UsageError
