@@ -45,8 +45,10 @@ def likely_to_use_workers(input_path: Path, devices: int | None) -> bool:
     """A cheap guess, before torch is imported, at whether predict_file(input_path,
     devices=devices) will start workers."""
     try:
-        files = input_path.rglob("*") if input_path.is_dir() else [input_path]  # a Parquet dataset
-        size = sum(p.stat().st_size for p in files if p.is_file())
+        if input_path.is_dir():  # a Parquet dataset
+            size = sum(p.stat().st_size for p in input_path.rglob("*") if p.is_file())
+        else:
+            size = input_path.stat().st_size
     except OSError:
         return False  # predict_file names the problem
     if devices is not None:

@@ -241,6 +241,12 @@ def test_the_cli_starts_the_fork_server_early_only_when_workers_are_likely(tmp_p
     assert not likely_to_use_workers(large, 1)
     assert not likely_to_use_workers(tmp_path / "missing.csv", None)
     assert not likely_to_use_workers(tmp_path / "missing.csv", 2)  # an error comes, not workers
+    folder = tmp_path / "parts"  # a Parquet dataset: the size of its files
+    folder.mkdir()
+    (folder / "part-0.parquet").write_bytes(b"x" * 1_000)
+    assert not likely_to_use_workers(folder, None)
+    (folder / "part-1.parquet").write_bytes(b"x" * hanclf.workers.LIKELY_WORKERS_BYTES)
+    assert likely_to_use_workers(folder, None)
     monkeypatch.setattr(hanclf.workers, "cores", lambda: 1)
     assert not likely_to_use_workers(large, None)  # one core: the default is one process
 
