@@ -20,8 +20,8 @@ BATCH_ROWS = 8_192
 
 
 def evaluate_file(
-    model_dir: Path,
-    data: Path,
+    model_dir: str | Path,
+    data: str | Path,
     text_column: TextColumns | None = None,
     label_column: str | None = None,
     split: str | None = None,
@@ -29,6 +29,7 @@ def evaluate_file(
     device: str = "auto",
 ) -> dict[str, Any]:
     """Metrics of the model on `data` (only rows of `split` if given, e.g. 'test')."""
+    data = Path(data)
     check_input(data)
     predictor = Predictor(model_dir, device, batch_size)
     config = predictor.artifact.config.data

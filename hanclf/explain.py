@@ -151,11 +151,11 @@ def iter_explained(predictor: Predictor, input_path: Path, **rows: Any) -> Itera
 
 
 def explain_file(
-    model_dir: Path,
-    input_path: Path,
-    output: Path | None = None,
+    model_dir: str | Path,
+    input_path: str | Path,
+    output: str | Path | None = None,
     level: str = "token",
-    html: Path | None = None,
+    html: str | Path | None = None,
     text_column: TextColumns | None = None,
     id_column: str | None = None,
     label_column: str | None = None,
@@ -168,6 +168,8 @@ def explain_file(
 ) -> dict[str, int]:
     """Write attention as CSV (`level` token: one row per token; sentence: one per sentence)
     and/or an HTML report; call `on_document` for each document. Returns counts."""
+    input_path = Path(input_path)
+    output, html = (None if path is None else Path(path) for path in (output, html))
     if level not in LEVELS:
         raise UsageError(f"--level {level}: use one of {', '.join(LEVELS)}")
     if output is not None and output.suffix.lower() != ".csv":

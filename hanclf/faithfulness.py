@@ -254,9 +254,9 @@ def format_table(result: dict[str, Any]) -> Table:
 
 
 def faithfulness_file(
-    model_dir: Path,
-    input_path: Path,
-    output: Path | None = None,
+    model_dir: str | Path,
+    input_path: str | Path,
+    output: str | Path | None = None,
     text_column: TextColumns | None = None,
     split: str | None = None,
     limit: int | None = None,
@@ -269,6 +269,7 @@ def faithfulness_file(
 ) -> dict[str, Any]:
     """`faithfulness` of the model on the texts of a file (the first `limit` rows of `split`);
     with `output`, also written there as JSON."""
+    input_path, output = Path(input_path), None if output is None else Path(output)
     if output is not None:
         check_output(output, force)
     predictor = Predictor(model_dir, device, batch_size)

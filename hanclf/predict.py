@@ -301,9 +301,9 @@ class Predictor:
 
 
 def predict_file(
-    model_dir: Path,
-    input_path: Path,
-    output: Path,
+    model_dir: str | Path,
+    input_path: str | Path,
+    output: str | Path,
     text_column: TextColumns | None = None,
     id_column: str | None = None,
     keep_columns: Sequence[str] = (),
@@ -333,6 +333,7 @@ def predict_file(
         # or making a pool's semaphores, which a worker that dies this early would leak.
         raise HanclfError(GUARD_MAIN)
     start = time.perf_counter()
+    model_dir, input_path, output = Path(model_dir), Path(input_path), Path(output)
     check_input(input_path)
     if output.suffix.lower() not in (".parquet", ".pq"):
         raise UsageError(f"{output}: predictions are written as Parquet; name it *.parquet")

@@ -95,10 +95,10 @@ def distributed_worker() -> bool:
 
 
 def train(
-    data: Path,
-    output: Path,
+    data: str | Path,
+    output: str | Path,
     config: Config,
-    valid: Path | None = None,
+    valid: str | Path | None = None,
     force: bool = False,
     resume: bool = False,
     progress: bool = True,
@@ -110,6 +110,7 @@ def train(
     Checkpoints of every epoch are kept in `work_dir(output)` until the model is written;
     `resume=True` continues an interrupted run from its last completed epoch.
     """
+    data, output, valid = Path(data), Path(output), None if valid is None else Path(valid)
     check_input(data)
     if valid is not None:
         check_input(valid)

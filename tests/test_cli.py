@@ -19,7 +19,12 @@ from typer.testing import CliRunner
 
 from hanclf.artifact import load
 from hanclf.cli.main import _run, app
-from hanclf.predict import Predictor
+from hanclf.config import load_config
+from hanclf.evaluate import evaluate_file
+from hanclf.explain import explain_file
+from hanclf.faithfulness import faithfulness_file
+from hanclf.predict import Predictor, predict_file
+from hanclf.train import train
 from hanclf.tokenize import tokenize_words
 from tests.conftest import CUES, SAMPLE_DATA, make_reviews
 
@@ -368,3 +373,16 @@ def test_ctrl_c_offers_resume_only_when_a_checkpoint_was_saved(tmp_path, capsys,
     message = capsys.readouterr().err
     assert message.startswith("interrupted: no output was written")
     assert ("--resume continues" in message) == checkpoint
+
+
+def test_the_python_functions_take_paths_as_strings(model_dir, data_dir, tmp_path):
+    test, out = str(data_dir / "test.parquet"), str(tmp_path)
+    assert predict_file(str(model_dir), test, f"{out}/p.parquet")["rows"] == 60
+    assert explain_file(str(model_dir), test, f"{out}/a.csv", html=f"{out}/a.html", limit=2)["documents"] == 2
+    assert evaluate_file(str(model_dir), test)["support"] == 60
+    assert faithfulness_file(str(model_dir), test, f"{out}/f.json", limit=3, random_repeats=1) is not None
+    tiny = load_config(None, {"train.max_epochs": 1, "model.embed_dim": 8, "model.word_hidden": 4,
+                              "model.sent_hidden": 4, "train.accelerator": "cpu"})
+    metrics = train(str(data_dir / "train.csv"), f"{out}/m", tiny)
+    assert metrics["epochs_run"] == 1 and load(tmp_path / "m").config.model["embed_dim"] == 8
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "a.html", "f.json", "m", "p.parquet"]
