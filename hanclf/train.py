@@ -208,12 +208,14 @@ def _train(
     )
 
     checkpoint = ModelCheckpoint(
-        dirpath=work, filename="best", monitor=MONITOR, mode="max", save_last=True,
-        enable_version_counter=False,
+        dirpath=work, filename="best", monitor=MONITOR, mode="max", enable_version_counter=False,
     )
+    # Every epoch's, for --resume: Lightning's save_last writes only when the best one changes.
+    last = ModelCheckpoint(dirpath=work, filename="last", enable_version_counter=False)
     epoch_log = EpochLog(log)
     callbacks: list[pl.Callback] = [
         checkpoint,
+        last,
         EarlyStopping(monitor=MONITOR, mode="max", patience=t.patience),
         epoch_log,
     ]

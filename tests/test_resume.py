@@ -73,6 +73,20 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(tmp_path):
     pd.testing.assert_frame_equal(*(v[["epoch", "val_acc", "val_loss"]] for v in validations))
 
 
+def test_resume_continues_after_the_last_epoch_not_the_best_one(tmp_path):
+    # A learning rate too small to move valid accuracy: the first epoch stays the best one.
+    out, work = tmp_path / "model", tmp_path / ".model.training"
+    run = hanclf("train", str(SAMPLE_DATA / "train.csv"), "-o", str(out), *SMALL, "--set", "train.lr=1e-12")
+    for line in run.stderr:
+        if line.startswith("epoch 4/6"):  # the third epoch's checkpoint is written by now
+            os.kill(run.pid, signal.SIGKILL)
+            break
+    run.wait()
+    assert run.returncode == -signal.SIGKILL
+    assert torch.load(work / "best.ckpt", weights_only=False)["epoch"] == 0
+    assert torch.load(work / "last.ckpt", weights_only=False)["epoch"] >= 2
+
+
 def test_resume_without_an_interrupted_run_is_a_usage_error(tmp_path):
     run = hanclf("train", str(SAMPLE_DATA / "train.csv"), "-o", str(tmp_path / "m"), "--resume")
     _, err = run.communicate()
