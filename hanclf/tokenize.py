@@ -1,8 +1,9 @@
 """Sentence splitting and word tokenization for review text (Yelp, IMDb, Amazon), stdlib only.
 
 Cleaning: HTML entities are decoded, inline tags (<i>, <b>, <a href=..>, <span>, ...) dropped,
-text NFC-normalized (accented letters become single characters); whitespace and invisible
-characters (zero-width, soft hyphen, controls) only separate tokens.
+text NFC-normalized (accented letters become single characters). Format characters that may sit
+inside a word (soft hyphen, zero-width non-joiner, word joiner, direction marks, overrides and
+isolates) are dropped; whitespace, zero-width spaces and controls only separate tokens.
 
 A sentence ends at:
 - a newline, or a block tag (<br />, <br>, <p>, </p>, <div>, <hr>, <li>, ...);
@@ -175,6 +176,14 @@ _TOKEN = re.compile(
 _words = _TOKEN.findall
 
 
+# Dropped (not separators): won\u00adderful is one word, and direction overrides cannot reorder
+# what the CSV or the report shows.
+_IN_WORD_FORMAT = dict.fromkeys(
+    [0xAD, 0x200C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2060, 0x2065),
+     *range(0x2066, 0x206A), 0xFEFF]
+)
+
+
 def _clean(text: str) -> str:
     # Entities first, so double-escaped markup (&lt;br&gt;) is treated as markup too.
     if "&" in text:
@@ -182,7 +191,7 @@ def _clean(text: str) -> str:
     if "<" in text:
         text = _INLINE_TAG.sub("", _BLOCK_TAG.sub("\n", text))
     if not text.isascii():
-        text = unicodedata.normalize("NFC", text)
+        text = unicodedata.normalize("NFC", text.translate(_IN_WORD_FORMAT))
     return text
 
 

@@ -179,6 +179,11 @@ CASES = [
     ("?!", [["?!"]]),
     (". . .", [[".", ".", "."]]),
     ("Hi\u200b there\u00a0friend", [["Hi", "there", "friend"]]),
+    # format characters inside words: dropped, the word kept whole
+    ("won\u00adderful", [["wonderful"]]),
+    ("Good \u202eevil\u202c text, \u2067isolated\u2069", [["Good", "evil", "text", ",", "isolated"]]),
+    ("\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", [["\u0645\u06cc\u062e\u0648\u0627\u0647\u0645"]]),  # Persian, with a ZWNJ
+    ("word\u2060joined", [["wordjoined"]]),
 ]
 
 
