@@ -20,8 +20,8 @@ Closing quotes/brackets stay with the sentence they close, and so do emoticons a
 after an end mark (`Great! :) Back soon` -> `Great! :)` | `Back soon`); emoticons never end a
 sentence themselves.
 
-One token each: words with inner apostrophes, hyphens or `&` (don't, don’t, I'm, well-made,
-R&B); numbers with inner `.,:/` and a trailing `%` (3.5, 1,000, 9/10, 10:30, 50%; `$12.99` is
+One token each: words, with their combining marks (नमस्ते, مَطْعَم, שָׁלוֹם); words with inner
+apostrophes, hyphens or `&` (don't, don’t, I'm, well-made, R&B); numbers with inner `.,:/` and a trailing `%` (3.5, 1,000, 9/10, 10:30, 50%; `$12.99` is
 `$` + `12.99`); abbreviations with their dots (Mr., e.g., U.S., etc., J., No. before a number);
 URLs, bare domains and e-mail addresses; emoticons (:) :-( ;) :D :P <3 ^_^ -_- o_O) and emoji
 (skin tones, flags and joined sequences included); `...`/`…`; runs of `!`/`?`; `--`. Any other
@@ -134,16 +134,32 @@ _BLANK_RANGES = (
 _BLANK = "".join(chr(c) for first, last in _BLANK_RANGES for c in range(first, last + 1))
 _BLANK_CLASS = "".join(rf"\u{first:04x}-\u{last:04x}" for first, last in _BLANK_RANGES)
 
+def _combining_mark_ranges() -> str:
+    """The combining marks (Mn, Mc, Me) of the Basic Multilingual Plane, as ranges for a
+    character class. `re`'s \\w leaves them out, which would cut words of Devanagari, Arabic with
+    vowel signs, Hebrew with points, Thai, Bengali, Tamil ... into pieces."""
+    ranges: list[list[int]] = []
+    for code in range(0x300, 0x10000):
+        if unicodedata.category(chr(code))[0] == "M":
+            if ranges and ranges[-1][1] == code - 1:
+                ranges[-1][1] = code
+            else:
+                ranges.append([code, code])
+    return "".join(rf"\u{first:04x}-\u{last:04x}" for first, last in ranges)
+
+
+_WORD_CHARS = rf"\w{_combining_mark_ranges()}"  # letters, digits, underscore, combining marks
+
 # One word rule. After the letters/digits, the first branch settles plain words (nothing that
 # could extend them follows); every other branch opens with a literal or a character class, so
 # `re` rejects it in a few cycles; the empty branch ends words like "film" in "film.".
 _TOKEN = re.compile(
     rf"""
     [{_BLANK_CLASS}]*(
-        \w+
+        [{_WORD_CHARS}]+
         (?:
-            (?![\w'’\-&.,:/%@])
-          | (?:['’\-&]\w+)+
+            (?![{_WORD_CHARS}'’\-&.,:/%@])
+          | (?:['’\-&][{_WORD_CHARS}]+)+
           | (?:[.,:/](?<=\d[.,:/])(?=\d)\w+)+ %?
           | %(?<=\d%)
           | @[\w-]+(?:\.[\w-]+)+

@@ -184,6 +184,12 @@ CASES = [
     ("Good \u202eevil\u202c text, \u2067isolated\u2069", [["Good", "evil", "text", ",", "isolated"]]),
     ("\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", [["\u0645\u06cc\u062e\u0648\u0627\u0647\u0645"]]),  # Persian, with a ZWNJ
     ("word\u2060joined", [["wordjoined"]]),
+    # scripts whose words carry combining marks (vowel signs, viramas, points): one token a word
+    ("नमस्ते दुनिया।", [["नमस्ते", "दुनिया", "।"]]),
+    ("مَطْعَم جَيِّد", [["مَطْعَم", "جَيِّد"]]),
+    ("שָׁלוֹם עוֹלָם", [["שָׁלוֹם", "עוֹלָם"]]),
+    ("อาหารอร่อยมาก", [["อาหารอร่อยมาก"]]),
+    ("ভালো খাবার", [["ভালো", "খাবার"]]),
 ]
 
 
