@@ -1,8 +1,8 @@
 """Sentence splitting and word tokenization for review text (Yelp, IMDb, Amazon), stdlib only.
 
-Cleaning: HTML entities are decoded, inline tags (<i>, <b>, <a href=..>, <span>, ...) dropped,
-text NFC-normalized (accented letters become single characters). Format characters that may sit
-inside a word (soft hyphen, zero-width non-joiner, word joiner, direction marks, overrides and
+Cleaning: HTML entities are decoded, other HTML tags (<i>, <b>, <a href=..>, <span>, <script>,
+comment markers ...) dropped, a made-up tag (<sarcasm>) kept as words, text NFC-normalized
+(accented letters become single characters). Format characters that may sit inside a word (soft hyphen, zero-width non-joiner, word joiner, direction marks, overrides and
 isolates) are dropped; whitespace, zero-width spaces and controls only separate tokens.
 
 A sentence ends at:
@@ -77,12 +77,21 @@ _EMOTICON_OTHER = (
 )
 _SMILEY = "(?:" + "|".join((_EMOTICON_LETTER, *_EMOTICON_OTHER, _EMOJI_SEQUENCE)) + ")"
 
+# HTML elements only: a made-up tag in a review (<sarcasm>, <sigh>) is words. What a comment,
+# script or style holds stays as text (never in reviews, rare in scraped pages): removing it
+# would cost quadratic time on unclosed ones.
 _BLOCK_TAG = re.compile(
-    r"</?(?:br|p|div|hr|li|ul|ol|h[1-6]|tr|table|blockquote|section|article)\b[^<>]*>", re.I
+    r"</?(?:br|p|div|hr|li|ul|ol|h[1-6]|tr|td|th|thead|tbody|tfoot|caption|table|blockquote"
+    r"|section|article|header|footer|nav|main|aside|figure|figcaption|pre|dl|dt|dd|html|head"
+    r"|body|title|form|noscript|iframe)\b[^<>]*>",
+    re.I,
 )
 _INLINE_TAG = re.compile(
-    r"</?(?:a|b|i|u|s|em|strong|span|font|small|big|sub|sup|strike|del|ins|tt|code|cite|q|abbr"
-    r"|img|mark|center)\b[^<>]*>",
+    r"<!--|-->"
+    r"|</?(?:a|b|i|u|s|em|strong|span|font|small|big|sub|sup|strike|del|ins|tt|code|cite|q"
+    r"|abbr|img|mark|center|label|input|button|select|option|textarea|meta|link|col|colgroup"
+    r"|wbr|time|video|audio|source|picture|svg|kbd|samp|var|dfn|bdi|bdo|ruby|rt|rp|script"
+    r"|style)\b[^<>]*>",
     re.I,
 )
 

@@ -15,6 +15,10 @@ CASES = [
     ("First part<br/>second part", [["First", "part"], ["second", "part"]]),
     ("one<br>two<p>three</p>four", [["one"], ["two"], ["three"], ["four"]]),
     ("This is <i>really</i> <b>good</b> stuff", [["This", "is", "really", "good", "stuff"]]),
+    # any HTML element's tags go (what they enclose stays); a made-up tag is the reviewer's words
+    ("<script>alert</script> Bad <!-- so --> food.", [["alert", "Bad", "so", "food", "."]]),
+    ("<table><tr><td>Great</td><td>food</td></tr></table>", [["Great"], ["food"]]),
+    ("<style>red</style> Nice <sarcasm>", [["red", "Nice", "<", "sarcasm", ">"]]),
     (
         'See <a href="http://x.com">this site</a> and <span class="x">that</span> now',
         [["See", "this", "site", "and", "that", "now"]],
@@ -255,8 +259,11 @@ def test_long_document_is_linear():
         (". " * 500_000, 1),
         ("<b " * 300_000, 1),
         ("Wow! " + ":) " * 300_000, 1),
+        ("<!-- " * 200_000, 0),
+        ("<script> " * 100_000, 0),
     ],
-    ids=["blank run", "dotted chain", "bangs", "spaced dots", "open tags", "emoticons"],
+    ids=["blank run", "dotted chain", "bangs", "spaced dots", "open tags", "emoticons",
+         "open comments", "open scripts"],
 )
 def test_adversarial_input_is_linear(text, sentences):
     start = time.perf_counter()
