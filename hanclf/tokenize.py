@@ -2,8 +2,9 @@
 
 Cleaning: HTML entities are decoded, other HTML tags (<i>, <b>, <a href=..>, <span>, <script>,
 comment markers ...) dropped, a made-up tag (<sarcasm>) kept as words, text NFC-normalized
-(accented letters become single characters). Format characters that may sit inside a word (soft hyphen, zero-width non-joiner, word joiner, direction marks, overrides and
-isolates) are dropped; whitespace, zero-width spaces and controls only separate tokens.
+(accented letters become single characters). Format characters that may sit inside a word
+(soft hyphen, zero-width non-joiner, word joiner, direction marks, overrides and isolates) are
+dropped; whitespace, zero-width spaces and controls only separate tokens.
 
 A sentence ends at:
 - a newline, or a block tag (<br />, <br>, <p>, </p>, <div>, <hr>, <li>, ...);
