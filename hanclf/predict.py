@@ -73,6 +73,13 @@ class DocAttention:
     probs: np.ndarray  # (labels,)
 
 
+def one_per_text(texts: Sequence[str | None]) -> Sequence[str | None]:
+    """`texts` as given; a lone string (which would be read as one text per character) refused."""
+    if isinstance(texts, str):
+        raise TypeError("texts: give a list of texts; for one text, [text]")
+    return texts
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -119,12 +126,13 @@ class Predictor:
         return text_column or data.text_column, id_column
 
     def _tokenize(self, texts: Sequence[str | None]) -> list[list[list[str]]]:
-        return [truncate(doc, self.artifact.config.data) for doc in tokenize_all(texts)]
+        return [truncate(doc, self.artifact.config.data) for doc in tokenize_all(one_per_text(texts))]
 
     def batches(self, texts: Sequence[str | None]) -> Iterator[Batch]:
         """The model's inputs for `texts`, made as they are needed: the CPU's part of predicting
         (tokens, ids, batches of similar-size documents), which predict's workers do for a model
         on a GPU."""
+        texts = one_per_text(texts)
         return self._batches(encode_texts(texts, self.artifact.vocab, self.artifact.config.data))
 
     def _batches(self, docs: list[EncodedDoc]) -> Iterator[Batch]:
@@ -292,7 +300,7 @@ class Predictor:
         if isinstance(batch, pd.DataFrame):
             texts = pa.Table.from_pandas(batch[text_columns(self.text_column)], preserve_index=False)
             predictions = self.predict_table(text_values("the batch", self.text_column, texts))
-            return pd.concat([batch.reset_index(drop=True), predictions.to_pandas()], axis=1)
+            return pd.concat([batch, predictions.to_pandas().set_axis(batch.index)], axis=1)
         table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
         predictions = self.predict_table(text_values("the batch", self.text_column, table))
         for name in predictions.column_names:

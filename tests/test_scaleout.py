@@ -76,9 +76,12 @@ def test_predictor_on_arrow_and_pandas_matches_the_cli(model_dir, reviews, tmp_p
     assert arrow.select(cli.column_names).equals(cli.replace_schema_metadata(None))
     batch = predictor(table.to_batches()[1])  # a RecordBatch is accepted too
     assert batch.column("pred_label").to_pylist() == cli.column("pred_label").to_pylist()[100:1_900]
-    frame = predictor(table.slice(0, 300).to_pandas())
+    frame = predictor(table.slice(0, 300).to_pandas().set_index("id"))
     assert list(frame["pred_label"]) == cli.column("pred_label").to_pylist()[:300]
+    assert frame.index.tolist() == cli.column("id").to_pylist()[:300]  # the caller's index kept
     assert frame["empty_text"].tolist() == [i == 17 for i in range(300)]
+    with pytest.raises(TypeError, match="a list of texts"):
+        predictor.predict_proba("one review, which is not a list of texts")
     for labelled in (arrow, frame):  # never two columns of one name
         with pytest.raises(UsageError, match="already has the column.s. pred_label, pred_prob, empty_text"):
             predictor(labelled)
