@@ -356,9 +356,20 @@ def require_split_column(path: Path, split: str | None) -> None:
         raise UsageError(f"{path}: --split {split} given but the file has no '{SPLIT_COLUMN}' column")
 
 
+# Other names of the validation split: Hugging Face's, and the common short one.
+SPLIT_SYNONYMS = {"validation": "valid", "dev": "valid"}
+
+
+def _split_name(value: object) -> str:
+    name = str(value).strip().lower()
+    return SPLIT_SYNONYMS.get(name, name)
+
+
 def rows_in_split(values: list, split: str) -> list[int]:
-    """Positions whose split value is `split` (case and surrounding spaces ignored)."""
-    return [i for i, v in enumerate(values) if str(v).strip().lower() == split]
+    """Positions whose split value is `split` (case, surrounding spaces and the synonyms of
+    'valid' aside)."""
+    wanted = _split_name(split)
+    return [i for i, v in enumerate(values) if _split_name(v) == wanted]
 
 
 class LabelledSet(NamedTuple):

@@ -335,6 +335,14 @@ def test_split_column(tmp_path):
     assert valid.where == f"{path} (split=valid)"
 
 
+@pytest.mark.parametrize("name", ["dev", "validation", " Dev "])
+def test_dev_and_validation_name_the_valid_split(tmp_path, name):
+    path = tmp_path / "data.csv"
+    frame(6, split=["train", name, "test", "train", name, "train"]).to_csv(path, index=False)
+    train, valid = training_sets(path, None, DataConfig(), seed=0)
+    assert valid.texts == ["document 1", "document 4"] and len(train.texts) == 3
+
+
 def test_split_column_without_valid_rows_holds_out_train_rows_only(tmp_path):
     path = tmp_path / "data.csv"
     frame(12, split=["train"] * 10 + ["test"] * 2).to_csv(path, index=False)
