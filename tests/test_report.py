@@ -287,7 +287,7 @@ def test_planted_sentence_is_the_most_shaded(sample_model_dir, tmp_path):
     from tests.conftest import SAMPLE_DATA
 
     test = pd.read_parquet(SAMPLE_DATA / "test.parquet").head(20)
-    texts = [*test["text"], "The food was <script>alert(1)</script> awful. We left."]
+    texts = [*test["text"], "The food was <x onmouseover=alert(1)>awful</x>. We left."]
     predictor = Predictor(sample_model_dir, device="cpu")
     report = HtmlReport(predictor.labels.names, "sample")
     attention = predictor.attend(texts)
@@ -312,8 +312,8 @@ def test_planted_sentence_is_the_most_shaded(sample_model_dir, tmp_path):
         shaded.append(alphas.index(max(alphas)))
     # 0.85 on these 20 documents (the whole sample set: 0.86-1.00 over seeds, tests/test_cli.py)
     assert (np.array(shaded[:20]) == test["planted_sentence"].to_numpy()).mean() >= 0.75
-    # the tokenizer splits "<script>" into "<", "script", ">": each shown as text
-    assert "<script" not in html and ">&lt;</span> <span" in html
+    # the tokenizer keeps a tag that is no HTML element as "<", "x", ...: each shown as text
+    assert "<x" not in html and ">&lt;</span> <span" in html
 
 
 # --- in a real browser -------------------------------------------------------------------------
