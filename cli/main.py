@@ -88,7 +88,7 @@ def _devices(value: str | None) -> str | int | None:
 
 @app.command(epilog="Example: hanclf train reviews.parquet --label-column stars --config yelp -o model")
 def train(
-    data: Annotated[Path, typer.Argument(metavar="DATA", help="Training data: .csv, .tsv, .parquet or .jsonl.")],
+    data: Annotated[Path, typer.Argument(metavar="DATA", help="Training data: .csv, .tsv, .parquet, .jsonl, or a folder of Parquet files.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model directory to write.")],
     valid: Annotated[
         Optional[Path], typer.Option(help="Validation data [default: the split column, else a random share].")
@@ -158,7 +158,7 @@ def train(
 @app.command()
 def predict(
     model: ModelDir,
-    input: Annotated[Path, typer.Argument(metavar="INPUT", help="Texts to label: .parquet, .csv, .tsv or .jsonl.")],
+    input: Annotated[Path, typer.Argument(metavar="INPUT", help="Texts to label: .parquet, .csv, .tsv, .jsonl, or a folder of Parquet files.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Parquet file to write.")],
     id_column: Annotated[Optional[str], typer.Option(help="Column copied to the output to join on [default: the model's id column if the input has it, else a row_id column is added].")] = None,
     keep_columns: Annotated[
@@ -192,7 +192,7 @@ def predict(
 @app.command()
 def explain(
     model: ModelDir,
-    input: Annotated[Path, typer.Argument(metavar="INPUT", help="Texts to explain: .parquet, .csv, .tsv or .jsonl.")],
+    input: Annotated[Path, typer.Argument(metavar="INPUT", help="Texts to explain: .parquet, .csv, .tsv, .jsonl, or a folder of Parquet files.")],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="CSV file to write (see --level).")] = None,
     level: Annotated[str, typer.Option(help="CSV rows: token (one per token) or sentence (one per sentence, ranked).")] = "token",
     html: Annotated[Optional[Path], typer.Option(help="Also write a self-contained HTML report (use with --limit).")] = None,
@@ -257,7 +257,7 @@ def explain(
 @app.command()
 def evaluate(
     model: ModelDir,
-    data: Annotated[Path, typer.Argument(metavar="DATA", help="Labelled data: .parquet, .csv, .tsv or .jsonl.")],
+    data: Annotated[Path, typer.Argument(metavar="DATA", help="Labelled data: .parquet, .csv, .tsv, .jsonl, or a folder of Parquet files.")],
     split: Annotated[Optional[str], typer.Option(help="Only rows whose 'split' column has this value, e.g. test.")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write the metrics as JSON.")] = None,
     text_column: TextColumn = None,

@@ -190,7 +190,7 @@ def explain_file(
         writer = None
         if output is not None:
             tmp = stack.enter_context(atomic_output(output, force))
-            writer = csv.writer(stack.enter_context(tmp.open("w", newline="", encoding="utf-8")))
+            writer = csv.writer(stack.enter_context(tmp.open("w", newline="", encoding="utf-8")), lineterminator="\n")
             writer.writerow(columns)
         docs = iter_explained(
             predictor, input_path, text_column=text_column, id_column=id_column,
