@@ -68,6 +68,9 @@ class Explained:
 
 def token_rows(doc: Explained) -> Iterator[list[Any]]:
     att = doc.attention
+    if not att.sentences:  # no word: one row all the same, for the document's prediction
+        yield [doc.doc_id, "", "", "", "", "", "", doc.pred_label, f"{doc.pred_prob:.6f}",
+               doc.true_label or ""]
     for s, (sentence, sent_att) in enumerate(zip(att.sentences, att.sent_att)):
         root = math.sqrt(float(sent_att))
         for w, (token, word_att) in enumerate(zip(sentence, att.word_att[s])):
@@ -80,6 +83,8 @@ def token_rows(doc: Explained) -> Iterator[list[Any]]:
 
 def sentence_rows(doc: Explained) -> Iterator[list[Any]]:
     att = doc.attention
+    if not att.sentences:  # as in token_rows
+        yield [doc.doc_id, "", "", "", "", doc.pred_label, f"{doc.pred_prob:.6f}", doc.true_label or ""]
     for s, (sentence, rank) in enumerate(zip(att.sentences, doc.sentence_ranks())):
         yield [
             doc.doc_id, s, " ".join(sentence), f"{att.sent_att[s]:.6f}", rank,
@@ -190,7 +195,8 @@ def explain_file(
         writer = None
         if output is not None:
             tmp = stack.enter_context(atomic_output(output, force))
-            writer = csv.writer(stack.enter_context(tmp.open("w", newline="", encoding="utf-8")), lineterminator="\n")
+            csv_file = stack.enter_context(tmp.open("w", newline="", encoding="utf-8"))
+            writer = csv.writer(csv_file, lineterminator="\n")
             writer.writerow(columns)
         docs = iter_explained(
             predictor, input_path, text_column=text_column, id_column=id_column,

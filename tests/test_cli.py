@@ -242,6 +242,20 @@ def test_explain_sentence_level_ranks_sentences_by_attention(model_dir, data_dir
     assert "".join(first["sentence"]).replace(" ", "") == source["text"].iloc[0].replace(" ", "")
 
 
+@pytest.mark.parametrize("level", ["token", "sentence"])
+def test_explain_gives_a_document_without_words_one_row(model_dir, tmp_path, level):
+    source = tmp_path / "in.jsonl"
+    pd.DataFrame({"id": ["a", "b", "c"], "text": ["Great food. Nice staff.", None, " "]}).to_json(
+        source, orient="records", lines=True)
+    out = tmp_path / "att.csv"
+    invoke("explain", model_dir, source, "-o", out, "--id-column", "id", "--level", level)
+    frame = pd.read_csv(out)
+    assert frame["doc_id"].unique().tolist() == ["a", "b", "c"]
+    empty = frame[frame["doc_id"] != "a"]
+    assert len(empty) == 2 and empty["sent_idx"].isna().all() and empty["sent_att"].isna().all()
+    assert empty["pred_label"].notna().all() and (empty["pred_prob"] > 0).all()
+
+
 def test_explain_top_sentences_prints_the_most_attended_sentence(model_dir, data_dir):
     printed = invoke("explain", model_dir, data_dir / "test.parquet", "--top-sentences", "1",
                      "--id-column", "id", "--limit", "3")
