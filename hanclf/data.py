@@ -424,8 +424,9 @@ def training_sets(
         valid = read_labelled(valid_path, config, split="valid")
         if not valid.texts:
             raise UsageError(
-                f"{valid_path}: its '{SPLIT_COLUMN}' column has no 'valid' row, and --valid reads "
-                f"only those (every row of a file without a '{SPLIT_COLUMN}' column)"
+                f"{valid_path}: its '{SPLIT_COLUMN}' column has no 'valid' (or 'validation', 'dev') "
+                f"row, and --valid reads only those (every row of a file without a "
+                f"'{SPLIT_COLUMN}' column)"
             )
     elif SPLIT_COLUMN in column_names(train_path):
         valid = read_labelled(train_path, config, split="valid")
