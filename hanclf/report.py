@@ -237,7 +237,7 @@ h1 { font-size: 22px; margin: 18px 0 6px; }
 .filters .group { margin-left: 12px; }
 body:has(#f-wrong:checked) .doc:not(.wrong) { display: none; }
 .doc { background: #fff; border: 1px solid #d8dce3; border-left: 5px solid #9aa4b2;
-  border-radius: 6px; padding: 8px 14px 10px; margin: 0 0 14px; }
+  border-radius: 6px; padding: 8px 14px 10px; margin: 0 0 14px; overflow-wrap: anywhere; }
 .doc.known { border-left-color: #2da44e; }
 .doc.wrong { border-left-color: #cf222e; background: #fffafa; }
 .doc > header { display: flex; flex-wrap: wrap; gap: 4px 16px; align-items: baseline;
