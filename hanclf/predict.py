@@ -297,6 +297,10 @@ class Predictor:
         if taken:
             raise UsageError(f"the batch already has the column(s) {', '.join(taken)} that the "
                              "predictions go into; drop or rename them first")
+        missing = [name for name in text_columns(self.text_column) if name not in names]
+        if missing:
+            raise UsageError(f"the batch has no column '{missing[0]}', which the model reads its "
+                             f"text from (columns: {', '.join(map(str, names))})")
         if isinstance(batch, pd.DataFrame):
             texts = pa.Table.from_pandas(batch[text_columns(self.text_column)], preserve_index=False)
             predictions = self.predict_table(text_values("the batch", self.text_column, texts))

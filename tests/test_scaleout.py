@@ -82,6 +82,8 @@ def test_predictor_on_arrow_and_pandas_matches_the_cli(model_dir, reviews, tmp_p
     assert frame["empty_text"].tolist() == [i == 17 for i in range(300)]
     with pytest.raises(TypeError, match="a list of texts"):
         predictor.predict_proba("one review, which is not a list of texts")
+    with pytest.raises(UsageError, match="the batch has no column 'text'.*columns: id, body"):
+        predictor(pd.DataFrame({"id": [1], "body": ["Nice."]}))
     for labelled in (arrow, frame):  # never two columns of one name
         with pytest.raises(UsageError, match="already has the column.s. pred_label, pred_prob, empty_text"):
             predictor(labelled)
