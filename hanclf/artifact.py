@@ -59,11 +59,16 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def missing_files(directory: Path) -> list[str]:
+    """The files of a model directory that `directory` lacks (all of them if it is none)."""
+    return [name for name in REQUIRED if not (directory / name).is_file()]
+
+
 def load(directory: Path) -> Artifact:
     """Load and cross-check every file; a damaged or foreign directory is a clear error."""
     if not directory.is_dir():
         raise UsageError(f"{directory}: not a model directory (train one with `hanclf train`)")
-    missing = [name for name in REQUIRED if not (directory / name).is_file()]
+    missing = missing_files(directory)
     if missing:
         raise UsageError(
             f"{directory}: not a hanclf model directory (missing {', '.join(missing)})"

@@ -23,7 +23,7 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from hanclf import __version__
-from hanclf.artifact import CONFIG, HISTORY, REQUIRED, Artifact, load_checkpoint, save
+from hanclf.artifact import CONFIG, HISTORY, Artifact, load_checkpoint, missing_files, save
 from hanclf.config import Config, config_from_dict, default_config
 from hanclf.datamodule import HANDataModule
 from hanclf.embeddings import initial_embeddings, require_gensim
@@ -126,7 +126,7 @@ def train(
     # Like spaCy and Lightning, a new runs/a/b is fine; the folders go again if training fails.
     with created_parents(output):
         check_output(output, force, directory=True)
-        if output.is_dir() and any(output.iterdir()) and not all((output / n).is_file() for n in REQUIRED):
+        if output.is_dir() and any(output.iterdir()) and missing_files(output):
             raise UsageError(f"{output}: holds no hanclf model, and --force replaces only a model; "
                              "name another directory")
         work = work_dir(output)
