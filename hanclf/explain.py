@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,11 +66,16 @@ class Explained:
         return ranks.tolist()
 
 
+def _prediction_only(doc: Explained, columns: Sequence[str]) -> list[Any]:
+    """The one row of a document with no word: its id and prediction, attention columns empty."""
+    blanks = [""] * (len(columns) - 4)  # all but doc_id, pred_label, pred_prob, true_label
+    return [doc.doc_id, *blanks, doc.pred_label, f"{doc.pred_prob:.6f}", doc.true_label or ""]
+
+
 def token_rows(doc: Explained) -> Iterator[list[Any]]:
     att = doc.attention
-    if not att.sentences:  # no word: one row all the same, for the document's prediction
-        yield [doc.doc_id, "", "", "", "", "", "", doc.pred_label, f"{doc.pred_prob:.6f}",
-               doc.true_label or ""]
+    if not att.sentences:  # so that every document's prediction is in the file
+        yield _prediction_only(doc, TOKEN_COLUMNS)
     for s, (sentence, sent_att) in enumerate(zip(att.sentences, att.sent_att)):
         root = math.sqrt(float(sent_att))
         for w, (token, word_att) in enumerate(zip(sentence, att.word_att[s])):
@@ -84,7 +89,7 @@ def token_rows(doc: Explained) -> Iterator[list[Any]]:
 def sentence_rows(doc: Explained) -> Iterator[list[Any]]:
     att = doc.attention
     if not att.sentences:  # as in token_rows
-        yield [doc.doc_id, "", "", "", "", doc.pred_label, f"{doc.pred_prob:.6f}", doc.true_label or ""]
+        yield _prediction_only(doc, SENTENCE_COLUMNS)
     for s, (sentence, rank) in enumerate(zip(att.sentences, doc.sentence_ranks())):
         yield [
             doc.doc_id, s, " ".join(sentence), f"{att.sent_att[s]:.6f}", rank,
