@@ -23,7 +23,8 @@ sentence themselves.
 
 One token each: words, with their combining marks (नमस्ते, مَطْعَم, שָׁלוֹם); words with inner
 apostrophes, hyphens or `&` (don't, don’t, I'm, well-made, R&B); numbers with inner `.,:/` and
-a trailing `%` (3.5, 1,000, 9/10, 10:30, 50%; `$12.99` is `$` + `12.99`); abbreviations with their dots (Mr., e.g., U.S., etc., J., No. before a number);
+a trailing `%` (3.5, 1,000, 9/10, 10:30, 50%; `$12.99` is `$` + `12.99`); abbreviations with
+their dots (Mr., e.g., U.S., etc., J., No. before a number);
 URLs, bare domains and e-mail addresses; emoticons (:) :-( ;) :D :P <3 ^_^ -_- o_O) and emoji
 (skin tones, flags and joined sequences included); `...`/`…`; runs of `!`/`?`; `--`. Any other
 visible character is a token by itself (, ; : ( ) " — $). Case is kept.
