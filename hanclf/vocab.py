@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -61,6 +62,10 @@ class Vocab:
         return cls(data["words"], bool(data["lowercase"]))
 
 
+_INTEGER = re.compile(r"0|-?[1-9][0-9]*", re.ASCII)
+_WHOLE_DECIMAL = re.compile(r"(-?[0-9]+)\.0+", re.ASCII)
+
+
 def normalize_label(value: Any) -> str | None:
     """Labels are compared as text: 4, 4.0 and '4' are the same label; None/NaN/'' are missing."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -69,8 +74,9 @@ def normalize_label(value: Any) -> str | None:
         value = int(value)
     text = str(value).strip()
     # "4.0" from a CSV written out of a float column is the label 4, as the float 4.0 is.
-    if text.endswith(".0") and text[:-2].lstrip("-").isdigit():
-        text = text[:-2]
+    whole = _WHOLE_DECIMAL.fullmatch(text)
+    if whole:
+        text = whole[1]
     return text or None
 
 
@@ -156,4 +162,6 @@ class Labels:
 
 
 def _is_int(text: str) -> bool:
-    return text.lstrip("-").isdigit()
+    """Whether `text` is an int64 written the one way Python writes it: "007" or "01" beside
+    "1" must come back as written, not as 7 or 1."""
+    return _INTEGER.fullmatch(text) is not None and -(2**63) <= int(text) < 2**63

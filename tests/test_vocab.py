@@ -84,6 +84,19 @@ def test_numeric_labels_sort_numerically():
     assert labels.ids(["10", "1", "-3"], "f.csv") == [3, 1, 0]
 
 
+@pytest.mark.parametrize("names", [
+    ["01", "1", "2"],  # "01" and "1" would both be written back as 1
+    ["007", "8"],  # a code with leading zeros is text
+    ["1", "\u00b2"],  # a superscript two is a digit to str.isdigit, not to int()
+    ["1", "99999999999999999999"],  # past int64: pred_label could not hold it
+    ["-0", "1"],
+])
+def test_labels_that_do_not_round_trip_as_integers_stay_text(names):
+    labels = Labels.build(names)
+    assert not labels.numeric
+    assert [labels.value(n) for n in labels.names] == labels.names
+
+
 def test_string_labels_sort_alphabetically():
     labels = Labels.build(["pos", "neg", "mixed", "neg", "10"])
     assert labels.names == ["10", "mixed", "neg", "pos"]
@@ -106,7 +119,7 @@ def test_labels_json_round_trip():
     assert again.names == ["1", "2", "3"] and again.numeric
 
 
-@pytest.mark.parametrize("value", [4, 4.0, "4", " 4 ", np.int64(4), np.float64(4.0)])
+@pytest.mark.parametrize("value", [4, 4.0, "4", " 4 ", "4.0", "4.00", np.int64(4), np.float64(4.0)])
 def test_normalize_label_same_label(value):
     assert normalize_label(value) == "4"
 
