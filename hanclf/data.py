@@ -356,13 +356,27 @@ def require_split_column(path: Path, split: str | None) -> None:
         raise UsageError(f"{path}: --split {split} given but the file has no '{SPLIT_COLUMN}' column")
 
 
-# Other names of the validation split: Hugging Face's, and the common short one.
-SPLIT_SYNONYMS = {"validation": "valid", "dev": "valid"}
+# Other names of the validation split: Hugging Face's, and the common short ones.
+SPLIT_SYNONYMS = {"validation": "valid", "dev": "valid", "val": "valid"}
+SPLITS = ("train", "valid", "test")
 
 
 def _split_name(value: object) -> str:
     name = str(value).strip().lower()
     return SPLIT_SYNONYMS.get(name, name)
+
+
+def check_split_values(path: Path, values: list) -> None:
+    """Refuse split values other than train, valid (or a synonym) and test: those rows would be
+    left out of training and validation without a word."""
+    others = Counter("null" if v is None else repr(str(v).strip()) for v in values
+                     if v is None or _split_name(v) not in SPLITS)
+    if others:
+        shown = ", ".join(f"{name} ({n} row{'s' * (n > 1)})" for name, n in others.most_common(5))
+        raise UsageError(
+            f"{path}: column '{SPLIT_COLUMN}' holds {shown} besides train, valid (or dev, val, "
+            "validation) and test; rename or drop those rows"
+        )
 
 
 def rows_in_split(values: list, split: str) -> list[int]:
@@ -398,7 +412,9 @@ def read_labelled(path: Path, config: DataConfig, split: str | None = None) -> L
     rows = range(len(texts))
     where = str(path)
     if has_split:
-        rows = rows_in_split(table.column(SPLIT_COLUMN).to_pylist(), split)
+        splits = table.column(SPLIT_COLUMN).to_pylist()
+        check_split_values(path, splits)
+        rows = rows_in_split(splits, split)
         where = f"{path} (split={split})"
     for i in rows:
         if labels[i] is None:  # never for multi-label, where no label is the empty set
@@ -435,15 +451,33 @@ def training_sets(
     if not train.texts:
         raise UsageError(f"{train.where}: no training rows")
     if valid is None or not valid.texts:
-        order = list(range(len(train.texts)))
-        random.Random(seed).shuffle(order)
-        n_valid = max(1, round(len(order) * config.valid_fraction))
-        if len(order) - n_valid < 2:
+        held_out = _held_out(train.labels, config, seed)
+        if not held_out or len(train.texts) - len(held_out) < 2:
             raise UsageError(f"{train.where}: too few rows to hold out a validation set")
 
         def subset(rows: list[int], where: str) -> LabelledSet:
             return LabelledSet([train.texts[i] for i in rows], [train.labels[i] for i in rows], where)
 
-        valid = subset(order[:n_valid], f"{train.where} (random {config.valid_fraction:.0%})")
-        train = subset(order[n_valid:], train.where)
+        valid = subset(held_out, f"{train.where} (random {config.valid_fraction:.0%})")
+        kept = set(range(len(train.texts))).difference(held_out)
+        train = subset(sorted(kept), train.where)
     return train, valid
+
+
+def _held_out(labels: list, config: DataConfig, seed: int) -> list[int]:
+    """Rows to validate on when the data names none: a seeded random config.valid_fraction.
+    Single-label, that share of each label's rows, one row of each at least left to train:
+    validating on a label that training never saw fails, so it used to depend on the seed
+    whether data with a rare label could be trained on at all."""
+    order = list(range(len(labels)))
+    random.Random(seed).shuffle(order)
+    if config.multi_label:
+        return order[: max(1, round(len(order) * config.valid_fraction))]
+    rows_of: dict[str, list[int]] = {}
+    for i in order:
+        rows_of.setdefault(labels[i], []).append(i)
+    held = [rows[: min(round(len(rows) * config.valid_fraction), len(rows) - 1)] for rows in rows_of.values()]
+    largest = max(rows_of.values(), key=len, default=[])
+    if not any(held) and len(largest) > 1:  # a few rows a label: each share rounds to none
+        held = [largest[:1]]
+    return sorted(i for rows in held for i in rows)

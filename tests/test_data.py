@@ -335,12 +335,34 @@ def test_split_column(tmp_path):
     assert valid.where == f"{path} (split=valid)"
 
 
-@pytest.mark.parametrize("name", ["dev", "validation", " Dev "])
+@pytest.mark.parametrize("name", ["dev", "val", "validation", " Dev "])
 def test_dev_and_validation_name_the_valid_split(tmp_path, name):
     path = tmp_path / "data.csv"
     frame(6, split=["train", name, "test", "train", name, "train"]).to_csv(path, index=False)
     train, valid = training_sets(path, None, DataConfig(), seed=0)
     assert valid.texts == ["document 1", "document 4"] and len(train.texts) == 3
+
+
+def test_split_values_other_than_train_valid_test_are_refused(tmp_path):
+    # Such rows were left out of training without a word, and a random share of train held out.
+    path = tmp_path / "data.parquet"
+    frame(7, split=["train", "holdout", "train", None, "valid", "holdout", "test"]).to_parquet(path)
+    with pytest.raises(UsageError) as err:
+        training_sets(path, None, DataConfig(), seed=0)
+    message = str(err.value)
+    assert str(path) in message and "'holdout' (2 rows)" in message and "null (1 row)" in message
+
+
+def test_random_hold_out_leaves_every_label_in_train(tmp_path):
+    # A label of one row used to fail training with some seeds: held out, it was not trained on.
+    path = tmp_path / "data.csv"
+    labels = ["pos"] * 30 + ["neg"] * 20 + ["rare"] + ["pair"] * 2
+    pd.DataFrame({"text": [f"document {i}" for i in range(len(labels))], "label": labels}).to_csv(path, index=False)
+    for seed in range(20):
+        train, valid = training_sets(path, None, DataConfig(valid_fraction=0.1), seed=seed)
+        assert sorted(valid.labels) == ["neg"] * 2 + ["pos"] * 3  # a tenth of each label
+        assert set(train.labels) == {"pos", "neg", "rare", "pair"}
+        assert sorted(train.texts + valid.texts) == sorted(f"document {i}" for i in range(len(labels)))
 
 
 def test_split_column_without_valid_rows_holds_out_train_rows_only(tmp_path):
