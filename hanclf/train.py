@@ -4,6 +4,8 @@ loop, keep the epoch with the best validation accuracy, and save it as a model d
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -32,6 +34,7 @@ from hanclf.io import atomic_output, check_input, check_output, created_parents
 from hanclf.metrics import tune_thresholds
 from hanclf.model import PAD, members
 from hanclf.module import HANClassifier
+from hanclf.vocab import Labels, Vocab
 
 MONITOR = "val_score"  # valid accuracy; micro-F1 for multi-label
 
@@ -156,6 +159,15 @@ def _set_embeddings(weight: torch.Tensor, vectors: np.ndarray, ids: np.ndarray) 
     weight[torch.from_numpy(ids)] = torch.from_numpy(vectors)
 
 
+TABLES = "tables.sha256"  # in the work directory: what --resume checks the data against
+
+
+def _tables_digest(vocab: Vocab, labels: Labels) -> str:
+    """A digest of the word and label tables: the checkpoints' weights fit these only."""
+    tables = json.dumps([vocab.to_json(), labels.to_json()], sort_keys=True)
+    return hashlib.sha256(tables.encode()).hexdigest()
+
+
 def _resumed_config(work: Path, given: Config) -> Config:
     """The interrupted run's config; refuse silently different settings."""
     saved = config_from_dict(yaml.safe_load((work / CONFIG).read_text()))
@@ -188,6 +200,14 @@ def _train(
     datamodule = HANDataModule(data, valid, config.data, t.batch_size, t.seed, member_batches)
     datamodule.setup("fit")
     vocab, labels = datamodule.vocab, datamodule.labels
+    tables = _tables_digest(vocab, labels)
+    saved_tables = work / TABLES  # absent in runs interrupted before hanclf wrote it
+    if primary and resume_from is not None and saved_tables.is_file() and saved_tables.read_text() != tables:
+        raise UsageError(
+            f"{data}: its words or labels differ from those of the interrupted run in {work}, "
+            "whose checkpoints hold weights for those; resume on the same data, or start over "
+            "with --force"
+        )
     han_config = config.han_config(len(vocab), len(labels))
     module = HANClassifier(
         dataclasses.asdict(han_config), dataclasses.asdict(t), labels.names, labels.multi_label
@@ -245,6 +265,7 @@ def _train(
     if primary:
         work.mkdir(exist_ok=True)
         (work / CONFIG).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        (work / TABLES).write_text(tables)
         # Lightning's CSV logger starts its file afresh on resume: keep the epochs already done.
         earlier = pd.read_csv(history_path) if resume_from and history_path.is_file() else None
     try:

@@ -106,3 +106,28 @@ def test_a_diverging_run_stops_with_a_clear_message(tmp_path):
     assert "lower the learning rate (e.g. --set train.lr=1e+34)" in last
     assert "Traceback" not in err and not out.exists()
     assert not (tmp_path / ".m.training").exists()  # no epoch finished: nothing to resume
+
+
+def test_resume_on_other_data_is_refused(tmp_path):
+    # The checkpoint's word ids are those of the first data's vocabulary: resuming on data with
+    # another vocabulary saved a model whose weights did not fit its vocab.json (or, with another
+    # vocabulary size, crashed with a traceback).
+    out = tmp_path / "model"
+    run = hanclf("train", str(SAMPLE_DATA / "train.csv"), "-o", str(out), *SMALL)
+    for line in run.stderr:
+        if line.startswith("epoch 2/6"):  # epoch 1's checkpoint is written by now
+            os.kill(run.pid, signal.SIGKILL)
+            break
+    run.wait()
+    assert (tmp_path / ".model.training" / "last.ckpt").is_file()
+    other = tmp_path / "other.csv"
+    frame = pd.read_csv(SAMPLE_DATA / "train.csv")
+    frame.assign(text=frame["text"].str.replace("the", "a")).to_csv(other, index=False)
+    resumed = hanclf("train", str(other), "-o", str(out), "--resume")
+    _, err = resumed.communicate()
+    assert resumed.returncode == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"error: {other}: its words or labels differ from those of the interrupted run in "
+        f"{tmp_path / '.model.training'}, whose checkpoints hold weights for those; resume on "
+        "the same data, or start over with --force")
+    assert not out.exists()
