@@ -16,7 +16,9 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -
 
 def report(confusion: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
     """Accuracy, macro and weighted F1, per-class precision/recall/F1/support (as scikit-learn's
-    classification_report, with 0 where a ratio has no denominator)."""
+    classification_report, with 0 where a ratio has no denominator). Macro-F1 averages over the
+    classes in the data or predicted, as scikit-learn does when not given the labels: a class
+    absent from both has no F1 to speak of."""
     tp = np.diag(confusion).astype(float)
     support = confusion.sum(axis=1).astype(float)
     predicted = confusion.sum(axis=0).astype(float)
@@ -27,7 +29,7 @@ def report(confusion: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
     total = support.sum()
     return {
         "accuracy": float(tp.sum() / total) if total else 0.0,
-        "macro_f1": float(f1.mean()),
+        "macro_f1": float(f1[(support > 0) | (predicted > 0)].mean()) if total else 0.0,
         "weighted_f1": float((f1 * support).sum() / total) if total else 0.0,
         "support": int(total),
         "per_class": {

@@ -68,6 +68,19 @@ def test_never_predicted_class_scores_zero_not_nan():
     assert r["macro_f1"] == pytest.approx((f1_x + f1_y + 0) / 3, abs=1e-9)
 
 
+def test_macro_f1_leaves_out_classes_neither_in_the_data_nor_predicted():
+    # As scikit-learn's f1_score(average="macro"): a test subset without a class, or a long tail
+    # of classes absent from valid, would otherwise pull macro-F1 down by a zero per class.
+    confusion = np.array([[3, 1, 0], [0, 2, 0], [0, 0, 0]])  # no "z" in the data, none predicted
+    r = report(confusion, ["x", "y", "z"])
+    f1_x, f1_y = 2 * 1 * (3 / 4) / (1 + 3 / 4), 2 * (2 / 3) * 1 / (2 / 3 + 1)
+    assert r["macro_f1"] == pytest.approx((f1_x + f1_y) / 2, abs=1e-9)
+    assert r["per_class"]["z"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    sklearn = pytest.importorskip("sklearn.metrics")
+    y_true, y_pred = [0, 0, 0, 0, 1, 1], [0, 0, 0, 1, 1, 1]
+    assert r["macro_f1"] == pytest.approx(sklearn.f1_score(y_true, y_pred, average="macro"), abs=1e-9)
+
+
 def test_numeric_label_names_become_strings():
     r = report(np.array([[1, 0], [0, 1]]), [1, 5])
     assert r["labels"] == ["1", "5"] and set(r["per_class"]) == {"1", "5"}
@@ -84,11 +97,8 @@ def test_matches_scikit_learn():
     rng = np.random.default_rng(1)
     y_true = rng.integers(0, 4, 200)
     y_pred = np.where(rng.random(200) < 0.6, y_true, rng.integers(0, 3, 200))  # 3 never predicted
-    labels = [0, 1, 2, 3]
     r = report(confusion_matrix(y_true, y_pred, 4), ["a", "b", "c", "d"])
-    expected = metrics.classification_report(
-        y_true, y_pred, labels=labels, output_dict=True, zero_division=0
-    )
+    expected = metrics.classification_report(y_true, y_pred, output_dict=True, zero_division=0)
     assert r["accuracy"] == pytest.approx(metrics.accuracy_score(y_true, y_pred), abs=1e-9)
     assert r["macro_f1"] == pytest.approx(expected["macro avg"]["f1-score"], abs=1e-9)
     assert r["weighted_f1"] == pytest.approx(expected["weighted avg"]["f1-score"], abs=1e-9)
