@@ -128,6 +128,11 @@ def test_union_typed_keys():
         ("train.weight_decay", -1, ">= 0"),
         ("train.accelerator", "gpuu", "is not one of"),
         ("train.precision", "fp16", "is not one of"),
+        # Settings Lightning knows that the model does not run with: they crashed in fit().
+        ("train.precision", "64", "is not one of"),
+        ("train.precision", "16-true", "is not one of"),
+        ("train.precision", "bf16-true", "is not one of"),
+        ("train.accelerator", "tpu", "is not one of"),
     ],
 )
 def test_bad_values_name_the_key(key, value, words):
