@@ -45,33 +45,61 @@ def initial_embeddings(
 
 
 def read_vectors(path: Path, vocab: Vocab, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """Vectors of the vocabulary's words from a text file of `word v1 ... vdim` lines (a first
-    `count dim` line, as in .vec files, is skipped). Words are matched as the vocabulary
-    stores them (lower-cased when it is); the first vector of a word wins."""
+    """Vectors of the vocabulary's words from a text file of `word v1 ... vN` lines (a first
+    `count N` line, as in .vec files, gives N). Fields are split on any whitespace, and a word
+    is all that comes before the last N: GloVe's largest file has words with spaces in them
+    (which never match, as tokens have none). Words are matched as the vocabulary stores them
+    (lower-cased when it is); the first vector of a word wins."""
     if not path.is_file():
         raise UsageError(f"{path}: no such embeddings file (--embeddings)")
     found: dict[int, np.ndarray] = {}
+    file_dim = None
     with path.open(encoding="utf-8", errors="replace") as lines:
         for number, line in enumerate(lines, 1):
-            parts = line.rstrip().split(" ")
-            if number == 1 and len(parts) == 2:
-                continue  # the header of a .vec file
-            if len(parts) != dim + 1:
+            parts = line.split()
+            if not parts:
+                continue
+            if file_dim is None:
+                if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+                    file_dim = int(parts[1])  # the header of a .vec file
+                    continue
+                file_dim = _numbers_at_end(parts)
+            if file_dim != dim:
                 raise UsageError(
-                    f"{path}: line {number} has {len(parts) - 1} numbers, model.embed_dim is {dim}; "
-                    f"pass --set model.embed_dim={len(parts) - 1} to use these vectors"
+                    f"{path}: vectors of {file_dim} numbers, model.embed_dim is {dim}; "
+                    f"pass --set model.embed_dim={file_dim} to use these vectors"
                 )
-            word = parts[0].lower() if vocab.lowercase else parts[0]
-            i = vocab.index.get(word)
-            if i is not None and i not in (PAD, UNK) and i not in found:
-                try:
-                    found[i] = np.asarray(parts[1:], dtype=np.float32)
-                except ValueError:
-                    raise UsageError(f"{path}: line {number} holds something other than numbers") from None
+            if len(parts) < dim + 1:
+                raise UsageError(f"{path}: line {number} has {len(parts) - 1} numbers, the file's "
+                                 f"vectors have {dim}")
+            word = " ".join(parts[:-dim])
+            i = vocab.index.get(word.lower() if vocab.lowercase else word)
+            if i is None or i in (PAD, UNK) or i in found:
+                continue
+            try:
+                vector = np.asarray(parts[-dim:], dtype=np.float32)
+            except ValueError:
+                raise UsageError(f"{path}: line {number} holds something other than numbers") from None
+            if not np.isfinite(vector).all():
+                raise UsageError(f"{path}: line {number} has a value that is not a finite number")
+            found[i] = vector
     if not found:
         raise UsageError(f"{path}: none of its words are in the training vocabulary; check the file")
     ids = np.fromiter(found, dtype=np.int64)
     return np.stack([found[i] for i in ids]), ids
+
+
+def _numbers_at_end(parts: list[str]) -> int:
+    """How many fields end a `word v1 ... vN` line as numbers: N, whatever the word's fields
+    (a word that is a number, "1984 0.1 0.2", is the one field always left to the word)."""
+    count = 0
+    for field in reversed(parts[1:]):
+        try:
+            float(field)
+        except ValueError:
+            break
+        count += 1
+    return count
 
 
 def require_gensim() -> None:

@@ -37,7 +37,7 @@ def test_read_vectors_matches_words_as_the_vocabulary_stores_them(tmp_path):
 def test_read_vectors_without_header_and_its_errors(tmp_path):
     vectors, ids = read_vectors(vec_file(tmp_path, ["was 0.5 -1"]), VOCAB, dim=2)
     assert ids.tolist() == [4] and vectors.tolist() == [[0.5, -1.0]]
-    with pytest.raises(UsageError, match="line 1 has 2 numbers, model.embed_dim is 3; pass --set model.embed_dim=2"):
+    with pytest.raises(UsageError, match="vectors of 2 numbers, model.embed_dim is 3; pass --set model.embed_dim=2"):
         read_vectors(vec_file(tmp_path, ["was 0.5 -1"]), VOCAB, dim=3)
     with pytest.raises(UsageError, match="none of its words"):
         read_vectors(vec_file(tmp_path, ["zebra 1 2"]), VOCAB, dim=2)
@@ -45,6 +45,26 @@ def test_read_vectors_without_header_and_its_errors(tmp_path):
         read_vectors(vec_file(tmp_path, ["was 1 2", "food x y"]), VOCAB, dim=2)
     with pytest.raises(UsageError, match="no such embeddings file"):
         read_vectors(tmp_path / "nope.vec", VOCAB, dim=2)
+
+
+def test_read_vectors_takes_odd_lines_as_real_files_have_them(tmp_path):
+    # GloVe 840B has tokens with spaces inside ("at name@domain.com"); tabs and double spaces
+    # separate fields in hand-made files. Each used to refuse the whole file, suggesting a
+    # wrong --set model.embed_dim.
+    lines = ["new york 1 1", "was\t0.5\t-1", "food  2 3", "", "the 4 5"]
+    vectors, ids = read_vectors(vec_file(tmp_path, lines), VOCAB, dim=2)
+    assert dict(zip(ids.tolist(), vectors.tolist())) == {4: [0.5, -1.0], 3: [2, 3], 2: [4, 5]}
+    with pytest.raises(UsageError, match="line 2 has 1 numbers, the file's vectors have 2"):
+        read_vectors(vec_file(tmp_path, ["was 1 2", "food 3"]), VOCAB, dim=2)
+    with pytest.raises(UsageError, match="vectors of 3 numbers, model.embed_dim is 2; pass --set model.embed_dim=3"):
+        read_vectors(vec_file(tmp_path, ["2 3", "new york 1 2 3"]), VOCAB, dim=2)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e999"])
+def test_read_vectors_refuses_values_that_are_not_finite(tmp_path, value):
+    # A NaN vector crashed training with a traceback (the other words' random scale became NaN).
+    with pytest.raises(UsageError, match="line 2 has a value that is not a finite number"):
+        read_vectors(vec_file(tmp_path, ["was 1 2", f"food 3 {value}"]), VOCAB, dim=2)
 
 
 def test_word2vec_is_deterministic_and_words_of_the_same_contexts_end_up_close():
