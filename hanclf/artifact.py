@@ -104,6 +104,9 @@ def load(directory: Path) -> Artifact:
                 f"config.yaml, vocab.json and labels.json expect "
                 f"{tuple(expected[name].shape)} {expected[name].dtype}"
             )
+        if not torch.isfinite(tensor).all():
+            raise HanclfError(f"{directory / WEIGHTS}: tensor '{name}' holds NaN or infinite "
+                              "values; retrain the model or restore the file")
     model.load_state_dict(state)
     model.eval()
     return Artifact(model, config, vocab, labels, metrics)

@@ -166,6 +166,19 @@ def test_wrong_tensor_names(saved):
     assert "classifier.bias" in str(err.value) and "extra" in str(err.value)
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_weights_that_are_not_finite_are_refused(saved, value):
+    # A NaN bias loaded silently: every probability NaN, every prediction the first label.
+    directory, original = saved
+    state = {k: v.clone() for k, v in original.model.state_dict().items()}
+    state["classifier.bias"][1] = value
+    save_file(state, directory / "model.safetensors")
+    with pytest.raises(HanclfError) as err:
+        load(directory)
+    assert str(err.value) == (f"{directory / 'model.safetensors'}: tensor 'classifier.bias' holds "
+                              "NaN or infinite values; retrain the model or restore the file")
+
+
 @pytest.mark.parametrize(
     "name, content",
     [
