@@ -114,6 +114,9 @@ def train(
     `resume=True` continues an interrupted run from its last completed epoch.
     """
     data, output, valid = Path(data), Path(output), None if valid is None else Path(valid)
+    if config.train.embeddings_file:  # saved in config.yaml: a run repeated elsewhere finds it
+        resolved = str(Path(config.train.embeddings_file).resolve())
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, embeddings_file=resolved))
     check_input(data)
     if valid is not None:
         check_input(valid)

@@ -89,14 +89,15 @@ def test_word2vec_is_deterministic_and_words_of_the_same_contexts_end_up_close()
 
 
 @pytest.mark.slow
-def test_train_with_frozen_file_embeddings_keeps_them(data_dir, tmp_path):
+def test_train_with_frozen_file_embeddings_keeps_them(data_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the file is named relative to here
     words = ["the", "food", "was", "wonderful", "awful", "great"]
     rng = np.random.default_rng(1)
     table = {w: rng.normal(size=8).round(4) for w in words}
     path = vec_file(tmp_path, [f"{len(words)} 8"] + [f"{w} " + " ".join(map(str, v)) for w, v in table.items()])
     out = tmp_path / "model"
     result = CliRunner().invoke(app, [
-        "train", str(data_dir / "train.csv"), "-o", str(out), "--embeddings", str(path),
+        "train", str(data_dir / "train.csv"), "-o", str(out), "--embeddings", path.name,
         "--set", "train.freeze_embeddings=true", "--set", "model.embed_dim=8",
         "--set", "model.word_hidden=4", "--set", "model.sent_hidden=4", "--set", "data.min_count=1",
         "--max-epochs", "2", "--accelerator", "cpu",
@@ -108,6 +109,8 @@ def test_train_with_frozen_file_embeddings_keeps_them(data_dir, tmp_path):
     for word, vector in table.items():
         torch.testing.assert_close(weight[artifact.vocab.index[word]], torch.tensor(vector, dtype=torch.float32))
     assert weight[0].abs().sum() == 0  # PAD
+    # The saved config repeats the run from any directory: it names the file absolutely.
+    assert artifact.config.train.embeddings_file == str(path.resolve())
     assert artifact.config.train.embeddings == "file" and artifact.config.train.embeddings_file == str(path)
 
 
