@@ -273,7 +273,7 @@ def evaluate(
 
     def action() -> dict[str, Any]:
         if output is not None:
-            check_output(output, force)
+            check_output(output, force, reads=data)
         if split is None and data.exists() and SPLIT_COLUMN in column_names(data):
             # Scoring training rows along with the rest flatters the model.
             stderr.print(f"note: {data} has a '{SPLIT_COLUMN}' column; every row is scored "

@@ -188,7 +188,7 @@ def explain_file(
         raise UsageError(f"{output}: named for both the CSV and the HTML report; give --html another name")
     for path in (output, html):
         if path is not None:
-            check_output(path, force)
+            check_output(path, force, reads=input_path)
     predictor = Predictor(model_dir, device, batch_size)
     rows, columns = (token_rows, TOKEN_COLUMNS) if level == "token" else (sentence_rows, SENTENCE_COLUMNS)
     report = None

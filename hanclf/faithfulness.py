@@ -271,7 +271,7 @@ def faithfulness_file(
     with `output`, also written there as JSON."""
     input_path, output = Path(input_path), None if output is None else Path(output)
     if output is not None:
-        check_output(output, force)
+        check_output(output, force, reads=input_path)
     predictor = Predictor(model_dir, device, batch_size)
     texts = [
         text

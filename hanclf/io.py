@@ -257,10 +257,12 @@ def _first_line_not_utf8(path: Path) -> int | None:
     return None
 
 
-def check_output(path: Path, force: bool, directory: bool = False) -> None:
+def check_output(path: Path, force: bool, directory: bool = False, reads: Path | None = None) -> None:
     """Refuse before any work is done, not after, if the output cannot be written. The output
     is a file, or with `directory` a directory; --force replaces a file with a file and a
-    directory with a directory, never one with the other."""
+    directory with a directory, never one with the other, and never the input file `reads`."""
+    if reads is not None and path.exists() and path.resolve() == reads.resolve():
+        raise UsageError(f"{path}: is the input; write the output to another path")
     if path.is_dir() and not directory:
         raise UsageError(f"{path}: is a directory; name a file to write")
     if directory and path.exists() and not path.is_dir():

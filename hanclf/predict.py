@@ -34,6 +34,7 @@ from hanclf.io import (
     TextColumns,
     atomic_output,
     check_input,
+    check_output,
     column_names,
     input_format,
     iter_batches,
@@ -349,6 +350,7 @@ def predict_file(
     check_input(input_path)
     if output.suffix.lower() not in (".parquet", ".pq"):
         raise UsageError(f"{output}: predictions are written as Parquet; name it *.parquet")
+    check_output(output, force, reads=input_path)
     predictor = Predictor(model_dir, device, batch_size)
     predictor.check_top_k(top_k)
     if threshold is not None and top_k == 1 and not predictor.labels.multi_label:
@@ -358,6 +360,10 @@ def predict_file(
     passed = [id_column] if id_column else []
     passed += [c for c in keep_columns if c not in passed]
     ours = [*predictor.output_schema(top_k).names, *([] if id_column else [ROW_ID])]
+    if not id_column and ROW_ID in column_names(input_path):
+        raise UsageError(f"{input_path}: has a column '{ROW_ID}', the name of the row positions "
+                         f"predict writes without --id-column; pass --id-column {ROW_ID} to keep "
+                         "it as the id, or rename it")
     for column in passed:
         if column in ours:
             raise UsageError(f"{input_path}: column '{column}' has the name of an output column of "

@@ -249,6 +249,10 @@ CASES = [
     Case("train-fails-after-making-output-parents", lambda e: train(e, e.file("header.csv", "id,text,label\n"), out="runs/a/model"), 2, ("header.csv", "no rows"),),
     Case("predict-keep-column-named-like-an-output", lambda e: predict(e, e.table("own.csv", e.reviews(12).assign(pred_label="x")), "--keep-columns", "pred_label"), 2, ("own.csv", "'pred_label'", "rename")),
     Case("predict-keep-column-row-id", lambda e: predict(e, e.table("own.csv", e.reviews(12).assign(row_id=7)), "--keep-columns", "row_id"), 2, ("own.csv", "'row_id'", "rename")),
+    Case("predict-input-has-row-id-column", lambda e: predict(e, e.table("own.csv", e.reviews(12).assign(row_id=range(100, 112)))), 2, ("own.csv", "'row_id'", "--id-column row_id")),
+    # --force never replaces the input with the output.
+    Case("predict-force-output-is-input", lambda e: predict(e, (p := e.table("in.parquet", e.reviews(12))), "--force", out=str(p)), 2, ("in.parquet", "is the input")),
+    Case("explain-force-output-is-input", lambda e: explain(e, (p := csv_with_text(e)), "--force", out=str(p)), 2, ("in.csv", "is the input")),
     Case("predict-output-not-parquet", lambda e: predict(e, csv_with_text(e), out="pred.csv"), 2, ("pred.csv", ".parquet")),
     # -- flags of predict / explain / evaluate
     Case("predict-top-k-above-label-count", lambda e: predict(e, csv_with_text(e), "--top-k", "9"), 2, ("--top-k 9", "3 labels")),
