@@ -32,7 +32,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 stdout = Console()
-stderr = Console(stderr=True)
+stderr = Console(stderr=True, soft_wrap=True)  # messages stay one line each, for logs and grep
 T = TypeVar("T")
 
 ModelDir = Annotated[Path, typer.Argument(metavar="MODEL", help="Model directory written by `hanclf train`.")]
@@ -80,6 +80,24 @@ def _columns(values: list[str] | None) -> list[str] | None:
     """Column names given comma-separated, repeated, or both; None where none were."""
     names = [name.strip() for value in values or [] for name in value.split(",") if name.strip()]
     return names or None
+
+
+def _explain_notes(counts: dict[str, int], html: Path | None) -> list[str]:
+    """What a reader of explain's outputs should know about them."""
+    from hanclf.report import COMFORTABLE_DOCUMENTS
+
+    notes = []
+    if counts["cut"]:
+        notes.append(f"documents longer than the model reads (data.max_sentences, data.max_words): "
+                     f"{counts['cut']} of {counts['documents']}; the rest of each was not seen "
+                     "and is not shown")
+    if counts["repeated_ids"]:
+        notes.append(f"documents with the id of an earlier one: {counts['repeated_ids']}; their "
+                     "rows share a doc_id")
+    if html is not None and counts["documents"] > COMFORTABLE_DOCUMENTS:
+        notes.append(f"the HTML report holds {counts['documents']} documents; browsers slow down "
+                     f"past about {COMFORTABLE_DOCUMENTS:,}: --limit N keeps the first N")
+    return notes
 
 
 def _devices(value: str | None) -> str | int | None:
@@ -245,6 +263,8 @@ def explain(
         if written:
             stderr.print(f"wrote {' and '.join(written)}: {result['documents']} documents",
                          highlight=False, markup=False)
+        for note in _explain_notes(result, html):
+            stderr.print(f"note: {note}", highlight=False, markup=False)
     if faithfulness is not None:
         figures = _run(lambda: faithfulness_file(
             model, input, faithfulness, text_column=_columns(text_column), split=split, limit=limit,

@@ -195,7 +195,10 @@ def explain_file(
     if html is not None:
         separator = predictor.artifact.config.data.label_separator
         report = HtmlReport(predictor.labels.names, f"{input_path.name}: {model_dir}", separator)
-    counts = {"documents": 0, "rows": 0}
+    # cut: documents longer than the model reads; repeated_ids: documents whose id an earlier
+    # one has (their rows share a doc_id).
+    counts = {"documents": 0, "rows": 0, "cut": 0, "repeated_ids": 0}
+    ids_seen: set[str] = set()
     with contextlib.ExitStack() as stack:
         writer = None
         if output is not None:
@@ -217,6 +220,9 @@ def explain_file(
             if on_document is not None:
                 on_document(doc)
             counts["documents"] += 1
+            counts["cut"] += doc.attention.unseen_tokens > 0
+            counts["repeated_ids"] += str(doc.doc_id) in ids_seen
+            ids_seen.add(str(doc.doc_id))
         if report is not None and html is not None:
             with atomic_output(html, force) as tmp_html:
                 report.write(tmp_html)

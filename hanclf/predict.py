@@ -72,6 +72,7 @@ class DocAttention:
     sent_att: np.ndarray  # (sentences,)
     word_att: list[np.ndarray]  # per sentence, (words,)
     probs: np.ndarray  # (labels,)
+    unseen_tokens: int = 0  # tokens past the model's sentence and word limits (data.max_*)
 
 
 def one_per_text(texts: Sequence[str | None]) -> Sequence[str | None]:
@@ -125,9 +126,6 @@ class Predictor:
         if id_column is None and data.id_column and data.id_column in column_names(path):
             id_column = data.id_column
         return text_column or data.text_column, id_column
-
-    def _tokenize(self, texts: Sequence[str | None]) -> list[list[list[str]]]:
-        return [truncate(doc, self.artifact.config.data) for doc in tokenize_all(one_per_text(texts))]
 
     def batches(self, texts: Sequence[str | None]) -> Iterator[Batch]:
         """The model's inputs for `texts`, made as they are needed: the CPU's part of predicting
@@ -204,8 +202,9 @@ class Predictor:
 
     def attend(self, texts: Sequence[str | None]) -> list[DocAttention]:
         """Probabilities plus word and sentence attention for each text."""
-        tokens = self._tokenize(texts)
         vocab, config = self.artifact.vocab, self.artifact.config.data
+        whole = tokenize_all(one_per_text(texts))
+        tokens = [truncate(doc, config) for doc in whole]
         docs = index_tokens(tokens, config).encoded(vocab)
         out: list[DocAttention | None] = [None] * len(docs)
         for index, *on_device in self._forward(self._batches(docs)):
@@ -217,6 +216,7 @@ class Predictor:
                     sent_att=sent_att[row, : len(sentences)].numpy(),
                     word_att=[word_att[row, s, : len(w)].numpy() for s, w in enumerate(sentences)],
                     probs=probs[row].numpy(),
+                    unseen_tokens=sum(map(len, whole[i])) - sum(map(len, sentences)),
                 )
         return out  # type: ignore[return-value]
 

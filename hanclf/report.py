@@ -28,6 +28,8 @@ from pathlib import Path
 
 from hanclf.predict import DocAttention
 
+COMFORTABLE_DOCUMENTS = 2_000  # about what a page a browser opens quickly holds (explain warns past it)
+
 # Colours (RGB) and the largest alpha each shading reaches, for the document's maximum.
 SENT_RGB = "220,38,38"  # red: sentence attention
 WORD_RGB = "37,99,235"  # blue: sqrt(sent_att) * word_att
@@ -133,10 +135,13 @@ class HtmlReport:
                     f'&middot; weight {weight:.4f}">{_e(token)}</span>'
                 )
             out.append(
-                f'<p class="sent" style="background:rgba({SENT_RGB},{alpha:.3f})" '
-                f'title="sentence {s + 1}: sent_att {sa:.4f}">'
+                f'<p class="sent" dir="auto" style="background:rgba({SENT_RGB},{alpha:.3f})" '
+                f'title="sent_idx {s}: sent_att {sa:.4f}">'
                 f'<span class="sa">{sa:.2f}</span>{" ".join(words)}</p>'
             )
+        if attention.unseen_tokens:
+            out.append(f'<p class="cut">&hellip; and {attention.unseen_tokens} more tokens past '
+                       "the model's sentence and word limits: not seen</p>")
         return "".join(out)
 
     def write(self, path: Path) -> None:
@@ -197,7 +202,8 @@ Word background: blue, by the display weight √α<sub>i</sub>&nbsp;·&nbsp;α<s
 (sentence attention times word attention, Yang et al. 2016) relative to the document's largest;
 hover a word for word_att, sent_att and weight.</p>
 <p>Tokens are shown as the model read them, separated by spaces; those past the model's sentence
-and word limits are not shown (the model never saw them).</p>
+and word limits are not shown (the model never saw them): a document so cut ends with a line
+saying how many.</p>
 <p class="caveat">Attention shows where the model looked, not necessarily why it decided
 (Jain &amp; Wallace, 2019, “Attention is not Explanation”).</p>
 </div>
@@ -252,4 +258,4 @@ body:has(#f-wrong:checked) .doc:not(.wrong) { display: none; }
   color: #8c1d18; font-size: 11.5px; font-family: ui-monospace, "DejaVu Sans Mono", monospace; }
 .sent span[title] { border-radius: 3px; padding: 0 1px; }
 .hi { color: #fff; }
-.empty, .none { color: #656d76; font-style: italic; }"""
+.empty, .none, .cut { color: #656d76; font-style: italic; }"""

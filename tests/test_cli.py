@@ -400,3 +400,28 @@ def test_the_python_functions_take_paths_as_strings(model_dir, data_dir, tmp_pat
     metrics = train(str(data_dir / "train.csv"), f"{out}/m", tiny)
     assert metrics["epochs_run"] == 1 and load(tmp_path / "m").config.model["embed_dim"] == 8
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "a.html", "f.json", "m", "p.parquet"]
+
+
+def test_explain_says_what_was_cut_repeated_or_too_much_for_a_browser(model_dir, tmp_path, monkeypatch):
+    # Documents past the model's limits, ids that repeat and large reports went unmentioned.
+    import hanclf.report
+
+    config = load(model_dir).config.data
+    long = " ".join(["The food was great."] * (config.max_sentences + 3))
+    wordy = " ".join(["great"] * (config.max_words + 7)) + "."
+    source = tmp_path / "in.parquet"
+    pd.DataFrame({"id": ["a", "b", "a", "c"], "text": ["Nice staff.", long, "Fine.", wordy]}).to_parquet(source)
+    monkeypatch.setattr(hanclf.report, "COMFORTABLE_DOCUMENTS", 3)
+    out, html = tmp_path / "att.csv", tmp_path / "report.html"
+    printed = invoke("explain", model_dir, source, "-o", out, "--html", html, "--id-column", "id")
+    assert "note: documents longer than the model reads (data.max_sentences, data.max_words): 2 of 4;" in printed
+    assert "note: documents with the id of an earlier one: 1; their rows share a doc_id" in printed
+    assert "note: the HTML report holds 4 documents; browsers slow down past about 3" in printed
+    page = html.read_text()
+    assert page.count('class="cut"') == 2
+    assert "and 15 more tokens past" in page  # 3 sentences of 5 tokens
+    assert "and 8 more tokens past" in page  # 7 words and the period
+    counts = explain_file(model_dir, source, tmp_path / "again.csv", id_column="id")
+    assert (counts["cut"], counts["repeated_ids"]) == (2, 1)
+    quiet = invoke("explain", model_dir, source, "-o", tmp_path / "first.csv", "--limit", "1")
+    assert "note:" not in quiet

@@ -164,7 +164,7 @@ def test_tooltips_give_word_att_sent_att_and_weight(tmp_path):
     b = d.sentences[0].words[1]
     assert b.text == "b"
     assert b.title == "word_att 0.6000 · sent_att 0.2500 · weight 0.3000"  # sqrt(.25) * .6
-    assert d.sentences[1].title == "sentence 2: sent_att 0.7500"
+    assert d.sentences[1].title == "sent_idx 1: sent_att 0.7500"  # numbered as in the CSV
 
 
 # --- labels, marks and counts --------------------------------------------------------------
