@@ -95,6 +95,16 @@ def _csv_reader(path: Path, fmt: str) -> pa_csv.CSVStreamingReader:
     # Every column is read as text: ids like 007 and labels like 1 stay exactly as written,
     # and a stray string in a numeric-looking column cannot fail mid-stream.
     delimiter = "\t" if fmt == "tsv" else ","
+    with open(path, encoding="utf-8", errors="replace") as lines:
+        first = lines.readline()
+    others = {";": "';'", "\t": "tabs", ",": "','", "|": "'|'"}
+    separator = next((name for s, name in others.items() if s != delimiter and s in first), None)
+    if delimiter not in first and separator:
+        raise UsageError(
+            f"{path}: its header is one column of names separated by {separator}; hanclf reads "
+            f"{fmt} files separated by {'tabs' if fmt == 'tsv' else 'commas'}: save it so, or as "
+            "Parquet (pandas: pd.read_csv(path, sep=...).to_parquet(...))"
+        )
     header = pa_csv.open_csv(
         path, parse_options=pa_csv.ParseOptions(delimiter=delimiter)
     ).schema.names
@@ -205,7 +215,7 @@ def read_table(path: Path, columns: list[str]) -> pa.Table:
     """The whole table (training data); an empty table is an error."""
     tables = [pa.Table.from_batches([b]) for b in iter_batches(path, columns, batch_rows=1 << 16)]
     if sum(t.num_rows for t in tables) == 0:
-        raise UsageError(f"{path}: has a header but no rows")
+        raise UsageError(f"{path}: has columns but no rows")
     try:
         # JSON Lines chunks infer their own types: an all-null chunk is null, ints widen to float.
         return pa.concat_tables(tables, promote_options="permissive")

@@ -382,7 +382,7 @@ def predict_file(
         else:
             rows = _write_in_workers(job, tmp, batches, predictor, model_dir, processes)
         if rows == 0:
-            raise UsageError(f"{input_path}: has a header but no rows")
+            raise UsageError(f"{input_path}: has columns but no rows")
     return {"rows": rows, "seconds": time.perf_counter() - start, "processes": processes}
 
 

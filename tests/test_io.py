@@ -138,8 +138,23 @@ def test_iter_batches_jsonl_chunks(tmp_path):
 def test_header_only_is_an_error(tmp_path):
     path = tmp_path / "empty.csv"
     path.write_text("text,label\n")
-    with pytest.raises(UsageError, match="has a header but no rows"):
+    with pytest.raises(UsageError, match="has columns but no rows"):
         read_table(path, ["text", "label"])
+
+
+@pytest.mark.parametrize("suffix, content, separator", [
+    (".csv", "id;text;label\n1;Great food, nice staff;pos\n", "';'"),
+    (".csv", "id\ttext\tlabel\n1\tGreat food\tpos\n", "tabs"),
+    (".tsv", "id,text,label\n1,Great food,pos\n", "','"),
+])
+def test_a_file_separated_otherwise_is_named_so(tmp_path, suffix, content, separator):
+    # A semicolon CSV (Excel in much of Europe) failed with "Expected 1 columns, got 2" or
+    # "no column 'text' (columns: id;text;label)", saying nothing of the separator.
+    path = tmp_path / f"data{suffix}"
+    path.write_text(content)
+    with pytest.raises(UsageError) as err:
+        column_names(path)
+    assert str(err.value).startswith(f"{path}: its header is one column of names separated by {separator}")
 
 
 def test_check_input_errors(tmp_path):
