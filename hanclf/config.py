@@ -57,7 +57,10 @@ class TrainConfig:
     # An ensemble's members (model.members) train on the same batches in the same order, or,
     # false, each on its own draw of batches, as separately trained models would.
     shared_batches: bool = True
-    patience: int = 3  # early stopping: epochs without a better valid accuracy
+    # The epoch kept, and early stopping's measure: valid accuracy (micro-F1 for multi-label),
+    # or macro-F1, which a rare label weighs on as much as a common one.
+    select_on: str = "accuracy"
+    patience: int = 3  # early stopping: epochs without a better valid select_on
     seed: int = 42
     accelerator: str = "auto"
     devices: str | int = "auto"
@@ -156,6 +159,7 @@ def _check_type(key: str, value: Any, expected: Any) -> Any:
 
 
 EMBEDDINGS = ("random", "word2vec", "file")
+SELECT_ON = ("accuracy", "macro_f1")
 # Those the model runs with: Lightning's "true" half and double precisions leave the model's
 # float32 inputs to a half or double GRU, and a TPU needs torch_xla.
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
@@ -165,6 +169,8 @@ PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16")
 def _check_range(key: str, value: Any) -> None:
     if key == "train.accelerator" and value not in ACCELERATORS:
         raise UsageError(f"config key {key}: {value!r} is not one of {', '.join(ACCELERATORS)}")
+    if key == "train.select_on" and value not in SELECT_ON:
+        raise UsageError(f"config key {key}: {value!r} is not one of {', '.join(SELECT_ON)}")
     if key == "train.embeddings" and value not in EMBEDDINGS:
         raise UsageError(f"config key {key}: {value!r} is not one of {', '.join(EMBEDDINGS)}")
     if key == "model.architecture" and value not in ARCHITECTURES:

@@ -36,7 +36,8 @@ from hanclf.model import PAD, members
 from hanclf.module import HANClassifier
 from hanclf.vocab import Labels, Vocab
 
-MONITOR = "val_score"  # valid accuracy; micro-F1 for multi-label
+# What train.select_on names, as logged by the module.
+MONITORS = {"accuracy": "val_score", "macro_f1": "val_macro_f1"}  # val_score: micro-F1 for multi-label
 
 
 def _quiet_lightning() -> None:
@@ -231,7 +232,8 @@ def _train(
     )
 
     checkpoint = ModelCheckpoint(
-        dirpath=work, filename="best", monitor=MONITOR, mode="max", enable_version_counter=False,
+        dirpath=work, filename="best", monitor=MONITORS[t.select_on], mode="max",
+        enable_version_counter=False,
     )
     # Every epoch's, for --resume: Lightning's save_last writes only when the best one changes.
     last = ModelCheckpoint(dirpath=work, filename="last", enable_version_counter=False)
@@ -239,7 +241,7 @@ def _train(
     callbacks: list[pl.Callback] = [
         checkpoint,
         last,
-        EarlyStopping(monitor=MONITOR, mode="max", patience=t.patience),
+        EarlyStopping(monitor=MONITORS[t.select_on], mode="max", patience=t.patience),
         epoch_log,
     ]
     if progress:

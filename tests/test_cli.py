@@ -425,3 +425,26 @@ def test_explain_says_what_was_cut_repeated_or_too_much_for_a_browser(model_dir,
     assert (counts["cut"], counts["repeated_ids"]) == (2, 1)
     quiet = invoke("explain", model_dir, source, "-o", tmp_path / "first.csv", "--limit", "1")
     assert "note:" not in quiet
+
+
+@pytest.mark.parametrize("select_on, best_epoch", [("accuracy", 1), ("macro_f1", 2)])
+def test_select_on_keeps_the_epoch_best_on_that_figure(data_dir, tmp_path, monkeypatch, select_on, best_epoch):
+    # On skewed labels accuracy can peak where a rare label is never predicted; users choose
+    # macro-F1 instead. Valid figures are scripted per epoch so that the two disagree.
+    from hanclf.module import HANClassifier
+
+    scripted = {0: (0.5, 0.5), 1: (0.9, 0.4), 2: (0.6, 0.8)}  # epoch: (accuracy, macro-F1)
+    real_report = HANClassifier.report
+
+    def report(self, probs, targets):
+        accuracy, macro_f1 = scripted.get(self.current_epoch, (0.0, 0.0))
+        return {**real_report(self, probs, targets), "accuracy": accuracy, "macro_f1": macro_f1}
+
+    monkeypatch.setattr(HANClassifier, "report", report)
+    config = load_config(None, {
+        "model.embed_dim": 8, "model.word_hidden": 4, "model.sent_hidden": 4, "model.word_att_dim": 4,
+        "model.sent_att_dim": 4, "train.max_epochs": 3, "train.patience": 5,
+        "train.accelerator": "cpu", "train.select_on": select_on,
+    })
+    metrics = train(data_dir / "train.csv", tmp_path / "m", config, progress=False)
+    assert metrics["best_epoch"] == best_epoch
