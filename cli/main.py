@@ -182,7 +182,7 @@ def predict(
     keep_columns: Annotated[
         Optional[list[str]], typer.Option(metavar="COLUMNS", help="More input columns to copy, comma-separated or repeated.")
     ] = None,
-    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Also write the k most likely labels and their probabilities (-1: all).")] = 1,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Also write the k most likely labels and their probabilities (-1, or k past the number of labels: all).")] = 1,
     threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Leave labels below this probability out of the top-k lists; for a multi-label model, also the probability a label needs to be predicted [default: its threshold tuned on valid].")] = None,
     text_column: TextColumn = None,
     batch_size: BatchSize = None,

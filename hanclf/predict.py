@@ -282,13 +282,12 @@ class Predictor:
         )
 
     def check_top_k(self, top_k: int) -> int:
-        n = len(self.labels)
-        if top_k == -1:
-            return n
-        if not 1 <= top_k <= n:
-            raise UsageError(
-                f"--top-k {top_k}: the model has {n} labels; use 1..{n}, or -1 for all"
-            )
+        """How many labels --top-k K asks for: K, or every label for -1 or any K past their
+        number (as fastText's predict-prob does)."""
+        if top_k == -1 or top_k > len(self.labels):
+            return len(self.labels)
+        if top_k < 1:
+            raise UsageError(f"--top-k {top_k}: use 1 or more, or -1 for every label")
         return top_k
 
     def __call__(self, batch: pa.RecordBatch | pa.Table | pd.DataFrame) -> pa.Table | pd.DataFrame:

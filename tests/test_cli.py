@@ -57,10 +57,12 @@ def test_trained_model_learns_the_cue_sentences(model_dir):
     assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]  # epoch means fall
 
 
-def test_predict_writes_ids_labels_and_probabilities(model_dir, data_dir, tmp_path):
+# -1, or as fastText's predict-prob, any k above the number of labels: every label.
+@pytest.mark.parametrize("top_k", ["-1", "9"])
+def test_predict_writes_ids_labels_and_probabilities(model_dir, data_dir, tmp_path, top_k):
     out = tmp_path / "pred.parquet"
     invoke("predict", model_dir, data_dir / "test.parquet", "-o", out, "--id-column", "id",
-           "--keep-columns", "label", "--top-k", "-1")
+           "--keep-columns", "label", "--top-k", top_k)
     pred = pd.read_parquet(out)
     source = pd.read_parquet(data_dir / "test.parquet")
     assert list(pred.columns) == ["id", "label", "pred_label", "pred_prob", "empty_text",

@@ -255,7 +255,6 @@ CASES = [
     Case("explain-force-output-is-input", lambda e: explain(e, (p := csv_with_text(e)), "--force", out=str(p)), 2, ("in.csv", "is the input")),
     Case("predict-output-not-parquet", lambda e: predict(e, csv_with_text(e), out="pred.csv"), 2, ("pred.csv", ".parquet")),
     # -- flags of predict / explain / evaluate
-    Case("predict-top-k-above-label-count", lambda e: predict(e, csv_with_text(e), "--top-k", "9"), 2, ("--top-k 9", "3 labels")),
     Case("predict-top-k-zero", lambda e: predict(e, csv_with_text(e), "--top-k", "0"), 2, ("--top-k 0",)),
     Case("explain-limit-zero", lambda e: explain(e, csv_with_text(e), "--limit", "0"), 2, ("--limit 0",)),
     Case("predict-id-column-missing", lambda e: predict(e, csv_with_text(e), "--id-column", "doc"), 2, ("in.csv", "'doc'", "--id-column")),
