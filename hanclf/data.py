@@ -436,6 +436,14 @@ def training_sets(
 ) -> tuple[LabelledSet, LabelledSet]:
     """Train and valid sets: from --valid, else the split column, else a seeded random share."""
     train = read_labelled(train_path, config, split="train")
+    if valid_path is not None and valid_path.resolve() == train_path.resolve() and (
+        SPLIT_COLUMN not in column_names(train_path)
+    ):
+        raise UsageError(
+            f"{valid_path}: --valid names the training file, which has no '{SPLIT_COLUMN}' "
+            "column: every row would be validated on after training on it; give another file, "
+            "or leave out --valid to hold out a random share"
+        )
     if valid_path is not None:
         valid = read_labelled(valid_path, config, split="valid")
         if not valid.texts:

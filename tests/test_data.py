@@ -383,6 +383,16 @@ def test_valid_file(tmp_path):
     assert valid.labels == ["pos", "neg", "pos"]
 
 
+def test_valid_file_that_is_the_training_file_without_split_column_is_refused(tmp_path):
+    # Every row would be both trained and validated on: valid accuracy would mean nothing.
+    path = tmp_path / "train.csv"
+    frame(6).to_csv(path, index=False)
+    with pytest.raises(UsageError, match="--valid names the training file"):
+        training_sets(path, tmp_path / "." / "train.csv", DataConfig(), seed=0)
+    frame(6, split=["train", "valid"] * 3).to_csv(path, index=False)  # its valid rows: fine
+    assert len(training_sets(path, path, DataConfig(), seed=0)[1].texts) == 3
+
+
 def test_random_valid_share_is_seeded(tmp_path):
     path = tmp_path / "data.csv"
     frame(40).to_csv(path, index=False)
