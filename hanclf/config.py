@@ -201,7 +201,11 @@ def _check_range(key: str, value: Any) -> None:
 def _apply(config: Config, key: str, value: Any) -> None:
     section, _, name = key.partition(".")
     if section not in ("data", "model", "train") or not name:
-        raise UsageError(f"unknown config key '{key}' (keys look like data.max_words)")
+        # "dropout" or "foo.dropout": the key in whichever section has that name.
+        meant = [f"{s}.{key.rpartition('.')[2]}" for s in ("data", "model", "train")
+                 if key.rpartition(".")[2] in _field_types(s)]
+        hint = f"did you mean {' or '.join(meant)}?" if meant else "sections: data, model, train"
+        raise UsageError(f"unknown config key '{key}' (keys are SECTION.NAME, e.g. data.max_words; {hint})")
     types_ = _field_types(section)
     if name not in types_:
         raise UsageError(

@@ -161,6 +161,17 @@ def test_unknown_keys_name_the_key(key):
         load_config(None, {key: 1})
 
 
+@pytest.mark.parametrize("key, hint", [
+    ("dropout", "did you mean model.dropout?"),
+    ("optim.lr", "did you mean train.lr?"),
+    ("foo.bar", "sections: data, model, train"),
+])
+def test_a_key_without_its_section_gets_the_section_named(key, hint):
+    with pytest.raises(UsageError) as err:
+        load_config(None, {key: 1})
+    assert str(err.value).endswith(hint + ")")
+
+
 def test_model_fields_from_data_are_not_settable():
     for key in ("model.vocab_size", "model.num_classes"):
         with pytest.raises(UsageError, match=key):
