@@ -37,7 +37,7 @@ from hanclf.report import HtmlReport
 from hanclf.vocab import normalize_label, normalize_label_set
 
 TOKEN_COLUMNS = [
-    "doc_id", "sent_idx", "tok_idx", "token", "word_att", "sent_att", "weight",
+    "doc_id", "sent_idx", "tok_idx", "token", "in_vocab", "word_att", "sent_att", "weight",
     "pred_label", "pred_prob", "true_label",
 ]
 SENTENCE_COLUMNS = [
@@ -78,9 +78,9 @@ def token_rows(doc: Explained) -> Iterator[list[Any]]:
         yield _prediction_only(doc, TOKEN_COLUMNS)
     for s, (sentence, sent_att) in enumerate(zip(att.sentences, att.sent_att)):
         root = math.sqrt(float(sent_att))
-        for w, (token, word_att) in enumerate(zip(sentence, att.word_att[s])):
+        for w, (token, known, word_att) in enumerate(zip(sentence, att.in_vocab[s], att.word_att[s])):
             yield [
-                doc.doc_id, s, w, token, f"{word_att:.6f}", f"{sent_att:.6f}",
+                doc.doc_id, s, w, token, bool(known), f"{word_att:.6f}", f"{sent_att:.6f}",
                 f"{root * float(word_att):.6f}", doc.pred_label, f"{doc.pred_prob:.6f}",
                 doc.true_label or "",
             ]

@@ -43,7 +43,7 @@ from hanclf.io import (
     text_columns,
     text_values,
 )
-from hanclf.model import probabilities
+from hanclf.model import UNK, probabilities
 from hanclf.tokenize import tokenize_all
 from hanclf.workers import MIN_ROWS_PER_PROCESS, TEXT_BYTES_PER_ROW, context, cores, start_server
 
@@ -72,6 +72,7 @@ class DocAttention:
     sent_att: np.ndarray  # (sentences,)
     word_att: list[np.ndarray]  # per sentence, (words,)
     probs: np.ndarray  # (labels,)
+    in_vocab: list[np.ndarray]  # per sentence, (words,) bool: False where the model read <unk>
     unseen_tokens: int = 0  # tokens past the model's sentence and word limits (data.max_*)
 
 
@@ -216,6 +217,7 @@ class Predictor:
                     sent_att=sent_att[row, : len(sentences)].numpy(),
                     word_att=[word_att[row, s, : len(w)].numpy() for s, w in enumerate(sentences)],
                     probs=probs[row].numpy(),
+                    in_vocab=np.split(docs[i].ids != UNK, np.cumsum(docs[i].lengths)[:-1]) if sentences else [],
                     unseen_tokens=sum(map(len, whole[i])) - sum(map(len, sentences)),
                 )
         return out  # type: ignore[return-value]

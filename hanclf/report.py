@@ -126,13 +126,15 @@ class HtmlReport:
         for s, (tokens, sa) in enumerate(zip(attention.sentences, sent_att)):
             alpha = SENT_MAX_ALPHA * sa / max_sent
             words = []
-            for token, word_att, weight in zip(tokens, attention.word_att[s], weights[s]):
+            for token, known, word_att, weight in zip(tokens, attention.in_vocab[s], attention.word_att[s], weights[s]):
                 a = WORD_MAX_ALPHA * weight / max_weight
-                light = ' class="hi"' if a > LIGHT_TEXT_ALPHA else ""
+                classes = " ".join(c for c, on in (("hi", a > LIGHT_TEXT_ALPHA), ("unk", not known)) if on)
+                class_attribute = f' class="{classes}"' if classes else ""
+                unknown = "" if known else " &middot; not in the vocabulary: read as &lt;unk&gt;"
                 words.append(
-                    f'<span{light} style="background:rgba({WORD_RGB},{a:.3f})" '
+                    f'<span{class_attribute} style="background:rgba({WORD_RGB},{a:.3f})" '
                     f'title="word_att {_finite(word_att):.4f} &middot; sent_att {sa:.4f} '
-                    f'&middot; weight {weight:.4f}">{_e(token)}</span>'
+                    f'&middot; weight {weight:.4f}{unknown}">{_e(token)}</span>'
                 )
             out.append(
                 f'<p class="sent" dir="auto" style="background:rgba({SENT_RGB},{alpha:.3f})" '
@@ -200,7 +202,8 @@ most attended sentence (its value is in the margin; they sum to 1 over a documen
 <span class="swatch" style="background:rgba({WORD_RGB},{WORD_MAX_ALPHA / 3:.2f})">word</span>
 Word background: blue, by the display weight √α<sub>i</sub>&nbsp;·&nbsp;α<sub>it</sub>
 (sentence attention times word attention, Yang et al. 2016) relative to the document's largest;
-hover a word for word_att, sent_att and weight.</p>
+hover a word for word_att, sent_att and weight. Words with a dotted underline are not in the
+model's vocabulary: it read each as the same unknown word, &lt;unk&gt;.</p>
 <p>Tokens are shown as the model read them, separated by spaces; those past the model's sentence
 and word limits are not shown (the model never saw them): a document so cut ends with a line
 saying how many.</p>
@@ -258,4 +261,5 @@ body:has(#f-wrong:checked) .doc:not(.wrong) { display: none; }
   color: #8c1d18; font-size: 11.5px; font-family: ui-monospace, "DejaVu Sans Mono", monospace; }
 .sent span[title] { border-radius: 3px; padding: 0 1px; }
 .hi { color: #fff; }
+.unk { text-decoration: underline dotted #656d76; }
 .empty, .none, .cut { color: #656d76; font-style: italic; }"""

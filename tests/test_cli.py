@@ -124,8 +124,8 @@ def test_explain_rows_per_token_with_the_paper_weight(model_dir, data_dir, tmp_p
     invoke("explain", model_dir, data_dir / "test.parquet", "-o", out, "--id-column", "id", "--limit", "5")
     with out.open(newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["doc_id", "sent_idx", "tok_idx", "token", "word_att", "sent_att",
-                             "weight", "pred_label", "pred_prob", "true_label"]
+    assert list(rows[0]) == ["doc_id", "sent_idx", "tok_idx", "token", "in_vocab", "word_att",
+                             "sent_att", "weight", "pred_label", "pred_prob", "true_label"]
     source = pd.read_parquet(data_dir / "test.parquet").head(5)
     assert sorted({r["doc_id"] for r in rows}) == sorted(source["id"])
     sent_att, word_sum = {}, defaultdict(float)
@@ -144,6 +144,14 @@ def test_explain_rows_per_token_with_the_paper_weight(model_dir, data_dir, tmp_p
     tokens = [r["token"] for r in rows if r["doc_id"] == first["id"]]
     assert "".join(tokens) == first["text"].replace(" ", "")
     assert {r["true_label"] for r in rows} <= {"mix", "neg", "pos"}
+    vocab = load(model_dir).vocab
+    assert all(r["in_vocab"] == str(r["token"].lower() in vocab.index) for r in rows)
+    unseen = tmp_path / "unseen.jsonl"
+    unseen.write_text('{"text": "The zorbly food was wonderful!"}\n')
+    invoke("explain", model_dir, unseen, "-o", tmp_path / "unseen.csv")
+    frame = pd.read_csv(tmp_path / "unseen.csv")
+    assert dict(zip(frame["token"], frame["in_vocab"])) == {
+        "The": True, "zorbly": False, "food": True, "was": True, "wonderful": True, "!": True}
 
 
 @pytest.mark.slow

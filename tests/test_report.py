@@ -30,12 +30,13 @@ ALPHA = re.compile(r"rgba\(\d+,\d+,\d+,([0-9.]+)\)")
 
 
 def doc(sentences: list[list[str]], sent_att: list[float], word_att: list[list[float]],
-        probs: list[float]) -> DocAttention:
+        probs: list[float], in_vocab: list[list[bool]] | None = None) -> DocAttention:
     return DocAttention(
         sentences=sentences,
         sent_att=np.array(sent_att, dtype=np.float32),
         word_att=[np.array(w, dtype=np.float32) for w in word_att],
         probs=np.array(probs, dtype=np.float32),
+        in_vocab=[np.array(k) for k in in_vocab or [[True] * len(s) for s in sentences]],
     )
 
 
@@ -50,6 +51,7 @@ class Word:
     text: str
     alpha: float
     title: str
+    classes: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -97,7 +99,7 @@ class Page(HTMLParser):
         elif tag == "span" and self.docs and self.docs[-1].sentences and "title" in a:
             match = ALPHA.search(a.get("style") or "")
             if match:
-                self.docs[-1].sentences[-1].words.append(Word("", float(match.group(1)), a["title"]))
+                self.docs[-1].sentences[-1].words.append(Word("", float(match.group(1)), a["title"], classes))
                 self._in_word = True
 
     def handle_endtag(self, tag):
@@ -167,6 +169,17 @@ def test_tooltips_give_word_att_sent_att_and_weight(tmp_path):
     assert d.sentences[1].title == "sent_idx 1: sent_att 0.7500"  # numbered as in the CSV
 
 
+def test_words_the_model_read_as_unknown_are_marked(tmp_path):
+    # Attention on a word out of the vocabulary is attention on <unk>: the reader must know.
+    att = doc([["zorbly", "food"]], [1.0], [[0.7, 0.3]], [0.5, 0.5], in_vocab=[[False, True]])
+    report = HtmlReport(LABELS, "t")
+    report.add("d", att, None)
+    (d,) = Page(render(tmp_path, report)).docs
+    unknown, known = d.sentences[0].words
+    assert "unk" in unknown.classes and unknown.title.endswith("not in the vocabulary: read as <unk>")
+    assert "unk" not in known.classes and "vocabulary" not in known.title
+
+
 # --- labels, marks and counts --------------------------------------------------------------
 
 
@@ -223,7 +236,7 @@ def test_header_lists_labels_legend_and_caveat(tmp_path):
 
 def test_empty_document_and_empty_report(tmp_path):
     report = HtmlReport(LABELS, "t")
-    report.add("empty", DocAttention([], np.zeros(0), [], np.array([0.5, 0.5])), "neg")
+    report.add("empty", DocAttention([], np.zeros(0), [], np.array([0.5, 0.5]), []), "neg")
     page = Page(render(tmp_path, report))
     assert page.docs[0].sentences == [] and "empty text" in render(tmp_path, report)
     assert "No documents." in render(tmp_path, HtmlReport(LABELS, "t"))
