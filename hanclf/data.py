@@ -22,7 +22,7 @@ from torch.utils.data import Dataset, Sampler
 
 from hanclf.config import DataConfig
 from hanclf.errors import UsageError
-from hanclf.io import column_names, read_table, require_columns, text_columns, text_values
+from hanclf.io import column_names, read_table, require_columns, same_file, text_columns, text_values
 from hanclf.model import PAD, UNK
 from hanclf.tokenize import gc_paused, tokenize
 from hanclf.vocab import Vocab, normalize_label, normalize_label_set
@@ -359,6 +359,7 @@ def require_split_column(path: Path, split: str | None) -> None:
 # Other names of the validation split: Hugging Face's, and the common short ones.
 SPLIT_SYNONYMS = {"validation": "valid", "dev": "valid", "val": "valid"}
 SPLITS = ("train", "valid", "test")
+VALID_SYNONYMS = ", ".join(SPLIT_SYNONYMS)  # for messages
 
 
 def _split_name(value: object) -> str:
@@ -374,8 +375,8 @@ def check_split_values(path: Path, values: list) -> None:
     if others:
         shown = ", ".join(f"{name} ({n} row{'s' * (n > 1)})" for name, n in others.most_common(5))
         raise UsageError(
-            f"{path}: column '{SPLIT_COLUMN}' holds {shown} besides train, valid (or dev, val, "
-            "validation) and test; rename or drop those rows"
+            f"{path}: column '{SPLIT_COLUMN}' holds {shown} besides train, valid (or "
+            f"{VALID_SYNONYMS}) and test; rename or drop those rows"
         )
 
 
@@ -435,8 +436,7 @@ def training_sets(
     train_path: Path, valid_path: Path | None, config: DataConfig, seed: int
 ) -> tuple[LabelledSet, LabelledSet]:
     """Train and valid sets: from --valid, else the split column, else a seeded random share."""
-    train = read_labelled(train_path, config, split="train")
-    if valid_path is not None and valid_path.resolve() == train_path.resolve() and (
+    if valid_path is not None and same_file(valid_path, train_path) and (
         SPLIT_COLUMN not in column_names(train_path)
     ):
         raise UsageError(
@@ -444,13 +444,13 @@ def training_sets(
             "column: every row would be validated on after training on it; give another file, "
             "or leave out --valid to hold out a random share"
         )
+    train = read_labelled(train_path, config, split="train")
     if valid_path is not None:
         valid = read_labelled(valid_path, config, split="valid")
         if not valid.texts:
             raise UsageError(
-                f"{valid_path}: its '{SPLIT_COLUMN}' column has no 'valid' (or 'validation', 'dev') "
-                f"row, and --valid reads only those (every row of a file without a "
-                f"'{SPLIT_COLUMN}' column)"
+                f"{valid_path}: its '{SPLIT_COLUMN}' column has no 'valid' row (nor {VALID_SYNONYMS}), and "
+                f"--valid reads only those (every row of a file without a '{SPLIT_COLUMN}' column)"
             )
     elif SPLIT_COLUMN in column_names(train_path):
         valid = read_labelled(train_path, config, split="valid")
@@ -473,19 +473,20 @@ def training_sets(
 
 
 def _held_out(labels: list, config: DataConfig, seed: int) -> list[int]:
-    """Rows to validate on when the data names none: a seeded random config.valid_fraction.
-    Single-label, that share of each label's rows, one row of each at least left to train:
-    validating on a label that training never saw fails, so it used to depend on the seed
-    whether data with a rare label could be trained on at all."""
+    """Rows to validate on when the data names none: a seeded random config.valid_fraction of
+    them, passing over a row whose label (or, multi-label, one of whose labels) would be left
+    with no row to train on. Validating on a label that training never saw fails, so it used
+    to depend on the seed whether data with a rare label could be trained on at all."""
     order = list(range(len(labels)))
     random.Random(seed).shuffle(order)
-    if config.multi_label:
-        return order[: max(1, round(len(order) * config.valid_fraction))]
-    rows_of: dict[str, list[int]] = {}
+    labels_of = labels if config.multi_label else [[label] for label in labels]
+    left_to_train = Counter(label for row in labels_of for label in row)
+    wanted = max(1, round(len(order) * config.valid_fraction))
+    held: list[int] = []
     for i in order:
-        rows_of.setdefault(labels[i], []).append(i)
-    held = [rows[: min(round(len(rows) * config.valid_fraction), len(rows) - 1)] for rows in rows_of.values()]
-    largest = max(rows_of.values(), key=len, default=[])
-    if not any(held) and len(largest) > 1:  # a few rows a label: each share rounds to none
-        held = [largest[:1]]
-    return sorted(i for rows in held for i in rows)
+        if len(held) == wanted:
+            break
+        if all(left_to_train[label] > 1 for label in labels_of[i]):
+            left_to_train.subtract(labels_of[i])
+            held.append(i)
+    return sorted(held)

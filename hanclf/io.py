@@ -267,12 +267,21 @@ def _first_line_not_utf8(path: Path) -> int | None:
     return None
 
 
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one existing file (hard links and case-insensitive disks too)."""
+    return a.exists() and b.exists() and os.path.samefile(a, b)
+
+
 def check_output(path: Path, force: bool, directory: bool = False, reads: Path | None = None) -> None:
     """Refuse before any work is done, not after, if the output cannot be written. The output
     is a file, or with `directory` a directory; --force replaces a file with a file and a
-    directory with a directory, never one with the other, and never the input file `reads`."""
-    if reads is not None and path.exists() and path.resolve() == reads.resolve():
+    directory with a directory, never one with the other, and never the input `reads` or a
+    file inside it (a Parquet directory would read that file as part of its data next time)."""
+    if reads is not None and same_file(path, reads):
         raise UsageError(f"{path}: is the input; write the output to another path")
+    if reads is not None and reads.is_dir() and path.resolve().is_relative_to(reads.resolve()):
+        raise UsageError(f"{path}: is inside the input directory {reads}, whose every Parquet file "
+                         "is read as data; write the output elsewhere")
     if path.is_dir() and not directory:
         raise UsageError(f"{path}: is a directory; name a file to write")
     if directory and path.exists() and not path.is_dir():

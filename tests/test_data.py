@@ -353,16 +353,29 @@ def test_split_values_other_than_train_valid_test_are_refused(tmp_path):
     assert str(path) in message and "'holdout' (2 rows)" in message and "null (1 row)" in message
 
 
-def test_random_hold_out_leaves_every_label_in_train(tmp_path):
+@pytest.mark.parametrize("labels", [
+    ["pos"] * 30 + ["neg"] * 20 + ["rare"] + ["pair"] * 2,
+    [f"label{i % 20}" for i in range(80)],  # many small labels: the share stays a tenth
+    ["a", "b", "c", "d"] * 2 + ["e"] * 52,
+])
+def test_random_hold_out_leaves_every_label_in_train(tmp_path, labels):
     # A label of one row used to fail training with some seeds: held out, it was not trained on.
     path = tmp_path / "data.csv"
-    labels = ["pos"] * 30 + ["neg"] * 20 + ["rare"] + ["pair"] * 2
     pd.DataFrame({"text": [f"document {i}" for i in range(len(labels))], "label": labels}).to_csv(path, index=False)
     for seed in range(20):
         train, valid = training_sets(path, None, DataConfig(valid_fraction=0.1), seed=seed)
-        assert sorted(valid.labels) == ["neg"] * 2 + ["pos"] * 3  # a tenth of each label
-        assert set(train.labels) == {"pos", "neg", "rare", "pair"}
+        assert len(valid.texts) == round(len(labels) / 10)
+        assert set(train.labels) == set(labels)
         assert sorted(train.texts + valid.texts) == sorted(f"document {i}" for i in range(len(labels)))
+
+
+def test_random_hold_out_leaves_every_tag_of_multi_label_data_in_train(tmp_path):
+    path = tmp_path / "data.csv"
+    tags = ["food"] * 30 + ["service,food"] * 9 + ["rare,food"]
+    pd.DataFrame({"text": [f"document {i}" for i in range(40)], "label": tags}).to_csv(path, index=False)
+    for seed in range(30):
+        train, valid = training_sets(path, None, DataConfig(multi_label=True, valid_fraction=0.25), seed=seed)
+        assert len(valid.texts) == 10 and ["food", "rare"] in train.labels
 
 
 def test_split_column_without_valid_rows_holds_out_train_rows_only(tmp_path):
@@ -387,8 +400,9 @@ def test_valid_file_that_is_the_training_file_without_split_column_is_refused(tm
     # Every row would be both trained and validated on: valid accuracy would mean nothing.
     path = tmp_path / "train.csv"
     frame(6).to_csv(path, index=False)
+    (tmp_path / "link.csv").hardlink_to(path)
     with pytest.raises(UsageError, match="--valid names the training file"):
-        training_sets(path, tmp_path / "." / "train.csv", DataConfig(), seed=0)
+        training_sets(path, tmp_path / "link.csv", DataConfig(), seed=0)
     frame(6, split=["train", "valid"] * 3).to_csv(path, index=False)  # its valid rows: fine
     assert len(training_sets(path, path, DataConfig(), seed=0)[1].texts) == 3
 

@@ -98,6 +98,15 @@ def train(env: Env, data: Path, *flags: str, out: str = "model") -> list[str]:
     return ["train", str(data), "-o", str(env.out / out), "-q", "--max-epochs", "1", *flags]
 
 
+def parquet_folder(env: Env) -> Path:
+    """A Spark-style folder of two Parquet part files."""
+    folder = env.dir("parts")
+    frame = env.reviews(12)
+    frame.iloc[:6].to_parquet(folder / "part-0.parquet")
+    frame.iloc[6:].to_parquet(folder / "part-1.parquet")
+    return folder
+
+
 def csv_with_text(env: Env, name: str = "in.csv") -> Path:
     return env.table(name, env.reviews(12))
 
@@ -252,6 +261,8 @@ CASES = [
     Case("predict-input-has-row-id-column", lambda e: predict(e, e.table("own.csv", e.reviews(12).assign(row_id=range(100, 112)))), 2, ("own.csv", "'row_id'", "--id-column row_id")),
     # --force never replaces the input with the output.
     Case("predict-force-output-is-input", lambda e: predict(e, (p := e.table("in.parquet", e.reviews(12))), "--force", out=str(p)), 2, ("in.parquet", "is the input")),
+    # ... nor writes into an input folder, whose Parquet files are all read as data.
+    Case("predict-output-inside-input-directory", lambda e: predict(e, (d := parquet_folder(e)), out=str(d / "pred.parquet")), 2, ("pred.parquet", "inside the input directory")),
     Case("explain-force-output-is-input", lambda e: explain(e, (p := csv_with_text(e)), "--force", out=str(p)), 2, ("in.csv", "is the input")),
     Case("predict-output-not-parquet", lambda e: predict(e, csv_with_text(e), out="pred.csv"), 2, ("pred.csv", ".parquet")),
     # -- flags of predict / explain / evaluate
