@@ -459,24 +459,24 @@ def training_sets(
     if not train.texts:
         raise UsageError(f"{train.where}: no training rows")
     if valid is None or not valid.texts:
-        held_out = _held_out(train.labels, config, seed)
-        if not held_out or len(train.texts) - len(held_out) < 2:
+        train_rows, valid_rows = _held_out(train.labels, config, seed)
+        if not valid_rows or len(train_rows) < 2:
             raise UsageError(f"{train.where}: too few rows to hold out a validation set")
 
         def subset(rows: list[int], where: str) -> LabelledSet:
             return LabelledSet([train.texts[i] for i in rows], [train.labels[i] for i in rows], where)
 
-        valid = subset(held_out, f"{train.where} (random {config.valid_fraction:.0%})")
-        kept = set(range(len(train.texts))).difference(held_out)
-        train = subset(sorted(kept), train.where)
+        valid = subset(valid_rows, f"{train.where} (random {config.valid_fraction:.0%})")
+        train = subset(train_rows, train.where)
     return train, valid
 
 
-def _held_out(labels: list, config: DataConfig, seed: int) -> list[int]:
-    """Rows to validate on when the data names none: a seeded random config.valid_fraction of
-    them, passing over a row whose label (or, multi-label, one of whose labels) would be left
-    with no row to train on. Validating on a label that training never saw fails, so it used
-    to depend on the seed whether data with a rare label could be trained on at all."""
+def _held_out(labels: list, config: DataConfig, seed: int) -> tuple[list[int], list[int]]:
+    """Rows to train and to validate on when the data names none, both in a seeded random
+    order: config.valid_fraction of them to validate, passing over a row whose label (or,
+    multi-label, one of whose labels) would be left with no row to train on. Validating on a
+    label that training never saw fails, so it used to depend on the seed whether data with a
+    rare label could be trained on at all."""
     order = list(range(len(labels)))
     random.Random(seed).shuffle(order)
     labels_of = labels if config.multi_label else [[label] for label in labels]
@@ -489,4 +489,5 @@ def _held_out(labels: list, config: DataConfig, seed: int) -> list[int]:
         if all(left_to_train[label] > 1 for label in labels_of[i]):
             left_to_train.subtract(labels_of[i])
             held.append(i)
-    return sorted(held)
+    valid_rows = set(held)
+    return [i for i in order if i not in valid_rows], held

@@ -234,7 +234,8 @@ class Predictor:
         else:
             fields = [pa.field("pred_label", label), pa.field("pred_prob", prob)]
         fields.append(pa.field("empty_text", pa.bool_()))
-        if self.check_top_k(top_k) > 1:
+        if top_k != 1:  # asked for, even where the model has a single label to list
+            self.check_top_k(top_k)
             fields += [pa.field("top_labels", pa.list_(label)), pa.field("top_probs", pa.list_(prob))]
         return pa.schema(fields)
 
@@ -277,7 +278,7 @@ class Predictor:
             best = ranked[:, 0]
             columns = [[values[i] for i in best], probs[np.arange(len(probs)), best]]
         columns.append(no_word)
-        if k > 1:
+        if top_k != 1:
             columns += above(threshold or 0.0, k)
         return pa.Table.from_arrays(
             [pa.array(c, f.type) for c, f in zip(columns, schema)], schema=schema

@@ -112,6 +112,17 @@ def test_predictor_schema_is_known_before_any_data(model):
     assert table.column("empty_text").to_pylist() == [False, True]
 
 
+def test_top_k_past_a_single_label_still_lists_it(model):
+    # A one-tag model asked for --top-k 3 dropped the top columns (and --threshold) silently.
+    from hanclf.vocab import Labels
+
+    predictor = Predictor(model, device="cpu")
+    predictor.labels = Labels(["only"], multi_label=True)
+    table = predictor._table(np.array([[0.7], [0.1]]), np.array([False, False]), top_k=3, threshold=0.2)
+    assert table.column_names == ["pred_labels", "pred_probs", "empty_text", "top_labels", "top_probs"]
+    assert table.column("top_labels").to_pylist() == [["only"], []]
+
+
 def test_explain_writes_the_predicted_set_and_the_true_set(model, tmp_path):
     out, html = tmp_path / "sentences.csv", tmp_path / "report.html"
     invoke("explain", model, TEST, "-o", out, "--level", "sentence", "--id-column", "id",
