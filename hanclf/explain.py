@@ -196,9 +196,11 @@ def explain_file(
         separator = predictor.artifact.config.data.label_separator
         report = HtmlReport(predictor.labels.names, f"{input_path.name}: {model_dir}", separator)
     # cut: documents longer than the model reads; repeated_ids: documents whose id an earlier
-    # one has (their rows share a doc_id).
+    # one has (their rows share a doc_id). Ids are remembered only where they come from a
+    # column (row numbers never repeat): ~90 bytes each.
     counts = {"documents": 0, "rows": 0, "cut": 0, "repeated_ids": 0}
-    ids_seen: set[str] = set()
+    _, ids_column = predictor.input_columns(input_path, text_column, id_column)
+    ids_seen: set[str] | None = set() if ids_column else None
     with contextlib.ExitStack() as stack:
         writer = None
         if output is not None:
@@ -221,8 +223,9 @@ def explain_file(
                 on_document(doc)
             counts["documents"] += 1
             counts["cut"] += doc.attention.unseen_tokens > 0
-            counts["repeated_ids"] += str(doc.doc_id) in ids_seen
-            ids_seen.add(str(doc.doc_id))
+            if ids_seen is not None:
+                counts["repeated_ids"] += str(doc.doc_id) in ids_seen
+                ids_seen.add(str(doc.doc_id))
         if report is not None and html is not None:
             with atomic_output(html, force) as tmp_html:
                 report.write(tmp_html)

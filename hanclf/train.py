@@ -205,8 +205,10 @@ def _train(
     datamodule.setup("fit")
     vocab, labels = datamodule.vocab, datamodule.labels
     tables = _tables_digest(vocab, labels)
-    saved_tables = work / TABLES  # absent in runs interrupted before hanclf wrote it
-    if primary and resume_from is not None and saved_tables.is_file() and saved_tables.read_text() != tables:
+    # Checked by every process of a distributed run, so that none goes on into fit alone. The
+    # file is absent in runs interrupted before hanclf wrote it.
+    saved_tables = work / TABLES
+    if resume_from is not None and saved_tables.is_file() and saved_tables.read_text() != tables:
         raise UsageError(
             f"{data}: its words or labels differ from those of the interrupted run in {work}, "
             "whose checkpoints hold weights for those; resume on the same data, or start over "
@@ -276,7 +278,8 @@ def _train(
     if primary:
         work.mkdir(exist_ok=True)
         (work / CONFIG).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-        (work / TABLES).write_text(tables)
+        if resume_from is None:  # a resumed run's processes are reading it
+            (work / TABLES).write_text(tables)
         # Lightning's CSV logger starts its file afresh on resume: keep the epochs already done.
         earlier = pd.read_csv(history_path) if resume_from and history_path.is_file() else None
     try:
