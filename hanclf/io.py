@@ -8,6 +8,7 @@ stays bounded whatever the input size.
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import shutil
@@ -91,20 +92,31 @@ def parquet_rows(path: Path) -> int:
     return _dataset(path).count_rows() if path.is_dir() else pq.ParquetFile(path).metadata.num_rows
 
 
+_DELIMITERS = {"csv": ",", "tsv": "\t"}
+_OTHER_SEPARATORS = {";": "';'", "\t": "tabs", ",": "','", "|": "'|'"}
+
+
+def _separated_otherwise(path: Path, fmt: str, header: list[str]) -> UsageError | None:
+    """The error for a CSV/TSV file separated by another character, whose header therefore
+    reads as one name holding that character (a semicolon CSV, as Excel writes in much of
+    Europe); None for any other header. Asked only once a column is missing or a row has more
+    fields than the header, so a one-column file with such a name stays readable."""
+    if fmt not in _DELIMITERS or len(header) != 1:
+        return None
+    found = [name for s, name in _OTHER_SEPARATORS.items() if s != _DELIMITERS[fmt] and s in header[0]]
+    if not found:
+        return None
+    return UsageError(
+        f"{path}: its header is one column of names separated by {found[0]}; hanclf reads "
+        f"{fmt} files separated by {'tabs' if fmt == 'tsv' else 'commas'}: save it so, or as "
+        "Parquet (pandas: pd.read_csv(path, sep=...).to_parquet(...))"
+    )
+
+
 def _csv_reader(path: Path, fmt: str) -> pa_csv.CSVStreamingReader:
     # Every column is read as text: ids like 007 and labels like 1 stay exactly as written,
     # and a stray string in a numeric-looking column cannot fail mid-stream.
-    delimiter = "\t" if fmt == "tsv" else ","
-    with open(path, encoding="utf-8", errors="replace") as lines:
-        first = lines.readline()
-    others = {";": "';'", "\t": "tabs", ",": "','", "|": "'|'"}
-    separator = next((name for s, name in others.items() if s != delimiter and s in first), None)
-    if delimiter not in first and separator:
-        raise UsageError(
-            f"{path}: its header is one column of names separated by {separator}; hanclf reads "
-            f"{fmt} files separated by {'tabs' if fmt == 'tsv' else 'commas'}: save it so, or as "
-            "Parquet (pandas: pd.read_csv(path, sep=...).to_parquet(...))"
-        )
+    delimiter = _DELIMITERS[fmt]
     header = pa_csv.open_csv(
         path, parse_options=pa_csv.ParseOptions(delimiter=delimiter)
     ).schema.names
@@ -142,7 +154,7 @@ def require_columns(path: Path, wanted: dict[str, TextColumns | None]) -> None:
     for flag, columns in wanted.items():
         for column in text_columns(columns) if columns is not None else []:
             if column not in names:
-                raise UsageError(
+                raise _separated_otherwise(path, check_input(path), names) or UsageError(
                     f"{path}: no column '{column}' (columns: {', '.join(names)}); "
                     f"choose one with {flag}"
                 )
@@ -246,6 +258,12 @@ def text_values(where: object, text_column: TextColumns, table: pa.RecordBatch |
 
 def _unreadable(path: Path, fmt: str, error: BaseException) -> HanclfError:
     text = str(error).strip()
+    if fmt in _DELIMITERS and "Expected 1 columns" in text:
+        with open(path, encoding="utf-8", errors="replace", newline="") as lines:
+            header = next(csv.reader(lines, delimiter=_DELIMITERS[fmt]), [])
+        wrong = _separated_otherwise(path, fmt, header)
+        if wrong is not None:
+            return wrong
     if "utf" in text.lower() and fmt != "parquet":
         line = _first_line_not_utf8(path)
         if line is not None:

@@ -153,8 +153,15 @@ def test_a_file_separated_otherwise_is_named_so(tmp_path, suffix, content, separ
     path = tmp_path / f"data{suffix}"
     path.write_text(content)
     with pytest.raises(UsageError) as err:
-        column_names(path)
+        require_columns(path, {"--text-column": "text"})
     assert str(err.value).startswith(f"{path}: its header is one column of names separated by {separator}")
+
+
+def test_a_one_column_file_may_have_a_separator_in_its_name(tmp_path):
+    path = tmp_path / "one.tsv"
+    path.write_text('"comment, translated"\nThe food was great.\n')
+    require_columns(path, {"--text-column": "comment, translated"})
+    assert read_table(path, ["comment, translated"]).column(0).to_pylist() == ["The food was great."]
 
 
 def test_check_input_errors(tmp_path):
