@@ -64,6 +64,9 @@ def read_vectors(path: Path, vocab: Vocab, dim: int) -> tuple[np.ndarray, np.nda
                     file_dim = int(parts[1])  # the header of a .vec file
                     continue
                 file_dim = _numbers_at_end(parts)
+                if file_dim == 0:
+                    raise UsageError(f"{path}: line {number} has no numbers; a word-vector file has "
+                                     "lines of a word and its vector (word v1 ... vN)")
             if file_dim != dim:
                 raise UsageError(
                     f"{path}: vectors of {file_dim} numbers, model.embed_dim is {dim}; "

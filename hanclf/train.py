@@ -115,9 +115,7 @@ def train(
     `resume=True` continues an interrupted run from its last completed epoch.
     """
     data, output, valid = Path(data), Path(output), None if valid is None else Path(valid)
-    if config.train.embeddings_file:  # saved in config.yaml: a run repeated elsewhere finds it
-        resolved = str(Path(config.train.embeddings_file).resolve())
-        config = dataclasses.replace(config, train=dataclasses.replace(config.train, embeddings_file=resolved))
+    config = _with_absolute_embeddings(config)
     check_input(data)
     if valid is not None:
         check_input(valid)
@@ -172,9 +170,19 @@ def _tables_digest(vocab: Vocab, labels: Labels) -> str:
     return hashlib.sha256(tables.encode()).hexdigest()
 
 
+def _with_absolute_embeddings(config: Config) -> Config:
+    """`config` naming its embeddings file by an absolute path: it is saved in config.yaml,
+    and a run repeated from another directory must find the same file."""
+    if not config.train.embeddings_file:
+        return config
+    resolved = str(Path(config.train.embeddings_file).resolve())
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, embeddings_file=resolved))
+
+
 def _resumed_config(work: Path, given: Config) -> Config:
-    """The interrupted run's config; refuse silently different settings."""
-    saved = config_from_dict(yaml.safe_load((work / CONFIG).read_text()))
+    """The interrupted run's config; refuse silently different settings. (Runs interrupted
+    before config.yaml named embeddings files absolutely name theirs relatively.)"""
+    saved = _with_absolute_embeddings(config_from_dict(yaml.safe_load((work / CONFIG).read_text())))
     if given != default_config() and given.to_dict() != saved.to_dict():
         raise UsageError(
             f"--resume continues with the settings saved in {work / CONFIG}; "
