@@ -1,8 +1,9 @@
 """The LightningModule: the HAN plus its loss, optimiser, schedule and validation metrics.
 
-Single-label: softmax and cross-entropy, selected on valid accuracy. Multi-label: a sigmoid per
-label and binary cross-entropy, selected on valid micro-F1 (at the thresholds in `thresholds`,
-0.5 while training; train tunes them on valid afterwards).
+Single-label: softmax and cross-entropy, scored on valid accuracy. Multi-label: a sigmoid per
+label and binary cross-entropy, scored on valid micro-F1 (at the thresholds in `thresholds`,
+0.5 while training; train tunes them on valid afterwards). Both also log macro-F1, which
+train.select_on may select epochs on instead.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """`train`: build the DataModule and the LightningModule from a config, let the Trainer run the
-loop, keep the epoch with the best validation accuracy, and save it as a model directory."""
+loop, keep the epoch with the best validation score (train.select_on), and save it as a model
+directory."""
 
 from __future__ import annotations
 
