@@ -158,27 +158,22 @@ def _check_type(key: str, value: Any, expected: Any) -> Any:
     raise UsageError(f"config key {key}: expected {names}, got {value!r}")
 
 
-EMBEDDINGS = ("random", "word2vec", "file")
-SELECT_ON = ("accuracy", "macro_f1")
-# Those the model runs with: Lightning's "true" half and double precisions leave the model's
-# float32 inputs to a half or double GRU, and a TPU needs torch_xla.
-ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
-PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16")
+# The keys with a fixed set of values. Accelerators and precisions: those the model runs with
+# (Lightning's "true" half and double precisions leave the model's float32 inputs to a half or
+# double GRU, and a TPU needs torch_xla).
+CHOICES = {
+    "train.embeddings": ("random", "word2vec", "file"),
+    "train.select_on": ("accuracy", "macro_f1"),
+    "train.accelerator": ("auto", "cpu", "gpu", "cuda", "mps"),
+    "train.precision": ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16"),
+    "model.architecture": ARCHITECTURES,
+    "model.doc_pooling": DOC_POOLINGS,
+}
 
 
 def _check_range(key: str, value: Any) -> None:
-    if key == "train.accelerator" and value not in ACCELERATORS:
-        raise UsageError(f"config key {key}: {value!r} is not one of {', '.join(ACCELERATORS)}")
-    if key == "train.select_on" and value not in SELECT_ON:
-        raise UsageError(f"config key {key}: {value!r} is not one of {', '.join(SELECT_ON)}")
-    if key == "train.embeddings" and value not in EMBEDDINGS:
-        raise UsageError(f"config key {key}: {value!r} is not one of {', '.join(EMBEDDINGS)}")
-    if key == "model.architecture" and value not in ARCHITECTURES:
-        raise UsageError(f"config key {key}: {value!r} is not one of {', '.join(ARCHITECTURES)}")
-    if key == "model.doc_pooling" and value not in DOC_POOLINGS:
-        raise UsageError(f"config key {key}: {value!r} is not one of {', '.join(DOC_POOLINGS)}")
-    if key == "train.precision" and str(value) not in PRECISIONS:
-        raise UsageError(f"config key {key}: {value!r} is not one of {', '.join(PRECISIONS)}")
+    if key in CHOICES and str(value) not in CHOICES[key]:
+        raise UsageError(f"config key {key}: {value!r} is not one of {', '.join(CHOICES[key])}")
     positive = {
         "data.max_sentences", "data.max_words", "data.min_count", "data.max_vocab",
         "model.embed_dim", "model.word_hidden", "model.sent_hidden", "model.word_att_dim",
@@ -198,18 +193,21 @@ def _check_range(key: str, value: Any) -> None:
         raise UsageError(f"config key {key}: must be >= 0, got {value!r}")
 
 
+SECTIONS = ("data", "model", "train")
+
+
 def _apply(config: Config, key: str, value: Any) -> None:
     section, _, name = key.partition(".")
-    if section not in ("data", "model", "train") or not name:
-        # "dropout" or "foo.dropout": the key in whichever section has that name.
-        meant = [f"{s}.{key.rpartition('.')[2]}" for s in ("data", "model", "train")
-                 if key.rpartition(".")[2] in _field_types(s)]
-        hint = f"did you mean {' or '.join(meant)}?" if meant else "sections: data, model, train"
-        raise UsageError(f"unknown config key '{key}' (keys are SECTION.NAME, e.g. data.max_words; {hint})")
+    # "dropout", "optim.lr" or "model.lr": the key of that name in whichever section has it.
+    meant = [f"{s}.{key.rpartition('.')[2]}" for s in SECTIONS if key.rpartition(".")[2] in _field_types(s)]
+    did_you_mean = f"; did you mean {' or '.join(meant)}?" if meant else ""
+    if section not in SECTIONS or not name:
+        raise UsageError(f"unknown config key '{key}' (keys are SECTION.NAME with SECTION one of "
+                         f"{', '.join(SECTIONS)}, e.g. data.max_words{did_you_mean})")
     types_ = _field_types(section)
     if name not in types_:
         raise UsageError(
-            f"unknown config key '{key}' (known in {section}: {', '.join(sorted(types_))})"
+            f"unknown config key '{key}' (known in {section}: {', '.join(sorted(types_))}{did_you_mean})"
         )
     value = _check_type(key, value, types_[name])
     _check_range(key, value)

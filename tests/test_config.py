@@ -164,7 +164,8 @@ def test_unknown_keys_name_the_key(key):
 @pytest.mark.parametrize("key, hint", [
     ("dropout", "did you mean model.dropout?"),
     ("optim.lr", "did you mean train.lr?"),
-    ("foo.bar", "sections: data, model, train"),
+    ("model.lr", "did you mean train.lr?"),
+    ("foo.bar", "SECTION one of data, model, train, e.g. data.max_words"),
 ])
 def test_a_key_without_its_section_gets_the_section_named(key, hint):
     with pytest.raises(UsageError) as err:
