@@ -37,8 +37,8 @@ from hanclf.report import HtmlReport
 from hanclf.vocab import normalize_label, normalize_label_set
 
 TOKEN_COLUMNS = [
-    "doc_id", "sent_idx", "tok_idx", "token", "in_vocab", "word_att", "sent_att", "weight",
-    "pred_label", "pred_prob", "true_label",
+    "doc_id", "sent_idx", "tok_idx", "token", "word_att", "sent_att", "weight",
+    "pred_label", "pred_prob", "true_label", "in_vocab",  # last: earlier columns keep their places
 ]
 SENTENCE_COLUMNS = [
     "doc_id", "sent_idx", "sentence", "sent_att", "rank", "pred_label", "pred_prob", "true_label",
@@ -67,9 +67,10 @@ class Explained:
 
 
 def _prediction_only(doc: Explained, columns: Sequence[str]) -> list[Any]:
-    """The one row of a document with no word: its id and prediction, attention columns empty."""
-    blanks = [""] * (len(columns) - 4)  # all but doc_id, pred_label, pred_prob, true_label
-    return [doc.doc_id, *blanks, doc.pred_label, f"{doc.pred_prob:.6f}", doc.true_label or ""]
+    """The one row of a document with no word: its id and prediction, the other columns empty."""
+    known = {"doc_id": doc.doc_id, "pred_label": doc.pred_label,
+             "pred_prob": f"{doc.pred_prob:.6f}", "true_label": doc.true_label or ""}
+    return [known.get(column, "") for column in columns]
 
 
 def token_rows(doc: Explained) -> Iterator[list[Any]]:
@@ -80,9 +81,9 @@ def token_rows(doc: Explained) -> Iterator[list[Any]]:
         root = math.sqrt(float(sent_att))
         for w, (token, known, word_att) in enumerate(zip(sentence, att.in_vocab[s], att.word_att[s])):
             yield [
-                doc.doc_id, s, w, token, bool(known), f"{word_att:.6f}", f"{sent_att:.6f}",
+                doc.doc_id, s, w, token, f"{word_att:.6f}", f"{sent_att:.6f}",
                 f"{root * float(word_att):.6f}", doc.pred_label, f"{doc.pred_prob:.6f}",
-                doc.true_label or "",
+                doc.true_label or "", bool(known),
             ]
 
 

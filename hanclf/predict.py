@@ -217,6 +217,7 @@ class Predictor:
                     sent_att=sent_att[row, : len(sentences)].numpy(),
                     word_att=[word_att[row, s, : len(w)].numpy() for s, w in enumerate(sentences)],
                     probs=probs[row].numpy(),
+                    # (A document with no word is encoded as one sentence of padding: no flags.)
                     in_vocab=np.split(docs[i].ids != UNK, np.cumsum(docs[i].lengths)[:-1]) if sentences else [],
                     unseen_tokens=sum(map(len, whole[i])) - sum(map(len, sentences)),
                 )

@@ -128,8 +128,12 @@ class HtmlReport:
             words = []
             for token, known, word_att, weight in zip(tokens, attention.in_vocab[s], attention.word_att[s], weights[s]):
                 a = WORD_MAX_ALPHA * weight / max_weight
-                classes = " ".join(c for c, on in (("hi", a > LIGHT_TEXT_ALPHA), ("unk", not known)) if on)
-                class_attribute = f' class="{classes}"' if classes else ""
+                classes = []
+                if a > LIGHT_TEXT_ALPHA:
+                    classes.append("hi")
+                if not known:
+                    classes.append("unk")
+                class_attribute = f' class="{" ".join(classes)}"' if classes else ""
                 unknown = "" if known else " &middot; not in the vocabulary: read as &lt;unk&gt;"
                 words.append(
                     f'<span{class_attribute} style="background:rgba({WORD_RGB},{a:.3f})" '

@@ -124,8 +124,8 @@ def test_explain_rows_per_token_with_the_paper_weight(model_dir, data_dir, tmp_p
     invoke("explain", model_dir, data_dir / "test.parquet", "-o", out, "--id-column", "id", "--limit", "5")
     with out.open(newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["doc_id", "sent_idx", "tok_idx", "token", "in_vocab", "word_att",
-                             "sent_att", "weight", "pred_label", "pred_prob", "true_label"]
+    assert list(rows[0]) == ["doc_id", "sent_idx", "tok_idx", "token", "word_att", "sent_att",
+                             "weight", "pred_label", "pred_prob", "true_label", "in_vocab"]
     source = pd.read_parquet(data_dir / "test.parquet").head(5)
     assert sorted({r["doc_id"] for r in rows}) == sorted(source["id"])
     sent_att, word_sum = {}, defaultdict(float)
