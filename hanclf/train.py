@@ -241,12 +241,10 @@ def _train(
         f"{len(labels)} labels, vocabulary {len(vocab)} "
         f"(prepared in {time.perf_counter() - start:.1f}s)"
     )
-    by_case: dict[str, list[str]] = {}
-    for name in labels.names:
-        by_case.setdefault(name.casefold(), []).append(name)
-    alike = [" / ".join(names) for names in by_case.values() if len(names) > 1]
+    alike = labels.differing_in_case()
     if alike:  # labels are compared as written; this is seldom what the data meant
-        log(f"note: labels that differ only in case are separate labels: {'; '.join(alike)}")
+        log("note: labels that differ only in case are separate labels: "
+            + "; ".join(" / ".join(names) for names in alike))
 
     checkpoint = ModelCheckpoint(
         dirpath=work, filename="best", monitor=MONITORS[t.select_on], mode="max",

@@ -146,6 +146,13 @@ class Labels:
         """`names` in id order, labels the model does not know last."""
         return sorted(names, key=lambda n: (self.index.get(n, len(self.names)), n))
 
+    def differing_in_case(self) -> list[list[str]]:
+        """Groups of labels that differ only in case (pos, Pos, POS), in id order."""
+        groups: dict[str, list[str]] = {}
+        for name in self.names:
+            groups.setdefault(name.casefold(), []).append(name)
+        return [names for names in groups.values() if len(names) > 1]
+
     def value(self, name: str) -> int | str:
         return int(name) if self.numeric else name
 

@@ -437,17 +437,6 @@ def test_explain_says_what_was_cut_repeated_or_too_much_for_a_browser(model_dir,
     assert "note:" not in quiet
 
 
-def test_train_notes_labels_that_differ_only_in_case(tmp_path):
-    frame = make_reviews(60)
-    frame["label"] = [label.upper() if i % 5 == 0 else label for i, label in enumerate(frame["label"])]
-    frame.to_csv(tmp_path / "cased.csv", index=False)
-    config = load_config(None, {"model.embed_dim": 8, "model.word_hidden": 4, "model.sent_hidden": 4,
-                                "train.max_epochs": 1, "train.accelerator": "cpu"})
-    lines: list[str] = []
-    train(tmp_path / "cased.csv", tmp_path / "m", config, progress=False, log=lines.append)
-    assert "note: labels that differ only in case are separate labels: MIX / mix; NEG / neg; POS / pos" in lines
-
-
 @pytest.mark.parametrize("select_on, best_epoch", [("accuracy", 1), ("macro_f1", 2)])
 def test_select_on_keeps_the_epoch_best_on_that_figure(data_dir, tmp_path, monkeypatch, select_on, best_epoch):
     # On skewed labels accuracy can peak where a rare label is never predicted; users choose

@@ -105,6 +105,12 @@ def test_string_labels_sort_alphabetically():
     assert labels.value("neg") == "neg"
 
 
+def test_labels_differing_only_in_case_are_grouped():
+    labels = Labels.build(["pos", "Pos", "neg", "POS", "Neg", "mixed"])
+    assert labels.differing_in_case() == [["Neg", "neg"], ["POS", "Pos", "pos"]]
+    assert Labels.build(["pos", "neg"]).differing_in_case() == []
+
+
 def test_unknown_label_is_named():
     labels = Labels.build(["neg", "pos"])
     with pytest.raises(UsageError) as err:
