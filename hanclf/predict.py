@@ -435,8 +435,11 @@ class _Job:
             pending.append(pa.table(columns))
             rows += batch.num_rows
             if sum(t.num_rows for t in pending) >= ROW_GROUP_ROWS:
-                writer = _write(path, writer, pending, self.metadata)
-                pending = []
+                # Whole row groups only; the rest starts the next (groups of equal size).
+                table = pa.concat_tables(pending, promote_options="permissive")
+                whole = table.num_rows - table.num_rows % ROW_GROUP_ROWS
+                writer = _write(path, writer, [table.slice(0, whole)], self.metadata)
+                pending = [table.slice(whole)] if whole < table.num_rows else []
         if pending:
             writer = _write(path, writer, pending, self.metadata)
         if writer is not None:
