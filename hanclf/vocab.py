@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import math
 import re
 from collections import Counter
@@ -85,10 +86,25 @@ def normalize_label_set(value: Any, separator: str) -> list[str]:
     joined by `separator` ("food,service"). Null, "" and [] are the empty set: no label applies."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return []
+    if isinstance(value, str):
+        value = _listed(value)
     parts = value.split(separator) if isinstance(value, str) else value
     if not isinstance(parts, Sequence):
         parts = [parts]
     return sorted({label for label in map(normalize_label, parts) if label is not None})
+
+
+def _listed(text: str) -> str | list:
+    """A list written out as text, as pandas' to_csv writes a list column ("['food', 'price']")
+    or JSON does ('["food", "price"]'), as that list; any other text as it is."""
+    stripped = text.strip()
+    if not (stripped.startswith("[") and stripped.endswith("]")):
+        return text
+    try:
+        parsed = ast.literal_eval(stripped)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return text
+    return parsed if isinstance(parsed, list) else text
 
 
 class Labels:

@@ -149,6 +149,10 @@ def test_normalize_label_keeps_text_and_fractions():
     ("price", ["price"]),
     (7, ["7"]),
     ("", []), (None, []), (float("nan"), []), ([], []), ([None, ""], []),
+    # A list column written by pandas' to_csv, or as JSON: read as the list, not as the labels
+    # "['food'" and "'price']" (which trained silently on made-up labels).
+    ("['food', 'price']", ["food", "price"]), ('["service"]', ["service"]), ("[]", []),
+    ("[draft]", ["[draft]"]),  # not a list literal: a label like any other
 ])
 def test_normalize_label_set(value, expected):
     assert normalize_label_set(value, ",") == expected
