@@ -99,6 +99,8 @@ class Predictor:
     """A trained model ready to label texts: `Predictor(model_dir)(batch)` -> predictions."""
 
     def __init__(self, model_dir: str | Path, device: str = "auto", batch_size: int | None = None) -> None:
+        if batch_size is not None and batch_size < 1:
+            raise UsageError(f"batch_size {batch_size}: must be at least 1 (None: the device's default)")
         self.artifact = load(Path(model_dir))
         self.device = resolve_device(device)
         self.model = self.artifact.model.to(self.device).eval()

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from hanclf.artifact import load
 from hanclf.cli.main import _run, app
 from hanclf.config import load_config
+from hanclf.errors import UsageError
 from hanclf.evaluate import evaluate_file
 from hanclf.explain import explain_file
 from hanclf.faithfulness import faithfulness_file
@@ -88,6 +89,13 @@ def test_predict_threshold_drops_unlikely_labels_and_row_id_without_id_column(mo
         expected = [i for i in np.argsort(-row) if row[i] >= 0.3]
         assert list(labels) == [predictor.labels.names[i] for i in expected]
         np.testing.assert_allclose(kept, row[expected], atol=1e-6)
+
+
+@pytest.mark.parametrize("batch_size", [0, -1])
+def test_predictor_refuses_a_batch_size_below_one(model_dir, batch_size):
+    # 0 quietly became the default and -1 was accepted; the CLI's --batch-size needs >= 1.
+    with pytest.raises(UsageError, match=f"batch_size {batch_size}: must be at least 1"):
+        Predictor(model_dir, device="cpu", batch_size=batch_size)
 
 
 def test_save_load_predict_gives_the_same_probabilities(model_dir, data_dir):
