@@ -112,26 +112,26 @@ def train(
         Optional[Path], typer.Option(help="Validation data [default: the split column, else a random share].")
     ] = None,
     config: Annotated[
-        Optional[str], typer.Option("--config", "-c", help="Preset (default, yelp, imdb, amazon) or a YAML file.")
+        Optional[str], typer.Option("--config", "-c", help="Preset (default, yelp, imdb, amazon) or a YAML file [default: default]. Flags and --set override it.")
     ] = None,
     set_: Annotated[
         Optional[list[str]],
         typer.Option("--set", metavar="KEY=VALUE", help="Override one config key, e.g. --set model.dropout=0.3 (repeatable)."),
     ] = None,
-    text_column: Annotated[Optional[list[str]], typer.Option(metavar="COLUMNS", help="Text column, or several (comma-separated or repeated: title,text) read as one, each part a new sentence [default: text].")] = None,
-    label_column: Annotated[Optional[str], typer.Option(help="Label column [default: label].")] = None,
+    text_column: Annotated[Optional[list[str]], typer.Option(metavar="COLUMNS", help="Text column, or several (comma-separated or repeated: title,text) read as one, each part a new sentence [default: text, or the preset's].")] = None,
+    label_column: Annotated[Optional[str], typer.Option(help="Label column [default: label, or the preset's].")] = None,
     multi_label: Annotated[Optional[bool], typer.Option("--multi-label", help="Each document has a set of labels: a list column, or labels joined by --label-separator.", show_default=False)] = None,
     label_separator: Annotated[Optional[str], typer.Option(help="Separator of multi-label labels in one string [default: ,].")] = None,
     id_column: Annotated[Optional[str], typer.Option(help="Id column; predict and explain then copy it by default.")] = None,
-    valid_fraction: Annotated[Optional[float], typer.Option(help="Share held out for validation when there is no split column or --valid.")] = None,
-    embeddings: Annotated[Optional[str], typer.Option(help="Initial word vectors: random, word2vec (trained on the training text first; needs gensim) or the path of a .vec/GloVe/word2vec text file [default: random].")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
-    max_epochs: Annotated[Optional[int], typer.Option(help="Epochs at most (early stopping may end sooner).")] = None,
-    accelerator: Annotated[Optional[str], typer.Option(help="Lightning accelerator: auto, cpu, gpu.")] = None,
-    devices: Annotated[Optional[str], typer.Option(help="Lightning devices: auto, N or a list.")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="Lightning precision: 32-true, bf16-mixed, 16-mixed.")] = None,
-    strategy: Annotated[Optional[str], typer.Option(help="Lightning strategy, e.g. ddp (one process per device).")] = None,
-    num_nodes: Annotated[Optional[int], typer.Option(help="Machines taking part (with --strategy ddp).")] = None,
+    valid_fraction: Annotated[Optional[float], typer.Option(help="Share held out for validation when there is no split column or --valid [default: 0.1].")] = None,
+    embeddings: Annotated[Optional[str], typer.Option(help="Initial word vectors: random, word2vec (trained on the training text first; needs gensim) or the path of a .vec/GloVe/word2vec text file [default: random, or the preset's].")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed [default: 42].")] = None,
+    max_epochs: Annotated[Optional[int], typer.Option(help="Epochs at most (early stopping may end sooner) [default: 10, or the preset's].")] = None,
+    accelerator: Annotated[Optional[str], typer.Option(help="Lightning accelerator: auto, cpu, gpu, cuda, mps [default: auto].")] = None,
+    devices: Annotated[Optional[str], typer.Option(help="Lightning devices: auto, N or a list [default: auto].")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="Lightning precision: 32-true, bf16-mixed, 16-mixed [default: 32-true].")] = None,
+    strategy: Annotated[Optional[str], typer.Option(help="Lightning strategy, e.g. ddp (one process per device) [default: auto].")] = None,
+    num_nodes: Annotated[Optional[int], typer.Option(help="Machines taking part (with --strategy ddp) [default: 1].")] = None,
     force: Force = False,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run (crash, kill -9) from its last completed epoch.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (one line per epoch still).")] = False,
@@ -187,7 +187,7 @@ def predict(
     text_column: TextColumn = None,
     batch_size: BatchSize = None,
     device: Device = "auto",
-    devices: Annotated[Optional[int], typer.Option(min=1, help="Worker processes, each on its own slices of rows: on the CPU they label them, with a GPU they tokenize and batch for the model in the main process. Default: one per CPU core (one less with a GPU), fewer for small inputs or little memory.")] = None,
+    devices: Annotated[Optional[int], typer.Option(min=1, help="Worker processes, each on its own slices of rows: on the CPU they label them, with a GPU they tokenize and batch for the model in the main process. Default: one per CPU core (one less with a GPU), fewer for small inputs or little memory, none (this process alone) under 2,048 rows.")] = None,
     force: Force = False,
 ) -> None:
     """Label every row of a file: pred_label, pred_prob (and top-k) into a Parquet file."""

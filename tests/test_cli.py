@@ -466,3 +466,21 @@ def test_select_on_keeps_the_epoch_best_on_that_figure(data_dir, tmp_path, monke
     })
     metrics = train(data_dir / "train.csv", tmp_path / "m", config, progress=False)
     assert metrics["best_epoch"] == best_epoch
+
+
+def test_train_help_states_the_defaults_of_the_default_config():
+    # The flags default to None so that a preset or --set can decide; their help says the
+    # default config's value, which must stay the one the config really has.
+    config = load_config(None, {})
+    expected = {
+        "text_column": config.data.text_column, "label_column": config.data.label_column,
+        "label_separator": config.data.label_separator, "valid_fraction": config.data.valid_fraction,
+        "embeddings": config.train.embeddings, "seed": config.train.seed,
+        "max_epochs": config.train.max_epochs, "accelerator": config.train.accelerator,
+        "devices": config.train.devices, "precision": config.train.precision,
+        "strategy": config.train.strategy, "num_nodes": config.train.num_nodes,
+    }
+    command = typer.main.get_command(app).commands["train"]
+    helps = {p.name: getattr(p, "help", None) or "" for p in command.params}
+    for name, value in expected.items():
+        assert f"[default: {value}" in helps[name], (name, helps[name])
