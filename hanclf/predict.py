@@ -560,8 +560,21 @@ def _write_in_workers(
             "a predict worker process died (its own error, if any, is printed above): out of "
             f"memory? try fewer --devices; {GUARD_MAIN}"
         ) from None
+    except KeyboardInterrupt:
+        # Stop the workers now: a graceful shutdown once waited for ever on a worker blocked
+        # on the pool's queue, and Ctrl-C never returned (1 of ~24 tries in a review).
+        _terminate_workers(pool)
+        raise
     finally:
         pool.shutdown(cancel_futures=True)
+
+
+def _terminate_workers(pool: ProcessPoolExecutor) -> None:
+    if hasattr(pool, "terminate_workers"):  # Python 3.14
+        pool.terminate_workers()
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()
 
 
 _worker: Predictor | None = None  # the model of a worker process of _write_in_workers
