@@ -561,20 +561,24 @@ def _write_in_workers(
             f"memory? try fewer --devices; {GUARD_MAIN}"
         ) from None
     except KeyboardInterrupt:
-        # Stop the workers now: a graceful shutdown once waited for ever on a worker blocked
-        # on the pool's queue, and Ctrl-C never returned (1 of ~24 tries in a review).
-        _terminate_workers(pool)
+        _stop_workers(pool)
         raise
     finally:
         pool.shutdown(cancel_futures=True)
 
 
-def _terminate_workers(pool: ProcessPoolExecutor) -> None:
-    if hasattr(pool, "terminate_workers"):  # Python 3.14
-        pool.terminate_workers()
-        return
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
-        process.terminate()
+def _stop_workers(pool: ProcessPoolExecutor, seconds: float = 2.0) -> None:
+    """Shut the pool down, terminating workers still alive after `seconds`: a graceful shutdown
+    once waited for ever on a worker blocked on the pool's queue, and Ctrl-C never returned (1
+    of ~24 tries in a review). Terminating them all at once instead left a worker that was
+    being forked to fail on the pool's removed semaphore and print a traceback."""
+    workers = list((getattr(pool, "_processes", None) or {}).values())  # CPython's own table
+    pool.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + seconds
+    for worker in workers:
+        worker.join(max(0.0, deadline - time.monotonic()))
+        if worker.is_alive():
+            worker.terminate()
 
 
 _worker: Predictor | None = None  # the model of a worker process of _write_in_workers
