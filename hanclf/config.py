@@ -196,18 +196,24 @@ def _check_range(key: str, value: Any) -> None:
 SECTIONS = ("data", "model", "train")
 
 
+def _did_you_mean(key: str) -> str:
+    """For an unknown key ("dropout", "optim.lr", "model.lr"), the key of that name in
+    whichever section has it, as the end of a message."""
+    name = key.rpartition(".")[2]
+    meant = [f"{section}.{name}" for section in SECTIONS if name in _field_types(section)]
+    return f"; did you mean {' or '.join(meant)}?" if meant else ""
+
+
 def _apply(config: Config, key: str, value: Any) -> None:
     section, _, name = key.partition(".")
-    # "dropout", "optim.lr" or "model.lr": the key of that name in whichever section has it.
-    meant = [f"{s}.{key.rpartition('.')[2]}" for s in SECTIONS if key.rpartition(".")[2] in _field_types(s)]
-    did_you_mean = f"; did you mean {' or '.join(meant)}?" if meant else ""
     if section not in SECTIONS or not name:
         raise UsageError(f"unknown config key '{key}' (keys are SECTION.NAME with SECTION one of "
-                         f"{', '.join(SECTIONS)}, e.g. data.max_words{did_you_mean})")
+                         f"{', '.join(SECTIONS)}, e.g. data.max_words{_did_you_mean(key)})")
     types_ = _field_types(section)
     if name not in types_:
         raise UsageError(
-            f"unknown config key '{key}' (known in {section}: {', '.join(sorted(types_))}{did_you_mean})"
+            f"unknown config key '{key}' (known in {section}: {', '.join(sorted(types_))}"
+            f"{_did_you_mean(key)})"
         )
     value = _check_type(key, value, types_[name])
     _check_range(key, value)
