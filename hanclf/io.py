@@ -154,7 +154,7 @@ def require_columns(path: Path, wanted: dict[str, TextColumns | None]) -> None:
     for flag, columns in wanted.items():
         for column in text_columns(columns) if columns is not None else []:
             if column not in names:
-                raise _separated_otherwise(path, check_input(path), names) or UsageError(
+                raise _separated_otherwise(path, input_format(path), names) or UsageError(
                     f"{path}: no column '{column}' (columns: {', '.join(names)}); "
                     f"choose one with {flag}"
                 )

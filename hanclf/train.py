@@ -246,9 +246,9 @@ def _train(
         log("note: labels that differ only in case are separate labels: "
             + "; ".join(" / ".join(names) for names in alike))
 
+    monitor = MONITORS[t.select_on]
     checkpoint = ModelCheckpoint(
-        dirpath=work, filename="best", monitor=MONITORS[t.select_on], mode="max",
-        enable_version_counter=False,
+        dirpath=work, filename="best", monitor=monitor, mode="max", enable_version_counter=False,
     )
     # Every epoch's, for --resume: Lightning's save_last writes only when the best one changes.
     last = ModelCheckpoint(dirpath=work, filename="last", enable_version_counter=False)
@@ -256,7 +256,7 @@ def _train(
     callbacks: list[pl.Callback] = [
         checkpoint,
         last,
-        EarlyStopping(monitor=MONITORS[t.select_on], mode="max", patience=t.patience),
+        EarlyStopping(monitor=monitor, mode="max", patience=t.patience),
         epoch_log,
     ]
     if progress:
