@@ -11,14 +11,15 @@
 #      processes (they tokenize and batch; the main process runs the model on the GPU), with
 #      the GPU memory each process held, and the main process's cost per row besides the
 #      model (bench/predict_main_process.py); then the model alone in 1, 4 and 8 processes
-#      sharing the GPU (bench/gpu_sharing.py: the old design's cost);
+#      sharing the GPU (step 3s, bench/gpu_sharing.py: the old design's cost);
 #   4. bench/throughput.py: one epoch of training and predict end to end, each against its
 #      baseline (bf16 on the GPU);
 #   5. yelp settings compared on valid only (two seeds each) while DEADLINE allows.
 # Usage, from the repository root: bench/gpu.sh IMDB_PARQUET [OUT_DIR]
 # Environment: PY (python; default python3), ROWS (throughput sample, 20000), COPIES (5),
 # DEADLINE (seconds after which no optional step starts; 480), YELP (yelp_reviews.parquet),
-# STEPS (which of the steps to run; default "1 2 3 4 5").
+# STEPS (which of the steps to run; default "1 2 3 3s 4 5"), DEVICES (step 3's --devices values;
+# default "1 8 default").
 set -uo pipefail
 data=${1:?usage: bench/gpu.sh IMDB_PARQUET [OUT_DIR]}
 out=${2:-bench/gpu-out}
@@ -32,7 +33,7 @@ work=$(mktemp -d)
 
 step() { echo "=== $(date +%T) (${SECONDS}s) $*"; }
 time_left() { (( SECONDS + $1 < deadline )); }
-wanted() { [[ " ${STEPS:-1 2 3 4 5} " == *" $1 "* ]]; }
+wanted() { [[ " ${STEPS:-1 2 3 3s 4 5} " == *" $1 "* ]]; }
 
 step "machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
@@ -88,7 +89,7 @@ if wanted 3 && command -v nvidia-smi >/dev/null; then
   nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader -lms 500 > "$out/gpu-apps.csv" &
   sampler=$!
 fi
-for devices in 1 8 default; do
+for devices in ${DEVICES:-1 8 default}; do
   wanted 3 && time_left 40 || break
   flag=(--devices "$devices"); [ "$devices" = default ] && flag=()
   start=$(date +%s%N)
@@ -111,7 +112,7 @@ wanted 3 && time_left 60 && timeout 120 "$py" bench/predict_main_process.py --mo
   --data "$work/big.parquet" --devices "$(($(nproc) - 1))"
 # The model alone in 1, 4 and 8 processes: what taking turns on the GPU costs (16 ran out of
 # memory on an H200, each process holding ~16 GiB).
-wanted 3 && time_left 90 && timeout 120 "$py" bench/gpu_sharing.py --model "$model" --data "$data" \
+wanted 3s && time_left 90 && timeout 120 "$py" bench/gpu_sharing.py --model "$model" --data "$data" \
   --processes 1 4 8 --seconds 8
 
 wanted 4 && step "4. throughput.py (train, predict) against the baseline" && time_left 150 && timeout 200 "$py" bench/throughput.py --data "$data" --rows "$rows" --copies 2 --repeats 1 \
