@@ -16,6 +16,9 @@
 #      baseline (bf16 on the GPU);
 #   5. yelp settings compared on valid only (two seeds each) while DEADLINE allows.
 # Usage, from the repository root: bench/gpu.sh IMDB_PARQUET [OUT_DIR]
+# Where hanclf is not installed (a lent machine's python has torch only), first run
+#   ln -sfn ../cli hanclf/cli; ln -sfn ../configs hanclf/configs; export PYTHONPATH=$PWD
+# in a copy of the tree: pyproject.toml installs those two folders as hanclf.cli and hanclf.configs.
 # Environment: PY (python; default python3), ROWS (throughput sample, 20000), COPIES (5),
 # DEADLINE (seconds after which no optional step starts; 480), YELP (yelp_reviews.parquet),
 # STEPS (which of the steps to run; default "1 2 3 3s 4 5"), DEVICES (step 3's --devices values;
