@@ -131,17 +131,34 @@ def _csv_reader(path: Path, fmt: str) -> pa_csv.CSVStreamingReader:
     )
 
 
+def _header_schema(path: Path, fmt: str) -> pa.Schema:
+    """The schema a Parquet footer or a CSV/TSV header gives (JSONL has none: an empty one)."""
+    try:
+        if fmt == "parquet":
+            return _dataset(path).schema if path.is_dir() else pq.ParquetFile(path).schema_arrow
+        if fmt in ("csv", "tsv"):
+            return _csv_reader(path, fmt).schema
+        return pa.schema([])
+    except (pa.ArrowException, ValueError, OSError, UnicodeDecodeError) as e:
+        raise _unreadable(path, fmt, e) from None
+
+
 def column_names(path: Path) -> list[str]:
     """Column names of a table, read from its header or footer only."""
     fmt = check_input(path)
+    if fmt != "jsonl":
+        return _header_schema(path, fmt).names
     try:
-        if fmt == "parquet":
-            return (_dataset(path).schema if path.is_dir() else pq.ParquetFile(path).schema_arrow).names
-        if fmt in ("csv", "tsv"):
-            return _csv_reader(path, fmt).schema.names
         return list(next(_jsonl_records(path), {}))
-    except (pa.ArrowException, ValueError, OSError, UnicodeDecodeError) as e:
+    except (ValueError, OSError, UnicodeDecodeError) as e:
         raise _unreadable(path, fmt, e) from None
+
+
+def empty_batch(path: Path, columns: list[str]) -> pa.RecordBatch:
+    """`columns` of the input without rows, typed as its footer or header gives them (a CSV
+    header alone types every column null, as pyarrow reads it)."""
+    types = {field.name: field.type for field in _header_schema(path, check_input(path))}
+    return pa.record_batch([pa.array([], types.get(c, pa.null())) for c in columns], names=columns)
 
 
 def text_columns(text_column: TextColumns) -> list[str]:

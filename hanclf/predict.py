@@ -36,6 +36,7 @@ from hanclf.io import (
     check_input,
     check_output,
     column_names,
+    empty_batch,
     input_format,
     iter_batches,
     parquet_rows,
@@ -386,8 +387,9 @@ def predict_file(
             rows = job.write(tmp, ((b, predictor.predict_table(job.texts(b), top_k, threshold)) for b in batches))
         else:
             rows = _write_in_workers(job, tmp, batches, predictor, model_dir, processes)
-        if rows == 0:
-            raise UsageError(f"{input_path}: has columns but no rows")
+        if rows == 0:  # an empty partition of a batch job: an empty output, with the usual columns
+            empty = empty_batch(input_path, job.columns)
+            rows = job.write(tmp, iter([(empty, predictor.predict_table(job.texts(empty), top_k, threshold))]))
     return {"rows": rows, "seconds": time.perf_counter() - start, "processes": processes}
 
 

@@ -116,6 +116,30 @@ def test_save_load_predict_gives_the_same_probabilities(model_dir, data_dir):
     assert predictor.model.word_encoder.input_gates.shape == (2, vocab_size, 3 * predictor.model.config.word_hidden)
 
 
+
+# A batch job over daily partitions meets an empty one: its output is empty too, with the
+# columns and types a non-empty input gives, so the partitions concatenate.
+@pytest.mark.parametrize("devices", ["1", "2"])
+def test_predict_on_an_input_without_rows_writes_an_empty_output(model_dir, data_dir, tmp_path, devices):
+    source = pd.read_parquet(data_dir / "test.parquet")
+    full, empty = tmp_path / "full.parquet", tmp_path / "empty.parquet"
+    source.to_parquet(full)
+    source.iloc[:0].to_parquet(empty)
+    for name, path in (("full", full), ("empty", empty)):
+        output = invoke("predict", model_dir, path, "-o", tmp_path / f"pred-{name}.parquet",
+                        "--id-column", "id", "--keep-columns", "label", "--top-k", "2",
+                        "--devices", devices)
+    assert "0 rows" in output
+    written, expected = (pq.read_table(tmp_path / f"pred-{n}.parquet") for n in ("empty", "full"))
+    assert written.num_rows == 0 and written.schema.equals(expected.schema)
+    assert json.loads(written.schema.metadata[b"hanclf"])["labels"] == ["mix", "neg", "pos"]
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("id,text,label\n")
+    invoke("predict", model_dir, header_only, "-o", tmp_path / "pred-header.parquet")
+    written = pq.read_table(tmp_path / "pred-header.parquet")
+    assert written.num_rows == 0
+    assert written.column_names == ["row_id", "pred_label", "pred_prob", "empty_text"]
+
 def test_predictor_on_pandas_and_empty_text(model_dir):
     predictor = Predictor(model_dir, device="cpu")
     nothing = ["", None, "   ", "<br /><p></p>", "\u200b\u00ad", "&nbsp;"]  # markup, invisibles

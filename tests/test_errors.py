@@ -202,7 +202,6 @@ CASES = [
     Case("evaluate-input-is-directory", lambda e: evaluate(e, e.dir("dir.csv")), 2, ("dir.csv", "directory")),
     Case("train-unknown-extension-xlsx", lambda e: train(e, e.file("data.xlsx", b"PK\x03\x04")), 2, ("data.xlsx", ".xlsx", ".parquet")),
     Case("explain-empty-file", lambda e: explain(e, e.file("empty.csv", b"")), 2, ("empty.csv", "empty")),
-    Case("predict-header-only-csv", lambda e: predict(e, e.file("header.csv", "id,text,label\n")), 2, ("header.csv", "no rows")),
     Case("train-header-only-csv", lambda e: train(e, e.file("header.csv", "id,text,label\n")), 2, ("header.csv", "no rows")),
     Case("predict-missing-text-column", lambda e: predict(e, e.file("body.csv", "id,body\n1,Nice place.\n")), 2, ("body.csv", "'text'", "id, body", "--text-column")),
     Case("train-missing-label-column", lambda e: train(e, e.table("stars.csv", e.reviews().rename(columns={"label": "stars"}))), 2, ("stars.csv", "'label'", "stars", "--label-column")),
