@@ -1,5 +1,5 @@
 """Docs/s of the scale-out prediction paths, one process against several, in one run:
-`hanclf predict --devices N` and Ray Data `map_batches(Predictor, concurrency=N)`.
+`hanclf predict --devices N` and Ray Data `map_batches(Predictor, compute=ActorPoolStrategy(size=N))`.
 
     python bench/scaleout.py --model runs/yelp --data ../shared/data/yelp_reviews.parquet \
         --rows 20000 --processes 1 2 [--output bench/results/scaleout-cpu.md]
@@ -49,7 +49,7 @@ def time_ray(model: Path, source: Path, out: Path, processes: int) -> float:
         start = time.perf_counter()
         ray.data.read_parquet(str(source)).map_batches(
             Predictor, fn_constructor_kwargs={"model_dir": str(model), "device": "cpu"},
-            batch_format="pyarrow", batch_size=2048, concurrency=processes,
+            batch_format="pyarrow", batch_size=2048, compute=ray.data.ActorPoolStrategy(size=processes),
         ).write_parquet(str(out))
         return time.perf_counter() - start
     finally:

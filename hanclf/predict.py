@@ -239,7 +239,7 @@ class Predictor:
             fields = [pa.field("pred_label", label), pa.field("pred_prob", prob)]
         fields.append(pa.field("empty_text", pa.bool_()))
         if top_k != 1:  # asked for, even where the model has a single label to list
-            self.check_top_k(top_k)
+            self.check_options(top_k)
             fields += [pa.field("top_labels", pa.list_(label)), pa.field("top_probs", pa.list_(prob))]
         return pa.schema(fields)
 
@@ -254,7 +254,7 @@ class Predictor:
         top_labels / top_probs, the k most likely labels whose probability is at least
         `threshold`, most likely first (fastText's predict-prob k th).
         """
-        self.check_top_k(top_k)  # before the model runs
+        self.check_options(top_k, threshold)  # before the model runs
         probs, no_word = self._queue_probs(len(texts), self.batches(texts))()
         return self._table(probs, no_word, top_k, threshold)
 
@@ -263,7 +263,7 @@ class Predictor:
     ) -> pa.Table:
         """predict_table's columns, from the documents' probabilities and which had no word."""
         schema = self.output_schema(top_k)
-        k = self.check_top_k(top_k)
+        k = self.check_options(top_k, threshold)
         ranked = np.argsort(-probs, axis=1, kind="stable")
         values = [self.labels.value(n) for n in self.labels.names]
 
@@ -288,19 +288,28 @@ class Predictor:
             [pa.array(c, f.type) for c, f in zip(columns, schema)], schema=schema
         )
 
-    def check_top_k(self, top_k: int) -> int:
+    def check_options(self, top_k: int, threshold: float | None = None) -> int:
         """How many labels --top-k K asks for: K, or every label for -1 or any K past their
-        number (as fastText's predict-prob does)."""
+        number (as fastText's predict-prob does); a usage error for options that do not fit."""
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise UsageError(f"--threshold {threshold}: a probability, from 0 to 1")
+        if threshold is not None and top_k == 1 and not self.labels.multi_label:
+            raise UsageError(f"--threshold {threshold}: it filters the labels of --top-k K (K > 1, or "
+                             "-1 for all); pred_label is always the most probable label")
         if top_k == -1 or top_k > len(self.labels):
             return len(self.labels)
         if top_k < 1:
             raise UsageError(f"--top-k {top_k}: use 1 or more, or -1 for every label")
         return top_k
 
-    def __call__(self, batch: pa.RecordBatch | pa.Table | pd.DataFrame) -> pa.Table | pd.DataFrame:
-        """The batch with prediction columns appended (pandas in, pandas out)."""
+    def __call__(
+        self, batch: pa.RecordBatch | pa.Table | pd.DataFrame, top_k: int = 1,
+        threshold: float | None = None,
+    ) -> pa.Table | pd.DataFrame:
+        """The batch with prediction columns appended (pandas in, pandas out); `top_k` and
+        `threshold` as for predict_table (Ray Data passes them as map_batches' fn_kwargs)."""
         names = list(batch.columns) if isinstance(batch, pd.DataFrame) else batch.schema.names
-        taken = [name for name in self.output_schema().names if name in names]
+        taken = [name for name in self.output_schema(top_k).names if name in names]
         if taken:
             raise UsageError(f"the batch already has the column(s) {', '.join(taken)} that the "
                              "predictions go into; drop or rename them first")
@@ -310,10 +319,10 @@ class Predictor:
                              f"text from (columns: {', '.join(map(str, names))})")
         if isinstance(batch, pd.DataFrame):
             texts = pa.Table.from_pandas(batch[text_columns(self.text_column)], preserve_index=False)
-            predictions = self.predict_table(text_values("the batch", self.text_column, texts))
+            predictions = self.predict_table(text_values("the batch", self.text_column, texts), top_k, threshold)
             return pd.concat([batch, predictions.to_pandas().set_axis(batch.index)], axis=1)
         table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
-        predictions = self.predict_table(text_values("the batch", self.text_column, table))
+        predictions = self.predict_table(text_values("the batch", self.text_column, table), top_k, threshold)
         for name in predictions.column_names:
             table = table.append_column(name, predictions.column(name))
         return table
@@ -358,10 +367,7 @@ def predict_file(
         raise UsageError(f"{output}: predictions are written as Parquet; name it *.parquet")
     check_output(output, force, reads=input_path)
     predictor = Predictor(model_dir, device, batch_size)
-    predictor.check_top_k(top_k)
-    if threshold is not None and top_k == 1 and not predictor.labels.multi_label:
-        raise UsageError(f"--threshold {threshold}: it filters the labels of --top-k K (K > 1, or "
-                         "-1 for all); pred_label is always the most probable label")
+    predictor.check_options(top_k, threshold)
     text_column, id_column = predictor.input_columns(input_path, text_column, id_column)
     passed = [id_column] if id_column else []
     passed += [c for c in keep_columns if c not in passed]

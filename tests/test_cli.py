@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import typer
@@ -150,6 +151,24 @@ def test_predictor_on_pandas_and_empty_text(model_dir):
     # an empty document gets the same prediction whatever its spelling of "nothing"
     assert out["pred_prob"].iloc[1 : 1 + len(nothing)].nunique() == 1
 
+
+
+def test_predictor_call_takes_top_k_and_threshold_as_predict_table_does(model_dir):
+    predictor = Predictor(model_dir, device="cpu")
+    texts = ["The food was awful. They open at nine.", "Lovely staff, great food.", "It was fine."]
+    every = predictor.predict_table(texts, top_k=-1).to_pydict()["top_probs"]
+    cut = float(np.median(every))  # leaves some labels out, keeps some
+    kept = [sum(p >= cut for p in probs) for probs in every]
+    for batch in (pd.DataFrame({"text": texts}), pa.table({"text": texts})):
+        out = predictor(batch, top_k=3, threshold=cut)
+        got = out.to_dict("list") if isinstance(out, pd.DataFrame) else out.to_pydict()
+        assert [len(labels) for labels in got["top_labels"]] == kept
+        assert all(p >= cut for probs in got["top_probs"] for p in probs)
+    assert 3 * len(texts) > sum(kept) >= len(texts)
+    with pytest.raises(UsageError, match="pred_label is always the most probable"):
+        predictor(pd.DataFrame({"text": texts}), threshold=cut)
+    with pytest.raises(UsageError, match="from 0 to 1"):
+        predictor.predict_table(texts, top_k=2, threshold=1.5)
 
 def test_explain_rows_per_token_with_the_paper_weight(model_dir, data_dir, tmp_path):
     out = tmp_path / "att.csv"

@@ -287,16 +287,18 @@ def test_ray_data_map_batches_recipe(model_dir, reviews, tmp_path):
         # The README's recipe: one Predictor per actor, loaded once, called on Arrow batches.
         predictions = ray.data.read_parquet(str(reviews)).map_batches(
             Predictor, fn_constructor_kwargs={"model_dir": str(model_dir), "device": "cpu"},
-            batch_format="pyarrow", batch_size=1_024, concurrency=2,
+            fn_kwargs={"top_k": 2}, batch_format="pyarrow", batch_size=1_024,
+            compute=ray.data.ActorPoolStrategy(size=2),
         )
         out = tmp_path / "ray_out"
         predictions.write_parquet(str(out))
     finally:
         ray.shutdown()
     got = pq.read_table(out).to_pandas().sort_values("id").reset_index(drop=True)
-    expected = Predictor(model_dir, device="cpu")(pq.read_table(reviews)).to_pandas()
+    expected = Predictor(model_dir, device="cpu")(pq.read_table(reviews), top_k=2).to_pandas()
     assert len(got) == 5_000  # Ray reorders rows: compare by id
     pd.testing.assert_series_equal(got["pred_label"], expected["pred_label"], check_dtype=False)
+    assert got["top_labels"].map(list).tolist() == expected["top_labels"].map(list).tolist()
     assert (got["pred_prob"] - expected["pred_prob"]).abs().max() < 1e-6
 
 
