@@ -284,6 +284,8 @@ def evaluate(
     label_column: Annotated[Optional[str], typer.Option(help="Label column [default: the model's].")] = None,
     batch_size: BatchSize = None,
     device: Device = "auto",
+    threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Multi-label: the probability a label needs to count as predicted, as predict's --threshold [default: each label's threshold tuned on valid].")] = None,
+    label_separator: Annotated[Optional[str], typer.Option(help="Multi-label: separator of labels in one string of the label column [default: the model's].")] = None,
     force: Force = False,
 ) -> None:
     """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix."""
@@ -299,7 +301,8 @@ def evaluate(
             stderr.print(f"note: {data} has a '{SPLIT_COLUMN}' column; every row is scored "
                          "(--split test scores the test rows only)", highlight=False, markup=False)
         result = evaluate_file(model, data, text_column=_columns(text_column), label_column=label_column,
-                               split=split.lower() if split else None, batch_size=batch_size, device=device)
+                               split=split.lower() if split else None, batch_size=batch_size, device=device,
+                               threshold=threshold, label_separator=label_separator)
         if output is not None:
             with atomic_output(output, force) as tmp:
                 tmp.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")

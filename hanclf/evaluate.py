@@ -13,7 +13,7 @@ from hanclf.data import SPLIT_COLUMN, require_split_column, rows_in_split
 from hanclf.errors import UsageError
 from hanclf.io import TextColumns, check_input, iter_batches, require_columns, text_columns, text_values
 from hanclf.metrics import confusion_matrix, multilabel_counts, multilabel_report, report
-from hanclf.predict import Predictor
+from hanclf.predict import Predictor, check_threshold
 from hanclf.vocab import normalize_label, normalize_label_set
 
 BATCH_ROWS = 8_192
@@ -27,20 +27,35 @@ def evaluate_file(
     split: str | None = None,
     batch_size: int | None = None,
     device: str = "auto",
+    threshold: float | None = None,
+    label_separator: str | None = None,
 ) -> dict[str, Any]:
-    """Metrics of the model on `data` (only rows of `split` if given, e.g. 'test')."""
+    """Metrics of the model on `data` (only rows of `split` if given, e.g. 'test').
+
+    Multi-label models only: `threshold` replaces the per-label thresholds tuned on valid (as
+    predict's --threshold does), `label_separator` the model's separator of labels in one
+    string of the label column."""
     data = Path(data)
     check_input(data)
     predictor = Predictor(model_dir, device, batch_size)
     config = predictor.artifact.config.data
+    labels = predictor.labels
+    for flag, value in (("--threshold", threshold), ("--label-separator", label_separator)):
+        if value is not None and not labels.multi_label:
+            raise UsageError(f"{flag} {value}: applies to multi-label models only; this one "
+                             "predicts its most probable label")
+    check_threshold(threshold)
+    if label_separator == "":
+        raise UsageError("--label-separator: give a non-empty separator")
+    separator = label_separator or config.label_separator
     text_column = text_column or config.text_column
     label_column = label_column or config.label_column
     require_columns(data, {"--text-column": text_column, "--label-column": label_column})
     require_split_column(data, split)
     columns = [*text_columns(text_column), label_column] + ([SPLIT_COLUMN] if split else [])
 
-    labels = predictor.labels
     n = len(labels)
+    cuts = np.asarray(labels.thresholds if threshold is None else [threshold] * n)
     # Counts add up over batches: a confusion matrix, or per-label tp/fp/fn for multi-label.
     counts = np.zeros((n + 1, 3) if labels.multi_label else (n, n), dtype=np.int64)
     row = 0
@@ -50,7 +65,7 @@ def evaluate_file(
         keep = rows_in_split(batch.column(SPLIT_COLUMN).to_pylist(), split) if split else range(len(texts))
         where = f"{data} column '{label_column}'"
         if labels.multi_label:
-            sets = [normalize_label_set(raw[i], config.label_separator) for i in keep]
+            sets = [normalize_label_set(raw[i], separator) for i in keep]
             targets = labels.multi_hot(sets, where) if keep else None
         else:
             values = [normalize_label(raw[i]) for i in keep]
@@ -66,7 +81,7 @@ def evaluate_file(
             continue
         probs = predictor.predict_proba([texts[i] for i in keep])
         if labels.multi_label:
-            counts += multilabel_counts(targets, probs >= np.asarray(labels.thresholds))
+            counts += multilabel_counts(targets, probs >= cuts)
         else:
             counts += confusion_matrix(targets, probs.argmax(1), n)
     documents = counts[-1, 0] if labels.multi_label else counts.sum()
@@ -75,7 +90,7 @@ def evaluate_file(
         raise UsageError(f"{data}: no {where} to evaluate")
     if labels.multi_label:
         result = multilabel_report(counts, labels.names)
-        result["thresholds"] = dict(zip(labels.names, labels.thresholds))
+        result["thresholds"] = dict(zip(labels.names, cuts.tolist()))
     else:
         result = report(counts, labels.names)
     result["data"] = str(data) + (f" (split={split})" if split else "")

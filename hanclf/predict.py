@@ -291,8 +291,7 @@ class Predictor:
     def check_options(self, top_k: int, threshold: float | None = None) -> int:
         """How many labels --top-k K asks for: K, or every label for -1 or any K past their
         number (as fastText's predict-prob does); a usage error for options that do not fit."""
-        if threshold is not None and not 0.0 <= threshold <= 1.0:
-            raise UsageError(f"--threshold {threshold}: a probability, from 0 to 1")
+        check_threshold(threshold)
         if threshold is not None and top_k == 1 and not self.labels.multi_label:
             raise UsageError(f"--threshold {threshold}: it filters the labels of --top-k K (K > 1, or "
                              "-1 for all); pred_label is always the most probable label")
@@ -326,6 +325,11 @@ class Predictor:
         for name in predictions.column_names:
             table = table.append_column(name, predictions.column(name))
         return table
+
+
+def check_threshold(threshold: float | None) -> None:
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise UsageError(f"--threshold {threshold}: a probability, from 0 to 1")
 
 
 def predict_file(

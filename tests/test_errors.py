@@ -237,6 +237,8 @@ CASES = [
     Case("evaluate-label-not-the-models", lambda e: evaluate(e, e.table("foreign.csv", e.reviews(9).assign(label=["pos", "neg", "zzz"] * 3))), 2, ("foreign.csv", "'zzz'", "'label'")),
     Case("evaluate-null-label-row", lambda e: evaluate(e, e.table("gaps.csv", e.reviews(9).assign(label=lambda f: f.label.where(f.index != 2)))), 2, ("gaps.csv", "row 3", "'label'")),
     Case("evaluate-missing-label-column", lambda e: evaluate(e, e.table("nolabel.csv", e.reviews(9).drop(columns="label"))), 2, ("nolabel.csv", "'label'", "--label-column")),
+    Case("evaluate-threshold-on-a-single-label-model", lambda e: evaluate(e, e.data / "test.parquet", "--threshold", "0.3"), 2, ("--threshold 0.3", "multi-label")),
+    Case("evaluate-label-separator-on-a-single-label-model", lambda e: evaluate(e, e.data / "test.parquet", "--label-separator", "|"), 2, ("--label-separator", "multi-label")),
     Case("evaluate-split-without-split-column", lambda e: evaluate(e, e.data / "test.parquet", "--split", "test"), 2, ("test.parquet", "--split test", "'split'")),
     # -- outputs
     Case("predict-output-exists", lambda e: existing(e, "pred.parquet") and predict(e, csv_with_text(e)), 2, ("pred.parquet", "--force")),

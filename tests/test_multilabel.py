@@ -69,6 +69,26 @@ def test_evaluate_on_the_held_out_set(model, tmp_path):
     assert f"{result['micro_f1']:.4f}" in printed
 
 
+
+def test_evaluate_scores_predictions_made_at_another_threshold_and_separator(model, tmp_path):
+    # evaluate --threshold T scores exactly what predict --threshold T wrote.
+    invoke("predict", model, TEST, "-o", tmp_path / "pred.parquet", "--threshold", "0.05")
+    predicted = pd.read_parquet(tmp_path / "pred.parquet")["pred_labels"].map(set)
+    truth = pd.read_parquet(TEST)["labels"].map(set)
+    tp = sum(len(p & t) for p, t in zip(predicted, truth))
+    fp = sum(len(p - t) for p, t in zip(predicted, truth))
+    fn = sum(len(t - p) for p, t in zip(predicted, truth))
+    piped = tmp_path / "piped.csv"  # the same labels, joined by '|' in one string
+    pd.DataFrame({"text": pd.read_parquet(TEST)["text"], "labels": truth.map(lambda t: "|".join(sorted(t)))}).to_csv(piped, index=False)
+    for data, flags in ((TEST, []), (piped, ["--label-separator", "|"])):
+        invoke("evaluate", model, data, "--threshold", "0.05", "-o", tmp_path / "m.json", "--force", *flags)
+        result = json.loads((tmp_path / "m.json").read_text())
+        assert result["micro_f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+        assert set(result["thresholds"].values()) == {0.05}
+        assert result["subset_accuracy"] == pytest.approx(np.mean([p == t for p, t in zip(predicted, truth)]))
+    tuned = json.loads(invoke("evaluate", model, TEST, "-o", tmp_path / "t.json") and (tmp_path / "t.json").read_text())
+    assert tuned["micro_f1"] != result["micro_f1"]  # 0.05 lets more labels through than the tuned ones
+
 def test_predict_writes_label_sets_at_the_tuned_thresholds(model, tmp_path):
     out = tmp_path / "pred.parquet"
     invoke("predict", model, TEST, "-o", out, "--id-column", "id", "--top-k", "-1")
