@@ -46,7 +46,14 @@ from hanclf.io import (
 )
 from hanclf.model import UNK, probabilities
 from hanclf.tokenize import tokenize_all
-from hanclf.workers import MIN_ROWS_PER_PROCESS, TEXT_BYTES_PER_ROW, context, cores, start_server
+from hanclf.workers import (
+    MIN_ROWS_PER_PROCESS,
+    TEXT_BYTES_PER_ROW,
+    context,
+    cores,
+    main_module_importable,
+    start_server,
+)
 
 ROW_ID = "row_id"  # added to the output when no --id-column is given: the 0-based input row
 ROW_GROUP_ROWS = 100_000  # output rows buffered per Parquet row group; few large groups read fast
@@ -467,7 +474,12 @@ def worker_processes(devices: int | None, device: torch.device, input_path: Path
     if devices is not None:
         if devices < 1:
             raise UsageError(f"--devices {devices}: must be at least 1")
+        if devices > 1 and not main_module_importable():
+            raise UsageError(f"--devices {devices}: worker processes import the calling script, "
+                             "and one read from stdin has no file; save it as a file, or use 1")
         return devices
+    if not main_module_importable():
+        return 1
     # One single-threaded process per core: on the CPU the model's operations are too small for
     # several threads to help (2 threads ran 0.8x as fast as one). Tokenizing holds Python's
     # lock and runs ~8,000 docs/s a core, far below what one GPU labels, so with a GPU every

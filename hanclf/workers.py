@@ -14,6 +14,7 @@ import multiprocessing
 import multiprocessing.forkserver
 import os
 import signal
+import sys
 import threading
 from multiprocessing.context import BaseContext
 from pathlib import Path
@@ -39,6 +40,17 @@ def context() -> BaseContext:
     forkserver = multiprocessing.get_context("forkserver")
     forkserver.set_forkserver_preload(PRELOAD)
     return forkserver
+
+
+def main_module_importable() -> bool:
+    """Whether workers can import the caller's main module, as they do (see PRELOAD): not a
+    script read from stdin (`python - < job.py`, a shell heredoc), whose file name '<stdin>'
+    names no file. An interactive session or a notebook has no main file, and needs none."""
+    main = sys.modules.get("__main__")
+    if getattr(getattr(main, "__spec__", None), "name", None):
+        return True  # python -m package: imported by its name
+    path = getattr(main, "__file__", None)
+    return path is None or os.path.isfile(path)
 
 
 def likely_to_use_workers(input_path: Path, devices: int | None) -> bool:

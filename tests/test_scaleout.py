@@ -152,6 +152,30 @@ def test_a_script_without_a_main_guard_gets_told_why_workers_died(model_dir, rev
     assert not out.exists() and list(tmp_path.iterdir()) == [script]
 
 
+
+@pytest.mark.slow
+def test_a_script_read_from_stdin_runs_in_one_process_by_default(model_dir, reviews, tmp_path):
+    # `python - < job.py` or a shell heredoc: workers could not import a main module named
+    # '<stdin>', so the default stays in this process and asking for workers is refused.
+    out = tmp_path / "p.parquet"
+    script = (
+        "from pathlib import Path\n"
+        "from hanclf.errors import UsageError\n"
+        "from hanclf.predict import predict_file\n"
+        f"model, data, out = Path({str(model_dir)!r}), Path({str(reviews)!r}), Path({str(out)!r})\n"
+        "print(predict_file(model, data, out, device='cpu', devices=None)['processes'])\n"
+        "try:\n"
+        "    predict_file(model, data, out, device='cpu', devices=2, force=True)\n"
+        "except UsageError as e:\n"
+        "    print(e)\n"
+    )
+    result = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True,
+                            timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    processes, refusal = result.stdout.strip().splitlines()
+    assert processes == "1" and pq.read_table(out).num_rows == 5_000
+    assert refusal.startswith("--devices 2: worker processes import the calling script")
+
 @pytest.mark.slow
 def test_a_worker_killed_mid_run_is_reported_and_leaves_no_output(model_dir, reviews, tmp_path):
     # As the kernel's OOM killer would: a worker is killed at its second task, rows already done.
