@@ -84,11 +84,26 @@ class DocAttention:
     unseen_tokens: int = 0  # tokens past the model's sentence and word limits (data.max_*)
 
 
-def one_per_text(texts: Sequence[str | None]) -> Sequence[str | None]:
-    """`texts` as given; a lone string (which would be read as one text per character) refused."""
+def one_per_text(texts: Iterable[str | None]) -> list[str | None]:
+    """`texts` as a list of str or None (a missing value: None, NaN, pd.NA). Refused, since each
+    would be scored as something else without a word: a lone string (one text per character), a
+    table (its column names), items that are not text (an empty document each)."""
     if isinstance(texts, str):
         raise TypeError("texts: give a list of texts; for one text, [text]")
-    return texts
+    if isinstance(texts, (pd.DataFrame, pa.Table, pa.RecordBatch)):
+        raise TypeError("texts: give one column of texts (a list, Series or Arrow array); to "
+                        "label a table, call the predictor on it: predictor(table)")
+    if isinstance(texts, (pa.Array, pa.ChunkedArray)):
+        texts = texts.to_pylist()
+    listed = list(texts)
+    for i, text in enumerate(listed):
+        if text is None or isinstance(text, str):
+            continue
+        if pd.api.types.is_scalar(text) and pd.isna(text):
+            listed[i] = None
+        else:
+            raise TypeError(f"texts[{i}]: {type(text).__name__}, not text (str, or None for a missing one)")
+    return listed
 
 
 def resolve_device(device: str) -> torch.device:
@@ -164,9 +179,14 @@ class Predictor:
                 logits, word_att, sent_att = self.model(**pad(batch, self.device))
                 yield index, probabilities(logits, self.labels.multi_label), word_att, sent_att
 
-    def predict_proba(self, texts: Sequence[str | None]) -> np.ndarray:
+    def predict_proba(self, texts: Iterable[str | None]) -> np.ndarray:
         """Class probabilities (len(texts), len(labels)), columns in `self.labels.names` order;
-        rows sum to 1, except for multi-label models (one independent probability per label)."""
+        rows sum to 1, except for multi-label models (one independent probability per label).
+
+        `texts`: a list, Series or Arrow array of str (None for a missing text). A model that
+        reads several columns (text_column [title, text]) reads them joined by a blank line,
+        "\\n\\n".join(parts); predictor(table) does that for you."""
+        texts = one_per_text(texts)
         return self._probs(len(texts), self.batches(texts))
 
     def predict_tokenized(self, tokenized: Sequence[list[list[str]]]) -> np.ndarray:
@@ -251,9 +271,9 @@ class Predictor:
         return pa.schema(fields)
 
     def predict_table(
-        self, texts: Sequence[str | None], top_k: int = 1, threshold: float | None = None
+        self, texts: Iterable[str | None], top_k: int = 1, threshold: float | None = None
     ) -> pa.Table:
-        """The prediction columns for `texts` (see `output_schema`).
+        """The prediction columns for `texts` (as for predict_proba; see `output_schema`).
 
         Single-label: pred_label and pred_prob, the most likely label. Multi-label: pred_labels
         and pred_probs, every label whose probability reaches its threshold (tuned on valid, or
@@ -262,6 +282,7 @@ class Predictor:
         `threshold`, most likely first (fastText's predict-prob k th).
         """
         self.check_options(top_k, threshold)  # before the model runs
+        texts = one_per_text(texts)
         probs, no_word = self._queue_probs(len(texts), self.batches(texts))()
         return self._table(probs, no_word, top_k, threshold)
 

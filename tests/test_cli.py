@@ -170,6 +170,26 @@ def test_predictor_call_takes_top_k_and_threshold_as_predict_table_does(model_di
     with pytest.raises(UsageError, match="from 0 to 1"):
         predictor.predict_table(texts, top_k=2, threshold=1.5)
 
+
+def test_predictor_text_methods_take_any_column_of_texts_and_refuse_what_is_not(model_dir):
+    predictor = Predictor(model_dir, device="cpu")
+    texts = ["The food was awful. They open at nine.", None, "Lovely staff, great food."]
+    expected = predictor.predict_proba(texts)
+    for same in (pd.Series(texts), pd.Series(texts, dtype="string"), pd.Series(texts).fillna(np.nan),
+                 pa.array(texts), pa.chunked_array([texts[:1], texts[1:]]),
+                 pa.array(texts).dictionary_encode(), (t for t in texts)):
+        np.testing.assert_allclose(predictor.predict_proba(same), expected, atol=1e-6)
+    assert predictor.predict_table(pa.array(texts))["empty_text"].to_pylist() == [False, True, False]
+    assert len(predictor.attend(pd.Series(texts))) == 3
+    # Each of these was scored, silently, as something else: column names, empty documents.
+    frame = pd.DataFrame({"id": [1, 2, 3], "text": texts})
+    for wrong, message in ((frame, "one column of texts"), (pa.Table.from_pandas(frame), "one column"),
+                           (["fine", b"bytes"], r"texts\[1\]: bytes"), ([3, "ok"], r"texts\[0\]: int"),
+                           ("one text", "for one text")):
+        for method in (predictor.predict_proba, predictor.predict_table, predictor.attend):
+            with pytest.raises(TypeError, match=message):
+                method(wrong)
+
 def test_explain_rows_per_token_with_the_paper_weight(model_dir, data_dir, tmp_path):
     out = tmp_path / "att.csv"
     invoke("explain", model_dir, data_dir / "test.parquet", "-o", out, "--id-column", "id", "--limit", "5")
