@@ -54,7 +54,7 @@ from hanclf.evaluate import evaluate_file
 from hanclf.io import text_values
 from hanclf.metrics import confusion_matrix, report
 from hanclf.tokenize import tokenize
-from hanclf.train import train
+from hanclf.training import train
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -63,10 +63,10 @@ BASELINE_BATCH = 64  # documents per batch of the baseline predictor, in input o
 
 
 def train(*args, **kwargs) -> dict:
-    """hanclf.train.train, imported on first use: predict's worker processes import this script
+    """hanclf.training.train, imported on first use: predict's worker processes import this script
     as spawned processes import their main module, and Lightning's import in each of 15 workers
     added ~12 s to every predict_file call on a 16-core GPU machine."""
-    from hanclf.train import train as hanclf_train
+    from hanclf.training import train as hanclf_train
 
     return hanclf_train(*args, **kwargs)
 

@@ -138,7 +138,7 @@ def train(
 ) -> None:
     """Train a HAN and write a self-contained model directory."""
     from hanclf.config import load_config, parse_override
-    from hanclf.train import describe, train as train_model, work_dir
+    from hanclf.training import describe, train as train_model, work_dir
 
     def action() -> dict[str, Any]:
         overrides = dict(parse_override(item) for item in set_ or [])

@@ -12,14 +12,24 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 
+# The library's functions, imported on first use: `import hanclf` stays instant (`hanclf --help`
+# and --version never wait for torch), and only `train` pulls in Lightning.
+_EXPORTS = {
+    "Predictor": "hanclf.predict",
+    "predict_file": "hanclf.predict",
+    "explain_file": "hanclf.explain",
+    "evaluate_file": "hanclf.evaluate",
+    "load_config": "hanclf.config",
+    "train": "hanclf.training",
+}
+
 
 def __getattr__(name: str):
-    # `from hanclf import Predictor` without importing torch for `hanclf --help` and --version.
-    if name == "Predictor":
-        from hanclf.predict import Predictor
+    if name in _EXPORTS:
+        import importlib
 
-        return Predictor
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'hanclf' has no attribute {name!r}")
 
 
-__all__ = ["Predictor", "__version__"]
+__all__ = [*_EXPORTS, "__version__"]

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from hanclf.config import load_config
-from hanclf.train import train
+from hanclf.training import train
 
 FILLER = [
     "We went there on a Sunday.", "The parking was easy to find.", "My friend ordered the soup.",

@@ -26,7 +26,7 @@ from hanclf.evaluate import evaluate_file
 from hanclf.explain import explain_file
 from hanclf.faithfulness import faithfulness_file
 from hanclf.predict import Predictor, predict_file
-from hanclf.train import train
+from hanclf.training import train
 from hanclf.tokenize import tokenize_words
 from tests.conftest import CUES, SAMPLE_DATA, make_reviews
 

@@ -473,7 +473,7 @@ def test_training_draws_a_new_order_of_batches_every_epoch(data_dir, tmp_path, m
     """Lightning must reach the sampler's set_epoch (it once never did: every epoch replayed the
     batches of epoch 0)."""
     from hanclf.config import load_config
-    from hanclf.train import train
+    from hanclf.training import train
 
     drawn: list[tuple[int, list[list[int]]]] = []
     iterate = BucketBatchSampler.__iter__

@@ -16,7 +16,7 @@ from hanclf.errors import UsageError
 from hanclf.model import Ensemble, HANConfig, build_model, members, probabilities
 from hanclf.module import HANClassifier
 from hanclf.predict import Predictor
-from hanclf.train import train
+from hanclf.training import train
 
 SMALL = dict(vocab_size=30, num_classes=3, embed_dim=8, word_hidden=4, sent_hidden=5,
              word_att_dim=6, sent_att_dim=6)

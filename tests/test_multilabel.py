@@ -17,7 +17,7 @@ from hanclf.cli.main import app
 from hanclf.config import load_config
 from hanclf.metrics import THRESHOLD_GRID
 from hanclf.predict import Predictor
-from hanclf.train import train
+from hanclf.training import train
 from tests.conftest import SAMPLE_DATA
 
 pytestmark = pytest.mark.slow
