@@ -4,15 +4,17 @@ directory."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import os
+import random
 import shutil
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,35 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     logging.getLogger("lightning_fabric").setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def _caller_state_kept() -> Iterator[None]:
+    """Training seeds the global random generators (Lightning's seed_everything), sets
+    PL_GLOBAL_SEED and PL_SEED_WORKERS, quiets Lightning's loggers and filters some of its
+    warnings; afterwards the caller has all of these as before, so that train() in a loop
+    (cross-validation, a notebook) leaves the caller's random draws and warnings alone."""
+    generators = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    # Only where CUDA is up already: asking for its generators would start it.
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    environment = {name: os.environ.get(name) for name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")}
+    levels = {name: logging.getLogger(name).level for name in ("pytorch_lightning", "lightning_fabric")}
+    try:
+        with warnings.catch_warnings():
+            yield
+    finally:
+        random.setstate(generators[0])
+        np.random.set_state(generators[1])
+        torch.set_rng_state(generators[2])
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+        for name, value in environment.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 class EpochLog(pl.Callback):
@@ -149,7 +180,8 @@ def train(
                     "it, or --force to start over"
                 )
             shutil.rmtree(work)
-        metrics = _train(data, output, config, valid, work, last if resume else None, force, progress, log)
+        with _caller_state_kept():
+            metrics = _train(data, output, config, valid, work, last if resume else None, force, progress, log)
         shutil.rmtree(work)
         return metrics
 

@@ -547,3 +547,28 @@ def test_train_help_states_the_defaults_of_the_default_config():
     helps = {p.name: getattr(p, "help", None) or "" for p in command.params}
     for name, value in expected.items():
         assert f"[default: {value}" in helps[name], (name, helps[name])
+
+
+@pytest.mark.slow
+def test_train_leaves_the_callers_random_generators_environment_and_warnings_alone(data_dir, tmp_path):
+    import logging
+    import os
+    import random
+    import warnings
+
+    import torch
+
+    def draws() -> tuple:
+        return random.random(), float(np.random.rand()), float(torch.rand(1))
+
+    random.seed(7), np.random.seed(7), torch.manual_seed(7)
+    expected = draws()
+    random.seed(7), np.random.seed(7), torch.manual_seed(7)
+    filters, level = list(warnings.filters), logging.getLogger("pytorch_lightning").level
+    environment = {name: os.environ.get(name) for name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")}
+    config = load_config(None, {"model.embed_dim": 8, "model.word_hidden": 4, "model.sent_hidden": 4,
+                                "train.max_epochs": 1, "train.accelerator": "cpu"})
+    train(data_dir / "train.csv", tmp_path / "m", config, progress=False)
+    assert draws() == expected  # not the draws after the training seed, 42
+    assert {name: os.environ.get(name) for name in environment} == environment
+    assert warnings.filters == filters and logging.getLogger("pytorch_lightning").level == level
