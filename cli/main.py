@@ -10,7 +10,6 @@ from __future__ import annotations
 import atexit
 import gc
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional, TypeVar
@@ -159,7 +158,7 @@ def train(
         resolved = load_config(config, overrides)
         return train_model(
             data, output, resolved, valid=valid, force=force, resume=resume,
-            progress=not quiet and sys.stderr.isatty(),  # bars only where a person watches
+            progress=False if quiet else None,  # None: a bar where a person watches (a terminal)
             log=lambda message: stderr.print(message, highlight=False, markup=False),
         )
 

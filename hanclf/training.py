@@ -12,6 +12,7 @@ import logging
 import os
 import random
 import shutil
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -137,14 +138,15 @@ def train(
     valid: str | Path | None = None,
     force: bool = False,
     resume: bool = False,
-    progress: bool = True,
+    progress: bool | None = None,
     log: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any] | None:
     """Train a HAN on `data` (and `valid`), write the model directory `output`, return its
     metrics (the same dict as metrics.json); None in the extra processes of a distributed run.
 
     Checkpoints of every epoch are kept in `work_dir(output)` until the model is written;
-    `resume=True` continues an interrupted run from its last completed epoch.
+    `resume=True` continues an interrupted run from its last completed epoch. `progress`: a
+    progress bar (None: where stderr is a terminal); `log` gets one line per epoch.
     """
     data, output, valid = Path(data), Path(output), None if valid is None else Path(valid)
     config = _with_absolute_embeddings(config)
@@ -180,6 +182,8 @@ def train(
                     "it, or --force to start over"
                 )
             shutil.rmtree(work)
+        if progress is None:
+            progress = sys.stderr.isatty()
         with _caller_state_kept():
             metrics = _train(data, output, config, valid, work, last if resume else None, force, progress, log)
         shutil.rmtree(work)

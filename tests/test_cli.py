@@ -550,7 +550,7 @@ def test_train_help_states_the_defaults_of_the_default_config():
 
 
 @pytest.mark.slow
-def test_train_leaves_the_callers_random_generators_environment_and_warnings_alone(data_dir, tmp_path):
+def test_train_leaves_the_callers_random_generators_environment_and_warnings_alone(data_dir, tmp_path, capfd):
     import logging
     import os
     import random
@@ -568,7 +568,9 @@ def test_train_leaves_the_callers_random_generators_environment_and_warnings_alo
     environment = {name: os.environ.get(name) for name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")}
     config = load_config(None, {"model.embed_dim": 8, "model.word_hidden": 4, "model.sent_hidden": 4,
                                 "train.max_epochs": 1, "train.accelerator": "cpu"})
-    train(data_dir / "train.csv", tmp_path / "m", config, progress=False)
+    capfd.readouterr()
+    train(data_dir / "train.csv", tmp_path / "m", config)  # stderr is no terminal: no bar
+    assert capfd.readouterr().err == ""
     assert draws() == expected  # not the draws after the training seed, 42
     assert {name: os.environ.get(name) for name in environment} == environment
     assert warnings.filters == filters and logging.getLogger("pytorch_lightning").level == level
