@@ -478,15 +478,37 @@ class _Job:
             rows += batch.num_rows
             if sum(t.num_rows for t in pending) >= ROW_GROUP_ROWS:
                 # Whole row groups only; the rest starts the next (groups of equal size).
-                table = pa.concat_tables(pending, promote_options="permissive")
+                table = self._joined(pending, writer)
                 whole = table.num_rows - table.num_rows % ROW_GROUP_ROWS
-                writer = _write(path, writer, [table.slice(0, whole)], self.metadata)
+                writer = _write(path, writer, table.slice(0, whole), self.metadata)
                 pending = [table.slice(whole)] if whole < table.num_rows else []
         if pending:
-            writer = _write(path, writer, pending, self.metadata)
+            writer = _write(path, writer, self._joined(pending, writer), self.metadata)
         if writer is not None:
             writer.close()
         return rows
+
+    def _joined(self, tables: list[pa.Table], writer: pq.ParquetWriter | None) -> pa.Table:
+        """`tables` as one, of the types written so far. Types can differ between batches of
+        JSONL (or CSV) lines, typed by what each holds: a column all null in one batch takes
+        the others' type, unless a row group of nulls has been written; other changes are the
+        input's to fix."""
+        try:
+            table = pa.concat_tables(tables, promote_options="permissive")
+            if writer is not None and not table.schema.equals(writer.schema):
+                table = table.cast(writer.schema)
+            return table
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            types: dict[str, list[str]] = {}
+            for schema in [t.schema for t in tables] + ([writer.schema] if writer else []):
+                for field in schema:
+                    if str(field.type) not in types.setdefault(field.name, []):
+                        types[field.name].append(str(field.type))
+            changed = ", ".join(f"column '{name}' is {' in some rows, '.join(found)} in others"
+                                for name, found in types.items() if len(found) > 1)
+            raise UsageError(f"{self.input_path}: the type of a column changes within the input: "
+                             f"{changed}; give each column one type (in JSON, write every id as a "
+                             "number or every id as a string), or convert the input to Parquet") from None
 
 
 def worker_processes(devices: int | None, device: torch.device, input_path: Path) -> int:
@@ -646,18 +668,10 @@ def _batch_texts(texts: list[str | None]) -> list[Batch]:
 
 
 def _write(
-    path: Path, writer: pq.ParquetWriter | None, tables: list[pa.Table], metadata: dict[str, str]
+    path: Path, writer: pq.ParquetWriter | None, table: pa.Table, metadata: dict[str, str]
 ) -> pq.ParquetWriter:
-    table = pa.concat_tables(tables, promote_options="permissive").replace_schema_metadata(metadata)
+    table = table.replace_schema_metadata(metadata)
     if writer is None:
         writer = pq.ParquetWriter(path, table.schema, compression="zstd")
-    elif table.schema != writer.schema:
-        try:
-            table = table.cast(writer.schema)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            raise HanclfError(
-                f"column types change within the input ({table.schema} vs {writer.schema}); "
-                "give the input consistent types, e.g. as Parquet"
-            ) from None
     writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
     return writer

@@ -141,6 +141,23 @@ def test_predict_on_an_input_without_rows_writes_an_empty_output(model_dir, data
     assert written.num_rows == 0
     assert written.column_names == ["row_id", "pred_label", "pred_prob", "empty_text"]
 
+
+@pytest.mark.parametrize("where", ["within a row group", "after the first row group"])
+def test_predict_names_a_column_whose_type_changes_within_a_jsonl_input(model_dir, tmp_path, monkeypatch, where):
+    # JSONL has no schema: each batch of lines is typed by what it holds.
+    monkeypatch.setattr("hanclf.predict.INPUT_BATCH_ROWS", 10)
+    if where == "after the first row group":
+        monkeypatch.setattr("hanclf.predict.ROW_GROUP_ROWS", 20)
+    rows = [{"id": i if i < 20 else f"x{i}", "text": "The food was awful."} for i in range(30)]
+    data = tmp_path / "ids.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(UsageError) as error:
+        predict_file(model_dir, data, tmp_path / "p.parquet", id_column="id", device="cpu")
+    message = str(error.value)
+    assert "\n" not in message and str(data) in message
+    assert "column 'id'" in message and "int64" in message and "string" in message
+    assert list(tmp_path.iterdir()) == [data]
+
 def test_predictor_on_pandas_and_empty_text(model_dir):
     predictor = Predictor(model_dir, device="cpu")
     nothing = ["", None, "   ", "<br /><p></p>", "\u200b\u00ad", "&nbsp;"]  # markup, invisibles
