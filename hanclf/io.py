@@ -260,7 +260,11 @@ def text_values(where: object, text_column: TextColumns, table: pa.RecordBatch |
     values = []
     for column in text_columns(text_column):
         array = table.column(column)
-        if array.type not in STRING_TYPES and not pa.types.is_null(array.type):
+        if pa.types.is_dictionary(array.type):  # pandas' category dtype, Parquet's dictionaries
+            array = array.cast(array.type.value_type)
+        if array.null_count == len(array):  # no text at all (an empty pandas column is float64)
+            array = pa.nulls(len(array), pa.string())
+        if array.type not in STRING_TYPES:
             raise UsageError(
                 f"{where}: column '{column}' holds {array.type}, not text; choose the text column "
                 "with --text-column"

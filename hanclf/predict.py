@@ -333,8 +333,12 @@ class Predictor:
         self, batch: pa.RecordBatch | pa.Table | pd.DataFrame, top_k: int = 1,
         threshold: float | None = None,
     ) -> pa.Table | pd.DataFrame:
-        """The batch with prediction columns appended (pandas in, pandas out); `top_k` and
-        `threshold` as for predict_table (Ray Data passes them as map_batches' fn_kwargs)."""
+        """The batch with prediction columns appended (pandas in, pandas out; list columns hold
+        lists); `top_k` and `threshold` as for predict_table (Ray Data passes them as
+        map_batches' fn_kwargs)."""
+        if not isinstance(batch, (pd.DataFrame, pa.Table, pa.RecordBatch)):
+            raise TypeError(f"batch: a pandas DataFrame, pyarrow Table or RecordBatch, not "
+                            f"{type(batch).__name__} (Ray Data: map_batches(..., batch_format='pyarrow'))")
         names = list(batch.columns) if isinstance(batch, pd.DataFrame) else batch.schema.names
         taken = [name for name in self.output_schema(top_k).names if name in names]
         if taken:
@@ -345,9 +349,17 @@ class Predictor:
             raise UsageError(f"the batch has no column '{missing[0]}', which the model reads its "
                              f"text from (columns: {', '.join(map(str, names))})")
         if isinstance(batch, pd.DataFrame):
-            texts = pa.Table.from_pandas(batch[text_columns(self.text_column)], preserve_index=False)
+            try:
+                texts = pa.Table.from_pandas(batch[text_columns(self.text_column)], preserve_index=False)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+                raise UsageError(f"the batch's text column(s) {', '.join(text_columns(self.text_column))} "
+                                 f"hold values that are not text ({e})") from None
             predictions = self.predict_table(text_values("the batch", self.text_column, texts), top_k, threshold)
-            return pd.concat([batch, predictions.to_pandas().set_axis(batch.index)], axis=1)
+            frame = predictions.to_pandas()
+            for field in predictions.schema:  # lists, not NumPy arrays: comparable, and Ray converts them
+                if pa.types.is_list(field.type):
+                    frame[field.name] = predictions.column(field.name).to_pylist()
+            return pd.concat([batch, frame.set_axis(batch.index)], axis=1)
         table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
         predictions = self.predict_table(text_values("the batch", self.text_column, table), top_k, threshold)
         for name in predictions.column_names:

@@ -188,6 +188,22 @@ def test_predictor_call_takes_top_k_and_threshold_as_predict_table_does(model_di
         predictor.predict_table(texts, top_k=2, threshold=1.5)
 
 
+
+def test_predictor_call_on_the_batches_pandas_and_ray_users_have(model_dir):
+    predictor = Predictor(model_dir, device="cpu")
+    texts = ["The food was awful. They open at nine.", "Lovely staff, great food.", None]
+    plain = predictor(pd.DataFrame({"text": texts}), top_k=2)
+    # top-k cells are lists (NumPy arrays in cells did not compare, nor convert in Ray)
+    assert all(type(cell) is list and len(cell) == 2 for cell in plain["top_labels"])
+    category = predictor(pd.DataFrame({"text": pd.Series(texts, dtype="category")}), top_k=2)
+    pd.testing.assert_frame_equal(category.drop(columns="text"), plain.drop(columns="text"))
+    assert len(predictor(pd.DataFrame({"text": []}))) == 0  # an empty column is float64
+    with pytest.raises(TypeError, match="batch_format='pyarrow'"):
+        predictor({"text": np.array(texts, dtype=object)})  # Ray's default batches
+    with pytest.raises(UsageError, match="not text") as error:
+        predictor(pd.DataFrame({"text": ["fine", 3]}))
+    assert "\n" not in str(error.value)
+
 def test_predictor_text_methods_take_any_column_of_texts_and_refuse_what_is_not(model_dir):
     predictor = Predictor(model_dir, device="cpu")
     texts = ["The food was awful. They open at nine.", None, "Lovely staff, great food."]
