@@ -115,6 +115,8 @@ def resolve_device(device: str) -> torch.device:
         raise UsageError(f"--device {device}: not a device (use auto, cpu, cuda or cuda:N)") from None
     if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
         raise UsageError(f"--device {device}: no such CUDA device here; use --device cpu or auto")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {device}: no Apple GPU (MPS) here; use --device cpu or auto")
     return resolved
 
 
@@ -319,6 +321,8 @@ class Predictor:
     def check_options(self, top_k: int, threshold: float | None = None) -> int:
         """How many labels --top-k K asks for: K, or every label for -1 or any K past their
         number (as fastText's predict-prob does); a usage error for options that do not fit."""
+        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)):
+            raise TypeError(f"top_k: a whole number (-1 for every label), not {top_k!r}")
         check_threshold(threshold)
         if threshold is not None and top_k == 1 and not self.labels.multi_label:
             raise UsageError(f"--threshold {threshold}: it filters the labels of --top-k K (K > 1, or "
@@ -378,7 +382,7 @@ def predict_file(
     output: str | Path,
     text_column: TextColumns | None = None,
     id_column: str | None = None,
-    keep_columns: Sequence[str] = (),
+    keep_columns: Sequence[str] | str = (),
     top_k: int = 1,
     threshold: float | None = None,
     batch_size: int | None = None,
@@ -413,6 +417,8 @@ def predict_file(
     predictor = Predictor(model_dir, device, batch_size)
     predictor.check_options(top_k, threshold)
     text_column, id_column = predictor.input_columns(input_path, text_column, id_column)
+    if isinstance(keep_columns, str):  # one column's name, not its letters
+        keep_columns = [keep_columns]
     passed = [id_column] if id_column else []
     passed += [c for c in keep_columns if c not in passed]
     ours = [*predictor.output_schema(top_k).names, *([] if id_column else [ROW_ID])]

@@ -134,7 +134,7 @@ def distributed_worker() -> bool:
 def train(
     data: str | Path,
     output: str | Path,
-    config: Config,
+    config: Config | None = None,
     valid: str | Path | None = None,
     force: bool = False,
     resume: bool = False,
@@ -143,13 +143,14 @@ def train(
 ) -> dict[str, Any] | None:
     """Train a HAN on `data` (and `valid`), write the model directory `output`, return its
     metrics (the same dict as metrics.json); None in the extra processes of a distributed run.
+    `config`: from load_config (a preset or YAML file, and overrides); None for the defaults.
 
     Checkpoints of every epoch are kept in `work_dir(output)` until the model is written;
     `resume=True` continues an interrupted run from its last completed epoch. `progress`: a
     progress bar (None: where stderr is a terminal); `log` gets one line per epoch.
     """
     data, output, valid = Path(data), Path(output), None if valid is None else Path(valid)
-    config = _with_absolute_embeddings(config)
+    config = _with_absolute_embeddings(config or default_config())
     check_input(data)
     if valid is not None:
         check_input(valid)

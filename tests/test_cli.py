@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 import typer
 from typer.testing import CliRunner
 
@@ -203,6 +204,22 @@ def test_predictor_call_on_the_batches_pandas_and_ray_users_have(model_dir):
     with pytest.raises(UsageError, match="not text") as error:
         predictor(pd.DataFrame({"text": ["fine", 3]}))
     assert "\n" not in str(error.value)
+
+
+def test_python_arguments_as_users_pass_them(model_dir, data_dir, tmp_path):
+    out = tmp_path / "p.parquet"
+    predict_file(model_dir, data_dir / "test.parquet", out, keep_columns="label", device="cpu")
+    assert pq.read_table(out).column_names[:2] == ["row_id", "label"]  # one column, not l, a, b ...
+    predictor = Predictor(model_dir, device="cpu")
+    with pytest.raises(TypeError, match="whole number"):
+        predictor.predict_table(["Great food."], top_k=2.0)
+    if not torch.backends.mps.is_available():
+        with pytest.raises(UsageError, match="no Apple GPU"):
+            Predictor(model_dir, device="mps")
+    unlabelled = tmp_path / "unlabelled.csv"
+    pd.DataFrame({"text": ["Great food."] * 4}).to_csv(unlabelled, index=False)
+    with pytest.raises(UsageError, match="'label'"):  # config=None: the defaults, label_column 'label'
+        train(unlabelled, tmp_path / "m")
 
 def test_predictor_text_methods_take_any_column_of_texts_and_refuse_what_is_not(model_dir):
     predictor = Predictor(model_dir, device="cpu")
@@ -588,8 +605,6 @@ def test_train_leaves_the_callers_random_generators_environment_and_warnings_alo
     import os
     import random
     import warnings
-
-    import torch
 
     def draws() -> tuple:
         return random.random(), float(np.random.rand()), float(torch.rand(1))
