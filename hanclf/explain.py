@@ -178,7 +178,9 @@ def explain_file(
     on_document: Callable[[Explained], None] | None = None,
 ) -> dict[str, int]:
     """Write attention as CSV (`level` token: one row per token; sentence: one per sentence)
-    and/or an HTML report; call `on_document` for each document. Returns counts."""
+    and/or an HTML report; call `on_document` for each document. Returns counts: documents,
+    rows (of the CSV), cut (documents longer than the model reads, seen in part) and
+    repeated_ids (documents whose id an earlier one has)."""
     input_path = Path(input_path)
     output, html = (None if path is None else Path(path) for path in (output, html))
     if level not in LEVELS:

@@ -121,7 +121,12 @@ def resolve_device(device: str) -> torch.device:
 
 
 class Predictor:
-    """A trained model ready to label texts: `Predictor(model_dir)(batch)` -> predictions."""
+    """A trained model ready to label texts: `Predictor(model_dir)(batch)` -> predictions.
+
+    `device`: auto (a GPU if there is one), cpu, cuda or cuda:N. `batch_size`: documents per
+    forward pass (None: 1,024 on a GPU, 64 on the CPU); batches also hold at most
+    MAX_BATCH_SLOTS padded word slots. The model is loaded once; calls are independent.
+    """
 
     def __init__(self, model_dir: str | Path, device: str = "auto", batch_size: int | None = None) -> None:
         if batch_size is not None and batch_size < 1:
@@ -434,7 +439,7 @@ def predict_file(
     wanted.update({f"--keep-columns {c}": c for c in keep_columns})
     require_columns(input_path, wanted)
     job = _Job(input_path, text_column, id_column, passed, top_k, threshold,
-               {"hanclf": json.dumps({"version": __version__, "model": str(model_dir),
+               {"hanclf": json.dumps({"version": __version__, "model": str(model_dir.resolve()),
                                       "labels": predictor.labels.names})})
     processes = worker_processes(devices, predictor.device, input_path)
     batches = iter_batches(input_path, job.columns, INPUT_BATCH_ROWS)

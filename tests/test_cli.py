@@ -78,6 +78,7 @@ def test_predict_writes_ids_labels_and_probabilities(model_dir, data_dir, tmp_pa
         assert list(probs) == sorted(probs, reverse=True)
     meta = json.loads(pq.read_schema(out).metadata[b"hanclf"])
     assert meta["labels"] == ["mix", "neg", "pos"]
+    assert meta["model"] == str(Path(model_dir).resolve())  # absolute: where the labels came from
 
 
 def test_predict_threshold_drops_unlikely_labels_and_row_id_without_id_column(model_dir, data_dir, tmp_path):
