@@ -227,11 +227,13 @@ def explain(
     """Word and sentence attention: CSV (--output), HTML report (--html), terminal table
     (--top-sentences), and how faithful it is (--faithfulness)."""
     from hanclf.explain import Explained, explain_file
-    from hanclf.faithfulness import faithfulness_file, format_table
+    from hanclf.faithfulness import check_json_output, faithfulness_file, format_table
 
     if output is None and html is None and not top_sentences and faithfulness is None:
         typer.echo("error: nothing to write: give --output, --html, --top-sentences or --faithfulness", err=True)
         raise typer.Exit(2)
+    if faithfulness is not None:  # checked before the CSV or report is written, not after
+        _run(lambda: check_json_output(faithfulness, force, input, others={"--output": output, "--html": html}))
     split = split.lower() if split else None
     table = Table("doc_id", "rank", "sent_att", "sentence", "predicted", "true", title="most attended sentences")
     documents_shown = 0
@@ -288,6 +290,7 @@ def evaluate(
     force: Force = False,
 ) -> None:
     """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix."""
+    from hanclf.artifact import check_not_model_file
     from hanclf.data import SPLIT_COLUMN
     from hanclf.evaluate import evaluate_file
     from hanclf.io import atomic_output, check_output, column_names
@@ -295,6 +298,7 @@ def evaluate(
     def action() -> dict[str, Any]:
         if output is not None:
             check_output(output, force, reads=data)
+            check_not_model_file(output)
         if split is None and data.exists() and SPLIT_COLUMN in column_names(data):
             # Scoring training rows along with the rest flatters the model.
             stderr.print(f"note: {data} has a '{SPLIT_COLUMN}' column; every row is scored "

@@ -30,6 +30,7 @@ WEIGHTS, CONFIG, VOCAB, LABELS, METRICS, HISTORY = (
     "model.safetensors", "config.yaml", "vocab.json", "labels.json", "metrics.json", "history.csv"
 )
 REQUIRED = (WEIGHTS, CONFIG, VOCAB, LABELS)
+MODEL_FILES = (*REQUIRED, METRICS, HISTORY)
 
 
 @dataclass
@@ -62,6 +63,14 @@ def _write_json(path: Path, data: Any) -> None:
 def missing_files(directory: Path) -> list[str]:
     """The files of a model directory that `directory` lacks (all of them if it is none)."""
     return [name for name in REQUIRED if not (directory / name).is_file()]
+
+
+def check_not_model_file(path: Path) -> None:
+    """Refuse an output that would replace a file of a model directory (evaluate -o
+    runs/m/metrics.json would put test figures where the model's own record of training was)."""
+    if path.name in MODEL_FILES and not missing_files(path.parent):
+        raise UsageError(f"{path}: is a file of the model directory {path.parent}; write the "
+                         "output elsewhere")
 
 
 def load(directory: Path) -> Artifact:

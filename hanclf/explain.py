@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from hanclf.artifact import check_not_model_file
 from hanclf.data import SPLIT_COLUMN, require_split_column, rows_in_split
 from hanclf.errors import UsageError
 from hanclf.io import (
@@ -192,6 +193,7 @@ def explain_file(
     for path in (output, html):
         if path is not None:
             check_output(path, force, reads=input_path)
+            check_not_model_file(path)
     predictor = Predictor(model_dir, device, batch_size)
     rows, columns = (token_rows, TOKEN_COLUMNS) if level == "token" else (sentence_rows, SENTENCE_COLUMNS)
     report = None

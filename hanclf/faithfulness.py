@@ -51,6 +51,8 @@ from typing import Any
 import numpy as np
 from rich.table import Table
 
+from hanclf.artifact import check_not_model_file
+from hanclf.errors import UsageError
 from hanclf.explain import iter_rows
 from hanclf.io import TextColumns, atomic_output, check_output
 from hanclf.predict import Predictor
@@ -253,6 +255,20 @@ def format_table(result: dict[str, Any]) -> Table:
     return table
 
 
+def check_json_output(
+    output: Path, force: bool, input_path: Path, others: dict[str, Path | None] | None = None
+) -> None:
+    """Refuse, before any work, a path the figures (JSON) cannot be written to, or one that
+    `others` (the other outputs of the same command, by flag) take already."""
+    for flag, other in (others or {}).items():
+        if other is not None and output.resolve() == other.resolve():
+            raise UsageError(f"{output}: named for both {flag} and --faithfulness; give each its own file")
+    if output.suffix.lower() != ".json":
+        raise UsageError(f"{output}: the figures are written as JSON; name it *.json")
+    check_output(output, force, reads=input_path)
+    check_not_model_file(output)
+
+
 def faithfulness_file(
     model_dir: str | Path,
     input_path: str | Path,
@@ -271,7 +287,7 @@ def faithfulness_file(
     with `output`, also written there as JSON."""
     input_path, output = Path(input_path), None if output is None else Path(output)
     if output is not None:
-        check_output(output, force, reads=input_path)
+        check_json_output(output, force, input_path)
     predictor = Predictor(model_dir, device, batch_size)
     texts = [
         text

@@ -29,7 +29,7 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from hanclf import __version__
-from hanclf.artifact import CONFIG, HISTORY, Artifact, load_checkpoint, missing_files, save
+from hanclf.artifact import CONFIG, HISTORY, MODEL_FILES, Artifact, load_checkpoint, missing_files, save
 from hanclf.config import Config, config_from_dict, default_config
 from hanclf.datamodule import HANDataModule
 from hanclf.embeddings import initial_embeddings, require_gensim
@@ -169,6 +169,11 @@ def train(
         if output.is_dir() and any(output.iterdir()) and missing_files(output):
             raise UsageError(f"{output}: holds no hanclf model, and --force replaces only a model; "
                              "name another directory")
+        others = sorted(p.name for p in output.iterdir() if p.name not in MODEL_FILES) if output.is_dir() else []
+        if others:
+            raise UsageError(f"{output}: holds files besides the model's ({', '.join(others[:5])}"
+                             f"{', ...' if len(others) > 5 else ''}), which --force would delete "
+                             "with it; move them, or name another directory")
         work = work_dir(output)
         last = work / "last.ckpt"
         if resume and not last.is_file():

@@ -115,7 +115,7 @@ def existing(env: Env, name: str) -> Path:
     """An output left by an earlier run; the case must leave it byte for byte as it is."""
     if name == "model":
         (env.out / name).mkdir()
-        for file in (*REQUIRED, "keep.txt"):
+        for file in REQUIRED:
             (env.out / name / file).write_text("an earlier model\n")
     else:
         (env.out / name).write_text("an earlier output\n")
@@ -251,6 +251,10 @@ CASES = [
     Case("explain-force-output-is-directory", lambda e: folder(e, "att.csv") and explain(e, csv_with_text(e), "--force"), 2, ("att.csv", "is a directory")),
     Case("evaluate-force-output-is-directory", lambda e: folder(e, "m.json") and evaluate(e, e.data / "test.parquet", "-o", str(e.out / "m.json"), "--force"), 2, ("m.json", "is a directory")),
     Case("train-force-output-is-file", lambda e: existing(e, "model.txt") and train(e, e.data / "train.csv", "--force", out="model.txt"), 2, ("model.txt", "is a file")),
+    Case("train-force-model-holds-other-files", lambda e: existing(e, "model") and (e.out / "model" / "NOTES.txt").write_text("mine") and train(e, e.data / "train.csv", "--force"), 2, ("model", "NOTES.txt", "would delete")),
+    Case("evaluate-output-over-a-models-own-file", lambda e: evaluate(e, e.data / "test.parquet", "-o", str(e.model_copy() / "metrics.json"), "--force"), 2, ("metrics.json", "model directory")),
+    Case("explain-faithfulness-same-path-as-csv", lambda e: explain(e, csv_with_text(e), "--faithfulness", str(e.out / "att.csv"), "--force"), 2, ("att.csv", "--faithfulness")),
+    Case("explain-faithfulness-not-json", lambda e: explain(e, csv_with_text(e), "--faithfulness", str(e.out / "f.csv")), 2, ("f.csv", "JSON")),
     Case("train-force-output-is-not-a-model", lambda e: folder(e, "model") and train(e, e.data / "train.csv", "--force"), 2, ("model", "no hanclf model")),
     Case("predict-output-dir-missing", lambda e: predict(e, csv_with_text(e), out="missing/pred.parquet"), 2, ("missing", "does not exist")),
     Case("explain-output-dir-missing", lambda e: explain(e, csv_with_text(e), out="missing/att.csv"), 2, ("missing", "does not exist")),
@@ -416,7 +420,7 @@ def test_force_replaces_existing_output(command: str, tmp_path, data_dir, model_
     assert outcome.code == 0 and not outcome.crash, (outcome.stderr, outcome.crash)
     assert sorted(p.name for p in env.out.iterdir()) == [name], "temp files left beside the output"
     if command == "train":
-        assert not (old / "keep.txt").exists() and (old / "model.safetensors").is_file()
+        assert (old / "model.safetensors").read_bytes() != b"an earlier model\n"
     else:
         assert old.read_bytes() != b"an earlier output\n"
 
