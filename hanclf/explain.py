@@ -128,11 +128,20 @@ def iter_rows(
     columns = [*text_columns(text_column), *(c for c in (id_column, label_column) if c)]
     columns += [SPLIT_COLUMN] if split else []
     labels, separator = predictor.labels, predictor.artifact.config.data.label_separator
+    where = f"{input_path} column '{label_column}'"
 
     def as_label(value: Any) -> str | None:
-        if not labels.multi_label or value is None:
-            return normalize_label(value)
-        return separator.join(labels.in_order(normalize_label_set(value, separator)))
+        # Labels the model does not know would be counted as misclassified: refused, as
+        # evaluate refuses them.
+        if value is None:
+            return None
+        if not labels.multi_label:
+            label = normalize_label(value)
+            labels.ids([label] if label is not None else [], where)
+            return label
+        tags = normalize_label_set(value, separator) or []
+        labels.ids(tags, where)
+        return separator.join(labels.in_order(tags))
 
     row = docs = 0  # rows read, rows yielded
     for batch in iter_batches(input_path, columns, BATCH_ROWS):
