@@ -165,9 +165,10 @@ def train(
     metrics = _run(action, resumable=work_dir(output) / "last.ckpt")
     if metrics is None:  # an extra process of a distributed run: the first one reports
         return
+    resumed = f" resumed after epoch {metrics['epochs_before_resume']}" if metrics["epochs_before_resume"] else ""
     stderr.print(
         f"saved {output}: valid {describe(metrics['valid'])} "
-        f"(epoch {metrics['best_epoch'] + 1} of {metrics['epochs_run']}, {metrics['train_seconds']:.0f}s)",
+        f"(epoch {metrics['best_epoch'] + 1} of {metrics['epochs_run']}, {metrics['train_seconds']:.0f}s{resumed})",
         highlight=False, markup=False,
     )
 

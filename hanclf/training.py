@@ -364,8 +364,10 @@ def _train(
         "train_documents": len(datamodule.train_set),
         "valid_documents": len(datamodule.valid_set),
         "vocab_size": len(vocab),
+        # This call's: after --resume, not the interrupted call's epochs.
         "train_seconds": round(time.perf_counter() - start, 1),
-        "epoch_seconds": epoch_log.seconds,  # the epochs of this call (not --resume's earlier)
+        "epoch_seconds": epoch_log.seconds,
+        "epochs_before_resume": epochs_run - len(epoch_log.seconds),
         # The strategy's device: Lightning has moved the module back to the CPU by now.
         "device": str(trainer.strategy.root_device),
         "processes": trainer.world_size,

@@ -51,9 +51,9 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert again.returncode == 2 and "--resume" in err and not out.exists()
 
     resumed = hanclf("train", str(SAMPLE_DATA / "train.csv"), "-o", str(out), "--resume", "--quiet")
-    _, err = resumed.communicate()
-    assert resumed.returncode == 0, err
-    assert "resuming from" in err and "epoch 3/6" in err and "epoch 1/6" not in err
+    _, resumed_err = resumed.communicate()
+    assert resumed.returncode == 0, resumed_err
+    assert "resuming from" in resumed_err and "epoch 3/6" in resumed_err and "epoch 1/6" not in resumed_err
     assert not work.exists()
 
     straight = tmp_path / "straight"
@@ -64,6 +64,10 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(tmp_path):
     after_resume = json.loads((out / "metrics.json").read_text())
     uninterrupted = json.loads((straight / "metrics.json").read_text())
     assert after_resume["epochs_run"] == uninterrupted["epochs_run"] == 6
+    # Times are this call's: say so, and for how many epochs the earlier call ran.
+    assert uninterrupted["epochs_before_resume"] == 0 and len(uninterrupted["epoch_seconds"]) == 6
+    assert after_resume["epochs_before_resume"] == 6 - len(after_resume["epoch_seconds"]) >= 1
+    assert f"resumed after epoch {after_resume['epochs_before_resume']}" in resumed_err
     # The same batches in the same order and the same dropout masks: the same model.
     assert after_resume["valid"] == uninterrupted["valid"]
     assert_same_weights(out, straight)
