@@ -93,6 +93,9 @@ def _explain_notes(counts: dict[str, int], html: Path | None) -> list[str]:
     if counts["repeated_ids"]:
         notes.append(f"documents with the id of an earlier one: {counts['repeated_ids']}; their "
                      "rows share a doc_id")
+    if counts["no_id"]:
+        notes.append(f"documents without an id (null or empty): {counts['no_id']}; their rows "
+                     "have an empty doc_id")
     if html is not None and counts["documents"] > COMFORTABLE_DOCUMENTS:
         notes.append(f"the HTML report holds {counts['documents']} documents; browsers slow down "
                      f"past about {COMFORTABLE_DOCUMENTS:,}: --limit N keeps the first N")
@@ -205,6 +208,9 @@ def predict(
     workers = f", {result['processes']} worker processes" if result["processes"] > 1 else ""
     stderr.print(f"wrote {output}: {result['rows']} rows in {result['seconds']:.1f}s ({rate:.0f} rows/s{workers})",
                  highlight=False, markup=False)
+    if result["rows_without_id"]:
+        stderr.print(f"note: rows without an id (null or empty): {result['rows_without_id']}; "
+                     "a join on the id cannot find their predictions", highlight=False, markup=False)
 
 
 @app.command()

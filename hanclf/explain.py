@@ -189,8 +189,8 @@ def explain_file(
 ) -> dict[str, int]:
     """Write attention as CSV (`level` token: one row per token; sentence: one per sentence)
     and/or an HTML report; call `on_document` for each document. Returns counts: documents,
-    rows (of the CSV), cut (documents longer than the model reads, seen in part) and
-    repeated_ids (documents whose id an earlier one has)."""
+    rows (of the CSV), cut (documents longer than the model reads, seen in part),
+    repeated_ids (documents whose id an earlier one has) and no_id (null or empty id)."""
     input_path = Path(input_path)
     output, html = (None if path is None else Path(path) for path in (output, html))
     if level not in LEVELS:
@@ -210,9 +210,9 @@ def explain_file(
         separator = predictor.artifact.config.data.label_separator
         report = HtmlReport(predictor.labels.names, f"{input_path.name}: {model_dir}", separator)
     # cut: documents longer than the model reads; repeated_ids: documents whose id an earlier
-    # one has (their rows share a doc_id). Ids are remembered only where they come from a
-    # column (row numbers never repeat): ~90 bytes each.
-    counts = {"documents": 0, "rows": 0, "cut": 0, "repeated_ids": 0}
+    # one has (their rows share a doc_id); no_id: documents whose id is null or empty. Ids are
+    # remembered only where they come from a column (row numbers never repeat): ~90 bytes each.
+    counts = {"documents": 0, "rows": 0, "cut": 0, "repeated_ids": 0, "no_id": 0}
     _, ids_column = predictor.input_columns(input_path, text_column, id_column)
     ids_seen: set[str] | None = set() if ids_column else None
     with contextlib.ExitStack() as stack:
@@ -237,7 +237,9 @@ def explain_file(
                 on_document(doc)
             counts["documents"] += 1
             counts["cut"] += doc.attention.unseen_tokens > 0
-            if ids_seen is not None:
+            if ids_seen is not None and doc.doc_id in (None, ""):
+                counts["no_id"] += 1
+            elif ids_seen is not None:
                 counts["repeated_ids"] += str(doc.doc_id) in ids_seen
                 ids_seen.add(str(doc.doc_id))
         if report is not None and html is not None:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
@@ -31,6 +32,7 @@ from hanclf.artifact import load
 from hanclf.data import EncodedDoc, WordBatch, encode_texts, index_tokens, pad, size_batches, truncate
 from hanclf.errors import HanclfError, UsageError
 from hanclf.io import (
+    STRING_TYPES,
     TextColumns,
     atomic_output,
     check_input,
@@ -395,8 +397,9 @@ def predict_file(
     devices: int | None = 1,
     force: bool = False,
 ) -> dict[str, float]:
-    """Label every row of `input_path` into the Parquet file `output`; returns rows, seconds and
-    processes (the worker processes used; 1: this process alone).
+    """Label every row of `input_path` into the Parquet file `output`; returns rows, seconds,
+    processes (the worker processes used; 1: this process alone) and rows_without_id (null or
+    empty in `id_column`).
 
     `devices` worker processes take slices of the input in parallel while this process reads
     and writes in input order; 1 runs everything in this process. On the CPU each worker labels
@@ -451,7 +454,8 @@ def predict_file(
         if rows == 0:  # an empty partition of a batch job: an empty output, with the usual columns
             empty = empty_batch(input_path, job.columns)
             rows = job.write(tmp, iter([(empty, predictor.predict_table(job.texts(empty), top_k, threshold))]))
-    return {"rows": rows, "seconds": time.perf_counter() - start, "processes": processes}
+    return {"rows": rows, "seconds": time.perf_counter() - start, "processes": processes,
+            "rows_without_id": job.rows_without_id}
 
 
 @contextlib.contextmanager
@@ -477,6 +481,7 @@ class _Job:
     top_k: int
     threshold: float | None
     metadata: dict[str, str]
+    rows_without_id: int = 0  # null or empty in the id column: those rows cannot be joined on
 
     @property
     def columns(self) -> list[str]:
@@ -495,6 +500,11 @@ class _Job:
             columns = {}
             if not self.id_column:
                 columns[ROW_ID] = pa.array(range(rows, rows + batch.num_rows), pa.int64())
+            else:
+                ids = batch.column(self.id_column)
+                self.rows_without_id += ids.null_count
+                if ids.type in STRING_TYPES:
+                    self.rows_without_id += pc.sum(pc.equal(ids, "")).as_py() or 0
             columns.update({name: batch.column(name) for name in self.passed})
             columns.update(zip(predictions.column_names, predictions.columns))
             pending.append(pa.table(columns))

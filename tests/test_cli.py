@@ -159,6 +159,16 @@ def test_predict_names_a_column_whose_type_changes_within_a_jsonl_input(model_di
     assert "column 'id'" in message and "int64" in message and "string" in message
     assert list(tmp_path.iterdir()) == [data]
 
+
+def test_predict_notes_rows_without_an_id(model_dir, tmp_path):
+    source = tmp_path / "ids.parquet"
+    pd.DataFrame({"id": ["a", None, "", "d"], "text": ["Ok.", "Good.", "Bad.", "Fine."]}).to_parquet(source)
+    printed = invoke("predict", model_dir, source, "-o", tmp_path / "p.parquet", "--id-column", "id")
+    assert "note: rows without an id (null or empty): 2; a join on the id cannot find their predictions" in printed
+    assert pq.read_table(tmp_path / "p.parquet")["id"].to_pylist() == ["a", None, "", "d"]
+    printed = invoke("predict", model_dir, source, "-o", tmp_path / "q.parquet")
+    assert "note:" not in printed  # row_id, never missing
+
 def test_predictor_on_pandas_and_empty_text(model_dir):
     predictor = Predictor(model_dir, device="cpu")
     nothing = ["", None, "   ", "<br /><p></p>", "\u200b\u00ad", "&nbsp;"]  # markup, invisibles
@@ -544,19 +554,21 @@ def test_explain_says_what_was_cut_repeated_or_too_much_for_a_browser(model_dir,
     long = " ".join(["The food was great."] * (config.max_sentences + 3))
     wordy = " ".join(["great"] * (config.max_words + 7)) + "."
     source = tmp_path / "in.parquet"
-    pd.DataFrame({"id": ["a", "b", "a", "c"], "text": ["Nice staff.", long, "Fine.", wordy]}).to_parquet(source)
+    pd.DataFrame({"id": ["a", "b", "a", "c", None, None, ""],
+                  "text": ["Nice staff.", long, "Fine.", wordy, "Ok.", "Good.", "Bad."]}).to_parquet(source)
     monkeypatch.setattr(hanclf.report, "COMFORTABLE_DOCUMENTS", 3)
     out, html = tmp_path / "att.csv", tmp_path / "report.html"
     printed = invoke("explain", model_dir, source, "-o", out, "--html", html, "--id-column", "id")
-    assert "note: documents longer than the model reads (data.max_sentences, data.max_words): 2 of 4;" in printed
+    assert "note: documents longer than the model reads (data.max_sentences, data.max_words): 2 of 7;" in printed
     assert "note: documents with the id of an earlier one: 1; their rows share a doc_id" in printed
-    assert "note: the HTML report holds 4 documents; browsers slow down past about 3" in printed
+    assert "note: documents without an id (null or empty): 3; their rows have an empty doc_id" in printed
+    assert "note: the HTML report holds 7 documents; browsers slow down past about 3" in printed
     page = html.read_text()
     assert page.count('class="cut"') == 2
     assert "and 15 more tokens past" in page  # 3 sentences of 5 tokens
     assert "and 8 more tokens past" in page  # 7 words and the period
     counts = explain_file(model_dir, source, tmp_path / "again.csv", id_column="id")
-    assert (counts["cut"], counts["repeated_ids"]) == (2, 1)
+    assert (counts["cut"], counts["repeated_ids"], counts["no_id"]) == (2, 1, 3)
     quiet = invoke("explain", model_dir, source, "-o", tmp_path / "first.csv", "--limit", "1")
     assert "note:" not in quiet
 
