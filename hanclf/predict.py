@@ -439,7 +439,7 @@ def predict_file(
             raise UsageError(f"{input_path}: column '{column}' has the name of an output column of "
                              f"predict ({', '.join(ours)}); rename it in the input to keep it")
     wanted = {"--text-column": text_column, "--id-column": id_column}
-    wanted.update({f"--keep-columns {c}": c for c in keep_columns})
+    wanted["--keep-columns"] = list(keep_columns)
     require_columns(input_path, wanted)
     job = _Job(input_path, text_column, id_column, passed, top_k, threshold,
                {"hanclf": json.dumps({"version": __version__, "model": str(model_dir.resolve()),
