@@ -380,11 +380,24 @@ def check_split_values(path: Path, values: list) -> None:
         )
 
 
-def rows_in_split(values: list, split: str) -> list[int]:
+def rows_in_split(values: list, split: str, seen: set[str | None] | None = None) -> list[int]:
     """Positions whose split value is `split` (case, surrounding spaces and the synonyms of
-    'valid' aside)."""
+    'valid' aside); `seen` collects the values met, for `no_rows_in_split`."""
     wanted = _split_name(split)
-    return [i for i, v in enumerate(values) if _split_name(v) == wanted]
+    names = [None if v is None else _split_name(v) for v in values]
+    if seen is not None:
+        seen.update(names)
+    return [i for i, name in enumerate(names) if name == wanted]
+
+
+def no_rows_in_split(path: Path, split: str | None, seen: set[str | None]) -> UsageError:
+    """The error for a command that found no rows to work on (of `split`, if given)."""
+    if split is None:
+        return UsageError(f"{path}: has no rows")
+    values = sorted(seen, key=lambda v: (v is None, v or ""))
+    return UsageError(f"{path}: has no rows with {SPLIT_COLUMN}={split} (its values: "
+                      f"{', '.join('null' if v is None else repr(v) for v in values) or 'none'}); "
+                      "choose one with --split")
 
 
 class LabelledSet(NamedTuple):

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from hanclf.data import SPLIT_COLUMN, require_split_column, rows_in_split
+from hanclf.data import SPLIT_COLUMN, no_rows_in_split, require_split_column, rows_in_split
 from hanclf.errors import UsageError
 from hanclf.io import TextColumns, check_input, iter_batches, require_columns, text_columns, text_values
 from hanclf.metrics import confusion_matrix, multilabel_counts, multilabel_report, report
@@ -59,10 +59,11 @@ def evaluate_file(
     # Counts add up over batches: a confusion matrix, or per-label tp/fp/fn for multi-label.
     counts = np.zeros((n + 1, 3) if labels.multi_label else (n, n), dtype=np.int64)
     row = 0
+    seen: set[str | None] = set()  # split values
     for batch in iter_batches(data, columns, BATCH_ROWS):
         texts = text_values(data, text_column, batch)
         raw = batch.column(label_column).to_pylist()
-        keep = rows_in_split(batch.column(SPLIT_COLUMN).to_pylist(), split) if split else range(len(texts))
+        keep = rows_in_split(batch.column(SPLIT_COLUMN).to_pylist(), split, seen) if split else range(len(texts))
         where = f"{data} column '{label_column}'"
         if labels.multi_label:
             sets = [normalize_label_set(raw[i], separator) for i in keep]
@@ -86,8 +87,7 @@ def evaluate_file(
             counts += confusion_matrix(targets, probs.argmax(1), n)
     documents = counts[-1, 0] if labels.multi_label else counts.sum()
     if documents == 0:
-        where = f"rows with {SPLIT_COLUMN}={split}" if split else "rows"
-        raise UsageError(f"{data}: no {where} to evaluate")
+        raise no_rows_in_split(data, split, seen)
     if labels.multi_label:
         result = multilabel_report(counts, labels.names)
         result["thresholds"] = dict(zip(labels.names, cuts.tolist()))

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from hanclf.artifact import check_not_model_file
-from hanclf.data import SPLIT_COLUMN, require_split_column, rows_in_split
+from hanclf.data import SPLIT_COLUMN, no_rows_in_split, require_split_column, rows_in_split
 from hanclf.errors import UsageError
 from hanclf.io import (
     TextColumns,
@@ -144,8 +144,9 @@ def iter_rows(
         return separator.join(labels.in_order(tags))
 
     row = docs = 0  # rows read, rows yielded
+    seen: set[str | None] = set()  # split values
     for batch in iter_batches(input_path, columns, BATCH_ROWS):
-        keep = rows_in_split(batch.column(SPLIT_COLUMN).to_pylist(), split) if split else range(batch.num_rows)
+        keep = rows_in_split(batch.column(SPLIT_COLUMN).to_pylist(), split, seen) if split else range(batch.num_rows)
         keep = list(keep)[: None if limit is None else limit - docs]
         texts = text_values(input_path, text_column, batch)
         ids = batch.column(id_column).to_pylist() if id_column else range(row, row + len(texts))
@@ -157,8 +158,7 @@ def iter_rows(
         if limit is not None and docs >= limit:
             break
     if docs == 0:
-        where = f"rows with {SPLIT_COLUMN}={split}" if split else "rows"
-        raise UsageError(f"{input_path}: has no {where}")
+        raise no_rows_in_split(input_path, split, seen)
 
 
 def iter_explained(predictor: Predictor, input_path: Path, **rows: Any) -> Iterator[Explained]:

@@ -241,6 +241,8 @@ CASES = [
     Case("evaluate-missing-label-column", lambda e: evaluate(e, e.table("nolabel.csv", e.reviews(9).drop(columns="label"))), 2, ("nolabel.csv", "'label'", "--label-column")),
     Case("evaluate-threshold-on-a-single-label-model", lambda e: evaluate(e, e.data / "test.parquet", "--threshold", "0.3"), 2, ("--threshold 0.3", "multi-label")),
     Case("evaluate-label-separator-on-a-single-label-model", lambda e: evaluate(e, e.data / "test.parquet", "--label-separator", "|"), 2, ("--label-separator", "multi-label")),
+    Case("explain-split-value-absent", lambda e: explain(e, e.table("splits.csv", e.reviews(9).assign(split=["train", "dev", "holdout"] * 3)), "--split", "test"), 2, ("splits.csv", "split=test", "'holdout', 'train', 'valid'")),
+    Case("evaluate-split-value-absent", lambda e: evaluate(e, e.table("splits.parquet", e.reviews(9).assign(split=["train", "Valid", None] * 3)), "--split", "test"), 2, ("splits.parquet", "split=test", "'train', 'valid', null")),
     Case("evaluate-split-without-split-column", lambda e: evaluate(e, e.data / "test.parquet", "--split", "test"), 2, ("test.parquet", "--split test", "'split'")),
     # -- outputs
     Case("predict-output-exists", lambda e: existing(e, "pred.parquet") and predict(e, csv_with_text(e)), 2, ("pred.parquet", "--force")),
