@@ -380,6 +380,12 @@ def check_split_values(path: Path, values: list) -> None:
         )
 
 
+def row_name(position: int) -> str:
+    """A row for messages: counted from 1, as a person counts, and from 0 as pandas' iloc and
+    predict's row_id count."""
+    return f"row {position + 1} (iloc {position})"
+
+
 def rows_in_split(values: list, split: str, seen: set[str | None] | None = None) -> list[int]:
     """Positions whose split value is `split` (case, surrounding spaces and the synonyms of
     'valid' aside); `seen` collects the values met, for `no_rows_in_split`."""
@@ -433,12 +439,12 @@ def read_labelled(path: Path, config: DataConfig, split: str | None = None) -> L
     for i in rows:
         if labels[i] is None:  # never for multi-label, where no label is the empty set
             raise UsageError(
-                f"{path}: row {i + 1} has no label in column '{config.label_column}'; "
+                f"{path}: {row_name(i)} has no label in column '{config.label_column}'; "
                 "fill or drop unlabelled rows"
             )
         if texts[i] is None or not texts[i].strip():
             raise UsageError(
-                f"{path}: row {i + 1} has empty text in column{'s' * (len(text_names) > 1)} "
+                f"{path}: {row_name(i)} has empty text in column{'s' * (len(text_names) > 1)} "
                 f"{', '.join(map(repr, text_names))}; "
                 "fill or drop such rows"
             )

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from hanclf.data import SPLIT_COLUMN, no_rows_in_split, require_split_column, rows_in_split
+from hanclf.data import SPLIT_COLUMN, no_rows_in_split, require_split_column, row_name, rows_in_split
 from hanclf.errors import UsageError
 from hanclf.io import TextColumns, check_input, iter_batches, require_columns, text_columns, text_values
 from hanclf.metrics import confusion_matrix, multilabel_counts, multilabel_report, report
@@ -73,7 +73,7 @@ def evaluate_file(
             for i, value in zip(keep, values):
                 if value is None:
                     raise UsageError(
-                        f"{data}: row {row + i + 1} has no label in column '{label_column}'; "
+                        f"{data}: {row_name(row + i)} has no label in column '{label_column}'; "
                         "fill or drop unlabelled rows"
                     )
             targets = np.array(labels.ids(values, where))

@@ -438,8 +438,8 @@ def test_read_labelled_normalizes_labels(tmp_path):
 @pytest.mark.parametrize(
     "texts, labels, message",
     [
-        (["ok", "fine"], ["pos", None], "row 2 has no label in column 'label'"),
-        (["ok", "  "], ["pos", "neg"], "row 2 has empty text in column 'text'"),
+        (["ok", "fine"], ["pos", None], "row 2 \\(iloc 1\\) has no label in column 'label'"),
+        (["ok", "  "], ["pos", "neg"], "row 2 \\(iloc 1\\) has empty text in column 'text'"),
     ],
 )
 def test_read_labelled_rejects_bad_rows(tmp_path, texts, labels, message):
@@ -454,7 +454,7 @@ def test_read_labelled_joins_text_columns_and_names_them_when_all_are_empty(tmp_
     pd.DataFrame({"title": ["Great", None, None], "text": ["Loved it.", "Fine.", " "],
                   "label": ["pos", "pos", "neg"]}).to_parquet(path)
     config = DataConfig(text_column=["title", "text"])
-    with pytest.raises(UsageError, match="row 3 has empty text in columns 'title', 'text'"):
+    with pytest.raises(UsageError, match="row 3 \\(iloc 2\\) has empty text in columns 'title', 'text'"):
         read_labelled(path, config)
     pd.read_parquet(path).iloc[:2].to_parquet(path)
     assert read_labelled(path, config).texts == ["Great\n\nLoved it.", "Fine."]
