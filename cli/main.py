@@ -225,7 +225,7 @@ def explain(
     limit: Annotated[Optional[int], typer.Option(help="Explain only the first N rows.")] = None,
     split: Annotated[Optional[str], typer.Option(help="Only rows whose 'split' column has this value, e.g. test.")] = None,
     id_column: Annotated[Optional[str], typer.Option(help="Column used as doc_id [default: the model's id column if the input has it, else the row number].")] = None,
-    label_column: Annotated[Optional[str], typer.Option(help="Column with true labels [default: the model's, if present].")] = None,
+    label_column: Annotated[Optional[str], typer.Option(help="Column with true labels [default: the model's, if present; '' for none].")] = None,
     text_column: TextColumn = None,
     batch_size: BatchSize = None,
     device: Device = "auto",

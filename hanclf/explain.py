@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from hanclf.artifact import check_not_model_file
-from hanclf.data import SPLIT_COLUMN, no_rows_in_split, require_split_column, rows_in_split
+from hanclf.data import SPLIT_COLUMN, no_rows_in_split, require_split_column, row_name, rows_in_split
 from hanclf.errors import UsageError
 from hanclf.io import (
     TextColumns,
@@ -111,15 +111,16 @@ def iter_rows(
     """Stream (texts, doc ids, true labels) of the first `limit` rows (all if None) of
     `input_path`, only those of `split` if given.
 
-    True labels are filled when the input has the model's label column (or `label_column`);
-    multi-label sets are written as the model's predictions are (see `Explained`).
+    True labels are filled when the input has the model's label column (or `label_column`;
+    "" for none); multi-label sets are written as the model's predictions are (see
+    `Explained`).
     """
     check_input(input_path)
     if limit is not None and limit < 1:
         raise UsageError(f"--limit {limit}: must be at least 1")
     text_column, id_column = predictor.input_columns(input_path, text_column, id_column)
     require_columns(input_path, {
-        "--text-column": text_column, "--id-column": id_column, "--label-column": label_column,
+        "--text-column": text_column, "--id-column": id_column, "--label-column": label_column or None,
     })
     require_split_column(input_path, split)
     model_label = predictor.artifact.config.data.label_column
@@ -128,19 +129,20 @@ def iter_rows(
     columns = [*text_columns(text_column), *(c for c in (id_column, label_column) if c)]
     columns += [SPLIT_COLUMN] if split else []
     labels, separator = predictor.labels, predictor.artifact.config.data.label_separator
-    where = f"{input_path} column '{label_column}'"
 
-    def as_label(value: Any) -> str | None:
-        # Labels the model does not know would be counted as misclassified: refused, as
-        # evaluate refuses them.
-        if value is None:
-            return None
-        if not labels.multi_label:
-            label = normalize_label(value)
-            labels.ids([label] if label is not None else [], where)
-            return label
-        tags = normalize_label_set(value, separator) or []
-        labels.ids(tags, where)
+    def as_label(value: Any, position: int) -> str | None:
+        # A label the model does not know would be counted as misclassified: refused, as
+        # evaluate refuses it.
+        tags = normalize_label_set(value, separator) if labels.multi_label else [normalize_label(value)]
+        unknown = [tag for tag in tags if tag is not None and tag not in labels.index]
+        if unknown:
+            raise UsageError(
+                f"{input_path}: {row_name(position)} has label {unknown[0]!r} in column "
+                f"'{label_column}', not one of the model's ({', '.join(labels.names)}); fix or drop "
+                "such rows, or pass --label-column '' to explain without true labels"
+            )
+        if value is None or not labels.multi_label:
+            return tags[0] if tags else None
         return separator.join(labels.in_order(tags))
 
     row = docs = 0  # rows read, rows yielded
@@ -151,9 +153,9 @@ def iter_rows(
         texts = text_values(input_path, text_column, batch)
         ids = batch.column(id_column).to_pylist() if id_column else range(row, row + len(texts))
         truth = batch.column(label_column).to_pylist() if label_column else [None] * len(texts)
-        row += batch.num_rows
         if keep:
-            yield [texts[i] for i in keep], [ids[i] for i in keep], [as_label(truth[i]) for i in keep]
+            yield [texts[i] for i in keep], [ids[i] for i in keep], [as_label(truth[i], row + i) for i in keep]
+        row += batch.num_rows
         docs += len(keep)
         if limit is not None and docs >= limit:
             break

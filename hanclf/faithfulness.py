@@ -291,7 +291,8 @@ def faithfulness_file(
     predictor = Predictor(model_dir, device, batch_size)
     texts = [
         text
-        for batch, _, _ in iter_rows(predictor, input_path, text_column=text_column, split=split, limit=limit)
+        for batch, _, _ in iter_rows(predictor, input_path, text_column=text_column, label_column="",
+                                     split=split, limit=limit)
         for text in batch
     ]
     result = {"data": str(input_path) + (f" (split={split})" if split else "")}

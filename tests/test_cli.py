@@ -253,6 +253,17 @@ def test_predictor_text_methods_take_any_column_of_texts_and_refuse_what_is_not(
             with pytest.raises(TypeError, match=message):
                 method(wrong)
 
+
+def test_explain_without_true_labels_and_faithfulness_never_read_them(model_dir, data_dir, tmp_path):
+    # A label column of other labels: refused (test_errors), unless --label-column '' leaves
+    # true labels out; the faithfulness figures never need them.
+    source = tmp_path / "other.parquet"
+    pd.read_parquet(data_dir / "test.parquet").assign(label="other").to_parquet(source)
+    invoke("explain", model_dir, source, "-o", tmp_path / "a.csv", "--label-column", "", "--limit", "3",
+           "--faithfulness", tmp_path / "f.json")
+    assert pd.read_csv(tmp_path / "a.csv")["true_label"].isna().all()
+    assert json.loads((tmp_path / "f.json").read_text())["documents"] == 3
+
 def test_explain_rows_per_token_with_the_paper_weight(model_dir, data_dir, tmp_path):
     out = tmp_path / "att.csv"
     invoke("explain", model_dir, data_dir / "test.parquet", "-o", out, "--id-column", "id", "--limit", "5")
