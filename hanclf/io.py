@@ -155,9 +155,10 @@ def column_names(path: Path) -> list[str]:
 
 
 def empty_batch(path: Path, columns: list[str]) -> pa.RecordBatch:
-    """`columns` of the input without rows, typed as its footer or header gives them (a CSV
-    header alone types every column null, as pyarrow reads it)."""
+    """`columns` of the input without rows (each once, as iter_batches gives them), typed as
+    its Parquet footer gives them, or as text for a CSV/TSV header."""
     types = {field.name: field.type for field in _header_schema(path, check_input(path))}
+    columns = list(dict.fromkeys(columns))
     return pa.record_batch([pa.array([], types.get(c, pa.null())) for c in columns], names=columns)
 
 

@@ -127,9 +127,9 @@ def test_predict_on_an_input_without_rows_writes_an_empty_output(model_dir, data
     full, empty = tmp_path / "full.parquet", tmp_path / "empty.parquet"
     source.to_parquet(full)
     source.iloc[:0].to_parquet(empty)
-    for name, path in (("full", full), ("empty", empty)):
+    for name, path in (("full", full), ("empty", empty)):  # text kept too: a column read twice
         output = invoke("predict", model_dir, path, "-o", tmp_path / f"pred-{name}.parquet",
-                        "--id-column", "id", "--keep-columns", "label", "--top-k", "2",
+                        "--id-column", "id", "--keep-columns", "label,text", "--top-k", "2",
                         "--devices", devices)
     assert "0 rows" in output
     written, expected = (pq.read_table(tmp_path / f"pred-{n}.parquet") for n in ("empty", "full"))
@@ -137,10 +137,11 @@ def test_predict_on_an_input_without_rows_writes_an_empty_output(model_dir, data
     assert json.loads(written.schema.metadata[b"hanclf"])["labels"] == ["mix", "neg", "pos"]
     header_only = tmp_path / "header.csv"
     header_only.write_text("id,text,label\n")
-    invoke("predict", model_dir, header_only, "-o", tmp_path / "pred-header.parquet")
+    invoke("predict", model_dir, header_only, "-o", tmp_path / "pred-header.parquet", "--keep-columns", "id")
     written = pq.read_table(tmp_path / "pred-header.parquet")
     assert written.num_rows == 0
-    assert written.column_names == ["row_id", "pred_label", "pred_prob", "empty_text"]
+    assert written.column_names == ["row_id", "id", "pred_label", "pred_prob", "empty_text"]
+    assert written.schema.field("id").type == pa.string()  # as a CSV with rows reads it
 
 
 @pytest.mark.parametrize("where", ["within a row group", "after the first row group"])
