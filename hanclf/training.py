@@ -64,7 +64,9 @@ def _caller_state_kept() -> Iterator[None]:
     """Training seeds the global random generators (Lightning's seed_everything), sets
     PL_GLOBAL_SEED and PL_SEED_WORKERS, quiets Lightning's loggers and filters some of its
     warnings; afterwards the caller has all of these as before, so that train() in a loop
-    (cross-validation, a notebook) leaves the caller's random draws and warnings alone."""
+    (cross-validation, a notebook) leaves the caller's random draws and warnings alone. CUDA's
+    generators are given back where CUDA was started before; where training starts it, they
+    stay as training left them."""
     generators = random.getstate(), np.random.get_state(), torch.get_rng_state()
     # Only where CUDA is up already: asking for its generators would start it.
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
@@ -169,7 +171,8 @@ def train(
         if output.is_dir() and any(output.iterdir()) and missing_files(output):
             raise UsageError(f"{output}: holds no hanclf model, and --force replaces only a model; "
                              "name another directory")
-        others = sorted(p.name for p in output.iterdir() if p.name not in MODEL_FILES) if output.is_dir() else []
+        # Hidden files (.DS_Store, .ipynb_checkpoints) are a file browser's or editor's, not the user's work.
+        others = sorted(p.name for p in output.iterdir() if p.name not in MODEL_FILES and not p.name.startswith(".")) if output.is_dir() else []
         if others:
             raise UsageError(f"{output}: holds files besides the model's ({', '.join(others[:5])}"
                              f"{', ...' if len(others) > 5 else ''}), which --force would delete "

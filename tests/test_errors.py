@@ -420,6 +420,8 @@ def test_force_replaces_existing_output(command: str, tmp_path, data_dir, model_
     env = make_env(tmp_path, data_dir, model_dir)
     name, build = FORCE_CASES[command]
     old = existing(env, name)
+    if command == "train":  # a file browser's, not the user's work: no reason to refuse
+        (old / ".DS_Store").write_text("finder")
     outcome = run_in_process(build(env))
     assert outcome.code == 0 and not outcome.crash, (outcome.stderr, outcome.crash)
     assert sorted(p.name for p in env.out.iterdir()) == [name], "temp files left beside the output"
