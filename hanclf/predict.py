@@ -502,6 +502,8 @@ class _Job:
                 columns[ROW_ID] = pa.array(range(rows, rows + batch.num_rows), pa.int64())
             else:
                 ids = batch.column(self.id_column)
+                if pa.types.is_dictionary(ids.type):  # pandas' category dtype
+                    ids = ids.cast(ids.type.value_type)
                 self.rows_without_id += ids.null_count
                 if ids.type in STRING_TYPES:
                     self.rows_without_id += pc.sum(pc.equal(ids, "")).as_py() or 0
@@ -523,15 +525,15 @@ class _Job:
 
     def _joined(self, tables: list[pa.Table], writer: pq.ParquetWriter | None) -> pa.Table:
         """`tables` as one, of the types written so far. Types can differ between batches of
-        JSONL (or CSV) lines, typed by what each holds: a column all null in one batch takes
-        the others' type, unless a row group of nulls has been written; other changes are the
-        input's to fix."""
+        JSONL lines, typed by what each holds: a column all null in one batch takes the others'
+        type, unless a row group of nulls has been written; other changes are the input's to
+        fix."""
         try:
             table = pa.concat_tables(tables, promote_options="permissive")
             if writer is not None and not table.schema.equals(writer.schema):
                 table = table.cast(writer.schema)
             return table
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as error:
             types: dict[str, list[str]] = {}
             for schema in [t.schema for t in tables] + ([writer.schema] if writer else []):
                 for field in schema:
@@ -540,8 +542,8 @@ class _Job:
             changed = ", ".join(f"column '{name}' is {' in some rows, '.join(found)} in others"
                                 for name, found in types.items() if len(found) > 1)
             raise UsageError(f"{self.input_path}: the type of a column changes within the input: "
-                             f"{changed}; give each column one type (in JSON, write every id as a "
-                             "number or every id as a string), or convert the input to Parquet") from None
+                             f"{changed or error}; give each column one type (in JSON, all numbers "
+                             "or all strings), or convert the input to Parquet") from None
 
 
 def worker_processes(devices: int | None, device: torch.device, input_path: Path) -> int:

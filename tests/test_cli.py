@@ -162,10 +162,13 @@ def test_predict_names_a_column_whose_type_changes_within_a_jsonl_input(model_di
 
 
 def test_predict_notes_rows_without_an_id(model_dir, tmp_path):
-    source = tmp_path / "ids.parquet"
-    pd.DataFrame({"id": ["a", None, "", "d"], "text": ["Ok.", "Good.", "Bad.", "Fine."]}).to_parquet(source)
-    printed = invoke("predict", model_dir, source, "-o", tmp_path / "p.parquet", "--id-column", "id")
-    assert "note: rows without an id (null or empty): 2; a join on the id cannot find their predictions" in printed
+    source, category = tmp_path / "ids.parquet", tmp_path / "category.parquet"
+    frame = pd.DataFrame({"id": ["a", None, "", "d"], "text": ["Ok.", "Good.", "Bad.", "Fine."]})
+    frame.to_parquet(source)
+    frame.astype({"id": "category"}).to_parquet(category)
+    for data in (category, source):
+        printed = invoke("predict", model_dir, data, "-o", tmp_path / "p.parquet", "--id-column", "id", "--force")
+        assert "note: rows without an id (null or empty): 2; a join on the id cannot find their predictions" in printed
     assert pq.read_table(tmp_path / "p.parquet")["id"].to_pylist() == ["a", None, "", "d"]
     printed = invoke("predict", model_dir, source, "-o", tmp_path / "q.parquet")
     assert "note:" not in printed  # row_id, never missing
