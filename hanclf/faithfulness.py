@@ -229,11 +229,10 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 def format_table(result: dict[str, Any]) -> Table:
     """The headline figures of `faithfulness(...)` as a rich table: one row per metric,
     attention vs random and their ratio."""
+    # The title is wrapped at the table's width: the count of skipped documents is a caption.
     table = Table(
-        title=(
-            f"sentence-attention faithfulness: {result['used']} documents "
-            f"({result['skipped_short']} with < 2 sentences skipped)"
-        )
+        title=f"faithfulness of sentence attention, {result['used']} documents",
+        caption=f"documents of fewer than 2 sentences skipped: {result['skipped_short']}",
     )
     for name, justify in (("metric", "left"), ("attention", "right"), ("random", "right"), ("ratio", "right")):
         table.add_column(name, justify=justify)

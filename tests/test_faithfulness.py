@@ -230,7 +230,8 @@ def test_format_table_shows_the_figures():
     fake = RulePredictor({DOC: [0.7, 0.2, 0.1]})
     r = faithfulness(fake, [DOC, "great food"], k_values=(1, 2), random_repeats=3)
     table = format_table(r)
-    assert table.title.endswith("1 documents (1 with < 2 sentences skipped)")
+    assert table.title.endswith(", 1 documents")
+    assert table.caption == "documents of fewer than 2 sentences skipped: 1"
     console = Console(record=True, width=120)
     console.print(table)
     text = console.export_text()
