@@ -375,6 +375,7 @@ def _train(
         "device": str(trainer.strategy.root_device),
         "processes": trainer.world_size,
         "hanclf_version": __version__,
+        "torch_version": torch.__version__,
         "pytorch_lightning_version": pl.__version__,
     }
     with atomic_output(output, force, directory=True) as tmp_out:
