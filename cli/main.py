@@ -10,6 +10,8 @@ from __future__ import annotations
 import atexit
 import gc
 import json
+import signal
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional, TypeVar
@@ -46,17 +48,30 @@ TOP_SENTENCE_DOCS = 50  # --top-sentences is for reading in a terminal
 
 
 def _run(action: Callable[[], T], resumable: Path | None = None) -> T:
-    """Call into the library; turn our errors and Ctrl-C into a message and an exit code.
-    `resumable`: the checkpoint that `--resume` would continue from, if Ctrl-C left one."""
+    """Call into the library; turn our errors, Ctrl-C and SIGTERM into a message and an exit
+    code. `resumable`: the checkpoint that `--resume` would continue from, if one was left."""
     try:
         return action()
-    except HanclfError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(e.exit_code) from None
-    except KeyboardInterrupt:
+    except (HanclfError, KeyboardInterrupt) as e:
+        # After a SIGTERM to the process group, an error is its workers dying of it too.
+        if isinstance(e, HanclfError) and not _terminated.is_set():
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(e.exit_code) from None
         hint = " (the same command with --resume continues)" if resumable and resumable.is_file() else ""
-        typer.echo(f"interrupted: no output was written{hint}", err=True)
-        raise typer.Exit(130) from None
+        how, code = ("terminated (SIGTERM)", 143) if _terminated.is_set() else ("interrupted", 130)
+        typer.echo(f"{how}: no output was written{hint}", err=True)
+        raise typer.Exit(code) from None
+
+
+# SIGTERM (what `timeout`, Airflow and Kubernetes send) stops a command as Ctrl-C does: the same
+# clean-up runs (temporary outputs removed, workers stopped), then exit 143. By default Python
+# would die at once, leaving both behind, and as a container's PID 1 it would ignore the signal.
+_terminated = threading.Event()
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    _terminated.set()
+    raise KeyboardInterrupt
 
 
 def _version(value: bool) -> None:
@@ -349,4 +364,5 @@ def main() -> None:
     # At exit Python's last garbage collection walks every object torch made (~0.3 s of each
     # command, measured); frozen objects are skipped, and the OS frees the memory either way.
     atexit.register(gc.freeze)
+    signal.signal(signal.SIGTERM, _on_sigterm)
     app()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import math
 import multiprocessing
+import os
 import random
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -26,7 +27,7 @@ from hanclf.io import column_names, read_table, require_columns, same_file, text
 from hanclf.model import PAD, UNK
 from hanclf.tokenize import gc_paused, tokenize
 from hanclf.vocab import Vocab, normalize_label, normalize_label_set
-from hanclf.workers import cores
+from hanclf.workers import become_worker, cores
 
 SPLIT_COLUMN = "split"
 TEXTS_PER_TASK = 2_048  # texts a worker process tokenizes at a time
@@ -142,7 +143,7 @@ def tokenize_in_parallel(texts: Sequence[str | None], config: DataConfig) -> lis
     processes = min(cores(), len(texts) // MIN_TEXTS_PER_PROCESS, len(slices))
     if processes < 2 or "fork" not in multiprocessing.get_all_start_methods():
         return [tokenize_texts(part, config) for part in slices]
-    with multiprocessing.get_context("fork").Pool(processes) as pool:
+    with multiprocessing.get_context("fork").Pool(processes, initializer=become_worker, initargs=(os.getpid(),)) as pool:
         return pool.map(functools.partial(tokenize_texts, config=config), slices)
 
 

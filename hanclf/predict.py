@@ -11,7 +11,7 @@ import contextlib
 import functools
 import json
 import multiprocessing
-import signal
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -52,6 +52,7 @@ from hanclf.workers import (
     MIN_ROWS_PER_PROCESS,
     TEXT_BYTES_PER_ROW,
     context,
+    become_worker,
     cores,
     main_module_importable,
     start_server,
@@ -609,7 +610,7 @@ def _write_in_workers(
     # batch, as this process will run them (its batch size, not the CPU's default).
     threads = 1 if model_here else max(1, cores() // processes)
     pool = ProcessPoolExecutor(processes, mp_context=context(), initializer=_start_worker,
-                               initargs=(model_dir, threads, predictor.batch_size))
+                               initargs=(model_dir, threads, predictor.batch_size, os.getpid()))
     work = _batch_texts if model_here else functools.partial(_predict_texts, top_k=job.top_k, threshold=job.threshold)
 
     def labelled() -> Iterator[tuple[pa.RecordBatch, pa.Table]]:
@@ -686,9 +687,9 @@ def _stop_workers(pool: ProcessPoolExecutor, seconds: float = 2.0) -> None:
 _worker: Predictor | None = None  # the model of a worker process of _write_in_workers
 
 
-def _start_worker(model_dir: Path, threads: int, batch_size: int) -> None:
+def _start_worker(model_dir: Path, threads: int, batch_size: int, main_pid: int) -> None:
     global _worker
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    become_worker(main_pid)
     torch.set_num_threads(threads)
     _worker = Predictor(model_dir, "cpu", batch_size)
 

@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from multiprocessing.context import BaseContext
 from pathlib import Path
 
@@ -40,6 +41,27 @@ def context() -> BaseContext:
     forkserver = multiprocessing.get_context("forkserver")
     forkserver.set_forkserver_preload(PRELOAD)
     return forkserver
+
+
+def become_worker(main_pid: int) -> None:
+    """In a worker: Ctrl-C is the main process's to handle (it stops the workers and removes its
+    temporary output; SIGTERM, which it also sends to stop them, stays fatal), and the worker
+    exits within a second of the main process `main_pid` dying. A main process killed outright
+    (SIGKILL, the OOM killer) left its workers waiting for tasks for ever, and with them the
+    fork server, which they keep alive."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def exit_when_main_is_gone() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(main_pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:  # alive, under another user's id
+                pass
+
+    threading.Thread(target=exit_when_main_is_gone, daemon=True).start()
 
 
 def main_module_importable() -> bool:

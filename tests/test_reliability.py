@@ -72,7 +72,10 @@ def leftovers(directory: Path, name: str) -> list[str]:
 # --- 1. Ctrl-C ---------------------------------------------------------------------------------
 
 
-def test_ctrl_c_during_predict_exits_130_and_leaves_nothing(model_dir, tmp_path):
+# SIGTERM is what `timeout`, Airflow and Kubernetes send: the same clean-up as Ctrl-C.
+@pytest.mark.parametrize("stop, code, said", [(signal.SIGINT, 130, "interrupted:"),
+                                              (signal.SIGTERM, 143, "terminated (SIGTERM):")])
+def test_ctrl_c_or_sigterm_during_predict_stops_cleanly_and_leaves_nothing(model_dir, tmp_path, stop, code, said):
     n = 400_000  # ~15 s of work at --batch-size 4096; interrupted after ~1/4 of it
     table = pa.table({"id": pa.array(range(n), pa.int64()), "text": short_texts(n, seed=1)})
     source = tmp_path / "big.parquet"
@@ -97,20 +100,73 @@ def test_ctrl_c_during_predict_exits_130_and_leaves_nothing(model_dir, tmp_path)
             time.sleep(0.05)
         assert partial, f"no partial output appeared within 50 s (exit {proc.poll()})"
         assert proc.poll() is None, "predict finished before it could be interrupted"
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         stdout, stderr = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == code, stderr
     lines = stderr.strip().splitlines()
-    assert lines and lines[-1].startswith("interrupted:"), stderr
+    assert lines and lines[-1].startswith(said), stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
     assert "wrote" not in stderr and "--resume" not in stderr and stdout == ""
     assert not out.exists()
     assert leftovers(work, "out.parquet") == []
     assert list(work.iterdir()) == []
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid`, from /proc (Linux)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_workers_exit_when_their_main_process_is_killed_outright(model_dir, tmp_path):
+    # SIGKILL or the OOM killer gives the main process no chance to stop its workers; they kept
+    # waiting for tasks for ever (and kept the fork server alive).
+    n = 60_000
+    source = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"text": short_texts(n, seed=3)}), source)
+    proc = subprocess.Popen([sys.executable, "-m", "hanclf", "predict", str(model_dir), str(source),
+                             "-o", str(tmp_path / "out.parquet"), "--devices", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: set[int] = set()
+    try:
+        deadline = time.monotonic() + 60
+        while len(workers) < 3 and time.monotonic() < deadline and proc.poll() is None:
+            workers = descendants(proc.pid)  # the fork server, its 2 workers (and the tracker)
+            time.sleep(0.1)
+        assert len(workers) >= 3 and proc.poll() is None, (workers, proc.poll())
+        time.sleep(1.0)  # workers started and waiting or working
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in workers):
+            time.sleep(0.2)
+        alive = [p for p in workers if Path(f"/proc/{p}").exists()
+                 and (Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z")]
+        assert alive == [], f"still running 10 s after their main process was killed: {alive}"
+    finally:
+        proc.kill()
+        for pid in workers:  # the old code's orphans, so that they outlive no test run
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 # --- 2. large and odd data ---------------------------------------------------------------------
