@@ -317,6 +317,12 @@ def check_output(path: Path, force: bool, directory: bool = False, reads: Path |
     is a file, or with `directory` a directory; --force replaces a file with a file and a
     directory with a directory, never one with the other, and never the input `reads` or a
     file inside it (a Parquet directory would read that file as part of its data next time)."""
+    if path.name == "-":
+        raise UsageError(f"{path}: outputs are files (Parquet, CSV, JSON), not stdout; name a file")
+    if path.is_symlink():  # renaming over it would replace the link (/dev/stdout) with a file
+        raise UsageError(f"{path}: is a symbolic link; name the file itself ({path.resolve()}) or another path")
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise UsageError(f"{path}: is not a regular file (a device, pipe or socket); name a file to write")
     if reads is not None and same_file(path, reads):
         raise UsageError(f"{path}: is the input; write the output to another path")
     if reads is not None and reads.is_dir() and path.resolve().is_relative_to(reads.resolve()):

@@ -259,6 +259,9 @@ CASES = [
     Case("evaluate-output-over-a-models-own-file", lambda e: evaluate(e, e.data / "test.parquet", "-o", str(e.model_copy() / "metrics.json"), "--force"), 2, ("metrics.json", "model directory")),
     Case("explain-faithfulness-same-path-as-csv", lambda e: explain(e, csv_with_text(e), "--faithfulness", str(e.out / "att.csv"), "--force"), 2, ("att.csv", "--faithfulness")),
     Case("explain-faithfulness-not-json", lambda e: explain(e, csv_with_text(e), "--faithfulness", str(e.out / "f.csv")), 2, ("f.csv", "JSON")),
+    Case("evaluate-force-output-is-a-pipe", lambda e: os.mkfifo(e.out / "fifo") or evaluate(e, e.data / "test.parquet", "-o", str(e.out / "fifo"), "--force"), 2, ("fifo", "not a regular file")),
+    Case("evaluate-force-output-is-a-symlink", lambda e: existing(e, "m.json") and (e.out / "link.json").symlink_to(e.out / "m.json") or evaluate(e, e.data / "test.parquet", "-o", str(e.out / "link.json"), "--force"), 2, ("link.json", "symbolic link")),
+    Case("evaluate-output-is-stdout-dash", lambda e: evaluate(e, e.data / "test.parquet", "-o", str(e.out / "-")), 2, ("-", "not stdout")),
     Case("train-force-output-is-not-a-model", lambda e: folder(e, "model") and train(e, e.data / "train.csv", "--force"), 2, ("model", "no hanclf model")),
     Case("predict-output-dir-missing", lambda e: predict(e, csv_with_text(e), out="missing/pred.parquet"), 2, ("missing", "does not exist")),
     Case("explain-output-dir-missing", lambda e: explain(e, csv_with_text(e), out="missing/att.csv"), 2, ("missing", "does not exist")),
@@ -349,7 +352,7 @@ def run_subprocess(args: list[str], cwd: Path) -> Outcome:
 def snapshot(directory: Path) -> dict[str, bytes | None]:
     """Every path under `directory` with its bytes (None for a directory)."""
     return {
-        p.relative_to(directory).as_posix(): None if p.is_dir() else p.read_bytes()
+        p.relative_to(directory).as_posix(): p.read_bytes() if p.is_file() and not p.is_symlink() else None
         for p in sorted(directory.rglob("*"))
     }
 
