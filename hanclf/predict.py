@@ -53,6 +53,7 @@ from hanclf.workers import (
     TEXT_BYTES_PER_ROW,
     context,
     become_worker,
+    cgroup_memory_room,
     cores,
     main_module_importable,
     start_server,
@@ -584,15 +585,17 @@ def _estimated_rows(path: Path) -> int:
 
 
 def _available_memory() -> int:
-    """MemAvailable of /proc/meminfo (Linux); elsewhere, no limit."""
+    """MemAvailable of /proc/meminfo (Linux), or less where this process's container (cgroup)
+    has less room left; elsewhere, no limit."""
+    available = 1 << 62
     try:
         with open("/proc/meminfo") as meminfo:
             for line in meminfo:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    available = int(line.split()[1]) * 1024
     except OSError:
         pass
-    return 1 << 62
+    return min(available, cgroup_memory_room())
 
 
 def _write_in_workers(

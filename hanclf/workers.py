@@ -10,6 +10,7 @@ touches a GPU, so its forks can use CUDA (a fork of a process that did cannot). 
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import multiprocessing.forkserver
 import os
@@ -30,9 +31,40 @@ TEXT_BYTES_PER_ROW = 500  # rows of CSV/JSONL, estimated from the size: a few hu
 LIKELY_WORKERS_BYTES = 2 * MIN_ROWS_PER_PROCESS * TEXT_BYTES_PER_ROW
 
 
-def cores() -> int:
-    """CPU cores this process may run on (fewer than the machine's under taskset or a container)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+CGROUP = Path("/sys/fs/cgroup")  # a container's own limits (cgroup v2 files, or v1 folders)
+
+
+def cores(cgroup: Path = CGROUP) -> int:
+    """CPU cores this process may run on: fewer than the machine's under taskset, or under a
+    container's CPU quota (Kubernetes' limits.cpu), rounded up."""
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota_period = _read_numbers(cgroup / "cpu.max")  # "QUOTA PERIOD"; "max PERIOD" for none
+    if len(quota_period) != 2:  # cgroup v1, a quota of -1 for none
+        quota_period = (_read_numbers(cgroup / "cpu" / "cpu.cfs_quota_us")
+                        + _read_numbers(cgroup / "cpu" / "cpu.cfs_period_us"))
+    if len(quota_period) == 2 and min(quota_period) > 0:
+        allowed = min(allowed, max(1, math.ceil(quota_period[0] / quota_period[1])))
+    return allowed
+
+
+def cgroup_memory_room(cgroup: Path = CGROUP) -> int:
+    """Bytes this process's container may still allocate (its memory limit less what it uses);
+    very large where there is no limit. The machine's free memory says nothing of a container
+    limited to less: workers counted by it were killed by the OOM killer."""
+    for limit_file, usage_file in (("memory.max", "memory.current"),
+                                   ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
+        limit, usage = _read_numbers(cgroup / limit_file), _read_numbers(cgroup / usage_file)
+        if limit and usage:
+            return max(0, limit[0] - usage[0])
+    return 1 << 62
+
+
+def _read_numbers(path: Path) -> list[int]:
+    """The whole numbers of a one-line cgroup file; [] for a missing file or 'max' (no limit)."""
+    try:
+        return [int(word) for word in path.read_text().split()]
+    except (OSError, ValueError):
+        return []
 
 
 def context() -> BaseContext:

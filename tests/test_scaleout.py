@@ -207,6 +207,31 @@ def test_a_worker_killed_mid_run_is_reported_and_leaves_no_output(model_dir, rev
     assert not out.exists() and list(tmp_path.iterdir()) == [script]
 
 
+@pytest.mark.parametrize("version", ["v2", "v1"])
+def test_a_containers_cpu_quota_and_memory_limit_bound_the_workers(tmp_path, version):
+    # Kubernetes' limits: the machine's cores and free memory overstate them (workers were
+    # OOM-killed in a 750 MiB container).
+    if version == "v2":
+        (tmp_path / "cpu.max").write_text("150000 100000\n")  # 1.5 CPUs
+        (tmp_path / "memory.max").write_text(f"{1 << 30}\n")
+        (tmp_path / "memory.current").write_text(f"{300 << 20}\n")
+    else:
+        (tmp_path / "cpu").mkdir(), (tmp_path / "memory").mkdir()
+        (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("150000\n")
+        (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+        (tmp_path / "memory" / "memory.limit_in_bytes").write_text(f"{1 << 30}\n")
+        (tmp_path / "memory" / "memory.usage_in_bytes").write_text(f"{300 << 20}\n")
+    assert hanclf.workers.cores(tmp_path) == min(2, hanclf.workers.cores(tmp_path / "none"))
+    assert hanclf.workers.cgroup_memory_room(tmp_path) == (1 << 30) - (300 << 20)
+    unlimited = tmp_path / "unlimited"
+    unlimited.mkdir()
+    (unlimited / "cpu.max").write_text("max 100000\n")
+    (unlimited / "memory.max").write_text("max\n")
+    (unlimited / "memory.current").write_text(f"{300 << 20}\n")
+    assert hanclf.workers.cores(unlimited) == hanclf.workers.cores(tmp_path / "none")
+    assert hanclf.workers.cgroup_memory_room(unlimited) >= 1 << 60
+
+
 def test_default_worker_count_follows_cores_rows_and_memory(reviews, monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.setattr(hanclf.predict, "cores", lambda: 8)
@@ -217,6 +242,11 @@ def test_default_worker_count_follows_cores_rows_and_memory(reviews, monkeypatch
     assert worker_processes(None, cpu, reviews) == 8  # then one per core
     monkeypatch.setattr(hanclf.predict, "_available_memory", lambda: 3 << 30)
     assert worker_processes(None, cpu, reviews) == 3  # then what memory allows
+    monkeypatch.undo()
+    monkeypatch.setattr(hanclf.predict, "cores", lambda: 8)
+    monkeypatch.setattr(hanclf.predict, "MIN_ROWS_PER_PROCESS", 100)
+    monkeypatch.setattr(hanclf.predict, "cgroup_memory_room", lambda: 2 << 30)
+    assert worker_processes(None, cpu, reviews) == 2  # a container's room, not the machine's
     monkeypatch.setattr(hanclf.predict, "MIN_ROWS_PER_PROCESS", 10_000)
     assert worker_processes(None, cpu, reviews) == 1  # a small input stays in this process
     assert worker_processes(4, cpu, reviews) == 4  # --devices N is taken as given
