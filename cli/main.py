@@ -8,6 +8,7 @@ Library modules are imported inside the commands so `hanclf --help` does not wai
 from __future__ import annotations
 
 import atexit
+import errno
 import gc
 import json
 import signal
@@ -61,6 +62,12 @@ def _run(action: Callable[[], T], resumable: Path | None = None) -> T:
         how, code = ("terminated (SIGTERM)", 143) if _terminated.is_set() else ("interrupted", 130)
         typer.echo(f"{how}: no output was written{hint}", err=True)
         raise typer.Exit(code) from None
+    except OSError as e:  # pyarrow's errors carry the reason in the text only
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT) and "No space left on device" not in str(e):
+            raise
+        typer.echo(f"error: no space left on the device{f' ({e.filename})' if e.filename else ''}; "
+                   "free some or write the output elsewhere (nothing was written)", err=True)
+        raise typer.Exit(1) from None
 
 
 # SIGTERM (what `timeout`, Airflow and Kubernetes send) stops a command as Ctrl-C does: the same

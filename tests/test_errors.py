@@ -12,6 +12,7 @@ in-process (typer's CliRunner) and checks every invariant; a few cases run again
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import random
@@ -468,4 +469,23 @@ def test_gpu_out_of_memory_is_one_line_naming_what_to_change(tmp_path, data_dir,
     assert outcome.code == 1 and not outcome.crash, outcome
     assert outcome.stderr.strip() == ("error: the GPU ran out of memory at batches of up to 512 "
                                       "documents; try --batch-size 128")
+    assert list(env.out.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["predict", "explain"])
+def test_a_full_disk_is_one_line_and_leaves_nothing(command: str, tmp_path, data_dir, model_dir, monkeypatch) -> None:
+    env = make_env(tmp_path, data_dir, model_dir)
+    import hanclf.predict
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    # Where each command writes: a Parquet row group, a CSV row.
+    monkeypatch.setattr(hanclf.predict, "_write", full)
+    monkeypatch.setattr("hanclf.explain.token_rows", full)
+    args = (predict if command == "predict" else explain)(env, csv_with_text(env))
+    outcome = run_in_process(args)
+    assert (outcome.code, outcome.crash) == (1, ""), outcome
+    lines = [line for line in outcome.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: no space left on the device"), outcome.stderr
     assert list(env.out.iterdir()) == []
