@@ -89,7 +89,10 @@ def _dataset(directory: Path) -> pyarrow.dataset.Dataset:
 
 def parquet_rows(path: Path) -> int:
     """Rows of a Parquet file or directory, from the files' footers."""
-    return _dataset(path).count_rows() if path.is_dir() else pq.ParquetFile(path).metadata.num_rows
+    try:
+        return _dataset(path).count_rows() if path.is_dir() else pq.ParquetFile(path).metadata.num_rows
+    except (pa.ArrowException, OSError) as e:
+        raise _unreadable(path, "parquet", e) from None
 
 
 _DELIMITERS = {"csv": ",", "tsv": "\t"}

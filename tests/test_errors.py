@@ -108,6 +108,13 @@ def parquet_folder(env: Env) -> Path:
     return folder
 
 
+def empty_part(env: Env) -> Path:
+    """A folder of Parquet parts, one of them 0 bytes (a writer killed before its footer)."""
+    folder = parquet_folder(env)
+    (folder / "part-2.parquet").write_bytes(b"")
+    return folder
+
+
 def csv_with_text(env: Env, name: str = "in.csv") -> Path:
     return env.table(name, env.reviews(12))
 
@@ -263,6 +270,7 @@ CASES = [
     Case("evaluate-force-output-is-a-pipe", lambda e: os.mkfifo(e.out / "fifo") or evaluate(e, e.data / "test.parquet", "-o", str(e.out / "fifo"), "--force"), 2, ("fifo", "not a regular file")),
     Case("evaluate-force-output-is-a-symlink", lambda e: existing(e, "m.json") and (e.out / "link.json").symlink_to(e.out / "m.json") or evaluate(e, e.data / "test.parquet", "-o", str(e.out / "link.json"), "--force"), 2, ("link.json", "symbolic link")),
     Case("evaluate-output-is-stdout-dash", lambda e: evaluate(e, e.data / "test.parquet", "-o", str(e.out / "-")), 2, ("-", "not stdout")),
+    Case("predict-parquet-folder-with-an-empty-file", lambda e: predict(e, empty_part(e)), 1, ("parts", "parquet")),
     Case("train-force-output-is-not-a-model", lambda e: folder(e, "model") and train(e, e.data / "train.csv", "--force"), 2, ("model", "no hanclf model")),
     Case("predict-output-dir-missing", lambda e: predict(e, csv_with_text(e), out="missing/pred.parquet"), 2, ("missing", "does not exist")),
     Case("explain-output-dir-missing", lambda e: explain(e, csv_with_text(e), out="missing/att.csv"), 2, ("missing", "does not exist")),
