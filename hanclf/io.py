@@ -373,7 +373,9 @@ def atomic_output(path: Path, force: bool, directory: bool = False) -> Iterator[
     target = tmp / path.name
     try:
         yield target
-        if path.is_dir() and not path.is_symlink():
+        if not force:
+            _place_new(target, path)
+        elif path.is_dir() and not path.is_symlink():
             old = tmp / ".replaced"
             path.rename(old)
             target.rename(path)
@@ -381,3 +383,25 @@ def atomic_output(path: Path, force: bool, directory: bool = False) -> Iterator[
             os.replace(target, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _place_new(target: Path, path: Path) -> None:
+    """Move `target` to `path`, which must still not exist: two jobs writing one output both
+    passed check_output at their start, and the second to finish replaced the first's."""
+    try:
+        if target.is_dir():
+            if path.exists():
+                raise FileExistsError(path)
+            target.rename(path)
+        else:
+            try:
+                os.link(target, path)  # fails if `path` exists, atomically
+            except FileExistsError:
+                raise
+            except OSError:  # a file system without hard links
+                if path.exists():
+                    raise FileExistsError(path) from None
+                os.replace(target, path)
+    except FileExistsError:
+        raise UsageError(f"{path}: was written by another job while this one ran; it was left as "
+                         "that job wrote it (pass --force to overwrite it)") from None

@@ -305,3 +305,29 @@ def test_jsonl_types_may_change_between_chunks(tmp_path):
     assert table.num_rows == n
     got = [normalize_label(v) for v in table.column("label").to_pylist()]
     assert got == [normalize_label(x) for x in labels]
+
+
+@pytest.mark.parametrize("directory", [False, True])
+def test_an_output_another_job_wrote_meanwhile_is_not_replaced_without_force(tmp_path, directory):
+    # Both jobs passed check_output at their start; the second to finish replaced the first's.
+    path = tmp_path / ("model" if directory else "pred.parquet")
+    with pytest.raises(UsageError, match="written by another job while this one ran"):
+        with atomic_output(path, force=False, directory=directory) as tmp:
+            if directory:
+                tmp.mkdir()
+                (tmp / "weights").write_text("ours")
+                path.mkdir()
+                (path / "weights").write_text("theirs")
+            else:
+                tmp.write_text("ours")
+                path.write_text("theirs")
+    kept = path / "weights" if directory else path
+    assert kept.read_text() == "theirs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temporary left
+    with atomic_output(path, force=True, directory=directory) as tmp:  # --force: last one wins
+        if directory:
+            tmp.mkdir()
+            (tmp / "weights").write_text("ours")
+        else:
+            tmp.write_text("ours")
+    assert kept.read_text() == "ours"
