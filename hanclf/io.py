@@ -80,10 +80,28 @@ def _dataset_files(directory: Path) -> list[str]:
 
 
 def _dataset(directory: Path) -> pyarrow.dataset.Dataset:
-    """A directory of Parquet files as one table (key=value folders add columns)."""
+    """A directory of Parquet files as one table (key=value folders add columns), with the
+    columns of all its files: pyarrow takes the first file's schema, so a column typed null
+    there (an empty pandas partition), or found only in later files, failed to read."""
     import pyarrow.dataset  # here: it adds ~0.3 s to the start of every command
 
-    return pyarrow.dataset.dataset(_dataset_files(directory), format="parquet", partitioning="hive",
+    files = _dataset_files(directory)
+    first = pyarrow.dataset.dataset(files, format="parquet", partitioning="hive",
+                                    partition_base_dir=str(directory))
+    schema = first.schema
+    for file in files:  # footers only
+        try:
+            footer = pq.read_schema(file)
+        except (pa.ArrowException, OSError) as e:
+            raise _unreadable(Path(file), "parquet", e) from None
+        try:
+            schema = pa.unify_schemas([schema, footer], promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
+            raise UsageError(f"{file}: its column types do not agree with the folder's other files "
+                             f"({e}); give every file the same types") from None
+    if schema.equals(first.schema):
+        return first
+    return pyarrow.dataset.dataset(files, schema=schema, format="parquet", partitioning="hive",
                                    partition_base_dir=str(directory))
 
 

@@ -331,3 +331,18 @@ def test_an_output_another_job_wrote_meanwhile_is_not_replaced_without_force(tmp
         else:
             tmp.write_text("ours")
     assert kept.read_text() == "ours"
+
+
+def test_a_parquet_folder_reads_the_columns_of_all_its_files(tmp_path):
+    # pandas writes an empty partition's text columns as type null; pyarrow took the first
+    # file's schema, so such a file sorting first made the folder unreadable.
+    folder = tmp_path / "daily"
+    folder.mkdir()
+    pd.DataFrame({"id": pd.Series([], dtype=object), "text": pd.Series([], dtype=object)}).to_parquet(folder / "part-0.parquet")
+    pd.DataFrame({"id": ["a", "b"], "text": ["Great food.", "Awful."], "extra": [1, 2]}).to_parquet(folder / "part-1.parquet")
+    assert column_names(folder) == ["id", "text", "extra"]
+    rows = [row for b in iter_batches(folder, ["id", "text", "extra"], 100) for row in b.to_pylist()]
+    assert rows == [{"id": "a", "text": "Great food.", "extra": 1}, {"id": "b", "text": "Awful.", "extra": 2}]
+    pd.DataFrame({"id": [7], "text": ["Fine."]}).to_parquet(folder / "part-2.parquet")  # ids as numbers
+    with pytest.raises(UsageError, match="part-2.parquet: its column types do not agree"):
+        column_names(folder)
