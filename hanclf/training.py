@@ -127,6 +127,33 @@ def work_dir(output: Path) -> Path:
     return output.parent / f".{output.name}.training"
 
 
+@contextlib.contextmanager
+def _one_training_at_a_time(output: Path) -> Iterator[None]:
+    """Hold a lock on `output`'s training while it runs: two runs writing one model shared its
+    checkpoints and both crashed (and a second run called the first's live checkpoints those of
+    an interrupted run). The lock file beside the output goes at the end; one left by a killed
+    run is not locked, so it stops nothing."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks here
+        yield
+        return
+    lock = output.parent / f".{output.name}.training.lock"
+    handle = lock.open("w")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"{output}: another `hanclf train` is writing it now; wait for it to "
+                             "finish, or name another output") from None
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+    finally:
+        handle.close()
+
+
 def distributed_worker() -> bool:
     """True in the extra processes of a distributed run (started by Lightning's DDP launcher,
     torchrun or on another node): they train, and leave every file to the first process."""
@@ -166,7 +193,7 @@ def train(
                force, progress=False, log=lambda message: None, primary=False)
         return None
     # Like spaCy and Lightning, a new runs/a/b is fine; the folders go again if training fails.
-    with created_parents(output):
+    with created_parents(output), _one_training_at_a_time(output):
         check_output(output, force, directory=True)
         if output.is_dir() and any(output.iterdir()) and missing_files(output):
             raise UsageError(f"{output}: holds no hanclf model, and --force replaces only a model; "

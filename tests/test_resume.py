@@ -135,3 +135,25 @@ def test_resume_on_other_data_is_refused(tmp_path):
         f"{tmp_path / '.model.training'}, whose checkpoints hold weights for those; resume on "
         "the same data, or start over with --force")
     assert not out.exists()
+
+
+def test_a_second_training_of_the_same_output_is_refused_while_the_first_runs(tmp_path):
+    # Two runs shared the first's checkpoints and both crashed with tracebacks.
+    out = tmp_path / "model"
+    first = hanclf("train", str(SAMPLE_DATA / "train.csv"), "-o", str(out), *SMALL)
+    try:
+        for line in first.stderr:
+            if line.startswith("epoch 1/"):
+                first.send_signal(signal.SIGSTOP)  # still running (and holding its lock) meanwhile
+                break
+        second = hanclf("train", str(SAMPLE_DATA / "train.csv"), "-o", str(out), *SMALL, "--force")
+        _, err = second.communicate(timeout=120)
+        first.send_signal(signal.SIGCONT)
+        assert second.returncode == 2, err
+        assert "another `hanclf train` is writing it now" in err and "Traceback" not in err
+    finally:
+        first.send_signal(signal.SIGCONT)
+        rest, _ = first.communicate(timeout=300)
+    assert first.returncode == 0, rest
+    assert (out / "model.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no lock or work dir left
