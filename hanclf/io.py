@@ -70,13 +70,22 @@ def check_input(path: Path) -> str:
 
 def _dataset_files(directory: Path) -> list[str]:
     """The Parquet files under `directory`, in path order, as Spark, Hive or Ray write them:
-    part files, maybe in key=value folders; names starting with '.' or '_' (_SUCCESS, .crc)
-    are not data."""
+    part files, maybe in key=value folders, named *.parquet, or with no extension at all as Hive
+    names them (000000_0), then read only if they start as Parquet files do; names starting
+    with '.' or '_' (_SUCCESS, .crc) are not data."""
     return sorted(
         str(p) for p in directory.rglob("*")
-        if p.suffix.lower() in (".parquet", ".pq") and p.is_file()
-        and not any(part.startswith((".", "_")) for part in p.relative_to(directory).parts)
+        if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(directory).parts)
+        and (p.suffix.lower() in (".parquet", ".pq") or (p.suffix == "" and _starts_as_parquet(p)))
     )
+
+
+def _starts_as_parquet(path: Path) -> bool:
+    try:
+        with path.open("rb") as file:
+            return file.read(4) == b"PAR1"
+    except OSError:
+        return False
 
 
 def _dataset(directory: Path) -> pyarrow.dataset.Dataset:

@@ -346,3 +346,13 @@ def test_a_parquet_folder_reads_the_columns_of_all_its_files(tmp_path):
     pd.DataFrame({"id": [7], "text": ["Fine."]}).to_parquet(folder / "part-2.parquet")  # ids as numbers
     with pytest.raises(UsageError, match="part-2.parquet: its column types do not agree"):
         column_names(folder)
+
+
+def test_a_hive_table_folder_reads_its_extensionless_data_files(tmp_path):
+    # Hive names its files 000000_0: beside *.parquet ones they were skipped without a word.
+    frame = pd.DataFrame({"text": [f"t{i}" for i in range(6)], "label": ["pos", "neg"] * 3})
+    frame.iloc[:2].to_parquet(tmp_path / "000000_0")
+    frame.iloc[2:4].to_parquet(tmp_path / "000001_0")
+    frame.iloc[4:].to_parquet(tmp_path / "000002_0.parquet")
+    (tmp_path / "README").write_text("not data: no Parquet magic")
+    assert read_table(tmp_path, ["text"]).column("text").to_pylist() == [f"t{i}" for i in range(6)]
