@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import json
 import os
 import shutil
@@ -95,9 +96,22 @@ def _dataset(directory: Path) -> pyarrow.dataset.Dataset:
     import pyarrow.dataset  # here: it adds ~0.3 s to the start of every command
 
     files = _dataset_files(directory)
-    first = pyarrow.dataset.dataset(files, format="parquet", partitioning="hive",
-                                    partition_base_dir=str(directory))
-    schema = first.schema
+    stamps = tuple((file, stat.st_mtime_ns, stat.st_size) for file, stat in zip(files, map(os.stat, files)))
+    return pyarrow.dataset.dataset(files, schema=_folder_schema(str(directory), stamps),
+                                   format="parquet", partitioning="hive", partition_base_dir=str(directory))
+
+
+@functools.lru_cache(maxsize=8)
+def _folder_schema(directory: str, stamps: tuple[tuple[str, int, int], ...]) -> pa.Schema:
+    """The unified schema of a folder's files (`stamps`: each file with its mtime and size).
+    Kept while the files are unchanged: a command asks for the folder's dataset several times
+    (columns, row count, batches), and reading every file's footer each time multiplied the
+    I/O of a folder of many parts."""
+    import pyarrow.dataset
+
+    files = [file for file, _, _ in stamps]
+    schema = pyarrow.dataset.dataset(files, format="parquet", partitioning="hive",
+                                     partition_base_dir=directory).schema  # the partition columns too
     for file in files:  # footers only
         try:
             footer = pq.read_schema(file)
@@ -108,10 +122,7 @@ def _dataset(directory: Path) -> pyarrow.dataset.Dataset:
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
             raise UsageError(f"{file}: its column types do not agree with the folder's other files "
                              f"({e}); give every file the same types") from None
-    if schema.equals(first.schema):
-        return first
-    return pyarrow.dataset.dataset(files, schema=schema, format="parquet", partitioning="hive",
-                                   partition_base_dir=str(directory))
+    return schema
 
 
 def parquet_rows(path: Path) -> int:
