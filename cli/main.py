@@ -149,6 +149,7 @@ def train(
     id_column: Annotated[Optional[str], typer.Option(help="Id column; predict and explain then copy it by default.")] = None,
     valid_fraction: Annotated[Optional[float], typer.Option(help="Share held out for validation when there is no split column or --valid [default: 0.1].")] = None,
     embeddings: Annotated[Optional[str], typer.Option(help="Initial word vectors: random, word2vec (trained on the training text first; needs gensim) or the path of a .vec/GloVe/word2vec text file [default: random, or the preset's].")] = None,
+    class_weights: Annotated[Optional[str], typer.Option(help="Loss weight of each class: balanced (for imbalanced classes, as scikit-learn's), none, or a JSON/YAML file of label: weight [default: none, or the preset's].")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed [default: 42].")] = None,
     max_epochs: Annotated[Optional[int], typer.Option(help="Epochs at most (early stopping may end sooner) [default: 10, or the preset's].")] = None,
     accelerator: Annotated[Optional[str], typer.Option(help="Lightning accelerator: auto, cpu, gpu, cuda, mps [default: auto].")] = None,
@@ -161,7 +162,7 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (one line per epoch still).")] = False,
 ) -> None:
     """Train a HAN and write a self-contained model directory."""
-    from hanclf.config import load_config, parse_override
+    from hanclf.config import class_weights_option, load_config, parse_override
     from hanclf.training import describe, train as train_model, work_dir
 
     def action() -> dict[str, Any]:
@@ -180,6 +181,8 @@ def train(
         elif embeddings is not None:
             flags.update({"train.embeddings": "file", "train.embeddings_file": embeddings})
         overrides.update({k: v for k, v in flags.items() if v is not None})
+        if class_weights is not None:  # after the others: "none" sets null
+            overrides["train.class_weights"] = class_weights_option(class_weights)
         resolved = load_config(config, overrides)
         return train_model(
             data, output, resolved, valid=valid, force=force, resume=resume,

@@ -6,6 +6,7 @@ The resolved config is saved with every model, so `--config MODEL_DIR/config.yam
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -47,6 +48,11 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_fraction: float = 0.05  # linear warm-up over this share of steps, then cosine decay
     label_smoothing: float = 0.0
+    # Weight of each class in the loss: null (all 1), balanced (scikit-learn's: n / (classes *
+    # count), so every class weighs as much in total), or {label: weight} (unlisted labels 1).
+    # Multi-label: the weight of a label's positive examples against its negatives; balanced is
+    # negatives / positives.
+    class_weights: str | dict[str, float] | None = None
     grad_clip: float = 5.0
     # Initial word vectors: random, word2vec (trained on the training text first, needs gensim)
     # or file (embeddings_file: a .vec / GloVe / word2vec text file of model.embed_dim numbers).
@@ -151,8 +157,13 @@ def _check_type(key: str, value: Any, expected: Any) -> Any:
             return value
         if kind == list[str] and isinstance(value, list) and value and all(isinstance(v, str) for v in value):
             return value[0] if len(value) == 1 else value
+        if kind == dict[str, float] and isinstance(value, dict) and value and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()
+        ):
+            return {str(label): float(weight) for label, weight in value.items()}
     names = " or ".join(
-        "null" if k is type(None) else "a list of strings" if k == list[str] else k.__name__
+        "null" if k is type(None) else "a list of strings" if k == list[str]
+        else "a mapping of labels to numbers" if k == dict[str, float] else k.__name__
         for k in allowed
     )
     raise UsageError(f"config key {key}: expected {names}, got {value!r}")
@@ -191,6 +202,14 @@ def _check_range(key: str, value: Any) -> None:
         raise UsageError(f"config key {key}: must be in (0, 1), got {value!r}")
     if key in ("train.weight_decay", "train.grad_clip", "train.seed") and value < 0:
         raise UsageError(f"config key {key}: must be >= 0, got {value!r}")
+    if key == "train.class_weights" and isinstance(value, str) and value != "balanced":
+        raise UsageError(f"config key {key}: expected balanced, a mapping of labels to "
+                         f"weights, or null; got {value!r}")
+    if key == "train.class_weights" and isinstance(value, dict):
+        bad = [label for label, weight in value.items() if not 0 < weight < math.inf]
+        if bad:
+            raise UsageError(f"config key {key}: the weight of label {bad[0]!r} must be a "
+                             f"positive number, got {value[bad[0]]!r}")
 
 
 SECTIONS = ("data", "model", "train")
@@ -239,6 +258,24 @@ def parse_override(text: str) -> tuple[str, Any]:
         except ValueError:
             pass
     return key.strip(), value
+
+
+def class_weights_option(value: str) -> str | dict[str, float] | None:
+    """train.class_weights from `--class-weights`: balanced, none, or a JSON/YAML file mapping
+    labels to weights."""
+    if value in ("balanced", "none"):
+        return None if value == "none" else value
+    path = Path(value)
+    if not path.is_file():
+        raise UsageError(f"--class-weights {value}: no such file (give balanced, none, or a "
+                         "JSON/YAML file of label: weight)")
+    try:
+        weights = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path}: not valid JSON or YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(weights, dict) or not weights:
+        raise UsageError(f'{path}: expected a mapping of labels to weights, e.g. {{"1": 2.0, "5": 0.5}}')
+    return weights
 
 
 def load_config(

@@ -24,10 +24,14 @@ from hanclf.model import HANConfig, build_model, members, probabilities
 
 class HANClassifier(pl.LightningModule):
     def __init__(
-        self, han: dict[str, Any], train: dict[str, Any], label_names: list[str], multi_label: bool = False
+        self, han: dict[str, Any], train: dict[str, Any], label_names: list[str], multi_label: bool = False,
+        class_weights: list[float] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()  # plain dicts and lists: checkpoints stay weights_only-loadable
+        # Each class's weight in the loss (training.class_weights); not part of the saved model.
+        weights = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
+        self.register_buffer("class_weights", weights, persistent=False)
         self.model = build_model(HANConfig(**han))
         self.train_config = TrainConfig(**train)
         self.label_names = label_names
@@ -50,10 +54,13 @@ class HANClassifier(pl.LightningModule):
         # fp32: under bf16 autocast the log-softmax of confident logits rounds away the loss.
         if logits.dim() == 3:  # an ensemble (M, B, C): the mean of its members' own losses
             return torch.stack([self._loss(member_logits, labels) for member_logits in logits]).mean()
+        # fp32 weights too: Lightning's half-precision settings convert buffers.
+        weights = None if self.class_weights is None else self.class_weights.float()
         if self.multi_label:
-            return F.binary_cross_entropy_with_logits(logits.float(), labels)
+            return F.binary_cross_entropy_with_logits(logits.float(), labels, pos_weight=weights)
         return F.cross_entropy(
-            logits.float(), labels, label_smoothing=self.train_config.label_smoothing
+            logits.float(), labels, weight=weights,
+            label_smoothing=self.train_config.label_smoothing,
         )
 
     def training_step(self, batch: dict[str, torch.Tensor] | list[dict[str, torch.Tensor]], batch_idx: int) -> torch.Tensor:

@@ -234,6 +234,27 @@ def _set_embeddings(weight: torch.Tensor, vectors: np.ndarray, ids: np.ndarray) 
     weight[torch.from_numpy(ids)] = torch.from_numpy(vectors)
 
 
+def class_weights(
+    setting: str | dict[str, float] | None, labels: Labels, targets: list, data: Path
+) -> list[float] | None:
+    """The loss weight of each label, in id order, for train.class_weights (see TrainConfig)."""
+    if setting is None:
+        return None
+    if isinstance(setting, dict):
+        unknown = sorted(set(setting) - labels.index.keys())
+        if unknown:
+            raise UsageError(f"train.class_weights: label {unknown[0]!r} is not among the labels "
+                             f"of {data} ({', '.join(labels.names)})")
+        return [setting.get(name, 1.0) for name in labels.names]
+    if labels.multi_label:
+        positives = np.stack(targets).sum(axis=0)
+        negatives = len(targets) - positives
+        # A label on every document has nothing to balance against: weight 1.
+        return [float(n / p) if n and p else 1.0 for n, p in zip(negatives, positives)]
+    counts = np.bincount(targets, minlength=len(labels))
+    return [float(len(targets) / (len(labels) * c)) for c in counts]
+
+
 TABLES = "tables.sha256"  # in the work directory: what --resume checks the data against
 
 
@@ -296,8 +317,9 @@ def _train(
             "with --force"
         )
     han_config = config.han_config(len(vocab), len(labels))
+    weights = class_weights(t.class_weights, labels, datamodule.train_set.targets, data)
     module = HANClassifier(
-        dataclasses.asdict(han_config), dataclasses.asdict(t), labels.names, labels.multi_label
+        dataclasses.asdict(han_config), dataclasses.asdict(t), labels.names, labels.multi_label, weights
     )
     if resume_from is None:  # a resumed run's weights come from its checkpoint
         initial = initial_embeddings(t.embeddings, t.embeddings_file, vocab,
@@ -313,6 +335,11 @@ def _train(
         f"{len(labels)} labels, vocabulary {len(vocab)} "
         f"(prepared in {time.perf_counter() - start:.1f}s)"
     )
+    if weights is not None:
+        log("class weights: " + ", ".join(f"{n} {w:.3g}" for n, w in zip(labels.names, weights)))
+        if t.select_on == "accuracy" and not labels.multi_label:
+            log("note: epochs are kept on valid accuracy, which favours the common classes that "
+                "class weights hold back; --set train.select_on=macro_f1 keeps them on macro-F1")
     alike = labels.differing_in_case()
     if alike:  # labels are compared as written; this is seldom what the data meant
         log("note: labels that differ only in case are separate labels: "
@@ -394,6 +421,7 @@ def _train(
         "train_documents": len(datamodule.train_set),
         "valid_documents": len(datamodule.valid_set),
         "vocab_size": len(vocab),
+        "class_weights": None if weights is None else dict(zip(labels.names, weights)),
         # This call's: after --resume, not the interrupted call's epochs.
         "train_seconds": round(time.perf_counter() - start, 1),
         "epoch_seconds": epoch_log.seconds,

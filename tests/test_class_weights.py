@@ -1,0 +1,145 @@
+"""train.class_weights (--class-weights): the weights computed, the loss they give, and what they
+change in a model trained on imbalanced data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from typer.testing import CliRunner
+
+from hanclf.cli.main import app
+from hanclf.config import class_weights_option, load_config
+from hanclf.errors import UsageError
+from hanclf.module import HANClassifier
+from hanclf.training import class_weights, train
+from hanclf.vocab import Labels
+
+SMALL = {"vocab_size": 20, "num_classes": 3, "embed_dim": 8, "word_hidden": 4, "sent_hidden": 4,
+         "word_att_dim": 4, "sent_att_dim": 4}
+
+
+def test_balanced_weights_are_scikit_learns():
+    labels = Labels(["a", "b", "c"])
+    targets = [0] * 6 + [1] * 3 + [2] * 1
+    # n / (classes * count): 10 / (3 * 6), 10 / (3 * 3), 10 / (3 * 1)
+    assert class_weights("balanced", labels, targets, "d.csv") == pytest.approx([10 / 18, 10 / 9, 10 / 3])
+
+
+def test_balanced_multi_label_weights_are_negatives_over_positives():
+    labels = Labels(["food", "service", "price"], multi_label=True)
+    targets = [np.array(row, np.float32) for row in ([1, 1, 1], [1, 0, 1], [1, 0, 0], [1, 0, 0])]
+    # food is on every document: nothing to balance, weight 1; service 3 / 1; price 2 / 2.
+    assert class_weights("balanced", labels, targets, "d.csv") == pytest.approx([1.0, 3.0, 1.0])
+
+
+def test_given_weights_in_label_order_unlisted_labels_one():
+    labels = Labels(["1", "2", "5"])
+    assert class_weights({"5": 0.5, "1": 2.0}, labels, [0, 1, 2], "d.csv") == [2.0, 1.0, 0.5]
+    assert class_weights(None, labels, [0, 1, 2], "d.csv") is None
+
+
+def test_a_weight_for_a_label_the_data_lacks_is_refused():
+    with pytest.raises(UsageError, match=r"label '4' is not among the labels of d.csv \(1, 2, 5\)"):
+        class_weights({"4": 2.0}, Labels(["1", "2", "5"]), [0, 1, 2], "d.csv")
+
+
+def test_the_loss_is_weighted_cross_entropy():
+    torch.manual_seed(0)
+    logits, targets = torch.randn(5, 3), torch.tensor([0, 0, 1, 2, 2])
+    weights = [0.5, 1.0, 4.0]
+    module = HANClassifier(SMALL, {"label_smoothing": 0.0}, ["a", "b", "c"], class_weights=weights)
+    w = torch.tensor(weights)[targets]
+    by_hand = (w * F.cross_entropy(logits, targets, reduction="none")).sum() / w.sum()
+    assert module._loss(logits, targets).item() == pytest.approx(by_hand.item(), rel=1e-6)
+    unweighted = HANClassifier(SMALL, {"label_smoothing": 0.0}, ["a", "b", "c"])
+    assert unweighted._loss(logits, targets).item() != pytest.approx(by_hand.item(), rel=1e-3)
+
+
+def test_the_multi_label_loss_weighs_positives():
+    torch.manual_seed(0)
+    logits = torch.randn(4, 3)
+    targets = torch.tensor([[1, 0, 1], [0, 0, 1], [1, 1, 0], [0, 0, 0]], dtype=torch.float32)
+    module = HANClassifier(SMALL, {"label_smoothing": 0.0}, ["a", "b", "c"], multi_label=True,
+                           class_weights=[1.0, 3.0, 2.0])
+    p = torch.sigmoid(logits)
+    pos_weight = torch.tensor([1.0, 3.0, 2.0])
+    by_hand = -(pos_weight * targets * p.log() + (1 - targets) * (1 - p).log()).mean()
+    assert module._loss(logits, targets).item() == pytest.approx(by_hand.item(), rel=1e-5)
+
+
+def test_config_values_checked():
+    assert load_config(None, {"train.class_weights": {1: 2, "neg": 0.5}}).train.class_weights == {
+        "1": 2.0, "neg": 0.5}
+    for bad, words in [("bal", "expected balanced"), ({"a": 0}, "label 'a' must be a positive"),
+                       ({"a": "x"}, "mapping of labels to numbers"), ([1, 2], "mapping")]:
+        with pytest.raises(UsageError, match=words):
+            load_config(None, {"train.class_weights": bad})
+
+
+def test_option_reads_a_file(tmp_path):
+    assert class_weights_option("balanced") == "balanced"
+    assert class_weights_option("none") is None
+    (tmp_path / "w.yaml").write_text("1: 3\n5: 0.5\n")
+    assert class_weights_option(str(tmp_path / "w.yaml")) == {1: 3, 5: 0.5}
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(UsageError, match="list.json: expected a mapping of labels to weights"):
+        class_weights_option(str(tmp_path / "list.json"))
+    with pytest.raises(UsageError, match="nope.json: no such file"):
+        class_weights_option(str(tmp_path / "nope.json"))
+
+
+def imbalanced(n: int = 400, seed: int = 0) -> pd.DataFrame:
+    """One document in ten is 'rare'; a cue word marks 90% of them and 5% of the others. In a
+    few epochs, a small model on the plain loss learns to predict 'common' only."""
+    rng = np.random.default_rng(seed)
+    filler = ["good", "fine", "nice", "ok", "bad", "meh", "plain", "food", "place"]
+    rows = []
+    for i in range(n):
+        label = "rare" if i % 10 == 0 else "common"
+        words = list(rng.choice(filler, 12))
+        if rng.random() < (0.9 if label == "rare" else 0.05):
+            words[3] = "awful"
+        rows.append({"text": " ".join(words) + ".", "label": label})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.slow
+def test_balanced_weights_make_a_model_predict_the_rare_class(tmp_path):
+    imbalanced().to_csv(tmp_path / "train.csv", index=False)
+    predicted_rare, recall = {}, {}
+    for setting in (None, "balanced"):
+        config = load_config(None, {
+            "model.embed_dim": 16, "model.word_hidden": 8, "model.sent_hidden": 8,
+            "train.max_epochs": 5, "train.lr": 0.01, "train.batch_size": 16,
+            "train.accelerator": "cpu", "data.min_count": 1, "data.valid_fraction": 0.5,
+            "train.class_weights": setting, "train.select_on": "macro_f1",
+        })
+        metrics = train(tmp_path / "train.csv", tmp_path / str(setting), config, progress=False)
+        confusion = np.array(metrics["valid"]["confusion_matrix"])  # rows true, columns predicted
+        predicted_rare[setting] = confusion[:, 1].sum()
+        recall[setting] = metrics["valid"]["per_class"]["rare"]["recall"]
+    assert predicted_rare[None] == 0 and recall[None] == 0.0
+    assert recall["balanced"] >= 0.6
+    saved = json.loads((tmp_path / "balanced" / "metrics.json").read_text())
+    assert saved["class_weights"] == pytest.approx({"common": 400 / (2 * 360), "rare": 400 / (2 * 40)}, rel=0.15)
+
+
+@pytest.mark.slow
+def test_cli_flag_takes_a_file_of_weights(tmp_path):
+    imbalanced(200).to_csv(tmp_path / "train.csv", index=False)
+    (tmp_path / "weights.json").write_text('{"rare": 4}')
+    args = ["train", str(tmp_path / "train.csv"), "-o", str(tmp_path / "m"), "--max-epochs", "1",
+            "--class-weights", str(tmp_path / "weights.json"), "-q"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "class weights: common 1, rare 4" in result.output
+    assert json.loads((tmp_path / "m" / "metrics.json").read_text())["class_weights"] == {"common": 1.0, "rare": 4.0}
+    (tmp_path / "weights.json").write_text('{"nope": 4}')
+    result = CliRunner().invoke(app, [*args[:3], str(tmp_path / "m2"), *args[4:]])
+    assert result.exit_code == 2
+    assert "label 'nope' is not among the labels" in result.output
