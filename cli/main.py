@@ -158,7 +158,7 @@ def train(
     strategy: Annotated[Optional[str], typer.Option(help="Lightning strategy, e.g. ddp (one process per device) [default: auto].")] = None,
     num_nodes: Annotated[Optional[int], typer.Option(help="Machines taking part (with --strategy ddp) [default: 1].")] = None,
     force: Force = False,
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run (crash, kill -9) from its last completed epoch.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run (crash, kill -9) from its last completed epoch; with none to continue, train from the start (a job's retries can always pass it).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (one line per epoch still).")] = False,
 ) -> None:
     """Train a HAN and write a self-contained model directory."""

@@ -175,7 +175,8 @@ def train(
     `config`: from load_config (a preset or YAML file, and overrides); None for the defaults.
 
     Checkpoints of every epoch are kept in `work_dir(output)` until the model is written;
-    `resume=True` continues an interrupted run from its last completed epoch. `progress`: a
+    `resume=True` continues an interrupted run from its last completed epoch (where there is
+    none, training starts from the beginning). `progress`: a
     progress bar (None: where stderr is a terminal); `log` gets one line per epoch.
     """
     data, output, valid = Path(data), Path(output), None if valid is None else Path(valid)
@@ -207,7 +208,11 @@ def train(
         work = work_dir(output)
         last = work / "last.ckpt"
         if resume and not last.is_file():
-            raise UsageError(f"{output}: no interrupted run to resume (no {last})")
+            # As Lightning's ckpt_path="last": a job's retries can all pass --resume.
+            log(f"no interrupted run to resume (no {last}): training from the start")
+            resume = False
+            # A run killed in its first epoch left no epoch to continue from, only its settings.
+            shutil.rmtree(work, ignore_errors=True)
         if resume:
             config = _resumed_config(work, config)
             log(f"resuming from {last}")

@@ -91,12 +91,20 @@ def test_resume_continues_after_the_last_epoch_not_the_best_one(tmp_path):
     assert torch.load(work / "last.ckpt", weights_only=False)["epoch"] >= 2
 
 
-def test_resume_without_an_interrupted_run_is_a_usage_error(tmp_path):
-    run = hanclf("train", str(SAMPLE_DATA / "train.csv"), "-o", str(tmp_path / "m"), "--resume")
+def test_resume_without_an_interrupted_run_trains_from_the_start(tmp_path):
+    # A scheduler's retries run one command: --resume must also do for the first attempt, and
+    # after a run killed in its first epoch (settings written, no epoch to continue from).
+    out = tmp_path / "m"
+    (tmp_path / ".m.training").mkdir()
+    (tmp_path / ".m.training" / "config.yaml").write_text("data: {}\n")
+    run = hanclf("train", str(SAMPLE_DATA / "train.csv"), "-o", str(out), *SMALL, "--max-epochs", "2", "--resume")
     _, err = run.communicate()
-    assert run.returncode == 2
-    assert err.strip().splitlines() == [f"error: {tmp_path / 'm'}: no interrupted run to resume "
-                                        f"(no {tmp_path / '.m.training' / 'last.ckpt'})"]
+    assert run.returncode == 0, err
+    lines = err.strip().splitlines()
+    assert lines[0] == (f"no interrupted run to resume (no {tmp_path / '.m.training' / 'last.ckpt'}): "
+                        "training from the start")
+    assert json.loads((out / "metrics.json").read_text())["epochs_run"] == 2
+    assert "resumed" not in lines[-1]
 
 
 def test_a_diverging_run_stops_with_a_clear_message(tmp_path):
