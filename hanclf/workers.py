@@ -80,8 +80,12 @@ def become_worker(main_pid: int) -> None:
     temporary output; SIGTERM, which it also sends to stop them, stays fatal), and the worker
     exits within a second of the main process `main_pid` dying. A main process killed outright
     (SIGKILL, the OOM killer) left its workers waiting for tasks for ever, and with them the
-    fork server, which they keep alive."""
+    fork server, which they keep alive.
+
+    A forked worker inherits the CLI's SIGTERM handler, which raises KeyboardInterrupt: the
+    pool's own shutdown (SIGTERM to each worker) then printed a worker's traceback."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     def exit_when_main_is_gone() -> None:
         while True:

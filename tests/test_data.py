@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing.pool
+import subprocess
+import sys
 from collections import Counter
 
 import numpy as np
@@ -118,6 +120,32 @@ def test_tokenizing_in_worker_processes_gives_what_one_process_gives(monkeypatch
     together = [doc for part in parts for doc in part.encoded(vocab)]
     for a, b in zip(alone.encoded(vocab), together, strict=True):
         assert a.ids.tolist() == b.ids.tolist() and a.lengths.tolist() == b.lengths.tolist()
+
+
+# Forked tokenizing workers under the CLI's SIGTERM handler (which raises KeyboardInterrupt):
+# the pool stops its workers with SIGTERM at every exit, and each one printed a traceback.
+SIGTERM_HANDLER_SCRIPT = """
+import signal
+import hanclf.data
+from hanclf.cli.main import _on_sigterm
+from hanclf.config import DataConfig
+signal.signal(signal.SIGTERM, _on_sigterm)
+hanclf.data.cores = lambda: 2
+texts = ["Good food, bad service!"] * (2 * hanclf.data.MIN_TEXTS_PER_PROCESS)  # one sentence each
+for _ in range(5):
+    parts = hanclf.data.tokenize_in_parallel(texts, DataConfig())
+print(sum(len(part.lengths) for part in parts))
+"""
+
+
+@pytest.mark.slow
+def test_tokenizing_workers_stop_quietly_under_the_clis_sigterm_handler():
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("tokenizing workers are forks")
+    run = subprocess.run([sys.executable, "-c", SIGTERM_HANDLER_SCRIPT], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == [str(2 * hanclf.data.MIN_TEXTS_PER_PROCESS)]
+    assert "Traceback" not in run.stderr and "KeyboardInterrupt" not in run.stderr, run.stderr
 
 
 def test_collate_shapes_and_contents():
