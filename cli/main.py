@@ -217,6 +217,7 @@ def predict(
     device: Device = "auto",
     devices: Annotated[Optional[int], typer.Option(min=1, help="Worker processes, each on its own slices of rows: on the CPU they label them, with a GPU they tokenize and batch for the model in the main process. Default: one per CPU core (one less with a GPU), fewer for small inputs or little memory, none (this process alone) under 2,048 rows.")] = None,
     force: Force = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, and no progress line every minute where stderr is not a terminal.")] = False,
 ) -> None:
     """Label every row of a file: pred_label, pred_prob (and top-k) into a Parquet file."""
     from hanclf.workers import start_early
@@ -228,6 +229,8 @@ def predict(
         model, input, output, text_column=_columns(text_column), id_column=id_column,
         keep_columns=_columns(keep_columns) or [], top_k=top_k, threshold=threshold,
         batch_size=batch_size, device=device, devices=devices, force=force,
+        progress=False if quiet else None,  # None: a bar where a person watches (a terminal)
+        log=(lambda message: None) if quiet else lambda message: stderr.print(message, highlight=False, markup=False),
     ))
     rate = result["rows"] / max(result["seconds"], 1e-9)
     workers = f", {result['processes']} worker processes" if result["processes"] > 1 else ""

@@ -12,6 +12,7 @@ import functools
 import json
 import multiprocessing
 import os
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -26,6 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from hanclf import __version__
 from hanclf.artifact import load
@@ -67,6 +70,7 @@ PROCESS_MEMORY = 1 << 30  # what one predict process may use at its peak (bench/
 # 1,024 documents and no such cap padded up to 2 million slots and a process held 7-9 GiB of
 # GPU memory (one process alone reserved 46 GiB), so 16 workers ran an H200 out of memory.
 MAX_BATCH_SLOTS = 512 * 1024
+PROGRESS_LOG_SECONDS = 60.0  # without a progress bar, a line on the rows labelled this often
 WORKER_ROWS = 1_024  # rows per task sent to a worker: small, so the last ones are shared out evenly
 GUARD_MAIN = 'from a script, call predict_file under `if __name__ == "__main__":`'
 
@@ -398,10 +402,15 @@ def predict_file(
     device: str = "auto",
     devices: int | None = 1,
     force: bool = False,
+    progress: bool | None = None,
+    log: Callable[[str], None] = lambda message: None,
 ) -> dict[str, float]:
     """Label every row of `input_path` into the Parquet file `output`; returns rows, seconds,
     processes (the worker processes used; 1: this process alone) and rows_without_id (null or
     empty in `id_column`).
+
+    `progress`: a progress bar on stderr (None: where stderr is a terminal); without one, `log`
+    gets a line on the rows labelled so far every PROGRESS_LOG_SECONDS, for batch jobs' logs.
 
     `devices` worker processes take slices of the input in parallel while this process reads
     and writes in input order; 1 runs everything in this process. On the CPU each worker labels
@@ -448,7 +457,10 @@ def predict_file(
                                       "labels": predictor.labels.names})})
     processes = worker_processes(devices, predictor.device, input_path)
     batches = iter_batches(input_path, job.columns, INPUT_BATCH_ROWS)
-    with atomic_output(output, force) as tmp, _out_of_memory_explained(predictor.batch_size):
+    # Parquet footers give the row count; a CSV or JSONL file's would take a pass to count.
+    total = parquet_rows(input_path) if input_format(input_path) == "parquet" else None
+    job.progress = RowProgress(total, sys.stderr.isatty() if progress is None else progress, log)
+    with atomic_output(output, force) as tmp, _out_of_memory_explained(predictor.batch_size), job.progress:
         if processes == 1:
             rows = job.write(tmp, ((b, predictor.predict_table(job.texts(b), top_k, threshold)) for b in batches))
         else:
@@ -458,6 +470,43 @@ def predict_file(
             rows = job.write(tmp, iter([(empty, predictor.predict_table(job.texts(empty), top_k, threshold))]))
     return {"rows": rows, "seconds": time.perf_counter() - start, "processes": processes,
             "rows_without_id": job.rows_without_id}
+
+
+class RowProgress:
+    """Rows labelled so far, out of `total` (None: not known): a bar on stderr, or else a line
+    through `log` every PROGRESS_LOG_SECONDS. A context manager: the bar goes at the end."""
+
+    def __init__(self, total: int | None, bar: bool, log: Callable[[str], None]) -> None:
+        self.total, self.log = total, log
+        self.started = self.logged = time.perf_counter()
+        self.bar: Progress | None = None
+        if bar:
+            columns = [TextColumn("labelling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+            self.bar = Progress(*columns, console=Console(stderr=True), transient=True)
+            self.task = self.bar.add_task("predict", total=total)
+
+    def __enter__(self) -> RowProgress:
+        if self.bar is not None:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def __call__(self, rows: int) -> None:
+        now = time.perf_counter()
+        if self.bar is not None:
+            self.bar.update(self.task, completed=rows)
+        elif now - self.logged >= PROGRESS_LOG_SECONDS:
+            self.logged = now
+            rate = rows / max(now - self.started, 1e-9)
+            line = f"labelled {rows} rows"
+            if self.total:
+                left = (self.total - rows) / max(rate, 1e-9)
+                line += (f" of {self.total} ({rows / self.total:.0%}), about "
+                         f"{f'{left / 60:.0f} min' if left >= 90 else f'{left:.0f} s'} left")
+            self.log(f"{line}, {rate:.0f} rows/s")
 
 
 @contextlib.contextmanager
@@ -484,6 +533,7 @@ class _Job:
     threshold: float | None
     metadata: dict[str, str]
     rows_without_id: int = 0  # null or empty in the id column: those rows cannot be joined on
+    progress: Callable[[int], None] = lambda rows: None  # told the rows labelled so far
 
     @property
     def columns(self) -> list[str]:
@@ -513,6 +563,7 @@ class _Job:
             columns.update(zip(predictions.column_names, predictions.columns))
             pending.append(pa.table(columns))
             rows += batch.num_rows
+            self.progress(rows)
             if sum(t.num_rows for t in pending) >= ROW_GROUP_ROWS:
                 # Whole row groups only; the rest starts the next (groups of equal size).
                 table = self._joined(pending, writer)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import subprocess
 import sys
 from collections import defaultdict
@@ -173,6 +174,27 @@ def test_predict_notes_rows_without_an_id(model_dir, tmp_path):
     assert pq.read_table(tmp_path / "p.parquet")["id"].to_pylist() == ["a", None, "", "d"]
     printed = invoke("predict", model_dir, source, "-o", tmp_path / "q.parquet")
     assert "note:" not in printed  # row_id, never missing
+
+def test_predict_logs_its_progress_where_no_bar_is_drawn(model_dir, data_dir, tmp_path, monkeypatch):
+    # A long predict in a batch job's log said nothing until it ended.
+    monkeypatch.setattr("hanclf.predict.INPUT_BATCH_ROWS", 16)
+    monkeypatch.setattr("hanclf.predict.PROGRESS_LOG_SECONDS", 0.0)
+    lines: list[str] = []
+    predict_file(model_dir, data_dir / "test.parquet", tmp_path / "p.parquet", device="cpu",
+                 progress=False, log=lines.append)
+    assert [line.split(",")[0] for line in lines] == [
+        "labelled 16 rows of 60 (27%)", "labelled 32 rows of 60 (53%)", "labelled 48 rows of 60 (80%)",
+        "labelled 60 rows of 60 (100%)"]
+    assert re.fullmatch(r"labelled 16 rows of 60 \(27%\), about \d+ s left, \d+ rows/s", lines[0])
+    lines.clear()
+    predict_file(model_dir, data_dir / "train.csv", tmp_path / "q.parquet", device="cpu",
+                 progress=False, log=lines.append)
+    assert lines[-1].startswith("labelled 240 rows, ")  # a CSV's row count is not known up front
+    printed = invoke("predict", model_dir, data_dir / "test.parquet", "-o", tmp_path / "r.parquet")
+    assert "labelled 48 rows of 60 (80%)" in printed
+    printed = invoke("predict", model_dir, data_dir / "test.parquet", "-o", tmp_path / "s.parquet", "-q")
+    assert "labelled" not in printed and printed.startswith("wrote ")
+
 
 def test_predictor_on_pandas_and_empty_text(model_dir):
     predictor = Predictor(model_dir, device="cpu")
