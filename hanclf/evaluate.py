@@ -13,7 +13,7 @@ from hanclf.data import SPLIT_COLUMN, no_rows_in_split, require_split_column, ro
 from hanclf.errors import UsageError
 from hanclf.io import TextColumns, check_input, iter_batches, require_columns, text_columns, text_values
 from hanclf.metrics import confusion_matrix, multilabel_counts, multilabel_report, report
-from hanclf.predict import Predictor, check_threshold
+from hanclf.predict import Predictor, check_multi_label_options, check_threshold
 from hanclf.vocab import normalize_label, normalize_label_set
 
 BATCH_ROWS = 8_192
@@ -40,10 +40,7 @@ def evaluate_file(
     predictor = Predictor(model_dir, device, batch_size)
     config = predictor.artifact.config.data
     labels = predictor.labels
-    for flag, value in (("--threshold", threshold), ("--label-separator", label_separator)):
-        if value is not None and not labels.multi_label:
-            raise UsageError(f"{flag} {value}: applies to multi-label models only; this one "
-                             "predicts its most probable label")
+    check_multi_label_options(labels, {"--threshold": threshold, "--label-separator": label_separator})
     check_threshold(threshold)
     if label_separator == "":
         raise UsageError("--label-separator: give a non-empty separator")

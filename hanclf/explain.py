@@ -33,7 +33,7 @@ from hanclf.io import (
     text_columns,
     text_values,
 )
-from hanclf.predict import DocAttention, Predictor
+from hanclf.predict import DocAttention, Predictor, check_multi_label_options, check_threshold
 from hanclf.report import HtmlReport
 from hanclf.vocab import normalize_label, normalize_label_set
 
@@ -163,12 +163,16 @@ def iter_rows(
         raise no_rows_in_split(input_path, split, seen)
 
 
-def iter_explained(predictor: Predictor, input_path: Path, **rows: Any) -> Iterator[Explained]:
-    """Each document of `iter_rows(predictor, input_path, **rows)` with its attention."""
+def iter_explained(
+    predictor: Predictor, input_path: Path, threshold: float | None = None, **rows: Any
+) -> Iterator[Explained]:
+    """Each document of `iter_rows(predictor, input_path, **rows)` with its attention.
+    `threshold` (multi-label models): predicted labels are those at or above it, instead of at
+    or above their own thresholds tuned on valid."""
     labels, separator = predictor.labels, predictor.artifact.config.data.label_separator
     for texts, ids, truth in iter_rows(predictor, input_path, **rows):
         for doc_id, true, att in zip(ids, truth, predictor.attend(texts)):
-            predicted = labels.chosen(att.probs)
+            predicted = labels.chosen(att.probs, threshold)
             pred_label = separator.join(labels.names[i] for i in predicted)
             yield Explained(doc_id, att, predicted, pred_label, float(att.probs.max()), true)
 
@@ -188,11 +192,14 @@ def explain_file(
     device: str = "auto",
     force: bool = False,
     on_document: Callable[[Explained], None] | None = None,
+    threshold: float | None = None,
 ) -> dict[str, int]:
     """Write attention as CSV (`level` token: one row per token; sentence: one per sentence)
     and/or an HTML report; call `on_document` for each document. Returns counts: documents,
     rows (of the CSV), cut (documents longer than the model reads, seen in part),
-    repeated_ids (documents whose id an earlier one has) and no_id (null or empty id)."""
+    repeated_ids (documents whose id an earlier one has) and no_id (null or empty id).
+    `threshold`: for a multi-label model, the probability a label needs to be predicted
+    (default: each label's own, tuned on valid), as predict's."""
     input_path = Path(input_path)
     output, html = (None if path is None else Path(path) for path in (output, html))
     if level not in LEVELS:
@@ -206,6 +213,8 @@ def explain_file(
             check_output(path, force, reads=input_path)
             check_not_model_file(path)
     predictor = Predictor(model_dir, device, batch_size)
+    check_multi_label_options(predictor.labels, {"--threshold": threshold})
+    check_threshold(threshold)
     rows, columns = (token_rows, TOKEN_COLUMNS) if level == "token" else (sentence_rows, SENTENCE_COLUMNS)
     report = None
     if html is not None:
@@ -225,7 +234,7 @@ def explain_file(
             writer = csv.writer(csv_file, lineterminator="\n")
             writer.writerow(columns)
         docs = iter_explained(
-            predictor, input_path, text_column=text_column, id_column=id_column,
+            predictor, input_path, threshold, text_column=text_column, id_column=id_column,
             label_column=label_column, split=split, limit=limit,
         )
         for doc in docs:

@@ -20,6 +20,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -51,6 +52,7 @@ from hanclf.io import (
 )
 from hanclf.model import UNK, probabilities
 from hanclf.tokenize import tokenize_all
+from hanclf.vocab import Labels
 from hanclf.workers import (
     MIN_ROWS_PER_PROCESS,
     TEXT_BYTES_PER_ROW,
@@ -387,6 +389,14 @@ class Predictor:
 def check_threshold(threshold: float | None) -> None:
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise UsageError(f"--threshold {threshold}: a probability, from 0 to 1")
+
+
+def check_multi_label_options(labels: Labels, options: dict[str, Any]) -> None:
+    """Options that apply to multi-label models only ({flag: value}; None where not given)."""
+    for flag, value in options.items():
+        if value is not None and not labels.multi_label:
+            raise UsageError(f"{flag} {value}: applies to multi-label models only; this one "
+                             "predicts its most probable label")
 
 
 def predict_file(

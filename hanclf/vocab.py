@@ -151,11 +151,13 @@ class Labels:
             targets[row, self.ids(labels, where, known_as)] = 1
         return targets
 
-    def chosen(self, probs: np.ndarray) -> list[int]:
+    def chosen(self, probs: np.ndarray, threshold: float | None = None) -> list[int]:
         """Ids of the predicted labels for one document's probabilities: the most probable one,
-        or, multi-label, every label at or above its threshold (in id order)."""
+        or, multi-label, every label at or above its threshold (`threshold`, where given, for
+        every label), in id order."""
         if self.multi_label:
-            return [i for i, (p, t) in enumerate(zip(probs, self.thresholds)) if p >= t]
+            cuts = self.thresholds if threshold is None else [threshold] * len(self.names)
+            return [i for i, (p, t) in enumerate(zip(probs, cuts)) if p >= t]
         return [int(np.argmax(probs))]
 
     def in_order(self, names: Iterable[str]) -> list[str]:

@@ -456,6 +456,17 @@ def test_explain_needs_some_output(model_dir, data_dir):
     assert result.exit_code == 2 and "give --output, --html, --top-sentences or --faithfulness" in result.output
 
 
+@pytest.mark.parametrize("command", ["explain", "evaluate"])
+def test_threshold_is_refused_for_a_single_label_model(model_dir, data_dir, tmp_path, command):
+    args = [command, str(model_dir), str(data_dir / "test.parquet"), "--threshold", "0.3"]
+    args += ["-o", str(tmp_path / "out.csv")] if command == "explain" else []
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert result.output == ("error: --threshold 0.3: applies to multi-label models only; this one "
+                             "predicts its most probable label\n")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_explain_split_and_limit_select_rows(model_dir, data_dir, tmp_path):
     frame = pd.read_parquet(data_dir / "test.parquet")
     frame["split"] = [" Test" if i % 3 == 0 else "train" for i in range(len(frame))]

@@ -156,6 +156,21 @@ def test_explain_writes_the_predicted_set_and_the_true_set(model, tmp_path):
     assert "misclassified" in page and 'class="doc p' in page
 
 
+def test_explain_threshold_predicts_what_predict_threshold_does(model, tmp_path):
+    # explain's predicted sets followed the tuned thresholds only, so its report disagreed with
+    # predictions made at another --threshold.
+    invoke("predict", model, TEST, "-o", tmp_path / "pred.parquet", "--id-column", "id", "--threshold", "0.05")
+    predicted = pd.read_parquet(tmp_path / "pred.parquet").set_index("id")["pred_labels"]
+    invoke("explain", model, TEST, "-o", tmp_path / "s.csv", "--level", "sentence", "--id-column", "id",
+           "--threshold", "0.05")
+    explained = pd.read_csv(tmp_path / "s.csv", keep_default_na=False).groupby("doc_id")["pred_label"].first()
+    expected = predicted.map(lambda labels: ",".join(sorted(labels, key=ASPECTS.index)))
+    assert explained.to_dict() == expected.to_dict()
+    invoke("explain", model, TEST, "-o", tmp_path / "t.csv", "--level", "sentence", "--id-column", "id")
+    tuned = pd.read_csv(tmp_path / "t.csv", keep_default_na=False).groupby("doc_id")["pred_label"].first()
+    assert tuned.str.count(",").sum() < explained.str.count(",").sum()  # 0.05 lets more labels through
+
+
 def test_list_column_training_data_and_labels_unknown_to_train(tmp_path):
     frame = pd.read_csv(TRAIN, keep_default_na=False)
     frame["labels"] = frame["labels"].map(lambda s: s.split(",") if s else [])
