@@ -159,7 +159,7 @@ def train(
     num_nodes: Annotated[Optional[int], typer.Option(help="Machines taking part (with --strategy ddp) [default: 1].")] = None,
     force: Force = False,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run (crash, kill -9) from its last completed epoch; with none to continue, train from the start (a job's retries can always pass it).")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (one line per epoch still).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (one line per epoch still, and one on the steps every minute, as where stderr is not a terminal).")] = False,
 ) -> None:
     """Train a HAN and write a self-contained model directory."""
     from hanclf.config import class_weights_option, load_config, parse_override
@@ -217,7 +217,7 @@ def predict(
     device: Device = "auto",
     devices: Annotated[Optional[int], typer.Option(min=1, help="Worker processes, each on its own slices of rows: on the CPU they label them, with a GPU they tokenize and batch for the model in the main process. Default: one per CPU core (one less with a GPU), fewer for small inputs or little memory, none (this process alone) under 2,048 rows.")] = None,
     force: Force = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, and no progress line every minute where stderr is not a terminal.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (a line on the rows labelled every minute instead, as where stderr is not a terminal).")] = False,
 ) -> None:
     """Label every row of a file: pred_label, pred_prob (and top-k) into a Parquet file."""
     from hanclf.workers import start_early
@@ -230,7 +230,7 @@ def predict(
         keep_columns=_columns(keep_columns) or [], top_k=top_k, threshold=threshold,
         batch_size=batch_size, device=device, devices=devices, force=force,
         progress=False if quiet else None,  # None: a bar where a person watches (a terminal)
-        log=(lambda message: None) if quiet else lambda message: stderr.print(message, highlight=False, markup=False),
+        log=lambda message: stderr.print(message, highlight=False, markup=False),
     ))
     rate = result["rows"] / max(result["seconds"], 1e-9)
     workers = f", {result['processes']} worker processes" if result["processes"] > 1 else ""

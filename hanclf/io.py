@@ -39,6 +39,14 @@ STRING_TYPES = (pa.string(), pa.large_string(), pa.string_view())
 # Between the values of several text columns (e.g. title and body): a blank line, so that each
 # column's text starts a sentence of its own.
 COLUMN_SEPARATOR = "\n\n"
+# Without a progress bar (stderr not a terminal: a batch job's log), long commands log a line on
+# how far they are this often.
+PROGRESS_LOG_SECONDS = 60.0
+
+
+def time_left(seconds: float) -> str:
+    """'about 40 s left', 'about 12 min left': for progress lines."""
+    return f"about {f'{seconds / 60:.0f} min' if seconds >= 90 else f'{seconds:.0f} s'} left"
 # One text column's name, or several whose values are joined (config data.text_column).
 TextColumns = str | Sequence[str]
 

@@ -36,6 +36,7 @@ from hanclf.artifact import load
 from hanclf.data import EncodedDoc, WordBatch, encode_texts, index_tokens, pad, size_batches, truncate
 from hanclf.errors import HanclfError, UsageError
 from hanclf.io import (
+    PROGRESS_LOG_SECONDS,
     STRING_TYPES,
     TextColumns,
     atomic_output,
@@ -49,6 +50,7 @@ from hanclf.io import (
     require_columns,
     text_columns,
     text_values,
+    time_left,
 )
 from hanclf.model import UNK, probabilities
 from hanclf.tokenize import tokenize_all
@@ -72,7 +74,6 @@ PROCESS_MEMORY = 1 << 30  # what one predict process may use at its peak (bench/
 # 1,024 documents and no such cap padded up to 2 million slots and a process held 7-9 GiB of
 # GPU memory (one process alone reserved 46 GiB), so 16 workers ran an H200 out of memory.
 MAX_BATCH_SLOTS = 512 * 1024
-PROGRESS_LOG_SECONDS = 60.0  # without a progress bar, a line on the rows labelled this often
 WORKER_ROWS = 1_024  # rows per task sent to a worker: small, so the last ones are shared out evenly
 GUARD_MAIN = 'from a script, call predict_file under `if __name__ == "__main__":`'
 
@@ -514,8 +515,7 @@ class RowProgress:
             line = f"labelled {rows} rows"
             if self.total:
                 left = (self.total - rows) / max(rate, 1e-9)
-                line += (f" of {self.total} ({rows / self.total:.0%}), about "
-                         f"{f'{left / 60:.0f} min' if left >= 90 else f'{left:.0f} s'} left")
+                line += f" of {self.total} ({rows / self.total:.0%}), {time_left(left)}"
             self.log(f"{line}, {rate:.0f} rows/s")
 
 

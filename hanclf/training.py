@@ -34,7 +34,7 @@ from hanclf.config import Config, config_from_dict, default_config
 from hanclf.datamodule import HANDataModule
 from hanclf.embeddings import initial_embeddings, require_gensim
 from hanclf.errors import UsageError
-from hanclf.io import atomic_output, check_input, check_output, created_parents
+from hanclf.io import PROGRESS_LOG_SECONDS, atomic_output, check_input, check_output, created_parents, time_left
 from hanclf.metrics import tune_thresholds
 from hanclf.model import PAD, members
 from hanclf.module import HANClassifier
@@ -91,17 +91,35 @@ def _caller_state_kept() -> Iterator[None]:
 
 
 class EpochLog(pl.Callback):
-    """One line per epoch through `log`: readable in CI logs and files, where bars are not.
-    Keeps each epoch's wall seconds (its training and validation) in `seconds`: the whole call's
-    time also holds reading, tokenizing and start-up, which a GPU epoch can be a fraction of."""
+    """One line per epoch through `log`: readable in CI logs and files, where bars are not;
+    with `steps_logged` (no progress bar), also a line on the epoch's steps every
+    PROGRESS_LOG_SECONDS, as a CPU epoch can take an hour. Keeps each epoch's wall seconds (its
+    training and validation) in `seconds`: the whole call's time also holds reading, tokenizing
+    and start-up, which a GPU epoch can be a fraction of."""
 
-    def __init__(self, log: Callable[[str], None]) -> None:
+    def __init__(self, log: Callable[[str], None], steps_logged: bool = False) -> None:
         self.write, self.started = log, time.perf_counter()
-        self.epoch_started = self.started
+        self.epoch_started = self.logged = self.started
+        self.steps_logged = steps_logged
         self.seconds: list[float] = []
 
     def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        self.epoch_started = time.perf_counter()
+        self.epoch_started = self.logged = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        now = time.perf_counter()
+        if not self.steps_logged or now - self.logged < PROGRESS_LOG_SECONDS:
+            return
+        self.logged = now
+        done, steps = batch_idx + 1, trainer.num_training_batches
+        left = (steps - done) * (now - self.epoch_started) / done
+        loss = trainer.callback_metrics.get("loss")
+        self.write(
+            f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: step {done} of {steps}"
+            f"{'' if loss is None else f', loss {float(loss):.4f}'}, {time_left(left)} in the epoch"
+        )
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self.seconds.append(round(time.perf_counter() - self.epoch_started, 2))
@@ -356,7 +374,7 @@ def _train(
     )
     # Every epoch's, for --resume: Lightning's save_last writes only when the best one changes.
     last = ModelCheckpoint(dirpath=work, filename="last", enable_version_counter=False)
-    epoch_log = EpochLog(log)
+    epoch_log = EpochLog(log, steps_logged=not progress)
     callbacks: list[pl.Callback] = [
         checkpoint,
         last,

@@ -62,6 +62,24 @@ def test_trained_model_learns_the_cue_sentences(model_dir):
     assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]  # epoch means fall
 
 
+def test_train_logs_steps_where_no_bar_is_drawn(data_dir, tmp_path, monkeypatch):
+    # A CPU epoch on real data takes up to an hour, with nothing in a batch job's log meanwhile.
+    monkeypatch.setattr("hanclf.training.PROGRESS_LOG_SECONDS", 0.0)
+    config = load_config(None, {"model.embed_dim": 8, "model.word_hidden": 4, "model.sent_hidden": 4,
+                                "train.max_epochs": 2, "train.batch_size": 64, "train.accelerator": "cpu"})
+    lines: list[str] = []
+    train(data_dir / "train.csv", tmp_path / "m", config, progress=False, log=lines.append)
+    steps = [line for line in lines if ": step " in line]
+    # 216 training documents (240 less 10% valid) in batches of 64: 4 steps an epoch.
+    assert [line.split(", loss ")[0] for line in steps] == [
+        f"epoch {e}/2: step {s} of 4" for e in (1, 2) for s in (1, 2, 3, 4)]
+    assert all(re.search(r", loss \d\.\d{4}, about \d+ s left in the epoch$", line) for line in steps)
+    assert lines.index(steps[4]) > lines.index(next(line for line in lines if line.startswith("epoch 1/2: train loss")))
+    lines.clear()
+    train(data_dir / "train.csv", tmp_path / "n", config, progress=True, log=lines.append)
+    assert not any(": step " in line for line in lines)  # the bar shows the steps
+
+
 # -1, or as fastText's predict-prob, any k above the number of labels: every label.
 @pytest.mark.parametrize("top_k", ["-1", "9"])
 def test_predict_writes_ids_labels_and_probabilities(model_dir, data_dir, tmp_path, top_k):
@@ -190,10 +208,9 @@ def test_predict_logs_its_progress_where_no_bar_is_drawn(model_dir, data_dir, tm
     predict_file(model_dir, data_dir / "train.csv", tmp_path / "q.parquet", device="cpu",
                  progress=False, log=lines.append)
     assert lines[-1].startswith("labelled 240 rows, ")  # a CSV's row count is not known up front
-    printed = invoke("predict", model_dir, data_dir / "test.parquet", "-o", tmp_path / "r.parquet")
-    assert "labelled 48 rows of 60 (80%)" in printed
-    printed = invoke("predict", model_dir, data_dir / "test.parquet", "-o", tmp_path / "s.parquet", "-q")
-    assert "labelled" not in printed and printed.startswith("wrote ")
+    for quiet in ([], ["-q"]):  # not a terminal here: lines, bar or not
+        printed = invoke("predict", model_dir, data_dir / "test.parquet", "-o", tmp_path / "r.parquet", "-F", *quiet)
+        assert "labelled 48 rows of 60 (80%)" in printed and "wrote" in printed
 
 
 def test_predictor_on_pandas_and_empty_text(model_dir):
