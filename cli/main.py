@@ -183,7 +183,8 @@ def train(
         overrides.update({k: v for k, v in flags.items() if v is not None})
         if class_weights is not None:  # after the others: "none" sets null
             overrides["train.class_weights"] = class_weights_option(class_weights)
-        resolved = load_config(config, overrides)
+        # With --resume and no setting given, the interrupted run's saved settings are used.
+        resolved = load_config(config, overrides) if config or overrides or not resume else None
         return train_model(
             data, output, resolved, valid=valid, force=force, resume=resume,
             progress=False if quiet else None,  # None: a bar where a person watches (a terminal)

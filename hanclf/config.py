@@ -18,6 +18,7 @@ import yaml
 
 from hanclf.errors import UsageError
 from hanclf.model import ARCHITECTURES, DOC_POOLINGS, HANConfig
+from hanclf.vocab import normalize_label
 
 
 @dataclass
@@ -157,10 +158,8 @@ def _check_type(key: str, value: Any, expected: Any) -> Any:
             return value
         if kind == list[str] and isinstance(value, list) and value and all(isinstance(v, str) for v in value):
             return value[0] if len(value) == 1 else value
-        if kind == dict[str, float] and isinstance(value, dict) and value and all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()
-        ):
-            return {str(label): float(weight) for label, weight in value.items()}
+        if kind == dict[str, float] and isinstance(value, dict):
+            return checked_weights(value, f"config key {key}")
     names = " or ".join(
         "null" if k is type(None) else "a list of strings" if k == list[str]
         else "a mapping of labels to numbers" if k == dict[str, float] else k.__name__
@@ -205,11 +204,6 @@ def _check_range(key: str, value: Any) -> None:
     if key == "train.class_weights" and isinstance(value, str) and value != "balanced":
         raise UsageError(f"config key {key}: expected balanced, a mapping of labels to "
                          f"weights, or null; got {value!r}")
-    if key == "train.class_weights" and isinstance(value, dict):
-        bad = [label for label, weight in value.items() if not 0 < weight < math.inf]
-        if bad:
-            raise UsageError(f"config key {key}: the weight of label {bad[0]!r} must be a "
-                             f"positive number, got {value[bad[0]]!r}")
 
 
 SECTIONS = ("data", "model", "train")
@@ -260,6 +254,25 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def checked_weights(weights: dict[Any, Any], where: str) -> dict[str, float]:
+    """{label: weight} with labels named as hanclf names those of the data (4, 4.0 and '4' are
+    the label 4) and weights checked positive; `where` names the source in messages."""
+    if not weights:
+        raise UsageError(f'{where}: no labels in the mapping of labels to weights, e.g. {{"1": 2.0, "5": 0.5}}')
+    checked = {}
+    for label, weight in weights.items():
+        if isinstance(label, bool):  # YAML 1.1 reads yes/no/on/off as booleans
+            raise UsageError(f"{where}: label {label}: write yes, no, on, off, true or false in "
+                             "quotes ('yes') to have it read as a label")
+        name = normalize_label(label)
+        if name is None:
+            raise UsageError(f"{where}: a label is empty")
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight < math.inf:
+            raise UsageError(f"{where}: the weight of label {name!r} must be a positive number, got {weight!r}")
+        checked[name] = float(weight)
+    return checked
+
+
 def class_weights_option(value: str) -> str | dict[str, float] | None:
     """train.class_weights from `--class-weights`: balanced, none, or a JSON/YAML file mapping
     labels to weights."""
@@ -273,9 +286,9 @@ def class_weights_option(value: str) -> str | dict[str, float] | None:
         weights = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise UsageError(f"{path}: not valid JSON or YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(weights, dict) or not weights:
+    if not isinstance(weights, dict):
         raise UsageError(f'{path}: expected a mapping of labels to weights, e.g. {{"1": 2.0, "5": 0.5}}')
-    return weights
+    return checked_weights(weights, str(path))
 
 
 def load_config(

@@ -44,6 +44,15 @@ COLUMN_SEPARATOR = "\n\n"
 PROGRESS_LOG_SECONDS = 60.0
 
 
+def bar_on_stderr() -> bool:
+    """Whether a progress bar drawn on stderr would be seen as one: a terminal that can redraw a
+    line (not TERM=dumb, where rich draws none)."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    return console.is_terminal and not console.is_dumb_terminal
+
+
 def time_left(seconds: float) -> str:
     """'about 40 s left', 'about 12 min left': for progress lines."""
     return f"about {f'{seconds / 60:.0f} min' if seconds >= 90 else f'{seconds:.0f} s'} left"

@@ -12,7 +12,6 @@ import functools
 import json
 import multiprocessing
 import os
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -40,6 +39,7 @@ from hanclf.io import (
     STRING_TYPES,
     TextColumns,
     atomic_output,
+    bar_on_stderr,
     check_input,
     check_output,
     column_names,
@@ -470,7 +470,7 @@ def predict_file(
     batches = iter_batches(input_path, job.columns, INPUT_BATCH_ROWS)
     # Parquet footers give the row count; a CSV or JSONL file's would take a pass to count.
     total = parquet_rows(input_path) if input_format(input_path) == "parquet" else None
-    job.progress = RowProgress(total, sys.stderr.isatty() if progress is None else progress, log)
+    job.progress = RowProgress(total, bar_on_stderr() if progress is None else progress, log)
     with atomic_output(output, force) as tmp, _out_of_memory_explained(predictor.batch_size), job.progress:
         if processes == 1:
             rows = job.write(tmp, ((b, predictor.predict_table(job.texts(b), top_k, threshold)) for b in batches))

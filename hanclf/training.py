@@ -12,7 +12,6 @@ import logging
 import os
 import random
 import shutil
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -34,7 +33,7 @@ from hanclf.config import Config, config_from_dict, default_config
 from hanclf.datamodule import HANDataModule
 from hanclf.embeddings import initial_embeddings, require_gensim
 from hanclf.errors import UsageError
-from hanclf.io import PROGRESS_LOG_SECONDS, atomic_output, check_input, check_output, created_parents, time_left
+from hanclf.io import PROGRESS_LOG_SECONDS, atomic_output, bar_on_stderr, check_input, check_output, created_parents, time_left
 from hanclf.metrics import tune_thresholds
 from hanclf.model import PAD, members
 from hanclf.module import HANClassifier
@@ -193,12 +192,14 @@ def train(
     `config`: from load_config (a preset or YAML file, and overrides); None for the defaults.
 
     Checkpoints of every epoch are kept in `work_dir(output)` until the model is written;
-    `resume=True` continues an interrupted run from its last completed epoch (where there is
-    none, training starts from the beginning). `progress`: a
-    progress bar (None: where stderr is a terminal); `log` gets one line per epoch.
+    `resume=True` continues an interrupted run from its last completed epoch, with its saved
+    config (a `config` given must equal it); where there is none, training starts from the
+    beginning. `progress`: a progress bar (None: where stderr is a terminal); `log` gets one
+    line per epoch.
     """
     data, output, valid = Path(data), Path(output), None if valid is None else Path(valid)
-    config = _with_absolute_embeddings(config or default_config())
+    given = None if config is None else _with_absolute_embeddings(config)
+    config = given or default_config()
     check_input(data)
     if valid is not None:
         check_input(valid)
@@ -206,8 +207,10 @@ def train(
         require_gensim()
     if distributed_worker():  # the first process has checked the output and made `work`
         work = work_dir(output)
+        # The first process started afresh where there was no checkpoint to resume from.
+        resume = resume and (work / "last.ckpt").is_file()
         if resume:
-            config = _resumed_config(work, config)
+            config = _resumed_config(work, given)
         _train(data, output, config, valid, work, work / "last.ckpt" if resume else None,
                force, progress=False, log=lambda message: None, primary=False)
         return None
@@ -232,7 +235,7 @@ def train(
             # A run killed in its first epoch left no epoch to continue from, only its settings.
             shutil.rmtree(work, ignore_errors=True)
         if resume:
-            config = _resumed_config(work, config)
+            config = _resumed_config(work, given)
             log(f"resuming from {last}")
         elif work.exists():
             if not force:
@@ -242,7 +245,7 @@ def train(
                 )
             shutil.rmtree(work)
         if progress is None:
-            progress = sys.stderr.isatty()
+            progress = bar_on_stderr()
         with _caller_state_kept():
             metrics = _train(data, output, config, valid, work, last if resume else None, force, progress, log)
         shutil.rmtree(work)
@@ -296,11 +299,11 @@ def _with_absolute_embeddings(config: Config) -> Config:
     return dataclasses.replace(config, train=dataclasses.replace(config.train, embeddings_file=resolved))
 
 
-def _resumed_config(work: Path, given: Config) -> Config:
-    """The interrupted run's config; refuse silently different settings. (Runs interrupted
+def _resumed_config(work: Path, given: Config | None) -> Config:
+    """The interrupted run's config; a `given` one that differs is refused. (Runs interrupted
     before config.yaml named embeddings files absolutely name theirs relatively.)"""
     saved = _with_absolute_embeddings(config_from_dict(yaml.safe_load((work / CONFIG).read_text())))
-    if given != default_config() and given.to_dict() != saved.to_dict():
+    if given is not None and given.to_dict() != saved.to_dict():
         raise UsageError(
             f"--resume continues with the settings saved in {work / CONFIG}; "
             "drop --config/--set and other setting flags"

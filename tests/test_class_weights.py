@@ -60,6 +60,31 @@ def test_the_loss_is_weighted_cross_entropy():
     assert unweighted._loss(logits, targets).item() != pytest.approx(by_hand.item(), rel=1e-3)
 
 
+def test_with_label_smoothing_each_documents_smoothed_loss_is_weighted():
+    # cross_entropy(weight=w, label_smoothing=e) weights each class's share of the smoothing by
+    # that class's weight: with balanced weights on skewed data it predicted the rare class for
+    # every document.
+    torch.manual_seed(0)
+    logits, targets = torch.randn(6, 3), torch.tensor([0, 0, 0, 1, 1, 2])
+    weights = [0.5, 1.0, 10.0]
+    module = HANClassifier(SMALL, {"label_smoothing": 0.1}, ["a", "b", "c"], class_weights=weights)
+    w = torch.tensor(weights)[targets]
+    log_p = logits.log_softmax(-1)
+    smoothed = -(0.9 * log_p.gather(1, targets[:, None])[:, 0] + 0.1 * log_p.mean(-1))
+    assert module._loss(logits, targets).item() == pytest.approx(((w * smoothed).sum() / w.sum()).item(), rel=1e-6)
+    # The loss is least when every document's own class is predicted, rare class or not.
+    free = torch.zeros(1000, 3, requires_grad=True)
+    labels = torch.tensor([0] * 600 + [1] * 390 + [2] * 10)
+    balanced = class_weights("balanced", Labels(["a", "b", "c"]), labels.tolist(), "d.csv")
+    module = HANClassifier(SMALL, {"label_smoothing": 0.1}, ["a", "b", "c"], class_weights=balanced)
+    optimizer = torch.optim.Adam([free], lr=0.1)
+    for _ in range(300):
+        optimizer.zero_grad()
+        module._loss(free, labels).backward()
+        optimizer.step()
+    assert (free.argmax(1) == labels).all()
+
+
 def test_the_multi_label_loss_weighs_positives():
     torch.manual_seed(0)
     logits = torch.randn(4, 3)
@@ -73,10 +98,13 @@ def test_the_multi_label_loss_weighs_positives():
 
 
 def test_config_values_checked():
-    assert load_config(None, {"train.class_weights": {1: 2, "neg": 0.5}}).train.class_weights == {
-        "1": 2.0, "neg": 0.5}
+    # Labels are named as the data's are: 4, 4.0 and "4.0" are the label 4.
+    assert load_config(None, {"train.class_weights": {1: 2, 3.0: 1, "5.0": 3, "neg": 0.5}}).train.class_weights == {
+        "1": 2.0, "3": 1.0, "5": 3.0, "neg": 0.5}
     for bad, words in [("bal", "expected balanced"), ({"a": 0}, "label 'a' must be a positive"),
-                       ({"a": "x"}, "mapping of labels to numbers"), ([1, 2], "mapping")]:
+                       ({"a": "x"}, "weight of label 'a' must be a positive number, got 'x'"),
+                       ([1, 2], "mapping"), ({}, "no labels in the mapping"),
+                       ({True: 2}, "label True: write yes, no, on, off, true or false in quotes")]:
         with pytest.raises(UsageError, match=words):
             load_config(None, {"train.class_weights": bad})
 
@@ -84,8 +112,11 @@ def test_config_values_checked():
 def test_option_reads_a_file(tmp_path):
     assert class_weights_option("balanced") == "balanced"
     assert class_weights_option("none") is None
-    (tmp_path / "w.yaml").write_text("1: 3\n5: 0.5\n")
-    assert class_weights_option(str(tmp_path / "w.yaml")) == {1: 3, 5: 0.5}
+    (tmp_path / "w.yaml").write_text("1: 3\n5.0: 0.5\n'yes': 2\n")
+    assert class_weights_option(str(tmp_path / "w.yaml")) == {"1": 3.0, "5": 0.5, "yes": 2.0}
+    (tmp_path / "bad.json").write_text('{"a": "2"}')  # a problem in the file names the file
+    with pytest.raises(UsageError, match=r"bad.json: the weight of label 'a' must be a positive number, got '2'"):
+        class_weights_option(str(tmp_path / "bad.json"))
     (tmp_path / "list.json").write_text("[1, 2]")
     with pytest.raises(UsageError, match="list.json: expected a mapping of labels to weights"):
         class_weights_option(str(tmp_path / "list.json"))

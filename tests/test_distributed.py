@@ -16,7 +16,10 @@ from tests.conftest import SAMPLE_DATA
 pytestmark = pytest.mark.slow  # ~20 s: two processes start, join and train a few epochs
 
 
-def test_ddp_two_cpu_processes(tmp_path):
+# --resume with nothing to resume: every process starts afresh (the second one looked for the
+# checkpoint the first one had not found, and crashed).
+@pytest.mark.parametrize("resume", [[], ["--resume"]], ids=["fresh", "resume-nothing"])
+def test_ddp_two_cpu_processes(tmp_path, resume):
     out = tmp_path / "model"
     command = [
         sys.executable, "-m", "hanclf", "train", str(SAMPLE_DATA / "train.csv"), "-o", str(out),
@@ -25,7 +28,7 @@ def test_ddp_two_cpu_processes(tmp_path):
         "--set", "model.sent_hidden=16", "--set", "train.lr=0.02", "--quiet",
         # 80 valid documents make one batch of 128: the second process validates nothing and
         # must still take part in gathering the metrics.
-        "--set", "train.batch_size=128",
+        "--set", "train.batch_size=128", *resume,
     ]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE")}
     proc = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)

@@ -12,6 +12,7 @@ import pytest
 from hanclf.errors import UsageError
 from hanclf.io import (
     atomic_output,
+    bar_on_stderr,
     check_input,
     check_output,
     column_names,
@@ -356,3 +357,13 @@ def test_a_hive_table_folder_reads_its_extensionless_data_files(tmp_path):
     frame.iloc[4:].to_parquet(tmp_path / "000002_0.parquet")
     (tmp_path / "README").write_text("not data: no Parquet magic")
     assert read_table(tmp_path, ["text"]).column("text").to_pylist() == [f"t{i}" for i in range(6)]
+
+
+@pytest.mark.parametrize("term, shown", [("xterm-256color", True), ("dumb", False)])
+def test_a_progress_bar_shows_on_terminals_that_redraw_lines(monkeypatch, term, shown):
+    # On TERM=dumb rich draws no bar, and a command that chose the bar printed no progress at all.
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # as a terminal would be
+    monkeypatch.setenv("TERM", term)
+    assert bar_on_stderr() is shown
+    monkeypatch.setenv("TTY_COMPATIBLE", "0")  # a file or a pipe
+    assert bar_on_stderr() is False

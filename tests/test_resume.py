@@ -50,7 +50,16 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(tmp_path):
     _, err = again.communicate()
     assert again.returncode == 2 and "--resume" in err and not out.exists()
 
-    resumed = hanclf("train", str(SAMPLE_DATA / "train.csv"), "-o", str(out), "--resume", "--quiet")
+    # Settings that differ from the interrupted run's are refused, even when they are the
+    # defaults (those were taken for "no settings given", and the saved ones used silently).
+    differing = hanclf("train", str(SAMPLE_DATA / "train.csv"), "-o", str(out), "--resume",
+                       "--set", "model.embed_dim=200", "--quiet")
+    _, err = differing.communicate()
+    assert differing.returncode == 2
+    assert err.startswith(f"error: --resume continues with the settings saved in {work / 'config.yaml'}")
+
+    # A scheduler's retry: the first command again, with --resume.
+    resumed = hanclf("train", str(SAMPLE_DATA / "train.csv"), "-o", str(out), *SMALL, "--resume")
     _, resumed_err = resumed.communicate()
     assert resumed.returncode == 0, resumed_err
     assert "resuming from" in resumed_err and "epoch 3/6" in resumed_err and "epoch 1/6" not in resumed_err
