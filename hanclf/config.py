@@ -145,8 +145,21 @@ def _field_types(section: str) -> dict[str, Any]:
     return typing.get_type_hints({"data": DataConfig, "train": TrainConfig}[section])
 
 
+def _number(value: Any) -> Any:
+    """1e-3 as the number it is: YAML 1.1 (PyYAML) reads a number with an exponent but no dot
+    as a string, in config files as in JSON weights files."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
 def _check_type(key: str, value: Any, expected: Any) -> Any:
     allowed = typing.get_args(expected) if isinstance(expected, types.UnionType) else (expected,)
+    if float in allowed:
+        value = _number(value)
     for kind in allowed:
         if kind is type(None) and value is None:
             return value
@@ -245,13 +258,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
-    if isinstance(value, str):
-        # YAML 1.1 reads 1e-3 as a string; users mean a number.
-        try:
-            value = float(value)
-        except ValueError:
-            pass
-    return key.strip(), value
+    return key.strip(), value  # 1e-3, a string to YAML 1.1, becomes a number where one is expected
 
 
 def checked_weights(weights: dict[Any, Any], where: str) -> dict[str, float]:
@@ -267,6 +274,7 @@ def checked_weights(weights: dict[Any, Any], where: str) -> dict[str, float]:
         name = normalize_label(label)
         if name is None:
             raise UsageError(f"{where}: a label is empty")
+        weight = _number(weight)
         if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight < math.inf:
             raise UsageError(f"{where}: the weight of label {name!r} must be a positive number, got {weight!r}")
         checked[name] = float(weight)

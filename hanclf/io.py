@@ -240,6 +240,11 @@ def iter_batches(path: Path, columns: list[str], batch_rows: int) -> Iterator[pa
     """Stream `columns` of the table in record batches of at most about `batch_rows` rows."""
     fmt = check_input(path)
     columns = list(dict.fromkeys(columns))
+    names = _header_schema(path, fmt).names  # JSONL has no header, and objects no repeated keys
+    repeated = [column for column in columns if names.count(column) > 1]
+    if repeated:  # spreadsheet exports repeat names; which copy to read cannot be told
+        raise UsageError(f"{path}: column '{repeated[0]}' appears {names.count(repeated[0])} times "
+                         "in its header; rename the copies so that each name is used once")
     try:
         if fmt == "parquet" and path.is_dir():
             yield from _dataset(path).to_batches(columns=columns, batch_size=batch_rows)  # in file order
@@ -264,7 +269,7 @@ def iter_batches(path: Path, columns: list[str], batch_rows: int) -> Iterator[pa
 
 def _jsonl_records(path: Path) -> Iterator[dict]:
     """The objects of a JSON Lines file, one per non-blank line; a bad line names its number."""
-    with open(path, encoding="utf-8") as lines:
+    with open(path, encoding="utf-8-sig") as lines:  # a byte order mark (Windows tools) is skipped
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue

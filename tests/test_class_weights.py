@@ -114,8 +114,10 @@ def test_option_reads_a_file(tmp_path):
     assert class_weights_option("none") is None
     (tmp_path / "w.yaml").write_text("1: 3\n5.0: 0.5\n'yes': 2\n")
     assert class_weights_option(str(tmp_path / "w.yaml")) == {"1": 3.0, "5": 0.5, "yes": 2.0}
-    (tmp_path / "bad.json").write_text('{"a": "2"}')  # a problem in the file names the file
-    with pytest.raises(UsageError, match=r"bad.json: the weight of label 'a' must be a positive number, got '2'"):
+    (tmp_path / "exponents.json").write_text('{"a": 5e-1, "b": 1E1}')  # JSON, read by YAML 1.1
+    assert class_weights_option(str(tmp_path / "exponents.json")) == {"a": 0.5, "b": 10.0}
+    (tmp_path / "bad.json").write_text('{"a": "x2"}')  # a problem in the file names the file
+    with pytest.raises(UsageError, match=r"bad.json: the weight of label 'a' must be a positive number, got 'x2'"):
         class_weights_option(str(tmp_path / "bad.json"))
     (tmp_path / "list.json").write_text("[1, 2]")
     with pytest.raises(UsageError, match="list.json: expected a mapping of labels to weights"):

@@ -80,9 +80,13 @@ def test_parse_override(text, expected):
     assert type(value) is type(expected[1])
 
 
-def test_parse_override_scientific_float():
-    assert parse_override("train.lr=1e-3") == ("train.lr", 0.001)
+def test_scientific_floats_in_overrides_and_files(tmp_path):
+    # YAML 1.1 reads 1e-3 (no dot) as a string: a config file's `lr: 1e-3` was refused.
     assert load_config(None, dict([parse_override("train.lr=1e-3")])).train.lr == 0.001
+    (tmp_path / "c.yaml").write_text("train:\n  lr: 1e-3\n  weight_decay: 5E-2\nmodel:\n  dropout: 1e-1\n")
+    config = load_config(str(tmp_path / "c.yaml"))
+    assert (config.train.lr, config.train.weight_decay, config.model["dropout"]) == (0.001, 0.05, 0.1)
+    assert load_config(None, dict([parse_override("data.text_column=1e5")])).data.text_column == "1e5"
 
 
 @pytest.mark.parametrize("bad", ["model.dropout", "=3", ""])

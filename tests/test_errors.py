@@ -230,6 +230,10 @@ CASES = [
     Case("train-csv-not-utf8", lambda e: train(e, e.file("latin1.csv", ("text,label\n" + "Caf\xe9 cr\xe8me!,pos\nBad.,neg\n" * 10).encode("latin-1"))), 1, ("latin1.csv", "line 2", "UTF-8")),
     Case("predict-jsonl-not-utf8", lambda e: predict(e, e.file("latin1.jsonl", '{"text": "Good."}\n{"text": "Caf\xe9"}\n'.encode("latin-1"))), 1, ("latin1.jsonl", "line 2", "UTF-8")),
     Case("predict-csv-ragged-row", lambda e: predict(e, e.file("ragged.csv", "id,text\n1,Good.\n2,Bad.,extra\n")), 1, ("ragged.csv", "csv")),
+    # Spreadsheet exports repeat column names; pyarrow's KeyError escaped as a traceback.
+    Case("evaluate-csv-repeated-column", lambda e: evaluate(e, e.file("dup.csv", "body,text,label,text\nA,Good.,pos,B\n")), 2, ("dup.csv", "column 'text' appears 2 times", "rename")),
+    Case("train-csv-repeated-column", lambda e: train(e, e.file("dup.csv", "text,label,label\n" + "Good.,pos,x\nBad.,neg,y\n" * 10)), 2, ("dup.csv", "column 'label' appears 2 times")),
+    Case("predict-csv-repeated-column", lambda e: predict(e, e.file("dup.csv", "text,text\nGood.,Bad.\n")), 2, ("dup.csv", "column 'text' appears 2 times")),
     Case("evaluate-malformed-jsonl", lambda e: evaluate(e, e.file("bad.jsonl", '{"text": "ok", "label": "pos"}\n{not json\n')), 1, ("bad.jsonl", "jsonl")),
     # -- model directories
     Case("predict-model-dir-missing", lambda e: predict(e, csv_with_text(e), model=e.root / "nomodel"), 2, ("nomodel", "hanclf train")),

@@ -136,6 +136,15 @@ def test_iter_batches_jsonl_chunks(tmp_path):
     assert [t for b in batches for t in b.column("text").to_pylist()] == [f"t{i}" for i in range(10)]
 
 
+def test_jsonl_with_a_byte_order_mark_is_read_as_csv_is(tmp_path):
+    # Windows tools write UTF-8 with a BOM: line 1 was "not valid JSON".
+    path = tmp_path / "bom.jsonl"
+    path.write_text('{"text": "Good.", "label": "pos"}\n{"text": "Bad.", "label": "neg"}\n', encoding="utf-8-sig")
+    assert column_names(path) == ["text", "label"]
+    assert read_table(path, ["text", "label"]).to_pylist() == [
+        {"text": "Good.", "label": "pos"}, {"text": "Bad.", "label": "neg"}]
+
+
 def test_header_only_is_an_error(tmp_path):
     path = tmp_path / "empty.csv"
     path.write_text("text,label\n")
