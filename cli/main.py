@@ -195,8 +195,10 @@ def train(
     if metrics is None:  # an extra process of a distributed run: the first one reports
         return
     resumed = f" resumed after epoch {metrics['epochs_before_resume']}" if metrics["epochs_before_resume"] else ""
+    # A multi-label model's figures here are at its tuned thresholds, the epoch lines' at 0.5.
+    tuned = " at thresholds tuned on valid" if metrics["valid"].get("multi_label") else ""
     stderr.print(
-        f"saved {output}: valid {describe(metrics['valid'])} "
+        f"saved {output}: valid {describe(metrics['valid'])}{tuned} "
         f"(epoch {metrics['best_epoch'] + 1} of {metrics['epochs_run']}, {metrics['train_seconds']:.0f}s{resumed})",
         highlight=False, markup=False,
     )

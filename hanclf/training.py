@@ -29,7 +29,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from hanclf import __version__
 from hanclf.artifact import CONFIG, HISTORY, MODEL_FILES, Artifact, load_checkpoint, missing_files, save
-from hanclf.config import Config, config_from_dict, default_config
+from hanclf.config import Config, DataConfig, config_from_dict, default_config
 from hanclf.datamodule import HANDataModule
 from hanclf.embeddings import initial_embeddings, require_gensim
 from hanclf.errors import UsageError
@@ -281,6 +281,45 @@ def class_weights(
     return [float(len(targets) / (len(labels) * c)) for c in counts]
 
 
+RARE_LABEL_ROWS = 2  # a label on this few training rows is worth a look
+MISSING_WORDS = {"na", "n/a", "nan", "none", "null", "nil", "-", "?"}
+
+
+def label_notes(labels: Labels, targets: list, data: DataConfig) -> list[str]:
+    """What looks wrong in the training labels, which are taken as written: typos, missing
+    values written as words, a header row repeated in the data (files joined), and sets of
+    labels read as one label."""
+    if labels.multi_label:
+        counts = np.stack(targets).sum(axis=0).astype(int)
+    else:
+        counts = np.bincount(targets, minlength=len(labels))
+    notes = []
+    alike = labels.differing_in_case()
+    if alike:
+        notes.append("labels that differ only in case are separate labels: "
+                     + "; ".join(" / ".join(names) for names in alike))
+    rare = [f"{name} ({count})" for name, count in zip(labels.names, counts) if count <= RARE_LABEL_ROWS]
+    if rare and len(targets) > 10 * len(labels):
+        notes.append(f"labels on {RARE_LABEL_ROWS} training rows or fewer: {', '.join(rare[:10])}"
+                     f"{', ...' if len(rare) > 10 else ''}; a typo, or a stray row?")
+    missing = [name for name in labels.names if name.casefold() in MISSING_WORDS]
+    if missing:
+        notes.append(f"label(s) {', '.join(map(repr, missing))} read as labels, not as missing "
+                     "values; drop those rows if they have no label")
+    if data.label_column in labels.index:
+        notes.append(f"label '{data.label_column}' is the label column's own name: a header row "
+                     "repeated inside the data (files joined)?")
+    by_separator = {sep: [name for name in labels.names if sep in name] for sep in (",", ";", "|")}
+    sep, joined = max(by_separator.items(), key=lambda item: len(item[1]))
+    if len(joined) >= 2:
+        flags = [] if labels.multi_label else ["--multi-label"]
+        flags += [f"--label-separator '{sep}'"] if sep != "," or labels.multi_label else []
+        notes.append(f"{len(joined)} labels hold '{sep}' ({', '.join(map(repr, joined[:3]))}"
+                     f"{', ...' if len(joined) > 3 else ''}): if they are sets of labels, train "
+                     f"with {' '.join(flags)}")
+    return notes
+
+
 TABLES = "tables.sha256"  # in the work directory: what --resume checks the data against
 
 
@@ -366,10 +405,8 @@ def _train(
         if t.select_on == "accuracy" and not labels.multi_label:
             log("note: epochs are kept on valid accuracy, which favours the common classes that "
                 "class weights hold back; --set train.select_on=macro_f1 keeps them on macro-F1")
-    alike = labels.differing_in_case()
-    if alike:  # labels are compared as written; this is seldom what the data meant
-        log("note: labels that differ only in case are separate labels: "
-            + "; ".join(" / ".join(names) for names in alike))
+    for note in label_notes(labels, datamodule.train_set.targets, config.data):
+        log(f"note: {note}")
 
     monitor = MONITORS[t.select_on]
     checkpoint = ModelCheckpoint(
@@ -437,7 +474,9 @@ def _train(
     if not primary:
         return module.valid_report
     if labels.multi_label:
-        labels.thresholds = tune_thresholds(module.valid_probs, module.valid_targets)
+        # For the measure epochs were kept on: micro-F1 (select_on accuracy) or macro-F1.
+        measure = "micro_f1" if t.select_on == "accuracy" else "macro_f1"
+        labels.thresholds = tune_thresholds(module.valid_probs, module.valid_targets, measure)
         module.thresholds = np.array(labels.thresholds)
         module.valid_report = module.report(module.valid_probs, module.valid_targets)
     metrics = {

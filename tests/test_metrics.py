@@ -146,3 +146,27 @@ def test_tune_thresholds_picks_the_best_f1_per_label():
     # label 1: positives at 0.3 and 0.35, a negative at 0.2 -> cut in (0.2, 0.3]: 0.25 or 0.3 -> 0.3
     # label 2: no positive in the data -> stays 0.5
     assert tune_thresholds(probs, targets) == [0.5, 0.3, 0.5]
+
+
+def test_thresholds_tuned_for_micro_f1_never_fall_below_one_half():
+    # A rare label the model cannot tell apart (10% of documents): its own best F1 is to predict
+    # it for every document (2p / (1 + p) > 0), which floods micro-F1 with false positives.
+    rng = np.random.default_rng(0)
+    n = 200
+    clear = rng.random(n) < 0.5
+    vague = rng.random(n) < 0.1
+    probs = np.column_stack([np.where(clear, 0.9, 0.1), rng.uniform(0.1, 0.45, n)])
+    targets = np.column_stack([clear, vague])
+
+    def micro_f1(thresholds):
+        predicted = probs >= np.array(thresholds)
+        return 2 * (predicted & targets).sum() / (predicted.sum() + targets.sum())
+
+    per_label = tune_thresholds(probs, targets, "macro_f1")
+    assert per_label[1] < 0.5  # the vague label for many documents
+    assert micro_f1(per_label) < 0.8 < 0.85 < micro_f1([0.5, 0.5])
+    assert tune_thresholds(probs, targets, "micro_f1") == [0.5, 0.5]  # nothing beats 0.5 here
+    # Where another threshold does better it is found: label 0's positives now at 0.4.
+    probs[:, 0] = np.where(clear, 0.4, 0.1)
+    tuned = tune_thresholds(probs, targets, "micro_f1")
+    assert tuned == [0.4, 0.5] and micro_f1(tuned) > micro_f1([0.5, 0.5])

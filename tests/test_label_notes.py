@@ -1,0 +1,59 @@
+"""Notes on training labels that look wrong: hanclf takes labels as written, so a typo, a
+missing value written as a word, a repeated header row or a set of labels read as one label
+each became a class of its own without a word."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from hanclf.config import DataConfig, load_config
+from hanclf.training import label_notes, train
+from hanclf.vocab import Labels
+
+
+def notes_for(values: list[str], **data) -> list[str]:
+    labels = Labels.build(values)
+    return label_notes(labels, labels.ids(values, "d.csv"), DataConfig(**data))
+
+
+def test_clean_labels_get_no_note():
+    assert notes_for(["billing"] * 50 + ["bug"] * 30 + ["account"] * 3) == []
+
+
+def test_rare_labels_missing_words_and_a_repeated_header():
+    values = ["billing"] * 60 + ["bug"] * 30 + ["biling", "category", "NA", "NA", "NA"]
+    notes = notes_for(values, label_column="category")
+    assert notes == [
+        "labels on 2 training rows or fewer: biling (1), category (1); a typo, or a stray row?",
+        "label(s) 'NA' read as labels, not as missing values; drop those rows if they have no label",
+        "label 'category' is the label column's own name: a header row repeated inside the data (files joined)?",
+    ]
+    # A small data set has few rows of every label: no note on rarity there.
+    assert notes_for(["a", "b", "c", "d"]) == []
+
+
+def test_sets_of_labels_read_as_single_labels():
+    values = ["billing"] * 40 + ["bug;billing"] * 5 + ["account;bug"] * 5
+    assert notes_for(values) == [
+        "2 labels hold ';' ('account;bug', 'bug;billing'): if they are sets of labels, train with "
+        "--multi-label --label-separator ';'"]
+    assert notes_for(["a"] * 20 + ["a, b"] * 5 + ["b, c"] * 5)[0].endswith("train with --multi-label")
+    tags = Labels.build(["food", "bug|billing", "account|bug"], multi_label=True)
+    targets = [np.array(row, np.float32) for row in np.eye(3)[[0, 1, 2] * 10]]
+    assert label_notes(tags, targets, DataConfig(multi_label=True)) == [
+        "2 labels hold '|' ('account|bug', 'bug|billing'): if they are sets of labels, train with "
+        "--label-separator '|'"]
+
+
+def test_train_logs_the_notes(tmp_path):
+    rows = [{"text": f"The order {i} was {'late' if i % 2 else 'fine'}.", "label": "late" if i % 2 else "fine"}
+            for i in range(60)]
+    rows.append({"text": "The order was lost.", "label": "lsot"})
+    pd.DataFrame(rows).to_csv(tmp_path / "d.csv", index=False)
+    config = load_config(None, {"model.embed_dim": 8, "model.word_hidden": 4, "model.sent_hidden": 4,
+                                "train.max_epochs": 1, "train.accelerator": "cpu",
+                                "data.valid_fraction": 0.2})
+    lines: list[str] = []
+    train(tmp_path / "d.csv", tmp_path / "m", config, progress=False, log=lines.append)
+    assert "note: labels on 2 training rows or fewer: lsot (1); a typo, or a stray row?" in lines
