@@ -219,7 +219,11 @@ def explain_file(
     report = None
     if html is not None:
         separator = predictor.artifact.config.data.label_separator
-        report = HtmlReport(predictor.labels.names, f"{input_path.name}: {model_dir}", separator)
+        labels = predictor.labels
+        thresholds = None
+        if labels.multi_label:
+            thresholds = labels.thresholds if threshold is None else [threshold] * len(labels)
+        report = HtmlReport(labels.names, f"{input_path.name}: {model_dir}", separator, thresholds)
     # cut: documents longer than the model reads; repeated_ids: documents whose id an earlier
     # one has (their rows share a doc_id); no_id: documents whose id is null or empty. Ids are
     # remembered only where they come from a column (row numbers never repeat): ~90 bytes each.

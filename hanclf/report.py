@@ -63,10 +63,13 @@ class HtmlReport:
     per token) until `write`; the caller limits how many it adds.
     """
 
-    def __init__(self, label_names: list[str], title: str, separator: str = ",") -> None:
+    def __init__(
+        self, label_names: list[str], title: str, separator: str = ",", thresholds: list[float] | None = None,
+    ) -> None:
         self.label_names = [str(n) for n in label_names]
         self.title = title
         self.separator = separator  # joins a multi-label prediction's names
+        self.thresholds = thresholds  # a multi-label model's: the probability each label needs
         self._docs: list[_Doc] = []
 
     def __len__(self) -> int:
@@ -189,16 +192,23 @@ class HtmlReport:
 """
 
     def _summary(self, known: int, wrong: int) -> str:
-        labels = " ".join(f'<span class="label">{_e(name)}</span>' for name in self.label_names)
+        labels = "Labels: " + " ".join(f'<span class="label">{_e(name)}</span>' for name in self.label_names)
+        if self.thresholds is not None:  # or a reader sees a label of 0.77 left out, and no reason
+            labels = "Labels, each predicted where its probability reaches its threshold: " + " ".join(
+                f'<span class="label">{_e(name)} &ge; {t:.2f}</span>'
+                for name, t in zip(self.label_names, self.thresholds)
+            )
         if known:
             errors = f"misclassified of {known} with a true label"
         else:
             errors = "misclassified (no true labels in the input)"
         return f"""<header class="top">
 <h1>{_e(self.title)}</h1>
-<p>Labels: {labels}</p>
+<p>{labels}</p>
 <p class="counts"><b id="n-docs">{len(self._docs)}</b> documents &middot; <b id="n-wrong">{wrong}</b> {errors}</p>
 <div class="legend">
+<p><b>How to read it:</b> the redder a sentence, the more the model drew on it for its
+prediction; the bluer a word, the more it counted in the document. The figures:</p>
 <p><span class="swatch" style="background:rgba({SENT_RGB},{SENT_MAX_ALPHA})">sentence</span>
 Sentence background: red, by the sentence attention α<sub>i</sub> relative to the document's
 most attended sentence (its value is in the margin; they sum to 1 over a document).</p>
@@ -220,7 +230,7 @@ saying how many.</p>
     def _filters(self, wrong: int, per_label: list[int]) -> str:
         options = [
             '<label><input type="radio" name="pred" id="f-all" checked> all '
-            f"({sum(per_label)})</label>"
+            f"({len(self._docs)})</label>"  # not sum(per_label): multi-label sets overlap
         ]
         options += [
             f'<label><input type="radio" name="pred" id="f-p{i}"> {_e(name)} ({count})</label>'
