@@ -437,19 +437,29 @@ def read_labelled(path: Path, config: DataConfig, split: str | None = None) -> L
         check_split_values(path, splits)
         rows = rows_in_split(splits, split)
         where = f"{path} (split={split})"
-    for i in rows:
-        if labels[i] is None:  # never for multi-label, where no label is the empty set
-            raise UsageError(
-                f"{path}: {row_name(i)} has no label in column '{config.label_column}'; "
-                "fill or drop unlabelled rows"
-            )
-        if texts[i] is None or not texts[i].strip():
-            raise UsageError(
-                f"{path}: {row_name(i)} has empty text in column{'s' * (len(text_names) > 1)} "
-                f"{', '.join(map(repr, text_names))}; "
-                "fill or drop such rows"
-            )
+    # Every such row counted, not the first alone: a user deciding to fill or drop them needs
+    # to know whether there are 2 or 20,000.
+    unlabelled = [i for i in rows if labels[i] is None]  # never multi-label: no label is the empty set
+    if unlabelled:
+        raise UsageError(
+            f"{path}: {_rows_have(unlabelled)} no label in column "
+            f"'{config.label_column}'; fill or drop unlabelled rows"
+        )
+    textless = [i for i in rows if texts[i] is None or not texts[i].strip()]
+    if textless:
+        raise UsageError(
+            f"{path}: {_rows_have(textless)} empty text in "
+            f"column{'s' * (len(text_names) > 1)} {', '.join(map(repr, text_names))}; "
+            "fill or drop such rows"
+        )
     return LabelledSet([texts[i] for i in rows], [labels[i] for i in rows], where)
+
+
+def _rows_have(rows: list[int]) -> str:
+    """'row 5 (iloc 4) has', or '48 rows, the first row 24 (iloc 23), have'."""
+    if len(rows) == 1:
+        return f"{row_name(rows[0])} has"
+    return f"{len(rows)} rows, the first {row_name(rows[0])}, have"
 
 
 def training_sets(

@@ -76,6 +76,9 @@ def check_input(path: Path) -> str:
     if not path.exists():
         raise UsageError(f"{path}: no such file")
     if path.is_dir():
+        if (path / "model.safetensors").is_file():  # `predict data.csv runs/m`: arguments swapped
+            raise UsageError(f"{path}: is a hanclf model, not data; the model comes first "
+                             "(hanclf predict MODEL INPUT)")
         if not _dataset_files(path):
             raise UsageError(f"{path}: is a directory without .parquet files; give a data file, "
                              "or a directory of Parquet files")

@@ -216,6 +216,7 @@ CASES = [
     Case("train-empty-text-row", bad_text_row("", 5), 2, ("train.csv", "row 5 (iloc 4)", "'text'")),
     Case("train-whitespace-text-row", bad_text_row("   ", 7), 2, ("train.csv", "row 7", "'text'")),
     Case("train-null-text-row-parquet", bad_text_row(None, 3, ".parquet"), 2, ("train.parquet", "row 3", "'text'")),
+    Case("train-empty-text-rows-counted", lambda e: train(e, e.table("train.csv", e.reviews().assign(text=lambda f: f.text.where(~f.index.isin([2, 7, 8]), "")))), 2, ("train.csv", "3 rows, the first row 3 (iloc 2), have empty text", "'text'")),
     Case("train-null-label-row", lambda e: train(e, e.table("train.csv", e.reviews().assign(label=lambda f: f.label.where(f.index != 3)))), 2, ("train.csv", "row 4", "'label'")),
     Case("train-single-class", lambda e: train(e, e.table("one.csv", e.reviews().assign(label="pos"))), 2, ("one.csv", "one class", "pos", "'label'")),
     Case("train-valid-label-not-in-train", lambda e: train(e, e.data / "train.csv", "--valid", str(e.table("valid.csv", e.reviews(9).assign(label=["pos", "neg", "other"] * 3)))), 2, ("valid.csv", "'other'")),
@@ -236,6 +237,7 @@ CASES = [
     Case("predict-csv-repeated-column", lambda e: predict(e, e.file("dup.csv", "text,text\nGood.,Bad.\n")), 2, ("dup.csv", "column 'text' appears 2 times")),
     Case("evaluate-malformed-jsonl", lambda e: evaluate(e, e.file("bad.jsonl", '{"text": "ok", "label": "pos"}\n{not json\n')), 1, ("bad.jsonl", "jsonl")),
     # -- model directories
+    Case("predict-arguments-swapped", lambda e: predict(e, e.model, model=csv_with_text(e)), 2, ("model", "is a hanclf model, not data", "MODEL INPUT")),
     Case("predict-model-dir-missing", lambda e: predict(e, csv_with_text(e), model=e.root / "nomodel"), 2, ("nomodel", "hanclf train")),
     Case("explain-model-missing-vocab", tampered_model(lambda m: (m / "vocab.json").unlink(), explain), 2, ("model", "vocab.json")),
     Case("evaluate-model-garbage-weights", tampered_model(lambda m: (m / "model.safetensors").write_bytes(NOISE), evaluate), 1, ("model.safetensors", "safetensors")),
