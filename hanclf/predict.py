@@ -12,6 +12,7 @@ import functools
 import json
 import multiprocessing
 import os
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -723,10 +724,12 @@ def _write_in_workers(
     try:
         return job.write(path, labelled())
     except BrokenProcessPool:
-        raise HanclfError(
-            "a predict worker process died (its own error, if any, is printed above): out of "
-            f"memory? try fewer --devices; {GUARD_MAIN}"
-        ) from None
+        # A script without the guard is the likelier cause there (its workers' tracebacks say
+        # so at length); the CLI has the guard, so memory is.
+        main = getattr(sys.modules.get("__main__"), "__spec__", None)
+        cli = main is not None and main.name.split(".")[0] == "hanclf" or Path(sys.argv[0]).name == "hanclf"
+        causes = "out of memory? try fewer --devices" if cli else f"{GUARD_MAIN}; or out of memory? try fewer devices"
+        raise HanclfError(f"a predict worker process died (its own error, if any, is printed above): {causes}") from None
     except KeyboardInterrupt:
         _stop_workers(pool)
         raise

@@ -200,9 +200,11 @@ def test_a_worker_killed_mid_run_is_reported_and_leaves_no_output(model_dir, rev
     )
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1].startswith(
+    # From a script: the missing guard first (the likelier cause there), then memory.
+    assert result.stderr.strip().splitlines()[-1] == (
         "hanclf.errors.HanclfError: a predict worker process died (its own error, if any, is "
-        "printed above): out of memory? try fewer --devices"
+        'printed above): from a script, call predict_file under `if __name__ == "__main__":`; '
+        "or out of memory? try fewer devices"
     )
     assert not out.exists() and list(tmp_path.iterdir()) == [script]
 
