@@ -233,9 +233,12 @@ def require_columns(path: Path, wanted: dict[str, TextColumns | None]) -> None:
     for flag, columns in wanted.items():
         for column in text_columns(columns) if columns is not None else []:
             if column not in names:
+                # An export with a title line above the header: names mostly empty.
+                title = sum(not name.strip() for name in names) * 2 >= len(names) > 1
+                hint = ("; its first line looks like a title, not the header (most names are "
+                        "empty): remove the lines above the header") if title else f"; choose one with {flag}"
                 raise _separated_otherwise(path, input_format(path), names) or UsageError(
-                    f"{path}: no column '{column}' (columns: {', '.join(names)}); "
-                    f"choose one with {flag}"
+                    f"{path}: no column '{column}' (columns: {', '.join(names)}){hint}"
                 )
 
 

@@ -465,7 +465,8 @@ def _train(
         if earlier is not None:
             history = pd.concat([earlier[earlier["epoch"] < history["epoch"].min()], history])
         # Lightning writes an epoch's training and validation figures as rows of their own.
-        history = history.groupby("epoch", as_index=False).first()
+        # val_score, early stopping's name for val_acc (val_micro_f1), only repeated it.
+        history = history.groupby("epoch", as_index=False).first().drop(columns="val_score", errors="ignore")
     state, best_epoch = load_checkpoint(Path(checkpoint.best_model_path))
     module.model.load_state_dict(state)
     # Validate the kept weights once more (every process takes part): the saved metrics are

@@ -56,6 +56,7 @@ def test_trained_model_learns_the_cue_sentences(model_dir):
     assert sum(epochs) < metrics["train_seconds"]  # which also holds reading and start-up
     assert (metrics["torch_version"], metrics["hanclf_version"]) == (torch.__version__, "0.1.0")
     history = pd.read_csv(model_dir / "history.csv")  # one row per epoch, every figure filled
+    assert list(history.columns) == ["epoch", "step", "train_loss", "val_acc", "val_loss", "val_macro_f1"]
     assert history["epoch"].tolist() == list(range(metrics["epochs_run"]))
     assert not history[["train_loss", "val_loss", "val_acc", "val_macro_f1"]].isna().any().any()
     assert history["val_acc"].max() == pytest.approx(metrics["valid"]["accuracy"], abs=1e-6)
