@@ -344,8 +344,8 @@ def _resumed_config(work: Path, given: Config | None) -> Config:
     saved = _with_absolute_embeddings(config_from_dict(yaml.safe_load((work / CONFIG).read_text())))
     if given is not None and given.to_dict() != saved.to_dict():
         raise UsageError(
-            f"--resume continues with the settings saved in {work / CONFIG}; "
-            "drop --config/--set and other setting flags"
+            f"--resume continues with the settings saved in {work / CONFIG}; give the interrupted "
+            "run's settings (its command with --resume added), or none"
         )
     return saved
 
