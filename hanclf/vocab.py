@@ -137,8 +137,11 @@ class Labels:
         unknown = sorted(set(values) - self.index.keys())
         if unknown:
             shown = ", ".join(repr(u) for u in unknown[:5])
+            joined = self.multi_label and any(sep in u for u in unknown for sep in ",;|/")
             raise UsageError(
                 f"{where}: label(s) {shown} not among {known_as} ({', '.join(self.names)})"
+                + ("; sets joined by another separator than the model's? pass --label-separator"
+                   if joined else "")
             )
         return [self.index[v] for v in values]
 

@@ -167,8 +167,14 @@ def test_multi_label_labels_multi_hot_chosen_and_json():
     assert labels.names == ["food", "price", "service"] and labels.thresholds == [0.5] * 3
     targets = labels.multi_hot([["service", "food"], [], ["price"]], "f.csv")
     assert targets.tolist() == [[1, 0, 1], [0, 0, 0], [0, 1, 0]] and targets.dtype == np.float32
-    with pytest.raises(UsageError, match="f.csv: label\\(s\\) 'noise' not among"):
+    with pytest.raises(UsageError, match="f.csv: label\\(s\\) 'noise' not among") as error:
         labels.multi_hot([["noise"]], "f.csv")
+    assert "--label-separator" not in str(error.value)
+    # Sets joined by '|' where the model's separator is ',': one unknown label "food|price".
+    with pytest.raises(UsageError) as error:
+        labels.multi_hot([["food|price"]], "f.csv")
+    assert str(error.value) == ("f.csv: label(s) 'food|price' not among the model's labels (food, price, "
+                                "service); sets joined by another separator than the model's? pass --label-separator")
     labels.thresholds = [0.3, 0.9, 0.5]
     assert labels.chosen(np.array([0.35, 0.8, 0.5])) == [0, 2]  # at or above each threshold
     assert labels.chosen(np.array([0.1, 0.1, 0.1])) == []
