@@ -56,6 +56,8 @@ def bar_on_stderr() -> bool:
 def time_left(seconds: float) -> str:
     """'about 40 s left', 'about 12 min left': for progress lines."""
     return f"about {f'{seconds / 60:.0f} min' if seconds >= 90 else f'{seconds:.0f} s'} left"
+
+
 # One text column's name, or several whose values are joined (config data.text_column).
 TextColumns = str | Sequence[str]
 
