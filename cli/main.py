@@ -97,6 +97,11 @@ def _main(
     pass
 
 
+def _log(message: str) -> None:
+    """A line on stderr as written (no markup, no highlighting)."""
+    stderr.print(message, highlight=False, markup=False)
+
+
 def _columns(values: list[str] | None) -> list[str] | None:
     """Column names given comma-separated, repeated, or both; None where none were."""
     names = [name.strip() for value in values or [] for name in value.split(",") if name.strip()]
@@ -188,7 +193,7 @@ def train(
         return train_model(
             data, output, resolved, valid=valid, force=force, resume=resume,
             progress=False if quiet else None,  # None: a bar where a person watches (a terminal)
-            log=lambda message: stderr.print(message, highlight=False, markup=False),
+            log=_log,
         )
 
     metrics = _run(action, resumable=work_dir(output) / "last.ckpt")
@@ -197,11 +202,8 @@ def train(
     resumed = f" resumed after epoch {metrics['epochs_before_resume']}" if metrics["epochs_before_resume"] else ""
     # A multi-label model's figures here are at its tuned thresholds, the epoch lines' at 0.5.
     tuned = " at thresholds tuned on valid" if metrics["valid"].get("multi_label") else ""
-    stderr.print(
-        f"saved {output}: valid {describe(metrics['valid'])}{tuned} "
-        f"(epoch {metrics['best_epoch'] + 1} of {metrics['epochs_run']}, {metrics['train_seconds']:.0f}s{resumed})",
-        highlight=False, markup=False,
-    )
+    _log(f"saved {output}: valid {describe(metrics['valid'])}{tuned} "
+         f"(epoch {metrics['best_epoch'] + 1} of {metrics['epochs_run']}, {metrics['train_seconds']:.0f}s{resumed})")
 
 
 @app.command()
@@ -233,15 +235,14 @@ def predict(
         keep_columns=_columns(keep_columns) or [], top_k=top_k, threshold=threshold,
         batch_size=batch_size, device=device, devices=devices, force=force,
         progress=False if quiet else None,  # None: a bar where a person watches (a terminal)
-        log=lambda message: stderr.print(message, highlight=False, markup=False),
+        log=_log,
     ))
     rate = result["rows"] / max(result["seconds"], 1e-9)
     workers = f", {result['processes']} worker processes" if result["processes"] > 1 else ""
-    stderr.print(f"wrote {output}: {result['rows']} rows in {result['seconds']:.1f}s ({rate:.0f} rows/s{workers})",
-                 highlight=False, markup=False)
+    _log(f"wrote {output}: {result['rows']} rows in {result['seconds']:.1f}s ({rate:.0f} rows/s{workers})")
     if result["rows_without_id"]:
-        stderr.print(f"note: rows without an id (null or empty): {result['rows_without_id']}; "
-                     "a join on the id cannot find their predictions", highlight=False, markup=False)
+        _log(f"note: rows without an id (null or empty): {result['rows_without_id']}; "
+             "a join on the id cannot find their predictions")
 
 
 @app.command()
@@ -301,17 +302,16 @@ def explain(
             stdout.print(table)
         written = [str(p) for p in (output, html) if p is not None]
         if written:
-            stderr.print(f"wrote {' and '.join(written)}: {result['documents']} documents",
-                         highlight=False, markup=False)
+            _log(f"wrote {' and '.join(written)}: {result['documents']} documents")
         for note in _explain_notes(result, html):
-            stderr.print(f"note: {note}", highlight=False, markup=False)
+            _log(f"note: {note}")
     if faithfulness is not None:
         figures = _run(lambda: faithfulness_file(
             model, input, faithfulness, text_column=_columns(text_column), split=split, limit=limit,
             batch_size=batch_size, device=device, force=force,
         ))
         stdout.print(format_table(figures))
-        stderr.print(f"wrote {faithfulness}", highlight=False, markup=False)
+        _log(f"wrote {faithfulness}")
 
 
 @app.command()
@@ -327,6 +327,7 @@ def evaluate(
     threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Multi-label: the probability a label needs to count as predicted, as predict's --threshold [default: each label's threshold tuned on valid].")] = None,
     label_separator: Annotated[Optional[str], typer.Option(help="Multi-label: separator of labels in one string of the label column [default: the model's].")] = None,
     force: Force = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (a line on the rows read every minute instead, as where stderr is not a terminal).")] = False,
 ) -> None:
     """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix."""
     from hanclf.artifact import check_not_model_file
@@ -340,11 +341,12 @@ def evaluate(
             check_not_model_file(output)
         if split is None and data.exists() and SPLIT_COLUMN in column_names(data):
             # Scoring training rows along with the rest flatters the model.
-            stderr.print(f"note: {data} has a '{SPLIT_COLUMN}' column; every row is scored "
-                         "(--split test scores the test rows only)", highlight=False, markup=False)
+            _log(f"note: {data} has a '{SPLIT_COLUMN}' column; every row is scored "
+                 "(--split test scores the test rows only)")
         result = evaluate_file(model, data, text_column=_columns(text_column), label_column=label_column,
                                split=split.lower() if split else None, batch_size=batch_size, device=device,
-                               threshold=threshold, label_separator=label_separator)
+                               threshold=threshold, label_separator=label_separator,
+                               progress=False if quiet else None, log=_log)
         if output is not None:
             with atomic_output(output, force) as tmp:
                 tmp.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")

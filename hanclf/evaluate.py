@@ -4,6 +4,7 @@ figures), streamed so the data can be larger than memory."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from hanclf.data import SPLIT_COLUMN, no_rows_in_split, require_split_column, ro
 from hanclf.errors import UsageError
 from hanclf.io import TextColumns, check_input, iter_batches, require_columns, text_columns, text_values
 from hanclf.metrics import confusion_matrix, multilabel_counts, multilabel_report, report
-from hanclf.predict import Predictor, check_multi_label_options, check_threshold
+from hanclf.predict import Predictor, RowProgress, check_multi_label_options, check_threshold
 from hanclf.vocab import normalize_label, normalize_label_set
 
 BATCH_ROWS = 8_192
@@ -29,12 +30,14 @@ def evaluate_file(
     device: str = "auto",
     threshold: float | None = None,
     label_separator: str | None = None,
+    progress: bool | None = None,
+    log: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any]:
     """Metrics of the model on `data` (only rows of `split` if given, e.g. 'test').
 
     Multi-label models only: `threshold` replaces the per-label thresholds tuned on valid (as
     predict's --threshold does), `label_separator` the model's separator of labels in one
-    string of the label column."""
+    string of the label column. `progress` and `log`: the rows read so far, as predict_file's."""
     data = Path(data)
     check_input(data)
     predictor = Predictor(model_dir, device, batch_size)
@@ -57,31 +60,33 @@ def evaluate_file(
     counts = np.zeros((n + 1, 3) if labels.multi_label else (n, n), dtype=np.int64)
     row = 0
     seen: set[str | None] = set()  # split values
-    for batch in iter_batches(data, columns, BATCH_ROWS):
-        texts = text_values(data, text_column, batch)
-        raw = batch.column(label_column).to_pylist()
-        keep = rows_in_split(batch.column(SPLIT_COLUMN).to_pylist(), split, seen) if split else range(len(texts))
-        where = f"{data} column '{label_column}'"
-        if labels.multi_label:
-            sets = [normalize_label_set(raw[i], separator) for i in keep]
-            targets = labels.multi_hot(sets, where) if keep else None
-        else:
-            values = [normalize_label(raw[i]) for i in keep]
-            for i, value in zip(keep, values):
-                if value is None:
-                    raise UsageError(
-                        f"{data}: {row_name(row + i)} has no label in column '{label_column}'; "
-                        "fill or drop unlabelled rows"
-                    )
-            targets = np.array(labels.ids(values, where))
-        row += len(texts)
-        if not keep:
-            continue
-        probs = predictor.predict_proba([texts[i] for i in keep])
-        if labels.multi_label:
-            counts += multilabel_counts(targets, probs >= cuts)
-        else:
-            counts += confusion_matrix(targets, probs.argmax(1), n)
+    with RowProgress.of_input(data, progress, log, "read") as rows_read:
+        for batch in iter_batches(data, columns, BATCH_ROWS):
+            texts = text_values(data, text_column, batch)
+            raw = batch.column(label_column).to_pylist()
+            keep = rows_in_split(batch.column(SPLIT_COLUMN).to_pylist(), split, seen) if split else range(len(texts))
+            where = f"{data} column '{label_column}'"
+            if labels.multi_label:
+                sets = [normalize_label_set(raw[i], separator) for i in keep]
+                targets = labels.multi_hot(sets, where) if keep else None
+            else:
+                values = [normalize_label(raw[i]) for i in keep]
+                for i, value in zip(keep, values):
+                    if value is None:
+                        raise UsageError(
+                            f"{data}: {row_name(row + i)} has no label in column '{label_column}'; "
+                            "fill or drop unlabelled rows"
+                        )
+                targets = np.array(labels.ids(values, where))
+            row += len(texts)
+            rows_read(row)
+            if not keep:
+                continue
+            probs = predictor.predict_proba([texts[i] for i in keep])
+            if labels.multi_label:
+                counts += multilabel_counts(targets, probs >= cuts)
+            else:
+                counts += confusion_matrix(targets, probs.argmax(1), n)
     documents = counts[-1, 0] if labels.multi_label else counts.sum()
     if documents == 0:
         raise no_rows_in_split(data, split, seen)

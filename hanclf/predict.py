@@ -469,9 +469,7 @@ def predict_file(
                                       "labels": predictor.labels.names})})
     processes = worker_processes(devices, predictor.device, input_path)
     batches = iter_batches(input_path, job.columns, INPUT_BATCH_ROWS)
-    # Parquet footers give the row count; a CSV or JSONL file's would take a pass to count.
-    total = parquet_rows(input_path) if input_format(input_path) == "parquet" else None
-    job.progress = RowProgress(total, bar_on_stderr() if progress is None else progress, log)
+    job.progress = RowProgress.of_input(input_path, progress, log, "labelled")
     with atomic_output(output, force) as tmp, _out_of_memory_explained(predictor.batch_size), job.progress:
         if processes == 1:
             rows = job.write(tmp, ((b, predictor.predict_table(job.texts(b), top_k, threshold)) for b in batches))
@@ -485,17 +483,25 @@ def predict_file(
 
 
 class RowProgress:
-    """Rows labelled so far, out of `total` (None: not known): a bar on stderr, or else a line
-    through `log` every PROGRESS_LOG_SECONDS. A context manager: the bar goes at the end."""
+    """Rows done so far, out of `total` (None: not known): a bar on stderr, or else a line
+    through `log` every PROGRESS_LOG_SECONDS ('labelled 800 rows of ...', `done` naming what was
+    done to them). A context manager: the bar goes at the end."""
 
-    def __init__(self, total: int | None, bar: bool, log: Callable[[str], None]) -> None:
-        self.total, self.log = total, log
+    def __init__(self, total: int | None, bar: bool, log: Callable[[str], None], done: str = "labelled") -> None:
+        self.total, self.log, self.done = total, log, done
         self.started = self.logged = time.perf_counter()
         self.bar: Progress | None = None
         if bar:
-            columns = [TextColumn("labelling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+            columns = [TextColumn(done), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
             self.bar = Progress(*columns, console=Console(stderr=True), transient=True)
             self.task = self.bar.add_task("predict", total=total)
+
+    @classmethod
+    def of_input(cls, path: Path, progress: bool | None, log: Callable[[str], None], done: str) -> RowProgress:
+        """For the rows of input `path`; `progress`: a bar, None where stderr shows one."""
+        # Parquet footers give the row count; a CSV or JSONL file's would take a pass to count.
+        total = parquet_rows(path) if input_format(path) == "parquet" else None
+        return cls(total, bar_on_stderr() if progress is None else progress, log, done)
 
     def __enter__(self) -> RowProgress:
         if self.bar is not None:
@@ -513,7 +519,7 @@ class RowProgress:
         elif now - self.logged >= PROGRESS_LOG_SECONDS:
             self.logged = now
             rate = rows / max(now - self.started, 1e-9)
-            line = f"labelled {rows} rows"
+            line = f"{self.done} {rows} rows"
             if self.total:
                 left = (self.total - rows) / max(rate, 1e-9)
                 line += f" of {self.total} ({rows / self.total:.0%}), {time_left(left)}"

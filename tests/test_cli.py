@@ -212,6 +212,11 @@ def test_predict_logs_its_progress_where_no_bar_is_drawn(model_dir, data_dir, tm
     for quiet in ([], ["-q"]):  # not a terminal here: lines, bar or not
         printed = invoke("predict", model_dir, data_dir / "test.parquet", "-o", tmp_path / "r.parquet", "-F", *quiet)
         assert "labelled 48 rows of 60 (80%)" in printed and "wrote" in printed
+    # evaluate streams its input too: the rows read so far.
+    monkeypatch.setattr("hanclf.evaluate.BATCH_ROWS", 16)
+    printed = invoke("evaluate", model_dir, data_dir / "test.parquet")
+    assert [line.split(",")[0] for line in printed.splitlines() if line.startswith("read ")] == [
+        "read 16 rows of 60 (27%)", "read 32 rows of 60 (53%)", "read 48 rows of 60 (80%)", "read 60 rows of 60 (100%)"]
 
 
 def test_predictor_on_pandas_and_empty_text(model_dir):
