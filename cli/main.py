@@ -259,6 +259,7 @@ def explain(
     id_column: Annotated[Optional[str], typer.Option(help="Column used as doc_id [default: the model's id column if the input has it, else the row number].")] = None,
     label_column: Annotated[Optional[str], typer.Option(help="Column with true labels [default: the model's, if present; '' for none].")] = None,
     threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Multi-label models: the probability a label needs to be predicted [default: each label's own, tuned on valid].")] = None,
+    label_separator: Annotated[Optional[str], typer.Option(help="Multi-label: separator of labels in one string of the label column [default: the model's].")] = None,
     text_column: TextColumn = None,
     batch_size: BatchSize = None,
     device: Device = "auto",
@@ -295,6 +296,7 @@ def explain(
             id_column=id_column, label_column=label_column, split=split, limit=limit,
             batch_size=batch_size, device=device, force=force,
             on_document=add_top_sentences if top_sentences else None, threshold=threshold,
+            label_separator=label_separator,
         ))
         if top_sentences:
             if result["documents"] > documents_shown:

@@ -14,7 +14,7 @@ from hanclf.data import SPLIT_COLUMN, no_rows_in_split, require_split_column, ro
 from hanclf.errors import UsageError
 from hanclf.io import TextColumns, check_input, iter_batches, require_columns, text_columns, text_values
 from hanclf.metrics import confusion_matrix, multilabel_counts, multilabel_report, report
-from hanclf.predict import Predictor, RowProgress, check_multi_label_options, check_threshold
+from hanclf.predict import Predictor, RowProgress, check_label_separator, check_multi_label_options, check_threshold
 from hanclf.vocab import normalize_label, normalize_label_set
 
 BATCH_ROWS = 8_192
@@ -45,8 +45,7 @@ def evaluate_file(
     labels = predictor.labels
     check_multi_label_options(labels, {"--threshold": threshold, "--label-separator": label_separator})
     check_threshold(threshold)
-    if label_separator == "":
-        raise UsageError("--label-separator: give a non-empty separator")
+    check_label_separator(label_separator)
     separator = label_separator or config.label_separator
     text_column = text_column or config.text_column
     label_column = label_column or config.label_column

@@ -33,7 +33,13 @@ from hanclf.io import (
     text_columns,
     text_values,
 )
-from hanclf.predict import DocAttention, Predictor, check_multi_label_options, check_threshold
+from hanclf.predict import (
+    DocAttention,
+    Predictor,
+    check_label_separator,
+    check_multi_label_options,
+    check_threshold,
+)
 from hanclf.report import HtmlReport
 from hanclf.vocab import normalize_label, normalize_label_set
 
@@ -107,13 +113,14 @@ def iter_rows(
     label_column: str | None = None,
     split: str | None = None,
     limit: int | None = None,
+    label_separator: str | None = None,
 ) -> Iterator[tuple[list[str | None], list[Any], list[str | None]]]:
     """Stream (texts, doc ids, true labels) of the first `limit` rows (all if None) of
     `input_path`, only those of `split` if given.
 
     True labels are filled when the input has the model's label column (or `label_column`;
     "" for none); multi-label sets are written as the model's predictions are (see
-    `Explained`).
+    `Explained`), whatever `label_separator` joins them in the input (default: the model's).
     """
     check_input(input_path)
     if limit is not None and limit < 1:
@@ -129,11 +136,12 @@ def iter_rows(
     columns = [*text_columns(text_column), *(c for c in (id_column, label_column) if c)]
     columns += [SPLIT_COLUMN] if split else []
     labels, separator = predictor.labels, predictor.artifact.config.data.label_separator
+    read_separator = label_separator or separator
 
     def as_label(value: Any, position: int) -> str | None:
         # A label the model does not know would be counted as misclassified: refused, as
         # evaluate refuses it.
-        tags = normalize_label_set(value, separator) if labels.multi_label else [normalize_label(value)]
+        tags = normalize_label_set(value, read_separator) if labels.multi_label else [normalize_label(value)]
         unknown = [tag for tag in tags if tag is not None and tag not in labels.index]
         if unknown:
             raise UsageError(
@@ -193,13 +201,15 @@ def explain_file(
     force: bool = False,
     on_document: Callable[[Explained], None] | None = None,
     threshold: float | None = None,
+    label_separator: str | None = None,
 ) -> dict[str, int]:
     """Write attention as CSV (`level` token: one row per token; sentence: one per sentence)
     and/or an HTML report; call `on_document` for each document. Returns counts: documents,
     rows (of the CSV), cut (documents longer than the model reads, seen in part),
     repeated_ids (documents whose id an earlier one has) and no_id (null or empty id).
     `threshold`: for a multi-label model, the probability a label needs to be predicted
-    (default: each label's own, tuned on valid), as predict's."""
+    (default: each label's own, tuned on valid), as predict's; `label_separator`: what joins
+    the true labels in one string of the input (default: the model's), as evaluate's."""
     input_path = Path(input_path)
     output, html = (None if path is None else Path(path) for path in (output, html))
     if level not in LEVELS:
@@ -213,8 +223,9 @@ def explain_file(
             check_output(path, force, reads=input_path)
             check_not_model_file(path)
     predictor = Predictor(model_dir, device, batch_size)
-    check_multi_label_options(predictor.labels, {"--threshold": threshold})
+    check_multi_label_options(predictor.labels, {"--threshold": threshold, "--label-separator": label_separator})
     check_threshold(threshold)
+    check_label_separator(label_separator)
     rows, columns = (token_rows, TOKEN_COLUMNS) if level == "token" else (sentence_rows, SENTENCE_COLUMNS)
     report = None
     if html is not None:
@@ -239,7 +250,7 @@ def explain_file(
             writer.writerow(columns)
         docs = iter_explained(
             predictor, input_path, threshold, text_column=text_column, id_column=id_column,
-            label_column=label_column, split=split, limit=limit,
+            label_column=label_column, split=split, limit=limit, label_separator=label_separator,
         )
         for doc in docs:
             if writer is not None:

@@ -393,6 +393,11 @@ def check_threshold(threshold: float | None) -> None:
         raise UsageError(f"--threshold {threshold}: a probability, from 0 to 1")
 
 
+def check_label_separator(separator: str | None) -> None:
+    if separator == "":
+        raise UsageError("--label-separator: give a non-empty separator")
+
+
 def check_multi_label_options(labels: Labels, options: dict[str, Any]) -> None:
     """Options that apply to multi-label models only ({flag: value}; None where not given)."""
     for flag, value in options.items():

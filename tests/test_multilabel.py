@@ -171,6 +171,17 @@ def test_explain_threshold_predicts_what_predict_threshold_does(model, tmp_path)
     assert tuned.str.count(",").sum() < explained.str.count(",").sum()  # 0.05 lets more labels through
 
 
+def test_explain_reads_true_sets_joined_by_another_separator(model, tmp_path):
+    # evaluate had --label-separator; explain refused the same file as holding unknown labels.
+    frame = pd.read_parquet(TEST).head(10)
+    piped = tmp_path / "piped.csv"
+    frame.assign(labels=frame["labels"].map(lambda t: "|".join(sorted(t, reverse=True)))).to_csv(piped, index=False)
+    invoke("explain", model, piped, "-o", tmp_path / "s.csv", "--level", "sentence", "--id-column", "id",
+           "--label-separator", "|")
+    truth = pd.read_csv(tmp_path / "s.csv", keep_default_na=False).groupby("doc_id")["true_label"].first()
+    assert truth.to_dict() == frame.set_index("id")["labels"].map(lambda t: ",".join(sorted(t))).to_dict()
+
+
 def test_list_column_training_data_and_labels_unknown_to_train(tmp_path):
     frame = pd.read_csv(TRAIN, keep_default_na=False)
     frame["labels"] = frame["labels"].map(lambda s: s.split(",") if s else [])
