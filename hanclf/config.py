@@ -160,6 +160,8 @@ def _check_type(key: str, value: Any, expected: Any) -> Any:
     allowed = typing.get_args(expected) if isinstance(expected, types.UnionType) else (expected,)
     if float in allowed:
         value = _number(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"config key {key}: must be a finite number, got {value!r}")
     for kind in allowed:
         if kind is type(None) and value is None:
             return value

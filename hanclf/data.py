@@ -442,13 +442,13 @@ def read_labelled(path: Path, config: DataConfig, split: str | None = None) -> L
     unlabelled = [i for i in rows if labels[i] is None]  # never multi-label: no label is the empty set
     if unlabelled:
         raise UsageError(
-            f"{path}: {_rows_have(unlabelled)} no label in column "
+            f"{where}: {_rows_have(unlabelled)} no label in column "
             f"'{config.label_column}'; fill or drop unlabelled rows"
         )
     textless = [i for i in rows if texts[i] is None or not texts[i].strip()]
     if textless:
         raise UsageError(
-            f"{path}: {_rows_have(textless)} empty text in "
+            f"{where}: {_rows_have(textless)} empty text in "
             f"column{'s' * (len(text_names) > 1)} {', '.join(map(repr, text_names))}; "
             "fill or drop such rows"
         )

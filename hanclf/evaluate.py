@@ -37,7 +37,8 @@ def evaluate_file(
 
     Multi-label models only: `threshold` replaces the per-label thresholds tuned on valid (as
     predict's --threshold does), `label_separator` the model's separator of labels in one
-    string of the label column. `progress` and `log`: the rows read so far, as predict_file's."""
+    string of the label column. `progress` and `log`: the rows read and scored so far, as
+    predict_file's."""
     data = Path(data)
     check_input(data)
     predictor = Predictor(model_dir, device, batch_size)
@@ -78,14 +79,13 @@ def evaluate_file(
                         )
                 targets = np.array(labels.ids(values, where))
             row += len(texts)
-            rows_read(row)
-            if not keep:
-                continue
-            probs = predictor.predict_proba([texts[i] for i in keep])
-            if labels.multi_label:
-                counts += multilabel_counts(targets, probs >= cuts)
-            else:
-                counts += confusion_matrix(targets, probs.argmax(1), n)
+            if keep:
+                probs = predictor.predict_proba([texts[i] for i in keep])
+                if labels.multi_label:
+                    counts += multilabel_counts(targets, probs >= cuts)
+                else:
+                    counts += confusion_matrix(targets, probs.argmax(1), n)
+            rows_read(row)  # once scored, as predict counts rows once labelled
     documents = counts[-1, 0] if labels.multi_label else counts.sum()
     if documents == 0:
         raise no_rows_in_split(data, split, seen)

@@ -252,7 +252,7 @@ def iter_batches(path: Path, columns: list[str], batch_rows: int) -> Iterator[pa
     repeated = [column for column in columns if names.count(column) > 1]
     if repeated:  # spreadsheet exports repeat names; which copy to read cannot be told
         raise UsageError(f"{path}: column '{repeated[0]}' appears {names.count(repeated[0])} times "
-                         "in its header; rename the copies so that each name is used once")
+                         "among its columns; rename the copies so that each name is used once")
     try:
         if fmt == "parquet" and path.is_dir():
             yield from _dataset(path).to_batches(columns=columns, batch_size=batch_rows)  # in file order

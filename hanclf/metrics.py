@@ -106,9 +106,15 @@ def tune_thresholds(probs: np.ndarray, targets: np.ndarray, metric: str = "macro
       0.5's on a model trained for two epochs.
     """
     targets = np.asarray(targets, dtype=bool)
-    predicted = probs[:, :, None] >= THRESHOLD_GRID[None, None, :]  # (N, labels, grid)
-    tp = (predicted & targets[:, :, None]).sum(0)  # (labels, grid)
-    positives = predicted.sum(0)  # (labels, grid): tp + fp
+    labels = targets.shape[1]
+    # Per label and threshold, true positives and predicted positives (tp + fp); one label at
+    # a time, as the (N, labels, grid) table of a large valid set would not fit in memory.
+    tp = np.zeros((labels, len(THRESHOLD_GRID)), dtype=np.int64)
+    positives = np.zeros_like(tp)
+    for j in range(labels):
+        predicted = probs[:, j, None] >= THRESHOLD_GRID[None, :]  # (N, grid)
+        tp[j] = (predicted & targets[:, j, None]).sum(0)
+        positives[j] = predicted.sum(0)
     actual = targets.sum(0)  # (labels,): tp + fn
 
     def nearest_half(scores: np.ndarray) -> int:
@@ -118,16 +124,19 @@ def tune_thresholds(probs: np.ndarray, targets: np.ndarray, metric: str = "macro
     if metric == "macro_f1":
         return [
             float(THRESHOLD_GRID[nearest_half(2 * tp[j] / (positives[j] + actual[j]))]) if actual[j] else 0.5
-            for j in range(targets.shape[1])
+            for j in range(labels)
         ]
-    chosen = [int(np.argmin(np.abs(THRESHOLD_GRID - 0.5)))] * targets.shape[1]  # 0.5 for every label
+    chosen = np.full(labels, np.argmin(np.abs(THRESHOLD_GRID - 0.5)))  # 0.5 for every label
+    all_tp, all_positives = tp[np.arange(labels), chosen].sum(), positives[np.arange(labels), chosen].sum()
     for _ in range(2):
-        for j in range(targets.shape[1]):
-            others = [k for k in range(targets.shape[1]) if k != j]
-            tp_rest = sum(tp[k, chosen[k]] for k in others)
-            positives_rest = sum(positives[k, chosen[k]] for k in others)
-            # micro-F1 = 2 TP / (predicted + actual), summed over the labels
-            denominator = positives_rest + positives[j] + actual.sum()
-            micro = np.where(denominator > 0, 2 * (tp_rest + tp[j]) / np.maximum(denominator, 1), 0.0)
-            chosen[j] = nearest_half(micro)
+        for j in range(labels):
+            # micro-F1 = 2 TP / (predicted + actual), summed over the labels; here over
+            # label j's thresholds, the other labels' as they stand.
+            tp_j = all_tp - tp[j, chosen[j]] + tp[j]
+            denominator = all_positives - positives[j, chosen[j]] + positives[j] + actual.sum()
+            micro = np.where(denominator > 0, 2 * tp_j / np.maximum(denominator, 1), 0.0)
+            best = nearest_half(micro)
+            all_tp += tp[j, best] - tp[j, chosen[j]]
+            all_positives += positives[j, best] - positives[j, chosen[j]]
+            chosen[j] = best
     return [float(THRESHOLD_GRID[c]) for c in chosen]

@@ -195,7 +195,7 @@ class HtmlReport:
         labels = "Labels: " + " ".join(f'<span class="label">{_e(name)}</span>' for name in self.label_names)
         if self.thresholds is not None:  # or a reader sees a label of 0.77 left out, and no reason
             labels = "Labels, each predicted where its probability reaches its threshold: " + " ".join(
-                f'<span class="label">{_e(name)} &ge; {t:.2f}</span>'
+                f'<span class="label">{_e(name)} &ge; {t:g}</span>'
                 for name, t in zip(self.label_names, self.thresholds)
             )
         if known:

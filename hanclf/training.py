@@ -282,7 +282,7 @@ def class_weights(
 
 
 RARE_LABEL_ROWS = 2  # a label on this few training rows is worth a look
-MISSING_WORDS = {"na", "n/a", "nan", "none", "null", "nil", "-", "?"}
+MISSING_WORDS = {"na", "n/a", "nan", "none", "null", "nil"}
 
 
 def label_notes(labels: Labels, targets: list, data: DataConfig) -> list[str]:
@@ -304,16 +304,19 @@ def label_notes(labels: Labels, targets: list, data: DataConfig) -> list[str]:
                      f"{', ...' if len(rare) > 10 else ''}; a typo, or a stray row?")
     missing = [name for name in labels.names if name.casefold() in MISSING_WORDS]
     if missing:
+        way_out = ("leave the cell empty for a document with no label" if labels.multi_label
+                   else "drop those rows if they have no label")
         notes.append(f"label(s) {', '.join(map(repr, missing))} read as labels, not as missing "
-                     "values; drop those rows if they have no label")
+                     f"values; {way_out}")
     if data.label_column in labels.index:
         notes.append(f"label '{data.label_column}' is the label column's own name: a header row "
                      "repeated inside the data (files joined)?")
     by_separator = {sep: [name for name in labels.names if sep in name] for sep in (",", ";", "|")}
     sep, joined = max(by_separator.items(), key=lambda item: len(item[1]))
     if len(joined) >= 2:
+        # (Multi-label labels never hold data.label_separator: they were split on it.)
         flags = [] if labels.multi_label else ["--multi-label"]
-        flags += [f"--label-separator '{sep}'"] if sep != "," or labels.multi_label else []
+        flags += [f"--label-separator '{sep}'"] if sep != data.label_separator else []
         notes.append(f"{len(joined)} labels hold '{sep}' ({', '.join(map(repr, joined[:3]))}"
                      f"{', ...' if len(joined) > 3 else ''}): if they are sets of labels, train "
                      f"with {' '.join(flags)}")

@@ -137,11 +137,11 @@ class Labels:
         unknown = sorted(set(values) - self.index.keys())
         if unknown:
             shown = ", ".join(repr(u) for u in unknown[:5])
-            joined = self.multi_label and any(sep in u for u in unknown for sep in ",;|/")
+            joined = self.multi_label and any(sep in u for u in unknown for sep in ",;|")
             raise UsageError(
                 f"{where}: label(s) {shown} not among {known_as} ({', '.join(self.names)})"
-                + ("; sets joined by another separator than the model's? pass --label-separator"
-                   if joined else "")
+                + ("; sets of labels joined by a separator not read as one? --label-separator "
+                   "names it" if joined else "")
             )
         return [self.index[v] for v in values]
 

@@ -212,11 +212,18 @@ def test_predict_logs_its_progress_where_no_bar_is_drawn(model_dir, data_dir, tm
     for quiet in ([], ["-q"]):  # not a terminal here: lines, bar or not
         printed = invoke("predict", model_dir, data_dir / "test.parquet", "-o", tmp_path / "r.parquet", "-F", *quiet)
         assert "labelled 48 rows of 60 (80%)" in printed and "wrote" in printed
-    # evaluate streams its input too: the rows read so far.
+    # evaluate streams its input too: the rows read and scored so far, counted once scored.
     monkeypatch.setattr("hanclf.evaluate.BATCH_ROWS", 16)
     printed = invoke("evaluate", model_dir, data_dir / "test.parquet")
     assert [line.split(",")[0] for line in printed.splitlines() if line.startswith("read ")] == [
         "read 16 rows of 60 (27%)", "read 32 rows of 60 (53%)", "read 48 rows of 60 (80%)", "read 60 rows of 60 (100%)"]
+    events: list[str] = []
+    real = Predictor.predict_proba
+    monkeypatch.setattr(Predictor, "predict_proba", lambda self, texts: events.append(f"scored {len(texts)}") or real(self, texts))
+    evaluate_file(model_dir, data_dir / "test.parquet", device="cpu", progress=False,
+                  log=lambda line: events.append(line.split(" of ")[0]))
+    assert events == ["scored 16", "read 16 rows", "scored 16", "read 32 rows", "scored 16", "read 48 rows",
+                      "scored 12", "read 60 rows"]
 
 
 def test_predictor_on_pandas_and_empty_text(model_dir):

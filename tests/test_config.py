@@ -87,6 +87,10 @@ def test_scientific_floats_in_overrides_and_files(tmp_path):
     config = load_config(str(tmp_path / "c.yaml"))
     assert (config.train.lr, config.train.weight_decay, config.model["dropout"]) == (0.001, 0.05, 0.1)
     assert load_config(None, dict([parse_override("data.text_column=1e5")])).data.text_column == "1e5"
+    for bad in ("nan", "inf", "-Infinity"):  # a NaN passed every range check, and crashed AdamW
+        (tmp_path / "c.yaml").write_text(f"train:\n  lr: {bad}\n")
+        with pytest.raises(UsageError, match="config key train.lr: must be a finite number"):
+            load_config(str(tmp_path / "c.yaml"))
 
 
 @pytest.mark.parametrize("bad", ["model.dropout", "=3", ""])

@@ -218,6 +218,7 @@ CASES = [
     Case("train-whitespace-text-row", bad_text_row("   ", 7), 2, ("train.csv", "row 7", "'text'")),
     Case("train-null-text-row-parquet", bad_text_row(None, 3, ".parquet"), 2, ("train.parquet", "row 3", "'text'")),
     Case("train-empty-text-rows-counted", lambda e: train(e, e.table("train.csv", e.reviews().assign(text=lambda f: f.text.where(~f.index.isin([2, 7, 8]), "")))), 2, ("train.csv", "3 rows, the first row 3 (iloc 2), have empty text", "'text'")),
+    Case("train-null-label-rows-named-by-split", lambda e: train(e, e.table("train.csv", e.reviews(40).assign(split=["train"] * 30 + ["valid"] * 10, label=lambda f: f.label.where(~f.index.isin([3, 35]))))), 2, ("train.csv (split=train)", "row 4 (iloc 3) has no label")),
     Case("train-null-label-row", lambda e: train(e, e.table("train.csv", e.reviews().assign(label=lambda f: f.label.where(f.index != 3)))), 2, ("train.csv", "row 4", "'label'")),
     Case("train-single-class", lambda e: train(e, e.table("one.csv", e.reviews().assign(label="pos"))), 2, ("one.csv", "one class", "pos", "'label'")),
     Case("train-valid-label-not-in-train", lambda e: train(e, e.data / "train.csv", "--valid", str(e.table("valid.csv", e.reviews(9).assign(label=["pos", "neg", "other"] * 3)))), 2, ("valid.csv", "'other'")),

@@ -33,12 +33,24 @@ def test_rare_labels_missing_words_and_a_repeated_header():
     assert notes_for(["a", "b", "c", "d"]) == []
 
 
+def test_no_false_alarms_on_signs_and_for_multi_label_no_label():
+    assert notes_for(["+"] * 30 + ["-"] * 30 + ["0"] * 30 + ["?"] * 30) == []
+    tags = Labels.build(["food", "none"], multi_label=True)
+    targets = [np.array(row, np.float32) for row in np.eye(2)[[0, 1] * 20]]
+    assert label_notes(tags, targets, DataConfig(multi_label=True)) == [
+        "label(s) 'none' read as labels, not as missing values; leave the cell empty for a "
+        "document with no label"]
+
+
 def test_sets_of_labels_read_as_single_labels():
     values = ["billing"] * 40 + ["bug;billing"] * 5 + ["account;bug"] * 5
     assert notes_for(values) == [
         "2 labels hold ';' ('account;bug', 'bug;billing'): if they are sets of labels, train with "
         "--multi-label --label-separator ';'"]
     assert notes_for(["a"] * 20 + ["a, b"] * 5 + ["b, c"] * 5)[0].endswith("train with --multi-label")
+    # With data.label_separator ';', sets joined by ',' need the separator named.
+    assert notes_for(["a, b"] * 30 + ["c, d"] * 30, label_separator=";")[0].endswith(
+        "train with --multi-label --label-separator ','")
     tags = Labels.build(["food", "bug|billing", "account|bug"], multi_label=True)
     targets = [np.array(row, np.float32) for row in np.eye(3)[[0, 1, 2] * 10]]
     assert label_notes(tags, targets, DataConfig(multi_label=True)) == [

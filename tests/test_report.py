@@ -237,16 +237,16 @@ def test_header_lists_labels_legend_and_caveat(tmp_path):
 def test_multi_label_report_counts_documents_and_shows_thresholds(tmp_path):
     # "all" summed the per-label counts: documents with two labels counted twice, those with
     # none not at all; and a label of 0.77 left out under a 0.80 threshold had no reason shown.
-    report = HtmlReport(["food", "price", "service"], "t", thresholds=[0.5, 0.35, 0.8])
+    report = HtmlReport(["food", "price", "service"], "t", thresholds=[0.5, 0.333, 0.8])
     report.add("two", even([["x"]], [0.9, 0.6, 0.1]), None, predicted=[0, 1])
+    report.add("three", even([["x"]], [0.9, 0.6, 0.9]), None, predicted=[0, 1, 2])
     report.add("none", even([["x"]], [0.1, 0.2, 0.77]), None, predicted=[])
-    report.add("one", even([["x"]], [0.1, 0.1, 0.9]), None, predicted=[2])
     html = render(tmp_path, report)
-    assert 'id="f-all" checked> all (3)' in html
+    assert 'id="f-all" checked> all (3)' in html  # the labels' counts sum to 5
     assert [f'id="f-p{i}"> {name} ({count})' in html for i, name, count in
-            [(0, "food", 1), (1, "price", 1), (2, "service", 1)]] == [True] * 3
+            [(0, "food", 2), (1, "price", 2), (2, "service", 1)]] == [True] * 3
     text = re.sub(r"<[^>]+>", "", html)
-    assert "food &ge; 0.50 price &ge; 0.35 service &ge; 0.80" in text
+    assert "food &ge; 0.5 price &ge; 0.333 service &ge; 0.8" in text  # as given, not rounded
     assert "Labels: neg pos" in re.sub(r"<[^>]+>", "", render(tmp_path, HtmlReport(LABELS, "t")))
 
 

@@ -174,7 +174,8 @@ def test_multi_label_labels_multi_hot_chosen_and_json():
     with pytest.raises(UsageError) as error:
         labels.multi_hot([["food|price"]], "f.csv")
     assert str(error.value) == ("f.csv: label(s) 'food|price' not among the model's labels (food, price, "
-                                "service); sets joined by another separator than the model's? pass --label-separator")
+                                "service); sets of labels joined by a separator not read as one? "
+                                "--label-separator names it")
     labels.thresholds = [0.3, 0.9, 0.5]
     assert labels.chosen(np.array([0.35, 0.8, 0.5])) == [0, 2]  # at or above each threshold
     assert labels.chosen(np.array([0.1, 0.1, 0.1])) == []
