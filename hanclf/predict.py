@@ -495,6 +495,7 @@ class RowProgress:
     def __init__(self, total: int | None, bar: bool, log: Callable[[str], None], done: str = "labelled") -> None:
         self.total, self.log, self.done = total, log, done
         self.started = self.logged = time.perf_counter()
+        self.first: tuple[float, int] | None = None  # when the first rows were done, and how many
         self.bar: Progress | None = None
         if bar:
             columns = [TextColumn(done), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
@@ -519,11 +520,14 @@ class RowProgress:
 
     def __call__(self, rows: int) -> None:
         now = time.perf_counter()
+        self.first = self.first or (now, rows)
         if self.bar is not None:
             self.bar.update(self.task, completed=rows)
         elif now - self.logged >= PROGRESS_LOG_SECONDS:
             self.logged = now
-            rate = rows / max(now - self.started, 1e-9)
+            # The pace since the first rows were done: start-up (model, workers) is not part of it.
+            since, done_then = self.first
+            rate = (rows - done_then) / (now - since) if rows > done_then else rows / max(now - self.started, 1e-9)
             line = f"{self.done} {rows} rows"
             if self.total:
                 left = (self.total - rows) / max(rate, 1e-9)

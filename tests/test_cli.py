@@ -226,6 +226,21 @@ def test_predict_logs_its_progress_where_no_bar_is_drawn(model_dir, data_dir, tm
                       "scored 12", "read 60 rows"]
 
 
+def test_progress_lines_pace_leaves_start_up_out(monkeypatch):
+    # Time left counted loading the model and starting workers as if rows were labelled then.
+    from hanclf.predict import RowProgress
+
+    clock = iter([0.0, 10.0, 11.0, 12.0])  # made at 0; first 10 rows at 10 s, 10 more a second
+    monkeypatch.setattr("hanclf.predict.time.perf_counter", lambda: next(clock))
+    monkeypatch.setattr("hanclf.predict.PROGRESS_LOG_SECONDS", 0.0)
+    lines: list[str] = []
+    progress = RowProgress(100, bar=False, log=lines.append)
+    for rows in (10, 20, 30):
+        progress(rows)
+    assert lines[1:] == ["labelled 20 rows of 100 (20%), about 8 s left, 10 rows/s",
+                         "labelled 30 rows of 100 (30%), about 7 s left, 10 rows/s"]
+
+
 def test_predictor_on_pandas_and_empty_text(model_dir):
     predictor = Predictor(model_dir, device="cpu")
     nothing = ["", None, "   ", "<br /><p></p>", "\u200b\u00ad", "&nbsp;"]  # markup, invisibles
