@@ -46,8 +46,10 @@ class HANDataModule(pl.LightningDataModule):
         self.vocab: Vocab | None = None
         self.labels: Labels | None = None
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.vocab is not None:
+    def read(self) -> None:
+        """Read both sets and build the labels (`labels`, `train_targets`), before the slow
+        part, tokenizing: what depends on the labels alone can fail early."""
+        if self.labels is not None:
             return
         train, valid = training_sets(self.train_path, self.valid_path, self.config, self.seed)
         column = f"column '{self.config.label_column}'"
@@ -67,14 +69,23 @@ class HANDataModule(pl.LightningDataModule):
                 )
             valid_targets = self.labels.ids(valid.labels, valid.where, known_as="the training labels")
             train_targets = self.labels.ids(train.labels, train.where)
-        train_parts = tokenize_in_parallel(train.texts, self.config)
+        self.train_targets, self.valid_targets = train_targets, valid_targets
+        self._texts = train.texts, valid.texts  # until setup encodes them
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.vocab is not None:
+            return
+        self.read()
+        train_texts, valid_texts = self._texts
+        del self._texts  # the encoded sets replace them
+        train_parts = tokenize_in_parallel(train_texts, self.config)
         self.vocab = vocabulary(train_parts, self.config)
         self.train_set = LabelledDocs(
-            [doc for part in train_parts for doc in part.encoded(self.vocab)], train_targets
+            [doc for part in train_parts for doc in part.encoded(self.vocab)], self.train_targets
         )
-        valid_parts = tokenize_in_parallel(valid.texts, self.config)
+        valid_parts = tokenize_in_parallel(valid_texts, self.config)
         self.valid_set = LabelledDocs(
-            [doc for part in valid_parts for doc in part.encoded(self.vocab)], valid_targets
+            [doc for part in valid_parts for doc in part.encoded(self.vocab)], self.valid_targets
         )
 
     def _sampler(self, dataset: LabelledDocs, training: bool, stream: int = 0) -> BucketBatchSampler:

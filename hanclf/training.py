@@ -372,8 +372,13 @@ def _train(
     start = time.perf_counter()
     member_batches = 1 if t.shared_batches else config.model["members"]
     datamodule = HANDataModule(data, valid, config.data, t.batch_size, t.seed, member_batches)
+    datamodule.read()
+    labels = datamodule.labels
+    # Before tokenizing, which takes minutes on millions of rows: a weights file naming a label
+    # the data lacks fails at once.
+    weights = class_weights(t.class_weights, labels, datamodule.train_targets, data)
     datamodule.setup("fit")
-    vocab, labels = datamodule.vocab, datamodule.labels
+    vocab = datamodule.vocab
     tables = _tables_digest(vocab, labels)
     # Checked by every process of a distributed run, so that none goes on into fit alone. The
     # file is absent in runs interrupted before hanclf wrote it.
@@ -385,7 +390,6 @@ def _train(
             "with --force"
         )
     han_config = config.han_config(len(vocab), len(labels))
-    weights = class_weights(t.class_weights, labels, datamodule.train_set.targets, data)
     module = HANClassifier(
         dataclasses.asdict(han_config), dataclasses.asdict(t), labels.names, labels.multi_label, weights
     )
@@ -408,7 +412,7 @@ def _train(
         if t.select_on == "accuracy" and not labels.multi_label:
             log("note: epochs are kept on valid accuracy, which favours the common classes that "
                 "class weights hold back; --set train.select_on=macro_f1 keeps them on macro-F1")
-    for note in label_notes(labels, datamodule.train_set.targets, config.data):
+    for note in label_notes(labels, datamodule.train_targets, config.data):
         log(f"note: {note}")
 
     monitor = MONITORS[t.select_on]

@@ -176,3 +176,16 @@ def test_cli_flag_takes_a_file_of_weights(tmp_path):
     result = CliRunner().invoke(app, [*args[:3], str(tmp_path / "m2"), *args[4:]])
     assert result.exit_code == 2
     assert "label 'nope' is not among the labels" in result.output
+
+
+def test_a_weight_for_an_unknown_label_fails_before_tokenizing(tmp_path, monkeypatch):
+    # It failed after the whole training set was tokenized: minutes on millions of rows.
+    imbalanced(100).to_csv(tmp_path / "train.csv", index=False)
+
+    def tokenize(*args, **kwargs):
+        raise AssertionError("tokenized before the weights were checked")
+
+    monkeypatch.setattr("hanclf.datamodule.tokenize_in_parallel", tokenize)
+    config = load_config(None, {"train.class_weights": {"rarre": 4.0}, "train.accelerator": "cpu"})
+    with pytest.raises(UsageError, match="label 'rarre' is not among the labels"):
+        train(tmp_path / "train.csv", tmp_path / "m", config, progress=False)
