@@ -30,7 +30,8 @@ from hanclf.vocab import Labels, Vocab
 
 
 class HANDataModule(pl.LightningDataModule):
-    """Reads the training data, builds the vocabulary and labels from `train`, encodes both sets.
+    """Reads the training data and builds the labels from `train` (read), then the vocabulary,
+    and encodes both sets (setup).
 
     With `member_batches` > 1 every training step is a list of that many batches, one for each
     member of an ensemble, each member with its own order (MemberBatchSampler)."""
