@@ -14,7 +14,7 @@ from hanclf.data import SPLIT_COLUMN, no_rows_in_split, require_split_column, ro
 from hanclf.errors import UsageError
 from hanclf.io import TextColumns, check_input, iter_batches, require_columns, text_columns, text_values
 from hanclf.metrics import confusion_matrix, multilabel_counts, multilabel_report, report
-from hanclf.predict import Predictor, RowProgress, check_label_separator, check_multi_label_options, check_threshold
+from hanclf.predict import Predictor, RowProgress, check_multi_label_options
 from hanclf.vocab import normalize_label, normalize_label_set
 
 BATCH_ROWS = 8_192
@@ -44,9 +44,7 @@ def evaluate_file(
     predictor = Predictor(model_dir, device, batch_size)
     config = predictor.artifact.config.data
     labels = predictor.labels
-    check_multi_label_options(labels, {"--threshold": threshold, "--label-separator": label_separator})
-    check_threshold(threshold)
-    check_label_separator(label_separator)
+    check_multi_label_options(labels, threshold, label_separator)
     separator = label_separator or config.label_separator
     text_column = text_column or config.text_column
     label_column = label_column or config.label_column
@@ -55,7 +53,7 @@ def evaluate_file(
     columns = [*text_columns(text_column), label_column] + ([SPLIT_COLUMN] if split else [])
 
     n = len(labels)
-    cuts = np.asarray(labels.thresholds if threshold is None else [threshold] * n)
+    cuts = np.asarray(labels.cuts(threshold))
     # Counts add up over batches: a confusion matrix, or per-label tp/fp/fn for multi-label.
     counts = np.zeros((n + 1, 3) if labels.multi_label else (n, n), dtype=np.int64)
     row = 0

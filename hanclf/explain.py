@@ -33,13 +33,7 @@ from hanclf.io import (
     text_columns,
     text_values,
 )
-from hanclf.predict import (
-    DocAttention,
-    Predictor,
-    check_label_separator,
-    check_multi_label_options,
-    check_threshold,
-)
+from hanclf.predict import DocAttention, Predictor, check_multi_label_options
 from hanclf.report import HtmlReport
 from hanclf.vocab import normalize_label, normalize_label_set
 
@@ -223,17 +217,13 @@ def explain_file(
             check_output(path, force, reads=input_path)
             check_not_model_file(path)
     predictor = Predictor(model_dir, device, batch_size)
-    check_multi_label_options(predictor.labels, {"--threshold": threshold, "--label-separator": label_separator})
-    check_threshold(threshold)
-    check_label_separator(label_separator)
+    check_multi_label_options(predictor.labels, threshold, label_separator)
     rows, columns = (token_rows, TOKEN_COLUMNS) if level == "token" else (sentence_rows, SENTENCE_COLUMNS)
     report = None
     if html is not None:
         separator = predictor.artifact.config.data.label_separator
         labels = predictor.labels
-        thresholds = None
-        if labels.multi_label:
-            thresholds = labels.thresholds if threshold is None else [threshold] * len(labels)
+        thresholds = labels.cuts(threshold) if labels.multi_label else None
         report = HtmlReport(labels.names, f"{input_path.name}: {model_dir}", separator, thresholds)
     # cut: documents longer than the model reads; repeated_ids: documents whose id an earlier
     # one has (their rows share a doc_id); no_id: documents whose id is null or empty. Ids are

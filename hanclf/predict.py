@@ -20,7 +20,6 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -393,17 +392,16 @@ def check_threshold(threshold: float | None) -> None:
         raise UsageError(f"--threshold {threshold}: a probability, from 0 to 1")
 
 
-def check_label_separator(separator: str | None) -> None:
-    if separator == "":
-        raise UsageError("--label-separator: give a non-empty separator")
-
-
-def check_multi_label_options(labels: Labels, options: dict[str, Any]) -> None:
-    """Options that apply to multi-label models only ({flag: value}; None where not given)."""
-    for flag, value in options.items():
+def check_multi_label_options(labels: Labels, threshold: float | None, label_separator: str | None) -> None:
+    """evaluate's and explain's --threshold and --label-separator (None where not given): for
+    multi-label models only, a probability, a non-empty separator."""
+    for flag, value in (("--threshold", threshold), ("--label-separator", label_separator)):
         if value is not None and not labels.multi_label:
             raise UsageError(f"{flag} {value}: applies to multi-label models only; this one "
                              "predicts its most probable label")
+    check_threshold(threshold)
+    if label_separator == "":
+        raise UsageError("--label-separator: give a non-empty separator")
 
 
 def predict_file(

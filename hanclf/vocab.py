@@ -154,13 +154,16 @@ class Labels:
             targets[row, self.ids(labels, where, known_as)] = 1
         return targets
 
+    def cuts(self, threshold: float | None = None) -> list[float]:
+        """The probability each label needs to be predicted (multi-label): its own threshold,
+        tuned on valid, or `threshold` for every label where one is given (--threshold)."""
+        return list(self.thresholds) if threshold is None else [threshold] * len(self.names)
+
     def chosen(self, probs: np.ndarray, threshold: float | None = None) -> list[int]:
         """Ids of the predicted labels for one document's probabilities: the most probable one,
-        or, multi-label, every label at or above its threshold (`threshold`, where given, for
-        every label), in id order."""
+        or, multi-label, every label at or above its cut (`cuts(threshold)`), in id order."""
         if self.multi_label:
-            cuts = self.thresholds if threshold is None else [threshold] * len(self.names)
-            return [i for i, (p, t) in enumerate(zip(probs, cuts)) if p >= t]
+            return [i for i, (p, t) in enumerate(zip(probs, self.cuts(threshold))) if p >= t]
         return [int(np.argmax(probs))]
 
     def in_order(self, names: Iterable[str]) -> list[str]:
