@@ -248,21 +248,22 @@ def iter_batches(path: Path, columns: list[str], batch_rows: int) -> Iterator[pa
     """Stream `columns` of the table in record batches of at most about `batch_rows` rows."""
     fmt = check_input(path)
     columns = list(dict.fromkeys(columns))
-    names = _header_schema(path, fmt).names  # JSONL has no header, and objects no repeated keys
-    repeated = [column for column in columns if names.count(column) > 1]
-    if repeated:  # spreadsheet exports repeat names; which copy to read cannot be told
-        raise UsageError(f"{path}: column '{repeated[0]}' appears {names.count(repeated[0])} times "
-                         "among its columns; rename the copies so that each name is used once")
     try:
         if fmt == "parquet" and path.is_dir():
-            yield from _dataset(path).to_batches(columns=columns, batch_size=batch_rows)  # in file order
+            dataset = _dataset(path)
+            _check_named_once(path, dataset.schema.names, columns)
+            yield from dataset.to_batches(columns=columns, batch_size=batch_rows)  # in file order
         elif fmt == "parquet":
-            yield from pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=columns)
+            file = pq.ParquetFile(path)
+            _check_named_once(path, file.schema_arrow.names, columns)
+            yield from file.iter_batches(batch_size=batch_rows, columns=columns)
         elif fmt in ("csv", "tsv"):
-            for block in _csv_reader(path, fmt):
+            reader = _csv_reader(path, fmt)
+            _check_named_once(path, reader.schema.names, columns)
+            for block in reader:
                 for start in range(0, block.num_rows, batch_rows):
                     yield block.slice(start, batch_rows).select(columns)
-        else:
+        else:  # JSONL: objects cannot repeat a key
             records: list[dict] = []
             for record in _jsonl_records(path):
                 records.append(record)
@@ -273,6 +274,14 @@ def iter_batches(path: Path, columns: list[str], batch_rows: int) -> Iterator[pa
                 yield _records_to_batch(records, columns)
     except (pa.ArrowException, ValueError, OSError, UnicodeDecodeError) as e:
         raise _unreadable(path, fmt, e) from None
+
+
+def _check_named_once(path: Path, names: list[str], columns: list[str]) -> None:
+    """Spreadsheet exports repeat column names; which copy to read cannot be told."""
+    repeated = [column for column in columns if names.count(column) > 1]
+    if repeated:
+        raise UsageError(f"{path}: column '{repeated[0]}' appears {names.count(repeated[0])} times "
+                         "among its columns; rename the copies so that each name is used once")
 
 
 def _jsonl_records(path: Path) -> Iterator[dict]:
