@@ -163,12 +163,12 @@ def train(
     strategy: Annotated[Optional[str], typer.Option(help="Lightning strategy, e.g. ddp (one process per device) [default: auto].")] = None,
     num_nodes: Annotated[Optional[int], typer.Option(help="Machines taking part (with --strategy ddp) [default: 1].")] = None,
     force: Force = False,
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run (crash, kill -9) from its last completed epoch; with none to continue, train from the start (a job's retries can always pass it).")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run (crash, kill -9) from its last completed epoch; with none to continue, train from the start, and with the run finished, do nothing (a job's retries can always pass it).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (one line per epoch still, and one on the steps every minute, as where stderr is not a terminal).")] = False,
 ) -> None:
     """Train a HAN and write a self-contained model directory."""
     from hanclf.config import class_weights_option, load_config, parse_override
-    from hanclf.training import describe, train as train_model, work_dir
+    from hanclf.training import describe, finished, train as train_model, work_dir
 
     def action() -> dict[str, Any]:
         overrides = dict(parse_override(item) for item in set_ or [])
@@ -196,8 +196,9 @@ def train(
             log=_log,
         )
 
+    trained_before = resume and not force and finished(output)  # train says so
     metrics = _run(action, resumable=work_dir(output) / "last.ckpt")
-    if metrics is None:  # an extra process of a distributed run: the first one reports
+    if metrics is None or trained_before:  # None: an extra process of a distributed run
         return
     resumed = f" resumed after epoch {metrics['epochs_before_resume']}" if metrics["epochs_before_resume"] else ""
     # A multi-label model's figures here are at its tuned thresholds, the epoch lines' at 0.5.

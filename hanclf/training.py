@@ -28,7 +28,7 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from hanclf import __version__
-from hanclf.artifact import CONFIG, HISTORY, MODEL_FILES, Artifact, load_checkpoint, missing_files, save
+from hanclf.artifact import CONFIG, HISTORY, METRICS, MODEL_FILES, Artifact, load_checkpoint, missing_files, save
 from hanclf.config import Config, DataConfig, config_from_dict, default_config
 from hanclf.datamodule import HANDataModule
 from hanclf.embeddings import initial_embeddings, require_gensim
@@ -194,7 +194,8 @@ def train(
     Checkpoints of every epoch are kept in `work_dir(output)` until the model is written;
     `resume=True` continues an interrupted run from its last completed epoch, with its saved
     config (a `config` given must equal it); where there is none, training starts from the
-    beginning. `progress`: a progress bar (None: where stderr is a terminal); `log` gets one
+    beginning, and where the run finished (`output` holds its model), nothing is done and the
+    model's metrics are returned. `progress`: a progress bar (None: where stderr is a terminal); `log` gets one
     line per epoch.
     """
     data, output, valid = Path(data), Path(output), None if valid is None else Path(valid)
@@ -206,6 +207,8 @@ def train(
     if config.train.embeddings == "word2vec":
         require_gensim()
     if distributed_worker():  # the first process has checked the output and made `work`
+        if resume and finished(output):  # the first process trains nothing either
+            return None
         work = work_dir(output)
         # The first process started afresh where there was no checkpoint to resume from.
         resume = resume and (work / "last.ckpt").is_file()
@@ -216,6 +219,8 @@ def train(
         return None
     # Like spaCy and Lightning, a new runs/a/b is fine; the folders go again if training fails.
     with created_parents(output), _one_training_at_a_time(output):
+        if resume and not force and finished(output):
+            return _finished_metrics(output, given, log)
         check_output(output, force, directory=True)
         if output.is_dir() and any(output.iterdir()) and missing_files(output):
             raise UsageError(f"{output}: holds no hanclf model, and --force replaces only a model; "
@@ -339,6 +344,27 @@ def _with_absolute_embeddings(config: Config) -> Config:
         return config
     resolved = str(Path(config.train.embeddings_file).resolve())
     return dataclasses.replace(config, train=dataclasses.replace(config.train, embeddings_file=resolved))
+
+
+def finished(output: Path) -> bool:
+    """Whether `output` holds a model and no interrupted run of it (a retry after success)."""
+    return output.is_dir() and not missing_files(output) and not work_dir(output).exists()
+
+
+def _finished_metrics(output: Path, given: Config | None, log: Callable[[str], None]) -> dict[str, Any]:
+    """A retry of a run that finished: as Lightning's ckpt_path="last" after the last epoch,
+    nothing is left to do. Settings given must be the model's, as for an interrupted run (the
+    data cannot be checked: its fingerprint went with the checkpoints)."""
+    saved = _with_absolute_embeddings(config_from_dict(yaml.safe_load((output / CONFIG).read_text())))
+    if given is not None and given.to_dict() != saved.to_dict():
+        raise UsageError(
+            f"{output}: holds a finished model trained with other settings ({output / CONFIG}); "
+            "--resume does not retrain it: pass --force to train again with these, or name another directory"
+        )
+    metrics = json.loads((output / METRICS).read_text()) if (output / METRICS).is_file() else {}
+    figures = f", valid {describe(metrics['valid'])}" if "valid" in metrics else ""
+    log(f"nothing to resume: {output} holds this run's finished model{figures} (--force trains it again)")
+    return metrics
 
 
 def _resumed_config(work: Path, given: Config | None) -> Config:

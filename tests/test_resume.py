@@ -116,6 +116,32 @@ def test_resume_without_an_interrupted_run_trains_from_the_start(tmp_path):
     assert "resumed" not in lines[-1]
 
 
+def test_resume_after_the_run_finished_keeps_the_model(tmp_path):
+    # A retry after success (the pod killed after writing the model, a workflow re-run).
+    out = tmp_path / "m"
+    command = ["train", str(SAMPLE_DATA / "train.csv"), "-o", str(out), *SMALL, "--max-epochs", "2"]
+    first = hanclf(*command)
+    assert first.wait() == 0
+    weights = (out / "model.safetensors").read_bytes()
+    valid = json.loads((out / "metrics.json").read_text())["valid"]
+    again = hanclf(*command, "--resume")
+    _, err = again.communicate()
+    assert again.returncode == 0, err
+    assert err.strip().splitlines() == [
+        f"nothing to resume: {out} holds this run's finished model, valid accuracy {valid['accuracy']:.4f}, "
+        f"macro-F1 {valid['macro_f1']:.4f} (--force trains it again)"]
+    assert (out / "model.safetensors").read_bytes() == weights
+    assert not (tmp_path / ".m.training").exists()
+
+    other = hanclf(*command, "--seed", "7", "--resume")
+    _, err = other.communicate()
+    assert other.returncode == 2
+    assert err.strip() == (f"error: {out}: holds a finished model trained with other settings "
+                           f"({out / 'config.yaml'}); --resume does not retrain it: pass --force to train "
+                           "again with these, or name another directory")
+    assert (out / "model.safetensors").read_bytes() == weights
+
+
 def test_a_diverging_run_stops_with_a_clear_message(tmp_path):
     out = tmp_path / "m"
     run = hanclf("train", str(SAMPLE_DATA / "train.csv"), "-o", str(out), "--set", "train.lr=1e35",
