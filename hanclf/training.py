@@ -475,6 +475,16 @@ def _train(
         )
     except (ValueError, MisconfigurationException) as e:
         raise UsageError(f"Trainer settings (accelerator, devices, precision): {e}") from None
+    # ddp_spawn, and what Lightning picks for several devices in a notebook (ddp_fork), train in
+    # processes of Python's multiprocessing: the metrics and thresholds are theirs, and this
+    # process, which writes the model, would save none.
+    start_method = getattr(trainer.strategy, "_start_method", "popen")
+    if trainer.world_size > 1 and start_method != "popen":
+        raise UsageError(
+            f"training on {trainer.world_size} devices in processes started by {start_method} "
+            "(--strategy ddp_spawn, or several devices in a notebook) is not supported: use "
+            "`hanclf train --strategy ddp` from a terminal or script, or train on one device"
+        )
     history_path = work / "metrics.csv"
     earlier = None
     if primary:

@@ -45,3 +45,31 @@ def test_ddp_two_cpu_processes(tmp_path, resume):
     again = evaluate_file(out, SAMPLE_DATA / "train.csv", split="valid", device="cpu")
     assert again["confusion_matrix"] == metrics["valid"]["confusion_matrix"]
     assert metrics["valid"]["accuracy"] >= 0.6  # chance is 1/3
+
+
+# Processes started by multiprocessing keep their metrics to themselves: the model was saved
+# with empty validation figures (ddp_spawn: then a KeyError traceback; a notebook's automatic
+# ddp_fork: "valid": {} in metrics.json, or an IndexError for multi-label data).
+@pytest.mark.parametrize("interactive", [False, True], ids=["ddp_spawn", "notebook"])
+def test_multiprocessing_strategies_are_refused(tmp_path, interactive):
+    out = tmp_path / "model"
+    if interactive:  # Lightning takes sys.ps1 for an interactive session and picks ddp_fork
+        code = ("import sys; sys.ps1 = '>>> '\n"
+                "from hanclf import load_config, train\n"
+                "from hanclf.errors import UsageError\n"
+                f"config = load_config(None, {{'train.devices': 2, 'train.accelerator': 'cpu', 'train.max_epochs': 1}})\n"
+                f"try:\n    train({str(SAMPLE_DATA / 'train.csv')!r}, {str(out)!r}, config)\n"
+                "except UsageError as e:\n    print(e)\n")
+        command = [sys.executable, "-c", code]
+    else:
+        command = [sys.executable, "-m", "hanclf", "train", str(SAMPLE_DATA / "train.csv"), "-o", str(out),
+                   "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp_spawn", "--max-epochs", "1", "--quiet"]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    message = proc.stderr.strip().splitlines()[-1] if not interactive else proc.stdout.strip()
+    method = "fork" if interactive else "spawn"
+    assert message.removeprefix("error: ") == (
+        f"training on 2 devices in processes started by {method} (--strategy ddp_spawn, or several "
+        "devices in a notebook) is not supported: use `hanclf train --strategy ddp` from a terminal "
+        "or script, or train on one device")
+    assert proc.returncode == (0 if interactive else 2)
+    assert list(tmp_path.iterdir()) == []
