@@ -12,7 +12,7 @@ import numpy as np
 
 from hanclf.data import SPLIT_COLUMN, no_rows_in_split, require_split_column, row_name, rows_in_split
 from hanclf.errors import UsageError
-from hanclf.io import TextColumns, check_input, iter_batches, require_columns, text_columns, text_values
+from hanclf.io import TextColumns, as_path, check_input, iter_batches, require_columns, text_columns, text_values
 from hanclf.metrics import confusion_matrix, multilabel_counts, multilabel_report, report
 from hanclf.predict import Predictor, RowProgress, check_multi_label_options
 from hanclf.vocab import normalize_label, normalize_label_set
@@ -39,7 +39,7 @@ def evaluate_file(
     predict's --threshold does), `label_separator` the model's separator of labels in one
     string of the label column. `progress` and `log`: the rows read and scored so far, as
     predict_file's."""
-    data = Path(data)
+    data = as_path(data, "data", data=True)
     check_input(data)
     predictor = Predictor(model_dir, device, batch_size)
     config = predictor.artifact.config.data

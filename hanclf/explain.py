@@ -24,6 +24,7 @@ from hanclf.data import SPLIT_COLUMN, no_rows_in_split, require_split_column, ro
 from hanclf.errors import UsageError
 from hanclf.io import (
     TextColumns,
+    as_path,
     atomic_output,
     check_input,
     check_output,
@@ -204,8 +205,7 @@ def explain_file(
     `threshold`: for a multi-label model, the probability a label needs to be predicted
     (default: each label's own, tuned on valid), as predict's; `label_separator`: what joins
     the true labels in one string of the input (default: the model's), as evaluate's."""
-    input_path = Path(input_path)
-    output, html = (None if path is None else Path(path) for path in (output, html))
+    input_path, output, html = as_path(input_path, "input_path", data=True), as_path(output, "output"), as_path(html, "html")
     if level not in LEVELS:
         raise UsageError(f"--level {level}: use one of {', '.join(LEVELS)}")
     if output is not None and output.suffix.lower() != ".csv":

@@ -54,7 +54,7 @@ from rich.table import Table
 from hanclf.artifact import check_not_model_file
 from hanclf.errors import UsageError
 from hanclf.explain import iter_rows
-from hanclf.io import TextColumns, atomic_output, check_output
+from hanclf.io import TextColumns, as_path, atomic_output, check_output
 from hanclf.predict import Predictor
 
 CURVE_POINTS = 11  # 0%, 10%, ..., 100% removed
@@ -284,7 +284,7 @@ def faithfulness_file(
 ) -> dict[str, Any]:
     """`faithfulness` of the model on the texts of a file (the first `limit` rows of `split`);
     with `output`, also written there as JSON."""
-    input_path, output = Path(input_path), None if output is None else Path(output)
+    input_path, output = as_path(input_path, "input_path", data=True), as_path(output, "output")
     if output is not None:
         check_json_output(output, force, input_path)
     predictor = Predictor(model_dir, device, batch_size)

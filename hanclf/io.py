@@ -73,6 +73,17 @@ def input_format(path: Path) -> str:
     return fmt
 
 
+def as_path(value: str | os.PathLike | None, name: str, data: bool = False) -> Path | None:
+    """A path argument of the Python API as a Path (None stays None); anything else is a
+    TypeError, which says what to do with a DataFrame given as `data`."""
+    if value is None or isinstance(value, Path):
+        return value
+    if isinstance(value, (str, os.PathLike)):
+        return Path(value)
+    hint = "; write the frame to a file first (frame.to_parquet('data.parquet'))" if data and hasattr(value, "to_parquet") else ""
+    raise TypeError(f"{name}: a path (str or pathlib.Path), not {type(value).__name__}{hint}")
+
+
 def check_input(path: Path) -> str:
     """Fail early and clearly on a path that cannot be an input table; returns its format."""
     if not path.exists():

@@ -38,6 +38,7 @@ from hanclf.io import (
     PROGRESS_LOG_SECONDS,
     STRING_TYPES,
     TextColumns,
+    as_path,
     atomic_output,
     bar_on_stderr,
     check_input,
@@ -142,7 +143,7 @@ class Predictor:
     def __init__(self, model_dir: str | Path, device: str = "auto", batch_size: int | None = None) -> None:
         if batch_size is not None and batch_size < 1:
             raise UsageError(f"batch_size {batch_size}: must be at least 1 (None: the device's default)")
-        self.artifact = load(Path(model_dir))
+        self.artifact = load(as_path(model_dir, "model_dir"))
         self.device = resolve_device(device)
         self.model = self.artifact.model.to(self.device).eval()
         # On the CPU the word GRU's input term is looked up in a table over the vocabulary (on
@@ -372,8 +373,7 @@ class Predictor:
             try:
                 texts = pa.Table.from_pandas(batch[text_columns(self.text_column)], preserve_index=False)
             except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-                raise UsageError(f"the batch's text column(s) {', '.join(text_columns(self.text_column))} "
-                                 f"hold values that are not text ({e})") from None
+                raise UsageError(_not_text(batch, text_columns(self.text_column), e)) from None
             predictions = self.predict_table(text_values("the batch", self.text_column, texts), top_k, threshold)
             frame = predictions.to_pandas()
             for field in predictions.schema:  # lists, not NumPy arrays: comparable, and Ray converts them
@@ -385,6 +385,17 @@ class Predictor:
         for name in predictions.column_names:
             table = table.append_column(name, predictions.column(name))
         return table
+
+
+def _not_text(frame: pd.DataFrame, columns: list[str], error: Exception) -> str:
+    """What a text column holds that Arrow could not read as text: the first such value, by its
+    index label (Arrow's own message quotes a good text, not the bad one)."""
+    for column in columns:
+        for label, value in frame[column].items():
+            if not (value is None or isinstance(value, str) or pd.api.types.is_scalar(value) and pd.isna(value)):
+                return (f"the batch's column '{column}' holds {type(value).__name__} {value!r:.40} at index "
+                        f"{label!r}, not text (str, or None for a missing one)")
+    return f"the batch's text column(s) {', '.join(columns)} cannot be read as text ({str(error).splitlines()[0]})"
 
 
 def check_threshold(threshold: float | None) -> None:
@@ -443,7 +454,8 @@ def predict_file(
         # or making a pool's semaphores, which a worker that dies this early would leak.
         raise HanclfError(GUARD_MAIN)
     start = time.perf_counter()
-    model_dir, input_path, output = Path(model_dir), Path(input_path), Path(output)
+    model_dir, input_path, output = (as_path(model_dir, "model_dir"), as_path(input_path, "input_path", data=True),
+                                     as_path(output, "output"))
     check_input(input_path)
     if output.suffix.lower() not in (".parquet", ".pq"):
         raise UsageError(f"{output}: predictions are written as Parquet; name it *.parquet")

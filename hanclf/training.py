@@ -29,11 +29,11 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from hanclf import __version__
 from hanclf.artifact import CONFIG, HISTORY, METRICS, MODEL_FILES, Artifact, load_checkpoint, missing_files, save
-from hanclf.config import Config, DataConfig, config_from_dict, default_config
+from hanclf.config import Config, DataConfig, config_from_dict, default_config, load_config
 from hanclf.datamodule import HANDataModule
 from hanclf.embeddings import initial_embeddings, require_gensim
 from hanclf.errors import UsageError
-from hanclf.io import PROGRESS_LOG_SECONDS, atomic_output, bar_on_stderr, check_input, check_output, created_parents, time_left
+from hanclf.io import PROGRESS_LOG_SECONDS, as_path, atomic_output, bar_on_stderr, check_input, check_output, created_parents, time_left
 from hanclf.metrics import tune_thresholds
 from hanclf.model import PAD, members
 from hanclf.module import HANClassifier
@@ -180,7 +180,7 @@ def distributed_worker() -> bool:
 def train(
     data: str | Path,
     output: str | Path,
-    config: Config | None = None,
+    config: Config | str | Path | None = None,
     valid: str | Path | None = None,
     force: bool = False,
     resume: bool = False,
@@ -189,7 +189,8 @@ def train(
 ) -> dict[str, Any] | None:
     """Train a HAN on `data` (and `valid`), write the model directory `output`, return its
     metrics (the same dict as metrics.json); None in the extra processes of a distributed run.
-    `config`: from load_config (a preset or YAML file, and overrides); None for the defaults.
+    `config`: from load_config (a preset or YAML file, and overrides), or the name of a preset
+    or YAML file; None for the defaults.
 
     Checkpoints of every epoch are kept in `work_dir(output)` until the model is written;
     `resume=True` continues an interrupted run from its last completed epoch, with its saved
@@ -198,7 +199,9 @@ def train(
     model's metrics are returned. `progress`: a progress bar (None: where stderr is a terminal); `log` gets one
     line per epoch.
     """
-    data, output, valid = Path(data), Path(output), None if valid is None else Path(valid)
+    data, output, valid = as_path(data, "data", data=True), as_path(output, "output"), as_path(valid, "valid", data=True)
+    if isinstance(config, (str, os.PathLike)):  # train(data, out, "yelp"), as --config yelp
+        config = load_config(str(config))
     given = None if config is None else _with_absolute_embeddings(config)
     config = given or default_config()
     check_input(data)

@@ -283,9 +283,10 @@ def test_predictor_call_on_the_batches_pandas_and_ray_users_have(model_dir):
     assert len(predictor(pd.DataFrame({"text": []}))) == 0  # an empty column is float64
     with pytest.raises(TypeError, match="batch_format='pyarrow'"):
         predictor({"text": np.array(texts, dtype=object)})  # Ray's default batches
-    with pytest.raises(UsageError, match="not text") as error:
-        predictor(pd.DataFrame({"text": ["fine", 3]}))
-    assert "\n" not in str(error.value)
+    with pytest.raises(UsageError) as error:
+        predictor(pd.DataFrame({"text": ["A long and perfectly good review.", 3.5]}, index=["a", "b"]))
+    assert str(error.value) == ("the batch's column 'text' holds float 3.5 at index 'b', not text "
+                                "(str, or None for a missing one)")
 
 
 def test_python_arguments_as_users_pass_them(model_dir, data_dir, tmp_path, monkeypatch):
@@ -305,6 +306,17 @@ def test_python_arguments_as_users_pass_them(model_dir, data_dir, tmp_path, monk
     pd.DataFrame({"text": ["Great food."] * 4}).to_csv(unlabelled, index=False)
     with pytest.raises(UsageError, match="'label'"):  # config=None: the defaults, label_column 'label'
         train(unlabelled, tmp_path / "m")
+    with pytest.raises(UsageError, match="'stars'"):  # a preset by name, as --config yelp
+        train(unlabelled, tmp_path / "m", "yelp")
+    frame = pd.read_csv(unlabelled)
+    for call in (lambda: train(frame, tmp_path / "m"), lambda: evaluate_file(model_dir, frame),
+                 lambda: predict_file(model_dir, frame, out), lambda: explain_file(model_dir, frame, tmp_path / "a.csv")):
+        with pytest.raises(TypeError) as error:
+            call()
+        assert str(error.value).endswith(": a path (str or pathlib.Path), not DataFrame; write the frame "
+                                         "to a file first (frame.to_parquet('data.parquet'))")
+    with pytest.raises(TypeError, match=r"^model_dir: a path \(str or pathlib.Path\), not dict$"):
+        Predictor({"model": "m"})
 
 def test_predictor_text_methods_take_any_column_of_texts_and_refuse_what_is_not(model_dir):
     predictor = Predictor(model_dir, device="cpu")
