@@ -749,17 +749,25 @@ def _write_in_workers(
     try:
         return job.write(path, labelled())
     except BrokenProcessPool:
-        # A script without the guard is the likelier cause there (its workers' tracebacks say
-        # so at length); the CLI has the guard, so memory is.
-        main = getattr(sys.modules.get("__main__"), "__spec__", None)
-        cli = main is not None and main.name.split(".")[0] == "hanclf" or Path(sys.argv[0]).name == "hanclf"
-        causes = "out of memory? try fewer --devices" if cli else f"{GUARD_MAIN}; or out of memory? try fewer devices"
-        raise HanclfError(f"a predict worker process died (its own error, if any, is printed above): {causes}") from None
+        raise worker_died() from None
     except KeyboardInterrupt:
         _stop_workers(pool)
         raise
     finally:
         pool.shutdown(cancel_futures=True)
+
+
+def worker_died() -> HanclfError:
+    """Why a worker may have died, the likelier cause first: under a script, a missing guard
+    (its workers' tracebacks say so at length); under the CLI (which has the guard), a notebook
+    or an interactive session (which need none), memory."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    cli = spec is not None and spec.name.split(".")[0] == "hanclf" or Path(sys.argv[0]).name == "hanclf"
+    memory = "out of memory? try fewer --devices" if cli else "out of memory? try fewer devices"
+    script = not cli and getattr(main, "__file__", None) is not None
+    causes = f"{GUARD_MAIN}; or {memory}" if script else memory
+    return HanclfError(f"a predict worker process died (its own error, if any, is printed above): {causes}")
 
 
 def _stop_workers(pool: ProcessPoolExecutor, seconds: float = 2.0) -> None:

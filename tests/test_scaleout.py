@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ import hanclf.predict
 import hanclf.workers
 from hanclf.cli.main import app
 from hanclf.errors import UsageError
-from hanclf.predict import Predictor, predict_file, worker_processes
+from hanclf.predict import Predictor, predict_file, worker_died, worker_processes
 from hanclf.workers import likely_to_use_workers
 
 WORDS = "the food was wonderful awful great slow we went there on a sunday parking".split()
@@ -207,6 +208,19 @@ def test_a_worker_killed_mid_run_is_reported_and_leaves_no_output(model_dir, rev
         "or out of memory? try fewer devices"
     )
     assert not out.exists() and list(tmp_path.iterdir()) == [script]
+
+
+@pytest.mark.parametrize("main, argv0, causes", [
+    (types.SimpleNamespace(__file__="job.py", __spec__=None), "job.py",
+     'from a script, call predict_file under `if __name__ == "__main__":`; or out of memory? try fewer devices'),
+    (types.SimpleNamespace(__spec__=None), "", "out of memory? try fewer devices"),  # a notebook, a REPL
+    (types.SimpleNamespace(__file__="/venv/bin/hanclf", __spec__=None), "/venv/bin/hanclf",
+     "out of memory? try fewer --devices"),
+], ids=["script", "notebook", "cli"])
+def test_a_workers_death_is_explained_for_where_it_ran(monkeypatch, main, argv0, causes):
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    monkeypatch.setattr(sys, "argv", [argv0])
+    assert str(worker_died()) == f"a predict worker process died (its own error, if any, is printed above): {causes}"
 
 
 @pytest.mark.parametrize("version", ["v2", "v1"])
