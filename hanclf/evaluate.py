@@ -12,7 +12,9 @@ import numpy as np
 
 from hanclf.data import SPLIT_COLUMN, no_rows_in_split, require_split_column, row_name, rows_in_split
 from hanclf.errors import UsageError
-from hanclf.io import TextColumns, as_path, check_input, iter_batches, require_columns, text_columns, text_values
+from hanclf.io import (
+    TextColumns, as_path, check_input, iter_batches, require_columns, text_columns, text_values, to_stderr,
+)
 from hanclf.metrics import confusion_matrix, multilabel_counts, multilabel_report, report
 from hanclf.predict import Predictor, RowProgress, check_multi_label_options
 from hanclf.vocab import normalize_label, normalize_label_set
@@ -31,7 +33,7 @@ def evaluate_file(
     threshold: float | None = None,
     label_separator: str | None = None,
     progress: bool | None = None,
-    log: Callable[[str], None] = lambda message: None,
+    log: Callable[[str], None] = to_stderr,
 ) -> dict[str, Any]:
     """Metrics of the model on `data` (only rows of `split` if given, e.g. 'test').
 

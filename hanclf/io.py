@@ -13,6 +13,7 @@ import functools
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -71,6 +72,12 @@ def input_format(path: Path) -> str:
             f"{path}: unknown file type '{path.suffix}' (use one of {', '.join(FORMATS)})"
         )
     return fmt
+
+
+def to_stderr(message: str) -> None:
+    """The Python API's default `log`: a line on stderr, as the CLI's (a notebook shows it under
+    the cell; a long training was silent there for its whole run)."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def as_path(value: str | os.PathLike | None, name: str, data: bool = False) -> Path | None:

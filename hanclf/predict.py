@@ -52,6 +52,7 @@ from hanclf.io import (
     text_columns,
     text_values,
     time_left,
+    to_stderr,
 )
 from hanclf.model import UNK, probabilities
 from hanclf.tokenize import tokenize_all
@@ -429,14 +430,15 @@ def predict_file(
     devices: int | None = 1,
     force: bool = False,
     progress: bool | None = None,
-    log: Callable[[str], None] = lambda message: None,
+    log: Callable[[str], None] = to_stderr,
 ) -> dict[str, float]:
     """Label every row of `input_path` into the Parquet file `output`; returns rows, seconds,
     processes (the worker processes used; 1: this process alone) and rows_without_id (null or
     empty in `id_column`).
 
     `progress`: a progress bar on stderr (None: where stderr is a terminal); without one, `log`
-    gets a line on the rows labelled so far every PROGRESS_LOG_SECONDS, for batch jobs' logs.
+    gets a line on the rows labelled so far every PROGRESS_LOG_SECONDS, for batch jobs' logs
+    and notebooks (default: stderr; `lambda message: None` for none).
 
     `devices` worker processes take slices of the input in parallel while this process reads
     and writes in input order; 1 runs everything in this process. On the CPU each worker labels

@@ -33,7 +33,10 @@ from hanclf.config import Config, DataConfig, config_from_dict, default_config, 
 from hanclf.datamodule import HANDataModule
 from hanclf.embeddings import initial_embeddings, require_gensim
 from hanclf.errors import UsageError
-from hanclf.io import PROGRESS_LOG_SECONDS, as_path, atomic_output, bar_on_stderr, check_input, check_output, created_parents, time_left
+from hanclf.io import (
+    PROGRESS_LOG_SECONDS, as_path, atomic_output, bar_on_stderr, check_input, check_output, created_parents,
+    time_left, to_stderr,
+)
 from hanclf.metrics import tune_thresholds
 from hanclf.model import PAD, members
 from hanclf.module import HANClassifier
@@ -185,7 +188,7 @@ def train(
     force: bool = False,
     resume: bool = False,
     progress: bool | None = None,
-    log: Callable[[str], None] = lambda message: None,
+    log: Callable[[str], None] = to_stderr,
 ) -> dict[str, Any] | None:
     """Train a HAN on `data` (and `valid`), write the model directory `output`, return its
     metrics (the same dict as metrics.json); None in the extra processes of a distributed run.
@@ -196,10 +199,12 @@ def train(
     `resume=True` continues an interrupted run from its last completed epoch, with its saved
     config (a `config` given must equal it); where there is none, training starts from the
     beginning, and where the run finished (`output` holds its model), nothing is done and the
-    model's metrics are returned. `progress`: a progress bar (None: where stderr is a terminal); `log` gets one
-    line per epoch.
+    model's metrics are returned. `progress`: a progress bar (None: where stderr is a terminal);
+    `log` gets a line per epoch, and where no bar shows one on the epoch's steps every minute
+    (default: stderr; `lambda message: None` for none).
     """
-    data, output, valid = as_path(data, "data", data=True), as_path(output, "output"), as_path(valid, "valid", data=True)
+    data, output = as_path(data, "data", data=True), as_path(output, "output")
+    valid = as_path(valid, "valid", data=True)
     if isinstance(config, (str, os.PathLike)):  # train(data, out, "yelp"), as --config yelp
         config = load_config(str(config))
     given = None if config is None else _with_absolute_embeddings(config)

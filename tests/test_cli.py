@@ -318,6 +318,18 @@ def test_python_arguments_as_users_pass_them(model_dir, data_dir, tmp_path, monk
     with pytest.raises(TypeError, match=r"^model_dir: a path \(str or pathlib.Path\), not dict$"):
         Predictor({"model": "m"})
 
+def test_python_train_reports_its_epochs_on_stderr_by_default(data_dir, tmp_path, capfd):
+    # A notebook showed nothing for a whole training: the lines went to a no-op by default.
+    config = load_config(None, {"model.embed_dim": 8, "model.word_hidden": 4, "model.sent_hidden": 4,
+                                "train.max_epochs": 2, "train.accelerator": "cpu"})
+    metrics = train(data_dir / "train.csv", tmp_path / "m", config, progress=False)
+    out, err = capfd.readouterr()
+    lines = err.strip().splitlines()
+    assert out == "" and lines[0].startswith("216 train / 24 valid documents, 3 labels, vocabulary ")
+    assert [line.split(":")[0] for line in lines[1:]] == ["epoch 1/2", "epoch 2/2"]
+    assert f"valid accuracy {metrics['valid']['accuracy']:.4f}" in lines[metrics["best_epoch"] + 1]
+
+
 def test_predictor_text_methods_take_any_column_of_texts_and_refuse_what_is_not(model_dir):
     predictor = Predictor(model_dir, device="cpu")
     texts = ["The food was awful. They open at nine.", None, "Lovely staff, great food."]
@@ -739,7 +751,8 @@ def test_train_leaves_the_callers_random_generators_environment_and_warnings_alo
                                 "train.max_epochs": 1, "train.accelerator": "cpu"})
     capfd.readouterr()
     train(data_dir / "train.csv", tmp_path / "m", config)  # stderr is no terminal: no bar
-    assert capfd.readouterr().err == ""
+    lines = capfd.readouterr().err.splitlines()  # hanclf's own lines, none of Lightning's
+    assert lines[0].startswith("216 train / 24 valid") and [line[:10] for line in lines[1:]] == ["epoch 1/1:"]
     assert draws() == expected  # not the draws after the training seed, 42
     assert {name: os.environ.get(name) for name in environment} == environment
     assert warnings.filters == filters and logging.getLogger("pytorch_lightning").level == level
