@@ -206,6 +206,9 @@ def explain_file(
     (default: each label's own, tuned on valid), as predict's; `label_separator`: what joins
     the true labels in one string of the input (default: the model's), as evaluate's."""
     input_path, output, html = as_path(input_path, "input_path", data=True), as_path(output, "output"), as_path(html, "html")
+    if output is None and html is None and on_document is None:
+        raise UsageError("explain_file: nothing to write; give output (a CSV), html (a report) or "
+                         "on_document (a function called with each document)")
     if level not in LEVELS:
         raise UsageError(f"--level {level}: use one of {', '.join(LEVELS)}")
     if output is not None and output.suffix.lower() != ".csv":

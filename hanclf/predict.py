@@ -144,7 +144,8 @@ class Predictor:
     def __init__(self, model_dir: str | Path, device: str = "auto", batch_size: int | None = None) -> None:
         if batch_size is not None and batch_size < 1:
             raise UsageError(f"batch_size {batch_size}: must be at least 1 (None: the device's default)")
-        self.artifact = load(as_path(model_dir, "model_dir"))
+        self.model_dir = as_path(model_dir, "model_dir")
+        self.artifact = load(self.model_dir)
         self.device = resolve_device(device)
         self.model = self.artifact.model.to(self.device).eval()
         # On the CPU the word GRU's input term is looked up in a table over the vocabulary (on
@@ -158,6 +159,11 @@ class Predictor:
         # 49,200 at 256 on an H200 (bench/results/throughput-gpu.md).
         self.batch_size = batch_size or (1024 if self.device.type == "cuda" else 64)
         self.max_batch_slots = MAX_BATCH_SLOTS
+
+    def __repr__(self) -> str:
+        shown = ", ".join(map(str, self.labels.names[:5])) + (", ..." if len(self.labels) > 5 else "")
+        return (f"Predictor('{self.model_dir}', device='{self.device}', batch_size={self.batch_size}; "
+                f"{len(self.labels)} labels: {shown})")
 
     @property
     def text_column(self) -> TextColumns:

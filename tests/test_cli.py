@@ -317,6 +317,9 @@ def test_python_arguments_as_users_pass_them(model_dir, data_dir, tmp_path, monk
                                          "to a file first (frame.to_parquet('data.parquet'))")
     with pytest.raises(TypeError, match=r"^model_dir: a path \(str or pathlib.Path\), not dict$"):
         Predictor({"model": "m"})
+    assert repr(predictor) == f"Predictor('{model_dir}', device='cpu', batch_size=64; 3 labels: mix, neg, pos)"
+    with pytest.raises(UsageError, match="^explain_file: nothing to write; give output"):
+        explain_file(model_dir, unlabelled, limit=3)  # did the work, and returned {'rows': 0, ...}
 
 def test_python_train_reports_its_epochs_on_stderr_by_default(data_dir, tmp_path, capfd):
     # A notebook showed nothing for a whole training: the lines went to a no-op by default.
