@@ -205,7 +205,8 @@ def explain_file(
     `threshold`: for a multi-label model, the probability a label needs to be predicted
     (default: each label's own, tuned on valid), as predict's; `label_separator`: what joins
     the true labels in one string of the input (default: the model's), as evaluate's."""
-    input_path, output, html = as_path(input_path, "input_path", data=True), as_path(output, "output"), as_path(html, "html")
+    input_path = as_path(input_path, "input_path", data=True)
+    output, html = as_path(output, "output"), as_path(html, "html")
     if output is None and html is None and on_document is None:
         raise UsageError("explain_file: nothing to write; give output (a CSV), html (a report) or "
                          "on_document (a function called with each document)")

@@ -87,7 +87,8 @@ def as_path(value: str | os.PathLike | None, name: str, data: bool = False) -> P
         return value
     if isinstance(value, (str, os.PathLike)):
         return Path(value)
-    hint = "; write the frame to a file first (frame.to_parquet('data.parquet'))" if data and hasattr(value, "to_parquet") else ""
+    frame = data and hasattr(value, "to_parquet")
+    hint = "; write the frame to a file first (frame.to_parquet('data.parquet'))" if frame else ""
     raise TypeError(f"{name}: a path (str or pathlib.Path), not {type(value).__name__}{hint}")
 
 

@@ -462,8 +462,8 @@ def predict_file(
         # or making a pool's semaphores, which a worker that dies this early would leak.
         raise HanclfError(GUARD_MAIN)
     start = time.perf_counter()
-    model_dir, input_path, output = (as_path(model_dir, "model_dir"), as_path(input_path, "input_path", data=True),
-                                     as_path(output, "output"))
+    model_dir, output = as_path(model_dir, "model_dir"), as_path(output, "output")
+    input_path = as_path(input_path, "input_path", data=True)
     check_input(input_path)
     if output.suffix.lower() not in (".parquet", ".pq"):
         raise UsageError(f"{output}: predictions are written as Parquet; name it *.parquet")

@@ -363,12 +363,9 @@ def _finished_metrics(output: Path, given: Config | None, log: Callable[[str], N
     """A retry of a run that finished: as Lightning's ckpt_path="last" after the last epoch,
     nothing is left to do. Settings given must be the model's, as for an interrupted run (the
     data cannot be checked: its fingerprint went with the checkpoints)."""
-    saved = _with_absolute_embeddings(config_from_dict(yaml.safe_load((output / CONFIG).read_text())))
-    if given is not None and given.to_dict() != saved.to_dict():
-        raise UsageError(
-            f"{output}: holds a finished model trained with other settings ({output / CONFIG}); "
-            "--resume does not retrain it: pass --force to train again with these, or name another directory"
-        )
+    _saved_config(output / CONFIG, given, refusal=(
+        f"{output}: holds a finished model trained with other settings ({output / CONFIG}); --resume "
+        "does not retrain it: pass --force to train again with these, or name another directory"))
     metrics = json.loads((output / METRICS).read_text()) if (output / METRICS).is_file() else {}
     figures = f", valid {describe(metrics['valid'])}" if "valid" in metrics else ""
     log(f"nothing to resume: {output} holds this run's finished model{figures} (--force trains it again)")
@@ -376,14 +373,19 @@ def _finished_metrics(output: Path, given: Config | None, log: Callable[[str], N
 
 
 def _resumed_config(work: Path, given: Config | None) -> Config:
-    """The interrupted run's config; a `given` one that differs is refused. (Runs interrupted
-    before config.yaml named embeddings files absolutely name theirs relatively.)"""
-    saved = _with_absolute_embeddings(config_from_dict(yaml.safe_load((work / CONFIG).read_text())))
+    """The interrupted run's config; a `given` one that differs is refused."""
+    return _saved_config(work / CONFIG, given, refusal=(
+        f"--resume continues with the settings saved in {work / CONFIG}; give the interrupted "
+        "run's settings (its command with --resume added), or none"))
+
+
+def _saved_config(path: Path, given: Config | None, refusal: str) -> Config:
+    """The config a run saved in `path`; a `given` one that differs is refused with `refusal`.
+    (Runs interrupted before config.yaml named embeddings files absolutely name theirs
+    relatively.)"""
+    saved = _with_absolute_embeddings(config_from_dict(yaml.safe_load(path.read_text())))
     if given is not None and given.to_dict() != saved.to_dict():
-        raise UsageError(
-            f"--resume continues with the settings saved in {work / CONFIG}; give the interrupted "
-            "run's settings (its command with --resume added), or none"
-        )
+        raise UsageError(refusal)
     return saved
 
 
