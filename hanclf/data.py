@@ -117,9 +117,24 @@ def index_tokens(docs: Iterable[list[list[str]]], config: DataConfig) -> Tokeniz
     )
 
 
+# A text is read up to CHARS_PER_SLOT characters for each word the model can take
+# (max_sentences x max_words; 100,000 characters for Yelp's 25 x 40), far past where the caps
+# cut real text (the longest review of the three sets has 21,217 characters), so that one huge
+# cell (a 20 MB log pasted into a ticket) is not tokenized whole: its tokens took ~24x its size
+# in memory. Only a document whose sentences average over 100 characters per word slot (600+
+# words each) loses sentences the model would have read.
+CHARS_PER_SLOT = 100
+
+
+def readable(text: str | None, config: DataConfig) -> str | None:
+    """The part of `text` that is tokenized (see CHARS_PER_SLOT)."""
+    limit = CHARS_PER_SLOT * config.max_sentences * config.max_words
+    return text[:limit] if isinstance(text, str) and len(text) > limit else text
+
+
 def tokenize_texts(texts: Sequence[str | None], config: DataConfig) -> TokenizedDocs:
     with gc_paused():
-        return index_tokens(map(tokenize, texts), config)
+        return index_tokens((tokenize(readable(text, config)) for text in texts), config)
 
 
 def encode_texts(texts: Sequence[str | None], vocab: Vocab, config: DataConfig) -> list[EncodedDoc]:

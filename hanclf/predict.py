@@ -32,7 +32,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from hanclf import __version__
 from hanclf.artifact import load
-from hanclf.data import EncodedDoc, WordBatch, encode_texts, index_tokens, pad, size_batches, truncate
+from hanclf.data import EncodedDoc, WordBatch, encode_texts, index_tokens, pad, readable, size_batches, truncate
 from hanclf.errors import HanclfError, UsageError
 from hanclf.io import (
     PROGRESS_LOG_SECONDS,
@@ -260,7 +260,7 @@ class Predictor:
     def attend(self, texts: Sequence[str | None]) -> list[DocAttention]:
         """Probabilities plus word and sentence attention for each text."""
         vocab, config = self.artifact.vocab, self.artifact.config.data
-        whole = tokenize_all(one_per_text(texts))
+        whole = tokenize_all(readable(text, config) for text in one_per_text(texts))
         tokens = [truncate(doc, config) for doc in whole]
         docs = index_tokens(tokens, config).encoded(vocab)
         out: list[DocAttention | None] = [None] * len(docs)

@@ -35,6 +35,7 @@ from hanclf.data import (
 )
 from hanclf.errors import UsageError
 from hanclf.model import PAD, UNK
+from hanclf.tokenize import tokenize
 from hanclf.vocab import PAD_TOKEN, Vocab
 
 VOCAB = Vocab(["a", "b", "c", "d", "e", "f"], lowercase=True)  # a=2 ... f=7
@@ -63,6 +64,20 @@ def test_encode_short_document_unchanged():
 def test_empty_document_is_one_pad_sentence():
     encoded = encode([], DataConfig())
     assert encoded.ids.tolist() == [PAD] and encoded.lengths.tolist() == [1]
+
+
+def test_a_huge_text_is_tokenized_only_as_far_as_the_model_could_read(monkeypatch):
+    # A 20 MB text was tokenized whole (~24x its size in memory) to keep 1,500 words of it.
+    config = DataConfig(max_sentences=3, max_words=4)
+    limit = hanclf.data.CHARS_PER_SLOT * 3 * 4
+    seen = []
+    monkeypatch.setattr(hanclf.data, "tokenize", lambda text: seen.append(text) or tokenize(text))
+    huge = "A b c d e f. " * 100_000
+    docs = tokenize_texts([huge, "short text.", None], config)
+    assert [len(text) if text else text for text in seen] == [limit, 11, None]
+    # What the model reads is what tokenizing the whole text gave.
+    assert docs.encoded(VOCAB)[0].ids.tolist() == index_tokens([tokenize(huge)], config).encoded(VOCAB)[0].ids.tolist()
+    assert docs.sentences.tolist() == [3, 1, 0]
 
 
 def plain_encode(doc: list[list[str]], vocab: Vocab, config: DataConfig) -> tuple[list, list]:
