@@ -251,7 +251,7 @@ def train(
             config = _resumed_config(work, given)
             log(f"resuming from {last}")
         elif work.exists():
-            if not force:
+            if not force and last.is_file():  # without one, there is nothing to lose
                 raise UsageError(
                     f"{work} holds checkpoints of an interrupted run: pass --resume to continue "
                     "it, or --force to start over"
@@ -352,6 +352,38 @@ def _with_absolute_embeddings(config: Config) -> Config:
         return config
     resolved = str(Path(config.train.embeddings_file).resolve())
     return dataclasses.replace(config, train=dataclasses.replace(config.train, embeddings_file=resolved))
+
+
+EARLIER_HISTORY = "history_before_resume.csv"  # in the work directory
+
+
+def _keep_earlier_history(history_path: Path, earlier_path: Path) -> None:
+    """Add the epochs logged by the interrupted call (`history_path`) to those of the calls
+    before it (`earlier_path`), as one file written whole."""
+    parts = [frame for frame in map(_read_history, (earlier_path, history_path)) if frame is not None]
+    if not parts:
+        return
+    if len(parts) == 2:  # an epoch the interrupted call ran again is its
+        parts[0] = parts[0][parts[0]["epoch"] < parts[1]["epoch"].min()]
+    tmp = earlier_path.with_suffix(".tmp")
+    pd.concat(parts).to_csv(tmp, index=False)
+    os.replace(tmp, earlier_path)
+
+
+def _read_history(path: Path) -> pd.DataFrame | None:
+    """A file of logged epochs; None where there is none or it has no row."""
+    frame = pd.read_csv(path) if path.is_file() else None
+    return frame if frame is not None and len(frame) else None
+
+
+@contextlib.contextmanager
+def _interrupts_raised() -> Iterator[None]:
+    """Lightning ends fit() and validate() on Ctrl-C or SIGTERM with SystemExit(1): raise the
+    KeyboardInterrupt that the CLI reports (exit 130, or 143 for SIGTERM) instead."""
+    try:
+        yield
+    except SystemExit:
+        raise KeyboardInterrupt from None
 
 
 def finished(output: Path) -> bool:
@@ -495,28 +527,31 @@ def _train(
             "(--strategy ddp_spawn, or several devices in a notebook) is not supported: use "
             "`hanclf train --strategy ddp` from a terminal or script, or train on one device"
         )
-    history_path = work / "metrics.csv"
-    earlier = None
+    history_path, earlier_path = work / "metrics.csv", work / EARLIER_HISTORY
     if primary:
         work.mkdir(exist_ok=True)
         (work / CONFIG).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
         if resume_from is None:  # a resumed run's processes are reading it
             (work / TABLES).write_text(tables)
-        # Lightning's CSV logger starts its file afresh on resume: keep the epochs already done.
-        earlier = pd.read_csv(history_path) if resume_from and history_path.is_file() else None
+        else:
+            # Lightning's CSV logger deletes its file as it starts: the epochs of the calls
+            # before this one are kept in a file of ours first.
+            _keep_earlier_history(history_path, earlier_path)
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
-    except BaseException as e:
+        with _interrupts_raised():
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    except BaseException:
         if primary and not (work / "last.ckpt").is_file():  # nothing --resume could continue from
             shutil.rmtree(work, ignore_errors=True)
-        if isinstance(e, SystemExit):  # how Lightning ends fit() on Ctrl-C
-            raise KeyboardInterrupt from None
         raise
     epochs_run = trainer.current_epoch
     if primary:  # read before the validation below logs a row of its own
-        history = pd.read_csv(history_path)
+        # No new file where the interrupted call had run every epoch already.
+        history = _read_history(history_path)
+        earlier = _read_history(earlier_path)
         if earlier is not None:
-            history = pd.concat([earlier[earlier["epoch"] < history["epoch"].min()], history])
+            first_new = epochs_run if history is None else history["epoch"].min()
+            history = pd.concat([earlier[earlier["epoch"] < first_new], history])
         # Lightning writes an epoch's training and validation figures as rows of their own.
         # val_score, early stopping's name for val_acc (val_micro_f1), only repeated it.
         history = history.groupby("epoch", as_index=False).first().drop(columns="val_score", errors="ignore")
@@ -524,7 +559,8 @@ def _train(
     module.model.load_state_dict(state)
     # Validate the kept weights once more (every process takes part): the saved metrics are
     # those of the saved model.
-    trainer.validate(module, datamodule=datamodule, verbose=False)
+    with _interrupts_raised():
+        trainer.validate(module, datamodule=datamodule, verbose=False)
     if not primary:
         return module.valid_report
     if labels.multi_label:

@@ -100,6 +100,54 @@ def test_resume_continues_after_the_last_epoch_not_the_best_one(tmp_path):
     assert torch.load(work / "last.ckpt", weights_only=False)["epoch"] >= 2
 
 
+def test_a_run_interrupted_twice_keeps_every_epochs_history(tmp_path):
+    # Lightning's CSV logger deletes the interrupted call's epochs as a resumed call starts:
+    # after a second interruption, the first call's epochs were gone from history.csv.
+    out = tmp_path / "model"
+    for stop_at in ("epoch 2/6", "epoch 4/6"):
+        run = hanclf("train", str(SAMPLE_DATA / "train.csv"), "-o", str(out), *SMALL, "--resume")
+        for line in run.stderr:
+            if line.startswith(stop_at):
+                os.kill(run.pid, signal.SIGKILL)
+                break
+        run.wait()
+        assert run.returncode == -signal.SIGKILL
+    resumed = hanclf("train", str(SAMPLE_DATA / "train.csv"), "-o", str(out), *SMALL, "--resume")
+    _, err = resumed.communicate()
+    assert resumed.returncode == 0, err
+    history = pd.read_csv(out / "history.csv")
+    assert history["epoch"].tolist() == list(range(6)) and history["val_acc"].notna().all()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs_before_resume"] >= 3
+
+
+def test_a_run_interrupted_after_its_last_epoch_resumes(tmp_path, monkeypatch):
+    # SIGTERM in the validation after the last epoch: Lightning exited 1 with no message, and
+    # every --resume then failed (no epoch left to run, so no history file: a traceback).
+    import pytorch_lightning as pl
+
+    from hanclf.config import load_config
+    from hanclf.training import train
+
+    config = load_config(None, {"model.embed_dim": 16, "model.word_hidden": 8, "model.sent_hidden": 8,
+                                "train.max_epochs": 2, "train.accelerator": "cpu"})
+    out, work = tmp_path / "model", tmp_path / ".model.training"
+
+    def terminated(*args, **kwargs):
+        raise SystemExit(1)  # what Lightning's validate() does on a KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pl.Trainer, "validate", terminated)
+        with pytest.raises(KeyboardInterrupt):
+            train(SAMPLE_DATA / "train.csv", out, config, progress=False)
+    assert torch.load(work / "last.ckpt", weights_only=False)["epoch"] == 1 and not out.exists()
+    metrics = train(SAMPLE_DATA / "train.csv", out, config, resume=True, progress=False)
+    assert metrics["epochs_run"] == 2 and metrics["epochs_before_resume"] == 2
+    assert metrics["epoch_seconds"] == [] and metrics["valid"]["accuracy"] > 0
+    assert pd.read_csv(out / "history.csv")["epoch"].tolist() == [0, 1]
+    assert not work.exists()
+
+
 def test_resume_without_an_interrupted_run_trains_from_the_start(tmp_path):
     # A scheduler's retries run one command: --resume must also do for the first attempt, and
     # after a run killed in its first epoch (settings written, no epoch to continue from).
@@ -114,6 +162,12 @@ def test_resume_without_an_interrupted_run_trains_from_the_start(tmp_path):
                         "training from the start")
     assert json.loads((out / "metrics.json").read_text())["epochs_run"] == 2
     assert "resumed" not in lines[-1]
+    # Nor does a retry without --resume stop at a run killed before its first checkpoint.
+    (tmp_path / ".m2.training").mkdir()
+    (tmp_path / ".m2.training" / "config.yaml").write_text("data: {}\n")
+    again = hanclf("train", str(SAMPLE_DATA / "train.csv"), "-o", str(tmp_path / "m2"), *SMALL, "--max-epochs", "1")
+    _, err = again.communicate()
+    assert again.returncode == 0, err
 
 
 def test_resume_after_the_run_finished_keeps_the_model(tmp_path):
