@@ -174,10 +174,19 @@ def _one_training_at_a_time(output: Path) -> Iterator[None]:
         handle.close()
 
 
-def distributed_worker() -> bool:
-    """True in the extra processes of a distributed run (started by Lightning's DDP launcher,
-    torchrun or on another node): they train, and leave every file to the first process."""
-    return any(int(os.environ.get(name) or 0) > 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+def distributed_worker(num_nodes: int) -> bool:
+    """True in the extra processes of a distributed run (started by Lightning's DDP launcher or
+    torchrun, which set WORLD_SIZE, or on another machine of a --num-nodes run): they train, and
+    leave every file to the first process."""
+    ranks = {name: os.environ[name] for name in ("RANK", "LOCAL_RANK", "NODE_RANK")
+             if os.environ.get(name, "0").strip() not in ("", "0")}
+    if ranks and int(os.environ.get("WORLD_SIZE") or 0) <= 1 and num_nodes <= 1:
+        # Lightning would take this process for another's helper too, and log nothing: the
+        # run exited 0 without a model (a pod template's stray RANK=1).
+        setting = ", ".join(f"{name}={value}" for name, value in ranks.items())
+        raise UsageError(f"{setting} is set, but this is no distributed run (WORLD_SIZE is not set, "
+                         "--num-nodes is 1): unset it, or start the run with torchrun or --strategy ddp")
+    return bool(ranks)
 
 
 def train(
@@ -214,7 +223,7 @@ def train(
         check_input(valid)
     if config.train.embeddings == "word2vec":
         require_gensim()
-    if distributed_worker():  # the first process has checked the output and made `work`
+    if distributed_worker(config.train.num_nodes):  # the first process has checked the output and made `work`
         if resume and finished(output):  # the first process trains nothing either
             return None
         work = work_dir(output)
