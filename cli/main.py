@@ -387,4 +387,12 @@ def main() -> None:
     # command, measured); frozen objects are skipped, and the OS frees the memory either way.
     atexit.register(gc.freeze)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    app()
+    try:
+        app()
+    except SystemExit as e:
+        # A SIGTERM before a command's work began (while it imports torch) reached Typer as
+        # Ctrl-C, which exits 130 without a word: a pod stopped as it started logged nothing.
+        if e.code == 130 and _terminated.is_set():
+            typer.echo("terminated (SIGTERM): no output was written", err=True)
+            raise SystemExit(143) from None
+        raise

@@ -72,6 +72,18 @@ def leftovers(directory: Path, name: str) -> list[str]:
 # --- 1. Ctrl-C ---------------------------------------------------------------------------------
 
 
+def test_sigterm_before_a_commands_work_begins_is_reported():
+    # Before _run takes over (a command importing torch), Typer took the signal for Ctrl-C and
+    # exited 130 without a word. A command that is signalled as it starts stands in for that.
+    code = ("import os, signal, sys\n"
+            "from hanclf.cli import main as cli\n"
+            "cli.app.command('starting')(lambda: os.kill(os.getpid(), signal.SIGTERM))\n"
+            "sys.argv = ['hanclf', 'starting']\n"
+            "cli.main()\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert (proc.returncode, proc.stderr) == (143, "terminated (SIGTERM): no output was written\n")
+
+
 # SIGTERM is what `timeout`, Airflow and Kubernetes send: the same clean-up as Ctrl-C.
 @pytest.mark.parametrize("stop, code, said", [(signal.SIGINT, 130, "interrupted:"),
                                               (signal.SIGTERM, 143, "terminated (SIGTERM):")])
