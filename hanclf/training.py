@@ -32,7 +32,7 @@ from hanclf.artifact import CONFIG, HISTORY, METRICS, MODEL_FILES, Artifact, loa
 from hanclf.config import Config, DataConfig, config_from_dict, default_config, load_config
 from hanclf.datamodule import HANDataModule
 from hanclf.embeddings import initial_embeddings, require_gensim
-from hanclf.errors import UsageError
+from hanclf.errors import HanclfError, UsageError
 from hanclf.io import (
     PROGRESS_LOG_SECONDS, as_path, atomic_output, bar_on_stderr, check_input, check_output, created_parents,
     time_left, to_stderr,
@@ -164,8 +164,10 @@ def _one_training_at_a_time(output: Path) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UsageError(f"{output}: another `hanclf train` is writing it now; wait for it to "
-                             "finish, or name another output") from None
+            # Exit 1, not 2: a Job's replacement pod starting while the old one still stops
+            # meets this, and a retry policy takes exit 2 for "the command is wrong".
+            raise HanclfError(f"{output}: another `hanclf train` is writing it now; wait for it to "
+                              "finish, or name another output") from None
         try:
             yield
         finally:

@@ -246,7 +246,7 @@ def test_a_second_training_of_the_same_output_is_refused_while_the_first_runs(tm
         second = hanclf("train", str(SAMPLE_DATA / "train.csv"), "-o", str(out), *SMALL, "--force")
         _, err = second.communicate(timeout=120)
         first.send_signal(signal.SIGCONT)
-        assert second.returncode == 2, err
+        assert second.returncode == 1, err  # a conflict of the moment: a retry may pass
         assert "another `hanclf train` is writing it now" in err and "Traceback" not in err
     finally:
         first.send_signal(signal.SIGCONT)
