@@ -347,13 +347,20 @@ def label_notes(labels: Labels, targets: list, data: DataConfig) -> list[str]:
     return notes
 
 
-TABLES = "tables.sha256"  # in the work directory: what --resume checks the data against
+DATA_DIGEST = "data.sha256"  # in the work directory: what --resume checks the data against
 
 
-def _tables_digest(vocab: Vocab, labels: Labels) -> str:
-    """A digest of the word and label tables: the checkpoints' weights fit these only."""
-    tables = json.dumps([vocab.to_json(), labels.to_json()], sort_keys=True)
-    return hashlib.sha256(tables.encode()).hexdigest()
+def _data_digest(vocab: Vocab, labels: Labels, datamodule: HANDataModule) -> str:
+    """A digest of the word and label tables (the checkpoints' weights fit these only) and of
+    the encoded documents and their labels (the batches to come are drawn from these: other
+    data with the same words, e.g. the first half of the file, was resumed on silently)."""
+    digest = hashlib.sha256(json.dumps([vocab.to_json(), labels.to_json()], sort_keys=True).encode())
+    for dataset in (datamodule.train_set, datamodule.valid_set):
+        for doc in dataset.docs:
+            digest.update(doc.ids.tobytes())
+            digest.update(doc.lengths.tobytes())
+        digest.update(np.asarray(dataset.targets).tobytes())
+    return digest.hexdigest()
 
 
 def _with_absolute_embeddings(config: Config) -> Config:
@@ -458,15 +465,15 @@ def _train(
     weights = class_weights(t.class_weights, labels, datamodule.train_targets, data)
     datamodule.setup("fit")
     vocab = datamodule.vocab
-    tables = _tables_digest(vocab, labels)
+    fingerprint = _data_digest(vocab, labels, datamodule)
     # Checked by every process of a distributed run, so that none goes on into fit alone. The
     # file is absent in runs interrupted before hanclf wrote it.
-    saved_tables = work / TABLES
-    if resume_from is not None and saved_tables.is_file() and saved_tables.read_text() != tables:
+    saved = work / DATA_DIGEST
+    if resume_from is not None and saved.is_file() and saved.read_text() != fingerprint:
         raise UsageError(
-            f"{data}: its words or labels differ from those of the interrupted run in {work}, "
-            "whose checkpoints hold weights for those; resume on the same data, or start over "
-            "with --force"
+            f"{data}: its documents, words or labels differ from those of the interrupted run in "
+            f"{work}, whose checkpoints were trained on those; resume on the same data, or start "
+            "over with --force"
         )
     han_config = config.han_config(len(vocab), len(labels))
     module = HANClassifier(
@@ -543,7 +550,7 @@ def _train(
         work.mkdir(exist_ok=True)
         (work / CONFIG).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
         if resume_from is None:  # a resumed run's processes are reading it
-            (work / TABLES).write_text(tables)
+            (work / DATA_DIGEST).write_text(fingerprint)
         else:
             # Lightning's CSV logger deletes its file as it starts: the epochs of the calls
             # before this one are kept in a file of ours first.

@@ -223,15 +223,19 @@ def test_resume_on_other_data_is_refused(tmp_path):
     assert (tmp_path / ".model.training" / "last.ckpt").is_file()
     other = tmp_path / "other.csv"
     frame = pd.read_csv(SAMPLE_DATA / "train.csv")
-    frame.assign(text=frame["text"].str.replace("the", "a")).to_csv(other, index=False)
-    resumed = hanclf("train", str(other), "-o", str(out), "--resume")
-    _, err = resumed.communicate()
-    assert resumed.returncode == 2 and "Traceback" not in err
-    assert err.strip().splitlines()[-1] == (
-        f"error: {other}: its words or labels differ from those of the interrupted run in "
-        f"{tmp_path / '.model.training'}, whose checkpoints hold weights for those; resume on "
-        "the same data, or start over with --force")
-    assert not out.exists()
+    # Other words; and the same words and labels, one row labelled otherwise (resumed silently).
+    for changed in (frame.assign(text=frame["text"].str.replace("the", "a")),
+                    frame.assign(label=[frame["label"].iloc[1], *frame["label"].iloc[1:]])):
+        assert not changed.equals(frame)
+        changed.to_csv(other, index=False)
+        resumed = hanclf("train", str(other), "-o", str(out), "--resume")
+        _, err = resumed.communicate()
+        assert resumed.returncode == 2 and "Traceback" not in err
+        assert err.strip().splitlines()[-1] == (
+            f"error: {other}: its documents, words or labels differ from those of the interrupted "
+            f"run in {tmp_path / '.model.training'}, whose checkpoints were trained on those; "
+            "resume on the same data, or start over with --force")
+        assert not out.exists()
 
 
 def test_a_second_training_of_the_same_output_is_refused_while_the_first_runs(tmp_path):
