@@ -25,6 +25,7 @@ import torch
 import yaml
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.plugins import TorchCheckpointIO
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from hanclf import __version__
@@ -141,6 +142,28 @@ def describe(report: dict[str, Any]) -> str:
     return f"accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}"
 
 
+class _CheckpointsBeside(TorchCheckpointIO):
+    """Each checkpoint written beside its name, then renamed over it. Lightning's own goes
+    through a temporary file in TMPDIR (fsspec's), which a pod's small /tmp filled ("no space
+    left" with the output's disk empty), and is moved across filesystems as a copy that a kill
+    could leave half done, a checkpoint that no --resume could read."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        path = Path(path)
+        partial = path.with_name(f".{path.name}.partial")
+        torch.save(checkpoint, partial)
+        os.replace(partial, path)
+
+
+def _readable(checkpoint: Path) -> str | None:
+    """None where `checkpoint` loads; else why not."""
+    try:
+        load_checkpoint(checkpoint)
+    except Exception as e:  # a truncated zip, an unpickling error: anything means unusable
+        return str(e).splitlines()[0] if str(e) else type(e).__name__
+    return None
+
+
 def work_dir(output: Path) -> Path:
     """Where a run keeps its checkpoints until the model directory is written: beside the
     output, so `--resume` finds them after a crash or `kill -9`."""
@@ -252,9 +275,11 @@ def train(
                              "with it; move them, or name another directory")
         work = work_dir(output)
         last = work / "last.ckpt"
-        if resume and not last.is_file():
+        damage = _readable(last) if resume and last.is_file() else None
+        if resume and (not last.is_file() or damage):
             # As Lightning's ckpt_path="last": a job's retries can all pass --resume.
-            log(f"no interrupted run to resume (no {last}): training from the start")
+            found = f"{last} cannot be read ({damage})" if damage else f"no {last}"
+            log(f"no interrupted run to resume ({found}): training from the start")
             resume = False
             # A run killed in its first epoch left no epoch to continue from, only its settings.
             shutil.rmtree(work, ignore_errors=True)
@@ -528,6 +553,7 @@ def _train(
             max_epochs=t.max_epochs,
             gradient_clip_val=t.grad_clip or None,
             callbacks=callbacks,
+            plugins=[_CheckpointsBeside()],
             logger=CSVLogger(work, name="", version=""),
             enable_progress_bar=progress,
             enable_model_summary=False,

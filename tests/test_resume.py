@@ -11,6 +11,7 @@ import sys
 import pandas as pd
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from tests.conftest import SAMPLE_DATA
@@ -146,6 +147,35 @@ def test_a_run_interrupted_after_its_last_epoch_resumes(tmp_path, monkeypatch):
     assert metrics["epoch_seconds"] == [] and metrics["valid"]["accuracy"] > 0
     assert pd.read_csv(out / "history.csv")["epoch"].tolist() == [0, 1]
     assert not work.exists()
+
+
+def test_checkpoints_never_go_through_tmpdir_and_a_damaged_one_is_trained_over(tmp_path, monkeypatch):
+    # Lightning wrote each checkpoint to a file in TMPDIR first (a pod's small /tmp: "no space
+    # left"), then moved it: across filesystems a copy, which a kill could leave cut short, and
+    # every --resume then failed with a traceback.
+    import tempfile
+
+    from hanclf.config import load_config
+    from hanclf.training import train
+
+    in_tmpdir = []
+    mkstemp = tempfile.mkstemp
+    monkeypatch.setattr(tempfile, "mkstemp", lambda *a, **k: in_tmpdir.append(k.get("dir")) or mkstemp(*a, **k))
+    config = load_config(None, {"model.embed_dim": 16, "model.word_hidden": 8, "model.sent_hidden": 8,
+                                "train.max_epochs": 1, "train.accelerator": "cpu"})
+    out, work = tmp_path / "model", tmp_path / ".model.training"
+    lines = []
+    train(SAMPLE_DATA / "train.csv", out, config, progress=False, log=lines.append)
+    assert in_tmpdir == []
+    out.rename(tmp_path / "first")
+    work.mkdir()
+    (work / "config.yaml").write_text(yaml.safe_dump(config.to_dict()))
+    (work / "last.ckpt").write_bytes(b"PK\x03\x04 cut short")
+    lines.clear()
+    train(SAMPLE_DATA / "train.csv", out, config, resume=True, progress=False, log=lines.append)
+    assert lines[0].startswith(f"no interrupted run to resume ({work / 'last.ckpt'} cannot be read (")
+    assert lines[0].endswith("): training from the start")
+    assert_same_weights(out, tmp_path / "first")
 
 
 def test_resume_without_an_interrupted_run_trains_from_the_start(tmp_path):
