@@ -12,6 +12,7 @@ import logging
 import os
 import random
 import shutil
+import signal
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -91,6 +92,21 @@ def _caller_state_kept() -> Iterator[None]:
                 os.environ[name] = value
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
+
+
+class CallersSigterm(pl.Callback):
+    """In a distributed run, SIGTERM goes back to the handler the caller had (the CLI's raises
+    KeyboardInterrupt: Lightning then kills the other processes and ends fit). Lightning's own
+    handler broadcasts the signal to them, and waits for ever where they are blocked in a
+    gradient all-reduce meanwhile: a job stopped with SIGTERM never ended."""
+
+    def __init__(self) -> None:
+        self.handler = signal.getsignal(signal.SIGTERM)
+
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        # After Lightning registered its handler (fit's start); it puts the caller's back at the end.
+        if trainer.world_size > 1 and self.handler is not None:
+            signal.signal(signal.SIGTERM, self.handler)
 
 
 class EpochLog(pl.Callback):
@@ -538,6 +554,7 @@ def _train(
         last,
         EarlyStopping(monitor=monitor, mode="max", patience=t.patience),
         epoch_log,
+        CallersSigterm(),
     ]
     if progress:
         callbacks.append(RichProgressBar(console_kwargs={"stderr": True}))

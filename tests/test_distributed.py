@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -88,3 +90,28 @@ def test_a_rank_variable_alone_is_refused(tmp_path):
                                    "is not set, --num-nodes is 1): unset it, or start the run with torchrun or "
                                    "--strategy ddp")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sigterm_stops_a_ddp_run(tmp_path):
+    # Lightning's handler broadcast the signal while the other process waited in a gradient
+    # all-reduce: both waited for ever (a job stopped with SIGTERM never ended).
+    out = tmp_path / "model"
+    command = [sys.executable, "-m", "hanclf", "train", str(SAMPLE_DATA / "train.csv"), "-o", str(out),
+               "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--max-epochs", "30", "--quiet"]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE")}
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        for line in proc.stderr:
+            if line.startswith("epoch 2/30"):
+                proc.send_signal(signal.SIGTERM)
+                break
+        rest = proc.stderr.read()
+        assert proc.wait(timeout=60) == 143
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert rest.strip().splitlines()[-1] == ("terminated (SIGTERM): no output was written (the same command "
+                                             "with --resume continues)")
+    assert not out.exists() and (tmp_path / ".model.training" / "last.ckpt").is_file()
+    time.sleep(1)
+    assert subprocess.run(["pgrep", "-f", str(out)], capture_output=True).stdout == b""  # no process left
