@@ -12,6 +12,7 @@ import errno
 import gc
 import json
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +31,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
+    # A bug's traceback in a log file as Python prints it: rich's box wraps it at 80 columns,
+    # splitting the error's own line (which log searches look for).
+    pretty_exceptions_enable=sys.stderr.isatty(),
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )

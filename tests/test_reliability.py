@@ -84,6 +84,21 @@ def test_sigterm_before_a_commands_work_begins_is_reported():
     assert (proc.returncode, proc.stderr) == (143, "terminated (SIGTERM): no output was written\n")
 
 
+def test_a_bugs_traceback_in_a_log_keeps_its_error_on_one_line():
+    # rich's boxed traceback wrapped at 80 columns, cutting the error's line in two.
+    code = ("import sys\n"
+            "from hanclf.cli import main as cli\n"
+            "def failing():\n    raise RuntimeError('a bug, described at length: ' + 'x' * 120)\n"
+            "cli.app.command('failing')(failing)\n"
+            "sys.argv = ['hanclf', 'failing']\n"
+            "cli.main()\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0] == "Traceback (most recent call last):"
+    assert lines[-1] == "RuntimeError: a bug, described at length: " + "x" * 120
+
+
 # SIGTERM is what `timeout`, Airflow and Kubernetes send: the same clean-up as Ctrl-C.
 @pytest.mark.parametrize("stop, code, said", [(signal.SIGINT, 130, "interrupted:"),
                                               (signal.SIGTERM, 143, "terminated (SIGTERM):")])
