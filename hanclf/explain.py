@@ -29,12 +29,15 @@ from hanclf.io import (
     check_input,
     check_output,
     column_names,
+    input_format,
     iter_batches,
+    parquet_rows,
     require_columns,
     text_columns,
     text_values,
+    to_stderr,
 )
-from hanclf.predict import DocAttention, Predictor, check_multi_label_options
+from hanclf.predict import DocAttention, Predictor, RowProgress, check_multi_label_options
 from hanclf.report import HtmlReport
 from hanclf.vocab import normalize_label, normalize_label_set
 
@@ -180,6 +183,16 @@ def iter_explained(
             yield Explained(doc_id, att, predicted, pred_label, float(att.probs.max()), true)
 
 
+def _documents_to_explain(input_path: Path, split: str | None, limit: int | None) -> int | None:
+    """How many documents `iter_rows` will yield, where known before reading: a Parquet input's
+    rows (from its footers), at most `limit`. With `split`: `limit` if given (a split seldom
+    has fewer rows than a --limit), else not known."""
+    rows = parquet_rows(input_path) if input_format(input_path) == "parquet" else None
+    if limit is None:
+        return None if split else rows
+    return limit if rows is None else min(rows, limit)
+
+
 def explain_file(
     model_dir: str | Path,
     input_path: str | Path,
@@ -197,6 +210,8 @@ def explain_file(
     on_document: Callable[[Explained], None] | None = None,
     threshold: float | None = None,
     label_separator: str | None = None,
+    progress: bool | None = None,
+    log: Callable[[str], None] = to_stderr,
 ) -> dict[str, int]:
     """Write attention as CSV (`level` token: one row per token; sentence: one per sentence)
     and/or an HTML report; call `on_document` for each document. Returns counts: documents,
@@ -204,7 +219,8 @@ def explain_file(
     repeated_ids (documents whose id an earlier one has) and no_id (null or empty id).
     `threshold`: for a multi-label model, the probability a label needs to be predicted
     (default: each label's own, tuned on valid), as predict's; `label_separator`: what joins
-    the true labels in one string of the input (default: the model's), as evaluate's."""
+    the true labels in one string of the input (default: the model's), as evaluate's.
+    `progress` and `log`: the documents explained so far, as predict_file's rows."""
     input_path = as_path(input_path, "input_path", data=True)
     output, html = as_path(output, "output"), as_path(html, "html")
     if output is None and html is None and on_document is None:
@@ -216,6 +232,7 @@ def explain_file(
         raise UsageError(f"{output}: attention is written as CSV; name it *.csv")
     if output is not None and html is not None and output.resolve() == html.resolve():
         raise UsageError(f"{output}: named for both the CSV and the HTML report; give --html another name")
+    check_input(input_path)
     for path in (output, html):
         if path is not None:
             check_output(path, force, reads=input_path)
@@ -242,6 +259,8 @@ def explain_file(
             csv_file = stack.enter_context(tmp.open("w", newline="", encoding="utf-8"))
             writer = csv.writer(csv_file, lineterminator="\n")
             writer.writerow(columns)
+        total = _documents_to_explain(input_path, split, limit)
+        explained = stack.enter_context(RowProgress(total, progress, log, "explained", "documents"))
         docs = iter_explained(
             predictor, input_path, threshold, text_column=text_column, id_column=id_column,
             label_column=label_column, split=split, limit=limit, label_separator=label_separator,
@@ -256,6 +275,7 @@ def explain_file(
             if on_document is not None:
                 on_document(doc)
             counts["documents"] += 1
+            explained(counts["documents"])
             counts["cut"] += doc.attention.unseen_tokens > 0
             if ids_seen is not None and doc.doc_id in (None, ""):
                 counts["no_id"] += 1

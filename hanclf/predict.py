@@ -506,16 +506,18 @@ def predict_file(
 
 
 class RowProgress:
-    """Rows done so far, out of `total` (None: not known): a bar on stderr, or else a line
-    through `log` every PROGRESS_LOG_SECONDS ('labelled 800 rows of ...', `done` naming what was
-    done to them). A context manager: the bar goes at the end."""
+    """Rows done so far, out of `total` (None: not known): a bar on stderr (`bar` None: where
+    stderr shows one), or else a line through `log` every PROGRESS_LOG_SECONDS ('labelled 800
+    rows of ...', `done` naming what was done to them, `unit` what they are). A context manager:
+    the bar goes at the end."""
 
-    def __init__(self, total: int | None, bar: bool, log: Callable[[str], None], done: str = "labelled") -> None:
-        self.total, self.log, self.done = total, log, done
+    def __init__(self, total: int | None, bar: bool | None, log: Callable[[str], None], done: str = "labelled",
+                 unit: str = "rows") -> None:
+        self.total, self.log, self.done, self.unit = total, log, done, unit
         self.started = self.logged = time.perf_counter()
         self.first: tuple[float, int] | None = None  # when the first rows were done, and how many
         self.bar: Progress | None = None
-        if bar:
+        if bar or (bar is None and bar_on_stderr()):
             columns = [TextColumn(done), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
             self.bar = Progress(*columns, console=Console(stderr=True), transient=True)
             self.task = self.bar.add_task("predict", total=total)
@@ -525,7 +527,7 @@ class RowProgress:
         """For the rows of input `path`; `progress`: a bar, None where stderr shows one."""
         # Parquet footers give the row count; a CSV or JSONL file's would take a pass to count.
         total = parquet_rows(path) if input_format(path) == "parquet" else None
-        return cls(total, bar_on_stderr() if progress is None else progress, log, done)
+        return cls(total, progress, log, done)
 
     def __enter__(self) -> RowProgress:
         if self.bar is not None:
@@ -546,11 +548,11 @@ class RowProgress:
             # The pace since the first rows were done: start-up (model, workers) is not part of it.
             since, done_then = self.first
             rate = (rows - done_then) / (now - since) if rows > done_then else rows / max(now - self.started, 1e-9)
-            line = f"{self.done} {rows} rows"
+            line = f"{self.done} {rows} {self.unit}"
             if self.total:
                 left = (self.total - rows) / max(rate, 1e-9)
                 line += f" of {self.total} ({rows / self.total:.0%}), {time_left(left)}"
-            self.log(f"{line}, {rate:.0f} rows/s")
+            self.log(f"{line}, {rate:.0f} {self.unit}/s")
 
 
 @contextlib.contextmanager

@@ -226,6 +226,32 @@ def test_predict_logs_its_progress_where_no_bar_is_drawn(model_dir, data_dir, tm
                       "scored 12", "read 60 rows"]
 
 
+
+def test_explain_logs_its_progress_where_no_bar_is_drawn(model_dir, data_dir, tmp_path, monkeypatch):
+    # `explain big.parquet` printed nothing for minutes in an unattended job.
+    monkeypatch.setattr("hanclf.predict.PROGRESS_LOG_SECONDS", 0.0)
+    lines: list[str] = []
+    explain_file(model_dir, data_dir / "test.parquet", tmp_path / "a.csv", device="cpu", progress=False,
+                 log=lines.append)
+    assert [line.split(",")[0] for line in lines] == [
+        f"explained {n} documents of 60 ({n / 60:.0%})" for n in range(1, 61)]
+    assert re.fullmatch(r"explained 1 documents of 60 \(2%\), about \d+ s left, \d+ documents/s", lines[0])
+    make_reviews(30).assign(split=["train", "test"] * 15).to_parquet(tmp_path / "split.parquet")
+    # The total is the input's rows, at most --limit; a split's share of them is not known up front.
+    for data, options, last in [
+        (data_dir / "test.parquet", {"limit": 25}, "explained 25 documents of 25 (100%)"),
+        (data_dir / "test.parquet", {"limit": 100}, "explained 60 documents of 60 (100%)"),
+        (data_dir / "train.csv", {"limit": 10}, "explained 10 documents of 10 (100%)"),
+        (data_dir / "train.csv", {}, "explained 240 documents"),
+        (tmp_path / "split.parquet", {"split": "test"}, "explained 15 documents"),
+        (tmp_path / "split.parquet", {"split": "test", "limit": 10}, "explained 10 documents of 10 (100%)"),
+    ]:
+        lines.clear()
+        explain_file(model_dir, data, tmp_path / "a.csv", device="cpu", force=True, progress=False,
+                     log=lines.append, **options)
+        assert lines[-1].split(",")[0] == last
+
+
 def test_progress_lines_pace_leaves_start_up_out(monkeypatch):
     # Time left counted loading the model and starting workers as if rows were labelled then.
     from hanclf.predict import RowProgress

@@ -207,6 +207,7 @@ class Case:
 CASES = [
     # -- input files
     Case("predict-missing-input", lambda e: predict(e, e.root / "nope.csv"), 2, ("nope.csv", "no such file")),
+    Case("explain-missing-parquet-input", lambda e: explain(e, e.root / "nope.parquet"), 2, ("nope.parquet", "no such file")),
     Case("evaluate-input-is-directory", lambda e: evaluate(e, e.dir("dir.csv")), 2, ("dir.csv", "directory")),
     Case("train-unknown-extension-xlsx", lambda e: train(e, e.file("data.xlsx", b"PK\x03\x04")), 2, ("data.xlsx", ".xlsx", ".parquet")),
     Case("explain-empty-file", lambda e: explain(e, e.file("empty.csv", b"")), 2, ("empty.csv", "empty")),
