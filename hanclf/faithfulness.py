@@ -54,8 +54,8 @@ from rich.table import Table
 from hanclf.artifact import check_not_model_file
 from hanclf.errors import UsageError
 from hanclf.explain import iter_rows
-from hanclf.io import TextColumns, as_path, atomic_output, check_output
-from hanclf.predict import Predictor
+from hanclf.io import TextColumns, as_path, atomic_output, check_output, to_stderr
+from hanclf.predict import Predictor, RowProgress
 
 CURVE_POINTS = 11  # 0%, 10%, ..., 100% removed
 
@@ -281,9 +281,12 @@ def faithfulness_file(
     batch_size: int | None = None,
     device: str = "auto",
     force: bool = False,
+    progress: bool | None = None,
+    log: Callable[[str], None] = to_stderr,
 ) -> dict[str, Any]:
     """`faithfulness` of the model on the texts of a file (the first `limit` rows of `split`);
-    with `output`, also written there as JSON."""
+    with `output`, also written there as JSON. `progress` and `log`: the documents measured so
+    far, as predict_file's rows."""
     input_path, output = as_path(input_path, "input_path", data=True), as_path(output, "output")
     if output is not None:
         check_json_output(output, force, input_path)
@@ -295,7 +298,9 @@ def faithfulness_file(
         for text in batch
     ]
     result = {"data": str(input_path) + (f" (split={split})" if split else "")}
-    result.update(faithfulness(predictor, texts, k_values, random_repeats, seed))
+    with RowProgress(len(texts), progress, log, "measured", "documents") as measured:
+        result.update(faithfulness(predictor, texts, k_values, random_repeats, seed,
+                                   progress=lambda done, total: measured(done)))
     if output is not None:
         with atomic_output(output, force) as tmp:
             tmp.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")

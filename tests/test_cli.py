@@ -252,6 +252,14 @@ def test_explain_logs_its_progress_where_no_bar_is_drawn(model_dir, data_dir, tm
         assert lines[-1].split(",")[0] == last
 
 
+def test_faithfulness_logs_its_progress_where_no_bar_is_drawn(model_dir, data_dir, monkeypatch):
+    monkeypatch.setattr("hanclf.predict.PROGRESS_LOG_SECONDS", 0.0)
+    lines: list[str] = []
+    faithfulness_file(model_dir, data_dir / "test.parquet", limit=25, device="cpu", progress=False, log=lines.append)
+    assert len(lines) == 1  # 25 documents are one chunk (they and their perturbed copies scored at once)
+    assert re.fullmatch(r"measured 25 documents of 25 \(100%\), about 0 s left, \d+ documents/s", lines[0])
+
+
 def test_progress_lines_pace_leaves_start_up_out(monkeypatch):
     # Time left counted loading the model and starting workers as if rows were labelled then.
     from hanclf.predict import RowProgress
