@@ -269,6 +269,7 @@ def explain(
     batch_size: BatchSize = None,
     device: Device = "auto",
     force: Force = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (a line on the documents explained, and measured for --faithfulness, every minute instead, as where stderr is not a terminal).")] = False,
 ) -> None:
     """Word and sentence attention: CSV (--output), HTML report (--html), terminal table
     (--top-sentences), and how faithful it is (--faithfulness)."""
@@ -302,6 +303,8 @@ def explain(
             batch_size=batch_size, device=device, force=force,
             on_document=add_top_sentences if top_sentences else None, threshold=threshold,
             label_separator=label_separator,
+            progress=False if quiet else None,  # None: a bar where a person watches (a terminal)
+            log=_log,
         ))
         if top_sentences:
             if result["documents"] > documents_shown:
@@ -316,6 +319,7 @@ def explain(
         figures = _run(lambda: faithfulness_file(
             model, input, faithfulness, text_column=_columns(text_column), split=split, limit=limit,
             batch_size=batch_size, device=device, force=force,
+            progress=False if quiet else None, log=_log,
         ))
         stdout.print(format_table(figures))
         _log(f"wrote {faithfulness}")

@@ -260,6 +260,17 @@ def test_faithfulness_logs_its_progress_where_no_bar_is_drawn(model_dir, data_di
     assert re.fullmatch(r"measured 25 documents of 25 \(100%\), about 0 s left, \d+ documents/s", lines[0])
 
 
+def test_explain_quiet_logs_lines_instead_of_a_bar(model_dir, data_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr("hanclf.predict.PROGRESS_LOG_SECONDS", 0.0)
+    monkeypatch.setattr("hanclf.predict.bar_on_stderr", lambda: True)  # as on a terminal
+    command = ["explain", model_dir, data_dir / "test.parquet", "-o", tmp_path / "a.csv", "--faithfulness",
+               tmp_path / "f.json", "--limit", "20", "-F"]
+    for quiet, lines in (([], False), (["-q"], True)):
+        printed = invoke(*command, *quiet)
+        assert ("explained 20 documents of 20 (100%)" in printed) is lines
+        assert ("measured 20 documents of 20 (100%)" in printed) is lines
+        assert f"wrote {tmp_path / 'f.json'}" in printed
+
 def test_progress_lines_pace_leaves_start_up_out(monkeypatch):
     # Time left counted loading the model and starting workers as if rows were labelled then.
     from hanclf.predict import RowProgress
