@@ -14,7 +14,7 @@ import json
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Optional, TypeVar
 
@@ -52,9 +52,10 @@ BatchSize = Annotated[Optional[int], typer.Option(min=1, help="Documents per for
 TOP_SENTENCE_DOCS = 50  # --top-sentences is for reading in a terminal
 
 
-def _run(action: Callable[[], T], resumable: Path | None = None) -> T:
+def _run(action: Callable[[], T], resumable: Path | None = None, written: Sequence[Path] = ()) -> T:
     """Call into the library; turn our errors, Ctrl-C and SIGTERM into a message and an exit
-    code. `resumable`: the checkpoint that `--resume` would continue from, if one was left."""
+    code. `resumable`: the checkpoint that `--resume` would continue from, if one was left;
+    `written`: outputs that earlier calls of the command wrote."""
     try:
         return action()
     except (HanclfError, KeyboardInterrupt) as e:
@@ -64,7 +65,8 @@ def _run(action: Callable[[], T], resumable: Path | None = None) -> T:
             raise typer.Exit(e.exit_code) from None
         hint = " (the same command with --resume continues)" if resumable and resumable.is_file() else ""
         how, code = ("terminated (SIGTERM)", 143) if _terminated.is_set() else ("interrupted", 130)
-        typer.echo(f"{how}: no output was written{hint}", err=True)
+        kept = f"only {' and '.join(map(str, written))} had been written" if written else "no output was written"
+        typer.echo(f"{how}: {kept}{hint}", err=True)
         raise typer.Exit(code) from None
     except OSError as e:  # pyarrow's errors carry the reason in the text only
         if e.errno not in (errno.ENOSPC, errno.EDQUOT) and "No space left on device" not in str(e):
@@ -320,7 +322,7 @@ def explain(
             model, input, faithfulness, text_column=_columns(text_column), split=split, limit=limit,
             batch_size=batch_size, device=device, force=force,
             progress=False if quiet else None, log=_log,
-        ))
+        ), written=[path for path in (output, html) if path is not None])
         stdout.print(format_table(figures))
         _log(f"wrote {faithfulness}")
 

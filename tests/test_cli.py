@@ -681,6 +681,22 @@ def test_title_and_text_columns_read_as_one_document(tmp_path):
     assert result.exit_code == 2 and "no column 'title'" in result.output
 
 
+def test_explain_stopped_in_its_faithfulness_pass_names_what_it_wrote(model_dir, data_dir, tmp_path, monkeypatch):
+    # It said "no output was written" with the CSV and report in place.
+    import hanclf.faithfulness
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hanclf.faithfulness, "faithfulness_file", interrupted)
+    csv_path, html_path = tmp_path / "a.csv", tmp_path / "a.html"
+    result = runner.invoke(app, ["explain", str(model_dir), str(data_dir / "test.parquet"), "-o", str(csv_path),
+                                 "--html", str(html_path), "--faithfulness", str(tmp_path / "f.json"), "--limit", "3"])
+    assert result.exit_code == 130
+    assert result.output.strip().splitlines()[-1] == f"interrupted: only {csv_path} and {html_path} had been written"
+    assert csv_path.is_file() and html_path.is_file() and not (tmp_path / "f.json").exists()
+
+
 @pytest.mark.parametrize("checkpoint", [True, False])
 def test_ctrl_c_offers_resume_only_when_a_checkpoint_was_saved(tmp_path, capsys, checkpoint):
     last = tmp_path / ".model.training" / "last.ckpt"
