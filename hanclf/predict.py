@@ -66,6 +66,7 @@ from hanclf.workers import (
     cores,
     main_module_importable,
     start_server,
+    threads_within_quota,
 )
 
 ROW_ID = "row_id"  # added to the output when no --id-column is given: the 0-based input row
@@ -493,7 +494,8 @@ def predict_file(
     processes = worker_processes(devices, predictor.device, input_path)
     batches = iter_batches(input_path, job.columns, INPUT_BATCH_ROWS)
     job.progress = RowProgress.of_input(input_path, progress, log, "labelled")
-    with atomic_output(output, force) as tmp, _out_of_memory_explained(predictor.batch_size), job.progress:
+    with (atomic_output(output, force) as tmp, _out_of_memory_explained(predictor.batch_size), job.progress,
+          threads_within_quota()):
         if processes == 1:
             rows = job.write(tmp, ((b, predictor.predict_table(job.texts(b), top_k, threshold)) for b in batches))
         else:

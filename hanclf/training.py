@@ -43,6 +43,7 @@ from hanclf.metrics import tune_thresholds
 from hanclf.model import PAD, members
 from hanclf.module import HANClassifier
 from hanclf.vocab import Labels, Vocab
+from hanclf.workers import threads_within_quota
 
 # What train.select_on names, as logged by the module.
 MONITORS = {"accuracy": "val_score", "macro_f1": "val_macro_f1"}  # val_score: micro-F1 for multi-label
@@ -272,8 +273,9 @@ def train(
         resume = resume and (work / "last.ckpt").is_file()
         if resume:
             config = _resumed_config(work, given)
-        _train(data, output, config, valid, work, work / "last.ckpt" if resume else None,
-               force, progress=False, log=lambda message: None, primary=False)
+        with threads_within_quota():
+            _train(data, output, config, valid, work, work / "last.ckpt" if resume else None,
+                   force, progress=False, log=lambda message: None, primary=False)
         return None
     # Like spaCy and Lightning, a new runs/a/b is fine; the folders go again if training fails.
     with created_parents(output), _one_training_at_a_time(output):
@@ -311,7 +313,7 @@ def train(
             shutil.rmtree(work)
         if progress is None:
             progress = bar_on_stderr()
-        with _caller_state_kept():
+        with _caller_state_kept(), threads_within_quota():
             metrics = _train(data, output, config, valid, work, last if resume else None, force, progress, log)
         shutil.rmtree(work)
         return metrics

@@ -10,6 +10,7 @@ touches a GPU, so its forks can use CUDA (a fork of a process that did cannot). 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 import multiprocessing.forkserver
@@ -18,6 +19,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from multiprocessing.context import BaseContext
 from pathlib import Path
 
@@ -45,6 +47,23 @@ def cores(cgroup: Path = CGROUP) -> int:
     if len(quota_period) == 2 and min(quota_period) > 0:
         allowed = min(allowed, max(1, math.ceil(quota_period[0] / quota_period[1])))
     return allowed
+
+
+@contextlib.contextmanager
+def threads_within_quota() -> Iterator[None]:
+    """torch's threads at most the cores this process may use (a container's CPU quota) unless
+    OMP_NUM_THREADS is set; as they were afterwards. torch counts the machine's cores: a pod
+    limited to 2 CPUs on a 64-core node ran 32 threads, which the quota then throttles (threads
+    sharing cores ran the model 12x slower: README, "Do not share the cores")."""
+    import torch
+
+    before = torch.get_num_threads()
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(min(before, cores()))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def cgroup_memory_room(cgroup: Path = CGROUP) -> int:

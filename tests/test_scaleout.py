@@ -223,6 +223,26 @@ def test_a_workers_death_is_explained_for_where_it_ran(monkeypatch, main, argv0,
     assert str(worker_died()) == f"a predict worker process died (its own error, if any, is printed above): {causes}"
 
 
+def test_predict_uses_no_more_threads_than_the_containers_cpu_quota(model_dir, reviews, tmp_path, monkeypatch):
+    # torch counts the machine's cores, not a pod's limits.cpu: on a 64-core node, 32 threads.
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(hanclf.workers, "cores", lambda: 1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(4)
+    seen = []
+    table = Predictor.predict_table
+    monkeypatch.setattr(Predictor, "predict_table", lambda self, *a, **k: seen.append(torch.get_num_threads()) or table(self, *a, **k))
+    try:
+        predict_file(model_dir, reviews, tmp_path / "p.parquet", device="cpu", devices=1)
+        assert seen and set(seen) == {1} and torch.get_num_threads() == 4  # the caller's again afterwards
+        monkeypatch.setenv("OMP_NUM_THREADS", "4")  # the user's choice stands
+        seen.clear()
+        predict_file(model_dir, reviews, tmp_path / "p.parquet", device="cpu", devices=1, force=True)
+        assert set(seen) == {4}
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("version", ["v2", "v1"])
 def test_a_containers_cpu_quota_and_memory_limit_bound_the_workers(tmp_path, version):
     # Kubernetes' limits: the machine's cores and free memory overstate them (workers were
