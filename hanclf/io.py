@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import functools
+import glob
 import json
 import os
 import shutil
@@ -27,6 +28,11 @@ from hanclf.errors import HanclfError, UsageError
 
 if TYPE_CHECKING:
     import pyarrow.dataset
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, so the temporaries of killed commands stay
+    fcntl = None
 
 FORMATS = {
     ".csv": "csv",
@@ -465,9 +471,12 @@ def atomic_output(path: Path, force: bool, directory: bool = False) -> Iterator[
     run leaves no partial output.
     """
     check_output(path, force, directory)
+    _remove_abandoned(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     target = tmp / path.name
+    lock = None
     try:
+        lock = _lock(tmp)
         yield target
         if not force:
             _place_new(target, path)
@@ -479,6 +488,44 @@ def atomic_output(path: Path, force: bool, directory: bool = False) -> Iterator[
             os.replace(target, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if lock is not None:
+            os.close(lock)
+
+
+# The lock file in each of atomic_output's temporary directories, locked while its command runs.
+LOCK_NAME = ".lock"
+
+
+def _lock(tmp: Path) -> int | None:
+    """Lock `tmp` as a live command's until the returned descriptor is closed. The lock file
+    takes its name only once locked, so one found unlocked is a dead command's."""
+    if fcntl is None:
+        return None
+    fd, name = tempfile.mkstemp(dir=tmp)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:  # a file system without locks: the directory is never taken for abandoned
+        os.close(fd)
+        return None
+    os.rename(name, tmp / LOCK_NAME)
+    return fd
+
+
+def _remove_abandoned(path: Path) -> None:
+    """Remove the temporary directories (`.NAME.*.tmp`) that commands killed outright
+    (SIGKILL, the OOM killer) left beside `path`: each retry of a killed job added one, maybe
+    with gigabytes of partial output. A running command holds its directory's lock, so its
+    directory is left alone."""
+    if fcntl is None:
+        return
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            # Opened for writing: over NFS, only such a file can be locked exclusively.
+            with open(tmp / LOCK_NAME, "r+") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                shutil.rmtree(tmp, ignore_errors=True)
+        except OSError:  # locked (its command lives), or no lock file: not yet, or not ours
+            continue
 
 
 def _place_new(target: Path, path: Path) -> None:

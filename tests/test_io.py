@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +13,7 @@ import pytest
 
 from hanclf.errors import UsageError
 from hanclf.io import (
+    LOCK_NAME,
     atomic_output,
     bar_on_stderr,
     check_input,
@@ -295,6 +298,43 @@ def test_atomic_output_directory_failure_keeps_old(tmp_path):
     assert (path / "weights.bin").read_text() == "v1"
     assert list(tmp_path.iterdir()) == [path]
 
+
+# A command writing `argv[1]` that prints its temporary directory, then waits to be killed.
+WRITER = """
+import sys, time
+from pathlib import Path
+from hanclf.io import atomic_output
+with atomic_output(Path(sys.argv[1]), force=False) as tmp:
+    tmp.write_bytes(b"partial")
+    print(tmp.parent, flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock")
+def test_temporaries_of_killed_commands_are_removed_not_those_of_live_ones(tmp_path):
+    path = tmp_path / "p.parquet"
+    command = [sys.executable, "-c", WRITER, str(path)]
+    writers = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        killed, live = (Path(writer.stdout.readline().strip()) for writer in writers)
+        writers[0].kill()  # SIGKILL: no clean-up ran
+        writers[0].wait()
+        other = tmp_path / ".q.parquet.abc.tmp"  # another output's, abandoned too
+        other.mkdir()
+        (other / LOCK_NAME).touch()
+        assert (killed / "p.parquet").read_bytes() == b"partial"
+        with atomic_output(path, force=False) as tmp:
+            assert not killed.exists()
+            assert (live / "p.parquet").read_bytes() == b"partial"  # still being written
+            tmp.write_text("new")
+        assert path.read_text() == "new"
+        left = sorted(p.name for p in tmp_path.iterdir())
+        assert left == sorted([live.name, other.name, "p.parquet"])
+    finally:
+        for writer in writers:
+            writer.kill()
+            writer.wait()
 
 
 def test_iter_batches_csv_honours_batch_rows(tmp_path):
