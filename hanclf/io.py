@@ -383,8 +383,21 @@ def text_values(where: object, text_column: TextColumns, table: pa.RecordBatch |
     return [COLUMN_SEPARATOR.join(filter(None, row)) or None for row in zip(*values)]
 
 
+# What a reader says when the process, not the file, ran short: of threads (ulimit -u, a
+# container's pids limit) or of memory (ulimit -v, a memory limit).
+_OUT_OF_RESOURCES = ("failed to launch worker thread", "resource temporarily unavailable",
+                     "cannot allocate memory", "out of memory", "bad_alloc")
+
+
 def _unreadable(path: Path, fmt: str, error: BaseException) -> HanclfError:
     text = str(error).strip()
+    reason = text.splitlines()[0] if text else type(error).__name__
+    if isinstance(error, MemoryError) or any(words in text.lower() for words in _OUT_OF_RESOURCES):
+        return HanclfError(
+            f"could not start a thread or allocate memory while reading {path} ({reason}): the "
+            "process's memory or thread limit is too low; raise it, or run fewer processes "
+            "(predict --devices)"
+        )
     if fmt in _DELIMITERS and "Expected 1 columns" in text:
         with open(path, encoding="utf-8", errors="replace", newline="") as lines:
             header = next(csv.reader(lines, delimiter=_DELIMITERS[fmt]), [])
@@ -395,7 +408,6 @@ def _unreadable(path: Path, fmt: str, error: BaseException) -> HanclfError:
         line = _first_line_not_utf8(path)
         if line is not None:
             return HanclfError(f"{path}: line {line} is not valid UTF-8; save the file as UTF-8")
-    reason = text.splitlines()[0] if text else type(error).__name__
     hint = "save it as UTF-8" if "utf" in text.lower() else f"check that it is a valid {fmt} file"
     return HanclfError(f"{path}: cannot read as {fmt} ({reason}); {hint}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import subprocess
 import sys
@@ -11,9 +12,10 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from hanclf.errors import UsageError
+from hanclf.errors import HanclfError, UsageError
 from hanclf.io import (
     LOCK_NAME,
+    _unreadable,
     atomic_output,
     bar_on_stderr,
     check_input,
@@ -335,6 +337,28 @@ def test_temporaries_of_killed_commands_are_removed_not_those_of_live_ones(tmp_p
         for writer in writers:
             writer.kill()
             writer.wait()
+
+
+@pytest.mark.parametrize("error", [
+    pa.ArrowException("Unknown error: Failed to launch worker thread: "
+                      "Resource temporarily unavailable"),
+    OSError(errno.EAGAIN, "Resource temporarily unavailable"),
+    pa.ArrowMemoryError("Out of memory: malloc of size 67108864 failed"),
+    MemoryError("std::bad_alloc"),
+])
+def test_running_out_of_threads_or_memory_is_not_blamed_on_the_file(tmp_path, error):
+    # Seen under `ulimit -v`: "mid.parquet: cannot read as parquet (...); check that it is a
+    # valid parquet file", for a file that was fine.
+    path = tmp_path / "mid.parquet"
+    found = _unreadable(path, "parquet", error)
+    assert type(found) is HanclfError and found.exit_code == 1
+    assert str(found) == (
+        f"could not start a thread or allocate memory while reading {path} ({str(error)}): the "
+        "process's memory or thread limit is too low; raise it, or run fewer processes "
+        "(predict --devices)"
+    )
+    bad = _unreadable(path, "parquet", pa.ArrowInvalid("Parquet magic bytes not found in footer"))
+    assert str(bad).endswith("check that it is a valid parquet file")
 
 
 def test_iter_batches_csv_honours_batch_rows(tmp_path):
