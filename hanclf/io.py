@@ -453,9 +453,11 @@ def check_output(path: Path, force: bool, directory: bool = False, reads: Path |
         raise UsageError(f"{path}: holds the current directory; name another directory to write")
     if path.exists() and not force:
         raise UsageError(f"{path}: already exists; pass --force to overwrite it")
-    parent = path.parent if str(path.parent) else Path(".")
+    # Missing folders (out/2026-11-27/) are made as the output is written: the nearest one that
+    # exists must be a directory that can take them.
+    parent = next(p for p in path.parents if p.exists())
     if not parent.is_dir():
-        raise UsageError(f"{path}: directory {parent} does not exist")
+        raise UsageError(f"{path}: {parent} is not a directory")
     if not os.access(parent, os.W_OK):
         raise UsageError(f"{path}: directory {parent} is not writable")
 
@@ -463,13 +465,17 @@ def check_output(path: Path, force: bool, directory: bool = False, reads: Path |
 @contextlib.contextmanager
 def created_parents(path: Path) -> Iterator[None]:
     """Create the missing parent directories of `path`; remove them again if the block fails."""
-    missing = [p for p in path.parents if not p.exists()][::-1]  # outermost first
-    for directory in missing:
-        directory.mkdir()
+    created = []
+    for directory in [p for p in path.parents if not p.exists()][::-1]:  # outermost first
+        try:
+            directory.mkdir()
+        except FileExistsError:  # made meanwhile by another job (a day's partition): theirs
+            continue
+        created.append(directory)
     try:
         yield
     except BaseException:
-        for directory in reversed(missing):
+        for directory in reversed(created):
             with contextlib.suppress(OSError):
                 directory.rmdir()
         raise
@@ -479,29 +485,31 @@ def created_parents(path: Path) -> Iterator[None]:
 def atomic_output(path: Path, force: bool, directory: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds.
 
-    For a file, or with `directory` a directory (see check_output). An interrupted or failed
-    run leaves no partial output.
+    For a file, or with `directory` a directory (see check_output). Missing parent directories
+    are made, and removed again if the block fails. An interrupted or failed run leaves no
+    partial output.
     """
     check_output(path, force, directory)
-    _remove_abandoned(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    target = tmp / path.name
-    lock = None
-    try:
-        lock = _lock(tmp)
-        yield target
-        if not force:
-            _place_new(target, path)
-        elif path.is_dir() and not path.is_symlink():
-            old = tmp / ".replaced"
-            path.rename(old)
-            target.rename(path)
-        else:
-            os.replace(target, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if lock is not None:
-            os.close(lock)
+    with created_parents(path):
+        _remove_abandoned(path)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        target = tmp / path.name
+        lock = None
+        try:
+            lock = _lock(tmp)
+            yield target
+            if not force:
+                _place_new(target, path)
+            elif path.is_dir() and not path.is_symlink():
+                old = tmp / ".replaced"
+                path.rename(old)
+                target.rename(path)
+            else:
+                os.replace(target, path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if lock is not None:
+                os.close(lock)
 
 
 # The lock file in each of atomic_output's temporary directories, locked while its command runs.

@@ -488,6 +488,21 @@ def test_evaluate_prints_and_writes_metrics(model_dir, data_dir, tmp_path):
     assert f"{metrics['accuracy']:.4f}" in printed and "confusion matrix" in printed
 
 
+def test_outputs_go_into_folders_made_for_them(model_dir, data_dir, tmp_path):
+    # Jobs write dated partitions (out/2026-11-27/p.parquet): they needed a `mkdir -p` first.
+    day = tmp_path / "out" / "2026-11-27"
+    source = data_dir / "test.parquet"
+    invoke("predict", model_dir, source, "-o", day / "p.parquet", "--id-column", "id")
+    assert pd.read_parquet(day / "p.parquet")["id"].tolist() == pd.read_parquet(source)["id"].tolist()
+    invoke("explain", model_dir, source, "-o", day / "csv" / "a.csv", "--html", day / "html" / "r.html",
+           "--faithfulness", day / "json" / "f.json", "--limit", "3", "--level", "sentence")
+    assert pd.read_csv(day / "csv" / "a.csv")["doc_id"].nunique() == 3
+    assert (day / "html" / "r.html").read_text().count("<article") == 3
+    assert json.loads((day / "json" / "f.json").read_text())["documents"] == 3
+    invoke("evaluate", model_dir, source, "-o", day / "eval" / "m.json")
+    assert json.loads((day / "eval" / "m.json").read_text())["support"] == 60
+
+
 def test_evaluate_split_selects_rows(model_dir, data_dir, tmp_path):
     frame = pd.read_parquet(data_dir / "test.parquet")
     frame["split"] = ["test" if i < 20 else "train" for i in range(len(frame))]

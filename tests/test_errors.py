@@ -119,6 +119,11 @@ def csv_with_text(env: Env, name: str = "in.csv") -> Path:
     return env.table(name, env.reviews(12))
 
 
+def bad_jsonl(env: Env) -> Path:
+    """JSON Lines broken on line 3: read, and found bad, once the output is being written."""
+    return env.file("bad.jsonl", '{"text": "Good."}\n{"text": "Fine."}\n{"text": \n')
+
+
 def existing(env: Env, name: str) -> Path:
     """An output left by an earlier run; the case must leave it byte for byte as it is."""
     if name == "model":
@@ -281,10 +286,11 @@ CASES = [
     Case("evaluate-output-is-stdout-dash", lambda e: evaluate(e, e.data / "test.parquet", "-o", str(e.out / "-")), 2, ("-", "not stdout")),
     Case("predict-parquet-folder-with-an-empty-file", lambda e: predict(e, empty_part(e)), 1, ("parts", "parquet")),
     Case("train-force-output-is-not-a-model", lambda e: folder(e, "model") and train(e, e.data / "train.csv", "--force"), 2, ("model", "no hanclf model")),
-    Case("predict-output-dir-missing", lambda e: predict(e, csv_with_text(e), out="missing/pred.parquet"), 2, ("missing", "does not exist")),
-    Case("explain-output-dir-missing", lambda e: explain(e, csv_with_text(e), out="missing/att.csv"), 2, ("missing", "does not exist")),
-    Case("evaluate-output-dir-missing", lambda e: evaluate(e, e.data / "test.parquet", "-o", str(e.out / "missing" / "m.json")), 2, ("missing", "does not exist")),
-    # train makes the parents of -o (runs/a/model is fine), but a failed run must not leave them.
+    # Every command makes the missing parents of its outputs (runs/a/model, out/2026-11-27/p.parquet
+    # are fine), but a failed run must not leave them.
+    Case("predict-fails-after-making-output-parents", lambda e: predict(e, bad_jsonl(e), out="2026-11-27/a/pred.parquet"), 1, ("bad.jsonl", "line 3")),
+    Case("explain-fails-after-making-output-parents", lambda e: explain(e, bad_jsonl(e), out="missing/att.csv"), 1, ("bad.jsonl", "line 3")),
+    Case("evaluate-output-parent-is-a-file", lambda e: existing(e, "day") and evaluate(e, e.data / "test.parquet", "-o", str(e.out / "day" / "m.json")), 2, ("day", "not a directory")),
     Case("train-fails-after-making-output-parents", lambda e: train(e, e.file("header.csv", "id,text,label\n"), out="runs/a/model"), 2, ("header.csv", "no rows"),),
     Case("predict-keep-column-named-like-an-output", lambda e: predict(e, e.table("own.csv", e.reviews(12).assign(pred_label="x")), "--keep-columns", "pred_label"), 2, ("own.csv", "'pred_label'", "rename")),
     Case("predict-keep-column-row-id", lambda e: predict(e, e.table("own.csv", e.reviews(12).assign(row_id=7)), "--keep-columns", "row_id"), 2, ("own.csv", "'row_id'", "rename")),
@@ -328,7 +334,7 @@ CASES = [
     Case("explain-output-not-csv", lambda e: explain(e, csv_with_text(e), out="att.parquet"), 2, ("att.parquet", ".csv")),
     Case("explain-csv-and-html-same-file", lambda e: explain(e, csv_with_text(e), "--html", str(e.out / "att.csv")), 2, ("att.csv", "--html")),
     Case("explain-faithfulness-output-exists", lambda e: existing(e, "f.json") and ["explain", str(e.model), str(e.data / "test.parquet"), "--faithfulness", str(e.out / "f.json")], 2, ("f.json", "--force")),
-    Case("explain-html-output-dir-missing", lambda e: ["explain", str(e.model), str(csv_with_text(e)), "--html", str(e.out / "missing" / "r.html")], 2, ("missing", "does not exist")),
+    Case("explain-html-output-parent-is-a-file", lambda e: existing(e, "day") and ["explain", str(e.model), str(csv_with_text(e)), "--html", str(e.out / "day" / "r.html")], 2, ("day", "not a directory")),
     # -- click's own usage errors (multi-line, exit 2)
     Case("predict-missing-output-option", lambda e: ["predict", str(e.model), str(csv_with_text(e))], 2, usage=True),
     Case("train-missing-data-argument", lambda e: ["train", "-o", str(e.out / "model")], 2, usage=True),

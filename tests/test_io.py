@@ -21,6 +21,7 @@ from hanclf.io import (
     check_input,
     check_output,
     column_names,
+    created_parents,
     iter_batches,
     parquet_rows,
     read_table,
@@ -224,9 +225,9 @@ def test_check_output(tmp_path):
         check_output(existing, force=False)
     check_output(existing, force=True)
     check_output(tmp_path / "new.csv", force=False)
-    with pytest.raises(UsageError, match="does not exist") as err:
-        check_output(tmp_path / "no_dir" / "out.csv", force=True)
-    assert "no_dir" in str(err.value)
+    check_output(tmp_path / "no_dir" / "sub" / "out.csv", force=True)  # atomic_output makes them
+    with pytest.raises(UsageError, match=f"out.csv: {existing} is not a directory"):
+        check_output(existing / "sub" / "out.csv", force=True)
 
 
 def test_check_output_replaces_only_the_same_kind(tmp_path, monkeypatch):
@@ -299,6 +300,36 @@ def test_atomic_output_directory_failure_keeps_old(tmp_path):
         raise RuntimeError("boom")
     assert (path / "weights.bin").read_text() == "v1"
     assert list(tmp_path.iterdir()) == [path]
+
+
+def test_atomic_output_makes_missing_folders_and_removes_them_if_it_fails(tmp_path):
+    (tmp_path / "out").mkdir()
+    path = tmp_path / "out" / "2026-11-27" / "a" / "p.csv"
+    with pytest.raises(RuntimeError), atomic_output(path, force=False) as tmp:
+        assert path.parent.is_dir()
+        tmp.write_text("partial")
+        raise RuntimeError("boom")
+    assert list(tmp_path.rglob("*")) == [tmp_path / "out"]  # as it was
+    with atomic_output(path, force=False) as tmp:
+        tmp.write_text("done")
+    assert path.read_text() == "done"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["p.csv"]
+
+
+def test_a_folder_another_job_made_meanwhile_is_left_to_it(tmp_path, monkeypatch):
+    # Jobs writing one day's partition start together: the folder made by another job between
+    # this one's look and its mkdir is not this job's to make, nor to remove.
+    day = tmp_path / "2026-11-27"
+    make = Path.mkdir
+
+    def another_job_first(self, *args, **kwargs):
+        make(self, *args, **kwargs)
+        raise FileExistsError(self)
+
+    monkeypatch.setattr(Path, "mkdir", another_job_first)
+    with pytest.raises(RuntimeError), created_parents(day / "a" / "p.csv"):
+        raise RuntimeError("boom")
+    assert list(tmp_path.rglob("*")) == [day, day / "a"]
 
 
 # A command writing `argv[1]` that prints its temporary directory, then waits to be killed.
