@@ -492,6 +492,9 @@ def predict_file(
                {"hanclf": json.dumps({"version": __version__, "model": str(model_dir.resolve()),
                                       "labels": predictor.labels.names})})
     processes = worker_processes(devices, predictor.device, input_path)
+    if predictor.device.type == "cpu" and processes > cores():
+        log(f"note: --devices {processes} is more than the CPU cores this process may use ({cores()}): "
+            "the workers take turns on them, which is slower than one worker per core")
     batches = iter_batches(input_path, job.columns, INPUT_BATCH_ROWS)
     job.progress = RowProgress.of_input(input_path, progress, log, "labelled")
     with (atomic_output(output, force) as tmp, _out_of_memory_explained(predictor.batch_size), job.progress,

@@ -223,6 +223,14 @@ def test_a_workers_death_is_explained_for_where_it_ran(monkeypatch, main, argv0,
     assert str(worker_died()) == f"a predict worker process died (its own error, if any, is printed above): {causes}"
 
 
+def test_more_workers_than_cores_are_noted(model_dir, reviews, tmp_path, monkeypatch):
+    monkeypatch.setattr(hanclf.predict, "cores", lambda: 1)
+    lines = []
+    predict_file(model_dir, reviews, tmp_path / "p.parquet", device="cpu", devices=2, log=lines.append)
+    assert lines == ["note: --devices 2 is more than the CPU cores this process may use (1): the workers "
+                     "take turns on them, which is slower than one worker per core"]
+
+
 def test_predict_uses_no_more_threads_than_the_containers_cpu_quota(model_dir, reviews, tmp_path, monkeypatch):
     # torch counts the machine's cores, not a pod's limits.cpu: on a 64-core node, 32 threads.
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
