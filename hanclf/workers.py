@@ -11,6 +11,7 @@ touches a GPU, so its forks can use CUDA (a fork of a process that did cannot). 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
 import multiprocessing
 import multiprocessing.forkserver
@@ -105,6 +106,8 @@ def become_worker(main_pid: int) -> None:
     pool's own shutdown (SIGTERM to each worker) then printed a worker's traceback."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if os.getppid() == main_pid:
+        _die_with_parent()
 
     def exit_when_main_is_gone() -> None:
         while True:
@@ -117,6 +120,20 @@ def become_worker(main_pid: int) -> None:
                 pass
 
     threading.Thread(target=exit_when_main_is_gone, daemon=True).start()
+
+
+def _die_with_parent() -> None:
+    """On Linux, the kernel kills this process as soon as its parent dies: train's tokenizing
+    workers (forks of the main process) otherwise finished their task, found the pipe to the
+    killed main process broken, and printed a traceback each into the job's log, which read as
+    a bug rather than the OOM kill it was. (Predict's workers are forks of the fork server.)"""
+    try:
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # libc's, in this process
+    except (OSError, AttributeError):  # not Linux: the thread below still ends the worker
+        pass
+
+
+PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 
 
 def main_module_importable() -> bool:

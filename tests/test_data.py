@@ -153,6 +153,29 @@ print(sum(len(part.lengths) for part in parts))
 """
 
 
+# A main process killed outright (the OOM killer) while its workers tokenize.
+KILLED_MAIN_SCRIPT = """
+import multiprocessing, os, signal, time
+from hanclf.workers import become_worker
+pool = multiprocessing.get_context("fork").Pool(1, initializer=become_worker, initargs=(os.getpid(),))
+print(pool.apply(os.getpid), flush=True)
+pool.apply_async(time.sleep, (0.5,))  # a task under way
+time.sleep(0.1)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal is Linux's")
+def test_a_killed_main_process_takes_its_forked_workers_with_it_quietly():
+    # A worker finished its task, found the pipe to the dead main process broken, and printed
+    # a traceback into the job's log (about 30 lines each).
+    run = subprocess.Popen([sys.executable, "-c", KILLED_MAIN_SCRIPT], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    assert int(run.stdout.readline()) > 0  # the worker's pid: it is running
+    run.wait(timeout=60)
+    assert run.stderr.read() == ""  # read to the end: once the worker, which shares it, is gone
+
+
 @pytest.mark.slow
 def test_tokenizing_workers_stop_quietly_under_the_clis_sigterm_handler():
     if "fork" not in multiprocessing.get_all_start_methods():
