@@ -172,7 +172,7 @@ class _CheckpointsBeside(TorchCheckpointIO):
         os.replace(partial, path)
 
 
-def _readable(checkpoint: Path) -> str | None:
+def _why_unreadable(checkpoint: Path) -> str | None:
     """None where `checkpoint` loads; else why not."""
     try:
         load_checkpoint(checkpoint)
@@ -265,7 +265,8 @@ def train(
         check_input(valid)
     if config.train.embeddings == "word2vec":
         require_gensim()
-    if distributed_worker(config.train.num_nodes):  # the first process has checked the output and made `work`
+    # The first process has checked the output and made `work` for the others.
+    if distributed_worker(config.train.num_nodes):
         if resume and finished(output):  # the first process trains nothing either
             return None
         work = work_dir(output)
@@ -293,7 +294,7 @@ def train(
                              "with it; move them, or name another directory")
         work = work_dir(output)
         last = work / "last.ckpt"
-        damage = _readable(last) if resume and last.is_file() else None
+        damage = _why_unreadable(last) if resume and last.is_file() else None
         if resume and (not last.is_file() or damage):
             # As Lightning's ckpt_path="last": a job's retries can all pass --resume.
             found = f"{last} cannot be read ({damage})" if damage else f"no {last}"
