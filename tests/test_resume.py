@@ -160,7 +160,8 @@ def test_checkpoints_never_go_through_tmpdir_and_a_damaged_one_is_trained_over(t
 
     in_tmpdir = []
     mkstemp = tempfile.mkstemp
-    monkeypatch.setattr(tempfile, "mkstemp", lambda *a, **k: in_tmpdir.append(k.get("dir")) or mkstemp(*a, **k))
+    monkeypatch.setattr(tempfile, "mkstemp", lambda *a, **k: (k.get("dir") is None and in_tmpdir.append(a))
+                        or mkstemp(*a, **k))
     config = load_config(None, {"model.embed_dim": 16, "model.word_hidden": 8, "model.sent_hidden": 8,
                                 "train.max_epochs": 1, "train.accelerator": "cpu"})
     out, work = tmp_path / "model", tmp_path / ".model.training"
