@@ -10,11 +10,13 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import random
 import shutil
 import signal
 import time
 import warnings
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,9 @@ from pytorch_lightning.plugins import TorchCheckpointIO
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from hanclf import __version__
-from hanclf.artifact import CONFIG, HISTORY, METRICS, MODEL_FILES, Artifact, load_checkpoint, missing_files, save
+from hanclf.artifact import (
+    CONFIG, HISTORY, METRICS, MODEL_FILES, WEIGHTS, Artifact, load_checkpoint, missing_files, save,
+)
 from hanclf.config import Config, DataConfig, config_from_dict, default_config, load_config
 from hanclf.datamodule import HANDataModule
 from hanclf.embeddings import initial_embeddings, require_gensim
@@ -173,11 +177,16 @@ class _CheckpointsBeside(TorchCheckpointIO):
 
 
 def _why_unreadable(checkpoint: Path) -> str | None:
-    """None where `checkpoint` loads; else why not."""
+    """None where `checkpoint` loads; else what is wrong with its content. An error of the
+    moment (the disk, memory) is raised instead: the checkpoint may be fine on the next try."""
     try:
         load_checkpoint(checkpoint)
-    except Exception as e:  # a truncated zip, an unpickling error: anything means unusable
+    except (RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
         return str(e).splitlines()[0] if str(e) else type(e).__name__
+    except FileNotFoundError:  # removed meanwhile (by the first process of a distributed run)
+        return "removed"
+    except (OSError, MemoryError) as e:
+        raise HanclfError(f"{checkpoint}: cannot be read now ({e}); run the command again") from None
     return None
 
 
@@ -267,11 +276,13 @@ def train(
         require_gensim()
     # The first process has checked the output and made `work` for the others.
     if distributed_worker(config.train.num_nodes):
-        if resume and finished(output):  # the first process trains nothing either
+        if resume and not force and finished(output):  # the first process trains nothing either
             return None
         work = work_dir(output)
-        # The first process started afresh where there was no checkpoint to resume from.
-        resume = resume and (work / "last.ckpt").is_file()
+        # The first process started afresh where there was no checkpoint to resume from, or
+        # one that could not be read.
+        last = work / "last.ckpt"
+        resume = resume and last.is_file() and _why_unreadable(last) is None
         if resume:
             config = _resumed_config(work, given)
         with threads_within_quota():
@@ -433,9 +444,13 @@ def _keep_earlier_history(history_path: Path, earlier_path: Path) -> None:
 
 
 def _read_history(path: Path) -> pd.DataFrame | None:
-    """A file of logged epochs; None where there is none or it has no row."""
-    frame = pd.read_csv(path) if path.is_file() else None
-    return frame if frame is not None and len(frame) else None
+    """A file of logged epochs; None where there is none, it has no row, or a kill left it
+    empty or cut short (the epochs are in the checkpoints; only their history is lost)."""
+    try:
+        frame = pd.read_csv(path) if path.is_file() else None
+    except (pd.errors.EmptyDataError, pd.errors.ParserError):
+        return None
+    return frame if frame is not None and len(frame) and "epoch" in frame else None
 
 
 @contextlib.contextmanager
@@ -449,8 +464,13 @@ def _interrupts_raised() -> Iterator[None]:
 
 
 def finished(output: Path) -> bool:
-    """Whether `output` holds a model and no interrupted run of it (a retry after success)."""
-    return output.is_dir() and not missing_files(output) and not work_dir(output).exists()
+    """Whether `output` holds a model and no interrupted run of it (a retry after success). A
+    work directory with no checkpoint newer than the model is the finished run's own: a run
+    stopped between moving its model into place and removing it leaves one."""
+    if not output.is_dir() or missing_files(output):
+        return False
+    last = work_dir(output) / "last.ckpt"
+    return not last.is_file() or last.stat().st_mtime <= (output / WEIGHTS).stat().st_mtime
 
 
 def _finished_metrics(output: Path, given: Config | None, log: Callable[[str], None]) -> dict[str, Any]:
@@ -460,6 +480,7 @@ def _finished_metrics(output: Path, given: Config | None, log: Callable[[str], N
     _saved_config(output / CONFIG, given, refusal=(
         f"{output}: holds a finished model trained with other settings ({output / CONFIG}); --resume "
         "does not retrain it: pass --force to train again with these, or name another directory"))
+    shutil.rmtree(work_dir(output), ignore_errors=True)  # what a run stopped at its very end left
     metrics = json.loads((output / METRICS).read_text()) if (output / METRICS).is_file() else {}
     figures = f", valid {describe(metrics['valid'])}" if "valid" in metrics else ""
     log(f"nothing to resume: {output} holds this run's finished model{figures} (--force trains it again)")
@@ -616,6 +637,8 @@ def _train(
         if earlier is not None:
             first_new = epochs_run if history is None else history["epoch"].min()
             history = pd.concat([earlier[earlier["epoch"] < first_new], history])
+        if history is None:  # every epoch ran before, and a kill emptied their file
+            history = pd.DataFrame({"epoch": pd.Series([], dtype="int64")})
         # Lightning writes an epoch's training and validation figures as rows of their own.
         # val_score, early stopping's name for val_acc (val_micro_f1), only repeated it.
         history = history.groupby("epoch", as_index=False).first().drop(columns="val_score", errors="ignore")

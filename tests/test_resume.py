@@ -14,6 +14,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from hanclf.errors import HanclfError
 from tests.conftest import SAMPLE_DATA
 
 pytestmark = pytest.mark.slow
@@ -142,11 +143,28 @@ def test_a_run_interrupted_after_its_last_epoch_resumes(tmp_path, monkeypatch):
         with pytest.raises(KeyboardInterrupt):
             train(SAMPLE_DATA / "train.csv", out, config, progress=False)
     assert torch.load(work / "last.ckpt", weights_only=False)["epoch"] == 1 and not out.exists()
+    # A disk's error of the moment: this try fails, the checkpoints stay for the next.
+    import hanclf.training
+
+    with monkeypatch.context() as patch:
+        patch.setattr(hanclf.training, "load_checkpoint", lambda path: (_ for _ in ()).throw(OSError(5, "I/O error")))
+        with pytest.raises(HanclfError, match="last.ckpt: cannot be read now"):
+            train(SAMPLE_DATA / "train.csv", out, config, resume=True, progress=False)
+    assert (work / "last.ckpt").is_file()
     metrics = train(SAMPLE_DATA / "train.csv", out, config, resume=True, progress=False)
     assert metrics["epochs_run"] == 2 and metrics["epochs_before_resume"] == 2
     assert metrics["epoch_seconds"] == [] and metrics["valid"]["accuracy"] > 0
     assert pd.read_csv(out / "history.csv")["epoch"].tolist() == [0, 1]
     assert not work.exists()
+
+    # The epochs' file emptied by a kill: their history is lost, the run is not.
+    with monkeypatch.context() as patch:
+        patch.setattr(pl.Trainer, "validate", terminated)
+        with pytest.raises(KeyboardInterrupt):
+            train(SAMPLE_DATA / "train.csv", tmp_path / "again", config, progress=False)
+    (tmp_path / ".again.training" / "metrics.csv").write_text("")
+    metrics = train(SAMPLE_DATA / "train.csv", tmp_path / "again", config, resume=True, progress=False)
+    assert metrics["epochs_run"] == 2 and pd.read_csv(tmp_path / "again" / "history.csv").empty
 
 
 def test_checkpoints_never_go_through_tmpdir_and_a_damaged_one_is_trained_over(tmp_path, monkeypatch):
@@ -216,6 +234,15 @@ def test_resume_after_the_run_finished_keeps_the_model(tmp_path):
         f"nothing to resume: {out} holds this run's finished model, valid accuracy {valid['accuracy']:.4f}, "
         f"macro-F1 {valid['macro_f1']:.4f} (--force trains it again)"]
     assert (out / "model.safetensors").read_bytes() == weights
+    assert not (tmp_path / ".m.training").exists()
+    # Stopped between moving the model into place and removing its checkpoints: the same.
+    (tmp_path / ".m.training").mkdir()
+    (tmp_path / ".m.training" / "last.ckpt").write_bytes(b"the last epoch's")
+    before = (out / "model.safetensors").stat().st_mtime - 10
+    os.utime(tmp_path / ".m.training" / "last.ckpt", (before, before))
+    again = hanclf(*command, "--resume")
+    _, err = again.communicate()
+    assert again.returncode == 0 and err.startswith("nothing to resume: "), err
     assert not (tmp_path / ".m.training").exists()
 
     other = hanclf(*command, "--seed", "7", "--resume")
