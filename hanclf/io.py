@@ -392,7 +392,9 @@ _OUT_OF_RESOURCES = ("failed to launch worker thread", "resource temporarily una
 def _unreadable(path: Path, fmt: str, error: BaseException) -> HanclfError:
     text = str(error).strip()
     reason = text.splitlines()[0] if text else type(error).__name__
-    if isinstance(error, MemoryError) or any(words in text.lower() for words in _OUT_OF_RESOURCES):
+    # A parse error quotes the row, whose text may be a log's "Out of memory".
+    parse_error = text.startswith(("CSV parse error", "JSON parse error"))
+    if isinstance(error, MemoryError) or not parse_error and any(w in text.lower() for w in _OUT_OF_RESOURCES):
         return HanclfError(
             f"could not start a thread or allocate memory while reading {path} ({reason}): the "
             "process's memory or thread limit is too low; raise it, or run fewer processes "
@@ -455,7 +457,7 @@ def check_output(path: Path, force: bool, directory: bool = False, reads: Path |
         raise UsageError(f"{path}: already exists; pass --force to overwrite it")
     # Missing folders (out/2026-11-27/) are made as the output is written: the nearest one that
     # exists must be a directory that can take them.
-    parent = next(p for p in path.parents if p.exists())
+    parent = next(p for p in path.parents if os.path.lexists(p))  # a broken link counts: refused
     if not parent.is_dir():
         raise UsageError(f"{path}: {parent} is not a directory")
     if not os.access(parent, os.W_OK):
@@ -470,6 +472,8 @@ def created_parents(path: Path) -> Iterator[None]:
         try:
             directory.mkdir()
         except FileExistsError:  # made meanwhile by another job (a day's partition): theirs
+            if not directory.is_dir():  # or a link to nowhere (a volume not mounted)
+                raise UsageError(f"{path}: {directory} is a broken link or not a directory") from None
             continue
         created.append(directory)
     try:

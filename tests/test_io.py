@@ -390,6 +390,19 @@ def test_running_out_of_threads_or_memory_is_not_blamed_on_the_file(tmp_path, er
     )
     bad = _unreadable(path, "parquet", pa.ArrowInvalid("Parquet magic bytes not found in footer"))
     assert str(bad).endswith("check that it is a valid parquet file")
+    # A parse error quoting a row of log text is the file's.
+    logs = tmp_path / "logs.csv"
+    logs.write_text('text,label\n"kernel: Out of memory: Killed process 1234",neg,extra\n')
+    quoted = _unreadable(logs, "csv", pa.ArrowInvalid('CSV parse error: Expected 2 columns, got 3: "kernel: Out of memory: Killed process 1234",neg,extra'))
+    assert str(quoted).endswith("check that it is a valid csv file")
+
+
+def test_an_output_under_a_broken_link_is_refused_in_one_line(tmp_path):
+    # A volume not mounted: the link's folder "did not exist", so it was made... through the
+    # link, which failed with a traceback.
+    (tmp_path / "volume").symlink_to(tmp_path / "not_mounted")
+    with pytest.raises(UsageError, match=r"volume is not a directory$"):
+        check_output(tmp_path / "volume" / "day" / "p.parquet", force=False)
 
 
 def test_iter_batches_csv_honours_batch_rows(tmp_path):
