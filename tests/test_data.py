@@ -176,6 +176,20 @@ def test_a_killed_main_process_takes_its_forked_workers_with_it_quietly():
     assert run.stderr.read() == ""  # read to the end: once the worker, which shares it, is gone
 
 
+def test_the_parent_death_signal_is_asked_for_on_linux_only(monkeypatch):
+    # On Windows ctypes.CDLL(None) raises TypeError: every worker's start failed.
+    import ctypes
+
+    import hanclf.workers
+
+    def no_cdll(name):
+        raise TypeError("argument of type 'NoneType' is not iterable")
+
+    monkeypatch.setattr(ctypes, "CDLL", no_cdll)
+    monkeypatch.setattr(sys, "platform", "win32")
+    hanclf.workers._die_with_parent()  # no error
+
+
 @pytest.mark.slow
 def test_tokenizing_workers_stop_quietly_under_the_clis_sigterm_handler():
     if "fork" not in multiprocessing.get_all_start_methods():
