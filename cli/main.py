@@ -56,6 +56,7 @@ def _run(action: Callable[[], T], resumable: Path | None = None, written: Sequen
     """Call into the library; turn our errors, Ctrl-C and SIGTERM into a message and an exit
     code. `resumable`: the checkpoint that `--resume` would continue from, if one was left;
     `written`: outputs that earlier calls of the command wrote."""
+    _work_began.set()
     try:
         return action()
     except (HanclfError, KeyboardInterrupt) as e:
@@ -80,6 +81,7 @@ def _run(action: Callable[[], T], resumable: Path | None = None, written: Sequen
 # clean-up runs (temporary outputs removed, workers stopped), then exit 143. By default Python
 # would die at once, leaving both behind, and as a container's PID 1 it would ignore the signal.
 _terminated = threading.Event()
+_work_began = threading.Event()  # a command called into the library: outputs may exist
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
@@ -403,6 +405,6 @@ def main() -> None:
         # A SIGTERM before a command's work began (while it imports torch) reached Typer as
         # Ctrl-C, which exits 130 without a word: a pod stopped as it started logged nothing.
         if e.code == 130 and _terminated.is_set():
-            typer.echo("terminated (SIGTERM): no output was written", err=True)
+            typer.echo(f"terminated (SIGTERM){'' if _work_began.is_set() else ': no output was written'}", err=True)
             raise SystemExit(143) from None
         raise

@@ -82,6 +82,10 @@ def test_sigterm_before_a_commands_work_begins_is_reported():
             "cli.main()\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert (proc.returncode, proc.stderr) == (143, "terminated (SIGTERM): no output was written\n")
+    # After its work (its last line, say), outputs may be in place: no claim that none is.
+    after = code.replace("lambda: os.kill(", "lambda: cli._run(lambda: None) or os.kill(")
+    proc = subprocess.run([sys.executable, "-c", after], capture_output=True, text=True, timeout=120)
+    assert (proc.returncode, proc.stderr) == (143, "terminated (SIGTERM)\n")
 
 
 def test_a_bugs_traceback_in_a_log_keeps_its_error_on_one_line():
