@@ -231,12 +231,13 @@ def distributed_worker(num_nodes: int) -> bool:
     leave every file to the first process."""
     ranks = {name: os.environ[name] for name in ("RANK", "LOCAL_RANK", "NODE_RANK")
              if os.environ.get(name, "0").strip() not in ("", "0")}
-    if ranks and int(os.environ.get("WORLD_SIZE") or 0) <= 1 and num_nodes <= 1:
+    world_size = os.environ.get("WORLD_SIZE", "").strip()
+    if ranks and not (world_size.isdigit() and int(world_size) > 1) and num_nodes <= 1:
         # Lightning would take this process for another's helper too, and log nothing: the
         # run exited 0 without a model (a pod template's stray RANK=1).
         setting = ", ".join(f"{name}={value}" for name, value in ranks.items())
-        raise UsageError(f"{setting} is set, but this is no distributed run (WORLD_SIZE is not set, "
-                         "--num-nodes is 1): unset it, or start the run with torchrun or --strategy ddp")
+        raise UsageError(f"{setting} is set, but this is no distributed run (WORLD_SIZE is not a number "
+                         "above 1, --num-nodes is 1): unset it, or start the run with torchrun or --strategy ddp")
     return bool(ranks)
 
 

@@ -81,16 +81,19 @@ def test_multiprocessing_strategies_are_refused(tmp_path, interactive):
 def test_a_rank_variable_alone_is_refused(tmp_path):
     # A pod template's RANK=1 (no WORLD_SIZE, one node): train exited 0 and wrote no model.
     out = tmp_path / "model"
-    env = {**os.environ, "RANK": "1", "NODE_RANK": "1"}
-    env.pop("WORLD_SIZE", None)
-    proc = subprocess.run([sys.executable, "-m", "hanclf", "train", str(SAMPLE_DATA / "train.csv"), "-o", str(out),
-                           "--max-epochs", "1", "--accelerator", "cpu", "--quiet"],
-                          capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 2
-    assert proc.stderr.strip() == ("error: RANK=1, NODE_RANK=1 is set, but this is no distributed run (WORLD_SIZE "
-                                   "is not set, --num-nodes is 1): unset it, or start the run with torchrun or "
-                                   "--strategy ddp")
-    assert list(tmp_path.iterdir()) == []
+    for world_size in (None, "auto"):  # "auto": a ValueError traceback
+        env = {**os.environ, "RANK": "1", "NODE_RANK": "1"}
+        env.pop("WORLD_SIZE", None)
+        if world_size:
+            env["WORLD_SIZE"] = world_size
+        proc = subprocess.run([sys.executable, "-m", "hanclf", "train", str(SAMPLE_DATA / "train.csv"), "-o", str(out),
+                               "--max-epochs", "1", "--accelerator", "cpu", "--quiet"],
+                              capture_output=True, text=True, timeout=300, env=env)
+        assert proc.returncode == 2
+        assert proc.stderr.strip() == ("error: RANK=1, NODE_RANK=1 is set, but this is no distributed run (WORLD_SIZE "
+                                       "is not a number above 1, --num-nodes is 1): unset it, or start the run with "
+                                       "torchrun or --strategy ddp")
+        assert list(tmp_path.iterdir()) == []
 
 
 def test_sigterm_stops_a_ddp_run(tmp_path):
