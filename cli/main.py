@@ -300,7 +300,8 @@ def explain(
                           " ".join(doc.attention.sentences[s]), f"{doc.pred_label} ({doc.pred_prob:.2f})",
                           doc.true_label or "", end_section=ranks[s] == min(top_sentences, len(ranks)))
 
-    if output is not None or html is not None or top_sentences:
+    written = [path for path in (output, html) if path is not None]
+    if written or top_sentences:
         result = _run(lambda: explain_file(
             model, input, output, level=level, html=html, text_column=_columns(text_column),
             id_column=id_column, label_column=label_column, split=split, limit=limit,
@@ -314,9 +315,8 @@ def explain(
             if result["documents"] > documents_shown:
                 table.caption = f"the first {documents_shown} of {result['documents']} documents"
             stdout.print(table)
-        written = [str(p) for p in (output, html) if p is not None]
         if written:
-            _log(f"wrote {' and '.join(written)}: {result['documents']} documents")
+            _log(f"wrote {' and '.join(map(str, written))}: {result['documents']} documents")
         for note in _explain_notes(result, html):
             _log(f"note: {note}")
     if faithfulness is not None:
@@ -324,7 +324,7 @@ def explain(
             model, input, faithfulness, text_column=_columns(text_column), split=split, limit=limit,
             batch_size=batch_size, device=device, force=force,
             progress=False if quiet else None, log=_log,
-        ), written=[path for path in (output, html) if path is not None])
+        ), written=written)
         stdout.print(format_table(figures))
         _log(f"wrote {faithfulness}")
 
