@@ -29,9 +29,8 @@ from hanclf.io import (
     check_input,
     check_output,
     column_names,
-    input_format,
     iter_batches,
-    parquet_rows,
+    known_rows,
     require_columns,
     text_columns,
     text_values,
@@ -187,7 +186,7 @@ def _documents_to_explain(input_path: Path, split: str | None, limit: int | None
     """How many documents `iter_rows` will yield, where known before reading: a Parquet input's
     rows (from its footers), at most `limit`. With `split`: `limit` if given (a split seldom
     has fewer rows than a --limit), else not known."""
-    rows = parquet_rows(input_path) if input_format(input_path) == "parquet" else None
+    rows = known_rows(input_path)
     if limit is None:
         return None if split else rows
     return limit if rows is None else min(rows, limit)

@@ -80,6 +80,12 @@ def input_format(path: Path) -> str:
     return fmt
 
 
+def known_rows(path: Path) -> int | None:
+    """The rows of input `path` where known without reading it: a Parquet input's, from its
+    footers (a CSV or JSONL file's would take a pass to count)."""
+    return parquet_rows(path) if input_format(path) == "parquet" else None
+
+
 def to_stderr(message: str) -> None:
     """The Python API's default `log`: a line on stderr, as the CLI's (a notebook shows it under
     the cell; a long training was silent there for its whole run)."""

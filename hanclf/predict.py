@@ -47,6 +47,7 @@ from hanclf.io import (
     empty_batch,
     input_format,
     iter_batches,
+    known_rows,
     parquet_rows,
     require_columns,
     text_columns,
@@ -492,8 +493,9 @@ def predict_file(
                {"hanclf": json.dumps({"version": __version__, "model": str(model_dir.resolve()),
                                       "labels": predictor.labels.names})})
     processes = worker_processes(devices, predictor.device, input_path)
-    if predictor.device.type == "cpu" and processes > cores():
-        log(f"note: --devices {processes} is more than the CPU cores this process may use ({cores()}): "
+    usable = cores()
+    if predictor.device.type == "cpu" and processes > usable:
+        log(f"note: --devices {processes} is more than the CPU cores this process may use ({usable}): "
             "the workers take turns on them, which is slower than one worker per core")
     batches = iter_batches(input_path, job.columns, INPUT_BATCH_ROWS)
     job.progress = RowProgress.of_input(input_path, progress, log, "labelled")
@@ -530,9 +532,7 @@ class RowProgress:
     @classmethod
     def of_input(cls, path: Path, progress: bool | None, log: Callable[[str], None], done: str) -> RowProgress:
         """For the rows of input `path`; `progress`: a bar, None where stderr shows one."""
-        # Parquet footers give the row count; a CSV or JSONL file's would take a pass to count.
-        total = parquet_rows(path) if input_format(path) == "parquet" else None
-        return cls(total, progress, log, done)
+        return cls(known_rows(path), progress, log, done)
 
     def __enter__(self) -> RowProgress:
         if self.bar is not None:
