@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import pickle
 import random
@@ -287,7 +288,7 @@ def train(
         if resume:
             config = _resumed_config(work, given)
         with threads_within_quota():
-            _train(data, output, config, valid, work, work / "last.ckpt" if resume else None,
+            _train(data, output, config, valid, work, last if resume else None,
                    force, progress=False, log=lambda message: None, primary=False)
         return None
     # Like spaCy and Lightning, a new runs/a/b is fine; the folders go again if training fails.
@@ -434,14 +435,23 @@ EARLIER_HISTORY = "history_before_resume.csv"  # in the work directory
 def _keep_earlier_history(history_path: Path, earlier_path: Path) -> None:
     """Add the epochs logged by the interrupted call (`history_path`) to those of the calls
     before it (`earlier_path`), as one file written whole."""
-    parts = [frame for frame in map(_read_history, (earlier_path, history_path)) if frame is not None]
-    if not parts:
+    joined = _joined_history(_read_history(earlier_path), _read_history(history_path), math.inf)
+    if joined is None:
         return
-    if len(parts) == 2:  # an epoch the interrupted call ran again is its
-        parts[0] = parts[0][parts[0]["epoch"] < parts[1]["epoch"].min()]
     tmp = earlier_path.with_suffix(".tmp")
-    pd.concat(parts).to_csv(tmp, index=False)
+    joined.to_csv(tmp, index=False)
     os.replace(tmp, earlier_path)
+
+
+def _joined_history(
+    earlier: pd.DataFrame | None, later: pd.DataFrame | None, until: float
+) -> pd.DataFrame | None:
+    """`earlier`'s epochs, then `later`'s: an epoch both hold is `later`'s, which ran it again.
+    Without `later`, `earlier`'s epochs before `until`."""
+    if earlier is None:
+        return later
+    first_later = until if later is None else later["epoch"].min()
+    return pd.concat([earlier[earlier["epoch"] < first_later], later])
 
 
 def _read_history(path: Path) -> pd.DataFrame | None:
@@ -633,11 +643,7 @@ def _train(
     epochs_run = trainer.current_epoch
     if primary:  # read before the validation below logs a row of its own
         # No new file where the interrupted call had run every epoch already.
-        history = _read_history(history_path)
-        earlier = _read_history(earlier_path)
-        if earlier is not None:
-            first_new = epochs_run if history is None else history["epoch"].min()
-            history = pd.concat([earlier[earlier["epoch"] < first_new], history])
+        history = _joined_history(_read_history(earlier_path), _read_history(history_path), epochs_run)
         if history is None:  # every epoch ran before, and a kill emptied their file
             history = pd.DataFrame({"epoch": pd.Series([], dtype="int64")})
         # Lightning writes an epoch's training and validation figures as rows of their own.

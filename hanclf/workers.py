@@ -122,6 +122,9 @@ def become_worker(main_pid: int) -> None:
     threading.Thread(target=exit_when_main_is_gone, daemon=True).start()
 
 
+PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
+
+
 def _die_with_parent() -> None:
     """On Linux, the kernel kills this process as soon as its parent dies: train's tokenizing
     workers (forks of the main process) otherwise finished their task, found the pipe to the
@@ -129,9 +132,6 @@ def _die_with_parent() -> None:
     a bug rather than the OOM kill it was. (Predict's workers are forks of the fork server.)"""
     if sys.platform.startswith("linux"):  # elsewhere the thread below still ends the worker
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # libc's, in this process
-
-
-PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 
 
 def main_module_importable() -> bool:
