@@ -36,7 +36,7 @@ from hanclf import __version__
 from hanclf.artifact import (
     CONFIG, HISTORY, METRICS, MODEL_FILES, WEIGHTS, Artifact, load_checkpoint, missing_files, save,
 )
-from hanclf.config import Config, DataConfig, config_from_dict, default_config, load_config
+from hanclf.config import Config, DataConfig, TrainConfig, config_from_dict, default_config, load_config
 from hanclf.datamodule import HANDataModule
 from hanclf.embeddings import initial_embeddings, require_gensim
 from hanclf.errors import HanclfError, UsageError
@@ -123,10 +123,12 @@ class EpochLog(pl.Callback):
     and start-up, which a GPU epoch can be a fraction of."""
 
     def __init__(self, log: Callable[[str], None], steps_logged: bool = False) -> None:
-        self.write, self.started = log, time.perf_counter()
-        self.epoch_started = self.logged = self.started
-        self.steps_logged = steps_logged
+        self.write, self.steps_logged = log, steps_logged
         self.seconds: list[float] = []
+
+    def on_fit_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        # The Trainer is made before the data is read: the epochs' clock starts with fit.
+        self.started = time.perf_counter()
 
     def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self.epoch_started = self.logged = time.perf_counter()
@@ -515,6 +517,59 @@ def _saved_config(path: Path, given: Config | None, refusal: str) -> Config:
     return saved
 
 
+def _trainer(
+    t: TrainConfig, work: Path, progress: bool, log: Callable[[str], None]
+) -> tuple[pl.Trainer, ModelCheckpoint, EpochLog]:
+    """The Trainer of a run, with the callbacks whose state the run reads afterwards: the
+    checkpoint of its best epoch and its epochs' log."""
+    monitor = MONITORS[t.select_on]
+    checkpoint = ModelCheckpoint(
+        dirpath=work, filename="best", monitor=monitor, mode="max", enable_version_counter=False,
+    )
+    # Every epoch's, for --resume: Lightning's save_last writes only when the best one changes.
+    last = ModelCheckpoint(dirpath=work, filename="last", enable_version_counter=False)
+    epoch_log = EpochLog(log, steps_logged=not progress)
+    callbacks: list[pl.Callback] = [
+        checkpoint,
+        last,
+        EarlyStopping(monitor=monitor, mode="max", patience=t.patience),
+        epoch_log,
+        CallersSigterm(),
+    ]
+    if progress:
+        callbacks.append(RichProgressBar(console_kwargs={"stderr": True}))
+    try:
+        trainer = pl.Trainer(
+            accelerator=t.accelerator,
+            devices=t.devices,
+            num_nodes=t.num_nodes,
+            strategy=t.strategy,
+            # Our batch sampler shards itself across processes (data.BucketBatchSampler).
+            use_distributed_sampler=False,
+            precision=t.precision,
+            max_epochs=t.max_epochs,
+            gradient_clip_val=t.grad_clip or None,
+            callbacks=callbacks,
+            plugins=[_CheckpointsBeside()],
+            logger=CSVLogger(work, name="", version=""),
+            enable_progress_bar=progress,
+            enable_model_summary=False,
+        )
+    except (ValueError, MisconfigurationException) as e:
+        raise UsageError(f"Trainer settings (accelerator, devices, precision): {e}") from None
+    # ddp_spawn, and what Lightning picks for several devices in a notebook (ddp_fork), train in
+    # processes of Python's multiprocessing: the metrics and thresholds are theirs, and this
+    # process, which writes the model, would save none.
+    start_method = getattr(trainer.strategy, "_start_method", "popen")
+    if trainer.world_size > 1 and start_method != "popen":
+        raise UsageError(
+            f"training on {trainer.world_size} devices in processes started by {start_method} "
+            "(--strategy ddp_spawn, or several devices in a notebook) is not supported: use "
+            "`hanclf train --strategy ddp` from a terminal or script, or train on one device"
+        )
+    return trainer, checkpoint, epoch_log
+
+
 def _train(
     data: Path,
     output: Path,
@@ -532,6 +587,9 @@ def _train(
     pl.seed_everything(t.seed, workers=True, verbose=False)
 
     start = time.perf_counter()
+    # Before reading and tokenizing, which take minutes on millions of rows: a device that is
+    # not there, or a strategy we refuse, fails at once.
+    trainer, checkpoint, epoch_log = _trainer(t, work, progress, log)
     member_batches = 1 if t.shared_batches else config.model["members"]
     datamodule = HANDataModule(data, valid, config.data, t.batch_size, t.seed, member_batches)
     datamodule.read()
@@ -577,52 +635,8 @@ def _train(
     for note in label_notes(labels, datamodule.train_targets, config.data):
         log(f"note: {note}")
 
-    monitor = MONITORS[t.select_on]
-    checkpoint = ModelCheckpoint(
-        dirpath=work, filename="best", monitor=monitor, mode="max", enable_version_counter=False,
-    )
-    # Every epoch's, for --resume: Lightning's save_last writes only when the best one changes.
-    last = ModelCheckpoint(dirpath=work, filename="last", enable_version_counter=False)
-    epoch_log = EpochLog(log, steps_logged=not progress)
-    callbacks: list[pl.Callback] = [
-        checkpoint,
-        last,
-        EarlyStopping(monitor=monitor, mode="max", patience=t.patience),
-        epoch_log,
-        CallersSigterm(),
-    ]
-    if progress:
-        callbacks.append(RichProgressBar(console_kwargs={"stderr": True}))
-    try:
-        trainer = pl.Trainer(
-            accelerator=t.accelerator,
-            devices=t.devices,
-            num_nodes=t.num_nodes,
-            strategy=t.strategy,
-            # Our batch sampler shards itself across processes (data.BucketBatchSampler).
-            use_distributed_sampler=False,
-            precision=t.precision,
-            max_epochs=t.max_epochs,
-            gradient_clip_val=t.grad_clip or None,
-            callbacks=callbacks,
-            plugins=[_CheckpointsBeside()],
-            logger=CSVLogger(work, name="", version=""),
-            enable_progress_bar=progress,
-            enable_model_summary=False,
-            log_every_n_steps=max(1, min(50, len(datamodule.train_set) // t.batch_size)),
-        )
-    except (ValueError, MisconfigurationException) as e:
-        raise UsageError(f"Trainer settings (accelerator, devices, precision): {e}") from None
-    # ddp_spawn, and what Lightning picks for several devices in a notebook (ddp_fork), train in
-    # processes of Python's multiprocessing: the metrics and thresholds are theirs, and this
-    # process, which writes the model, would save none.
-    start_method = getattr(trainer.strategy, "_start_method", "popen")
-    if trainer.world_size > 1 and start_method != "popen":
-        raise UsageError(
-            f"training on {trainer.world_size} devices in processes started by {start_method} "
-            "(--strategy ddp_spawn, or several devices in a notebook) is not supported: use "
-            "`hanclf train --strategy ddp` from a terminal or script, or train on one device"
-        )
+    # A logged row every 50 steps, or per epoch where an epoch has fewer.
+    trainer.log_every_n_steps = max(1, min(50, len(datamodule.train_set) // t.batch_size))
     history_path, earlier_path = work / "metrics.csv", work / EARLIER_HISTORY
     if primary:
         work.mkdir(exist_ok=True)

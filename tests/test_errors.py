@@ -325,6 +325,9 @@ CASES = [
     Case("train-set-without-equals", lambda e: train(e, e.data / "train.csv", "--set", "model.dropout"), 2, ("model.dropout", "KEY=VALUE")),
     Case("train-valid-fraction-out-of-range", lambda e: train(e, e.data / "train.csv", "--valid-fraction", "1.5"), 2, ("data.valid_fraction", "1.5")),
     Case("train-accelerator-unknown", lambda e: train(e, e.data / "train.csv", "--accelerator", "banana"), 2, ("banana", "accelerator"),),
+    # Refused before the data is read and tokenized (minutes on millions of rows), so one line.
+    Case("train-accelerator-absent", lambda e: train(e, e.data / "train.csv", "--accelerator", "gpu"), 2, ("gpu",),
+         marks=(NO_CUDA,)),
     Case("train-precision-unknown", lambda e: train(e, e.data / "train.csv", "--precision", "99"), 2, ("99", "precision"),),
     # -- multi-label
     Case("train-multi-label-no-labels-at-all", lambda e: train(e, e.table("none.csv", e.reviews().assign(label="")), "--multi-label"), 2, ("none.csv", "no labels", "'label'")),
