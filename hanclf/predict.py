@@ -791,12 +791,18 @@ def _stop_workers(pool: ProcessPoolExecutor, seconds: float = 2.0) -> None:
     of ~24 tries in a review). Terminating them all at once instead left a worker that was
     being forked to fail on the pool's removed semaphore and print a traceback."""
     workers = list((getattr(pool, "_processes", None) or {}).values())  # CPython's own table
+    manager = getattr(pool, "_executor_manager_thread", None)
     pool.shutdown(wait=False, cancel_futures=True)
     deadline = time.monotonic() + seconds
     for worker in workers:
         worker.join(max(0.0, deadline - time.monotonic()))
         if worker.is_alive():
             worker.terminate()
+    # Python's exit wakes the pool's manager thread through a pipe that the thread closes as it
+    # ends, with no lock between them (CPython 3.11): racing, it printed "Exception ignored ...
+    # Bad file descriptor" after the command's last line. Ended here, it is not woken.
+    if manager is not None:
+        manager.join(max(0.0, deadline - time.monotonic()) + 1.0)
 
 
 _worker: Predictor | None = None  # the model of a worker process of _write_in_workers

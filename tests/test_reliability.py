@@ -7,13 +7,16 @@ here (seeded); the model is conftest's tiny one unless a test trains its own (1 
 
 from __future__ import annotations
 
+import concurrent.futures.process
 import json
+import multiprocessing
 import os
 import random
 import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +28,7 @@ import yaml
 from typer.testing import CliRunner
 
 from hanclf.cli.main import app
-from hanclf.predict import ROW_GROUP_ROWS, Predictor
+from hanclf.predict import ROW_GROUP_ROWS, Predictor, _stop_workers
 from hanclf.tokenize import tokenize
 
 pytestmark = pytest.mark.slow  # ~60 s in all on 2 CPU cores (a few predicts of 10^5 rows)
@@ -145,6 +148,25 @@ def test_ctrl_c_or_sigterm_during_predict_stops_cleanly_and_leaves_nothing(model
     assert not out.exists()
     assert leftovers(work, "out.parquet") == []
     assert list(work.iterdir()) == []
+
+
+def test_stopped_workers_leave_no_pool_thread_for_pythons_exit_to_race(monkeypatch):
+    # A SIGTERM to predict's process group kills the workers with the main process's stop. The
+    # pool's manager thread, still running then, closed its wake-up pipe while Python's exit
+    # wrote to it: now and then a 14-line "Exception ignored ... Bad file descriptor". The
+    # thread is slowed here as a loaded machine slows it (it ended in time when idle).
+    manager_class = concurrent.futures.process._ExecutorManagerThread
+    end = manager_class.join_executor_internals
+    monkeypatch.setattr(manager_class, "join_executor_internals", lambda self, *args: (time.sleep(0.5), end(self, *args)))
+    pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"))
+    started = [pool.submit(os.getpid) for _ in range(2)]
+    wait(started)
+    pool.submit(time.sleep, 60)
+    manager = pool._executor_manager_thread
+    for worker in list(pool._processes.values()):
+        os.kill(worker.pid, signal.SIGTERM)
+    _stop_workers(pool)
+    assert not manager.is_alive()
 
 
 def descendants(pid: int) -> set[int]:
