@@ -219,9 +219,11 @@ class Predictor:
 
     def predict_tokenized(self, tokenized: Sequence[list[list[str]]]) -> np.ndarray:
         """As predict_proba, for documents already split into sentences of tokens (e.g. with
-        some sentences removed, to measure what they contributed)."""
+        some sentences removed, to measure what they contributed). An empty sentence is none."""
         vocab, config = self.artifact.vocab, self.artifact.config.data
-        return self._probs(len(tokenized), self._batches(index_tokens(tokenized, config).encoded(vocab)))
+        # The GRUs take sentences of one word or more, as tokenize makes them.
+        docs = [[sentence for sentence in doc if sentence] for doc in tokenized]
+        return self._probs(len(docs), self._batches(index_tokens(docs, config).encoded(vocab)))
 
     def _probs(self, documents: int, batches: Iterable[Batch]) -> np.ndarray:
         probs, _ = self._queue_probs(documents, batches)()

@@ -114,6 +114,15 @@ def test_predict_threshold_drops_unlikely_labels_and_row_id_without_id_column(mo
         np.testing.assert_allclose(kept, row[expected], atol=1e-6)
 
 
+def test_predict_tokenized_reads_an_empty_sentence_as_none(model_dir):
+    # A sentence removed by emptying it (a leave-one-out check) crashed inside the GRU's packing.
+    predictor = Predictor(model_dir, device="cpu")
+    with_empty = predictor.predict_tokenized([[["great", "food"], []], [[], ["awful"]]])
+    without = predictor.predict_tokenized([[["great", "food"]], [["awful"]]])
+    np.testing.assert_allclose(with_empty, without, atol=1e-6)
+    np.testing.assert_allclose(without, predictor.predict_proba(["great food", "awful"]), atol=1e-6)
+
+
 @pytest.mark.parametrize("batch_size", [0, -1])
 def test_predictor_refuses_a_batch_size_below_one(model_dir, batch_size):
     # 0 quietly became the default and -1 was accepted; the CLI's --batch-size needs >= 1.
