@@ -7,6 +7,10 @@ Shapes in the comments:
     W  word slots per sentence       N  real sentences in the batch (N <= B*S)
     E  embedding size                Hw, Hs  GRU hidden size per direction
     C  classes                       M  members of an ensemble
+    R, T  rows and steps of one GRU call (sentences and words, or documents and sentences)
+    Nw real words of a packed batch  V  vocabulary size   H  a GRU's hidden size (Hw or Hs)
+    D  size of the vectors an attention scores or pools (the document vector: 2Hs, or 2Hw
+       with doc_pooling=sentences)
 
 A batch holds `tokens` (B, S, W) of word ids, `word_lengths` (B, S) and `sent_lengths` (B,).
 Real sentences come first in each document (sentence s is real iff s < sent_lengths[b]) and
@@ -156,7 +160,9 @@ class BiGRUEncoder(nn.Module):
                 rz = torch.sigmoid(i_rzn[:, : 2 * H] + h_rzn[:, : 2 * H])
                 r, z = rz[:, :H], rz[:, H:]
                 cand = torch.tanh(i_rzn[:, 2 * H :] + r * h_rzn[:, 2 * H :])
-                h[:n] = cand + z * (h[:n] - cand)  # (1 - z) * cand + z * h_{t-1}
+                # (1 - z) * cand + z * h_{t-1}: PyTorch's convention; the paper's eq. 1 names
+                # the gate the other way round (z for 1 - z), the same GRU.
+                h[:n] = cand + z * (h[:n] - cand)
                 out[starts[t] : starts[t + 1], d] = h[:n]
         return out.view(len(words.data), 2 * H)
 
@@ -168,6 +174,8 @@ class Attention(nn.Module):
         super().__init__()
         self.proj = nn.Linear(in_dim, att_dim)  # W and b
         self.context = nn.Parameter(torch.empty(att_dim))  # u_w or u_s
+        # The first scores u . u_w (att_dim terms, each |u_i| <= 1) then have a variance below
+        # one whatever att_dim: attention starts near uniform.
         nn.init.normal_(self.context, std=att_dim**-0.5)
 
     def score(self, h: torch.Tensor) -> torch.Tensor:
