@@ -1,4 +1,5 @@
-"""Classification metrics from a confusion matrix: one implementation for validation and evaluate."""
+"""Classification metrics, single-label from a confusion matrix and multi-label from per-label
+counts, and the tuning of multi-label thresholds: one implementation for validation and evaluate."""
 
 from __future__ import annotations
 
@@ -57,7 +58,9 @@ def multilabel_counts(targets: np.ndarray, predicted: np.ndarray) -> np.ndarray:
 
 def multilabel_report(counts: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
     """Micro and macro F1, subset accuracy (all labels of a document right), Hamming loss and
-    per-label precision/recall/F1/support, from `multilabel_counts`."""
+    per-label precision/recall/F1/support, from `multilabel_counts`. Macro-F1 averages over every
+    label, one absent from the documents and never predicted counting 0, as scikit-learn's
+    f1_score does for label indicator matrices (unlike `report`: each follows scikit-learn)."""
     tp, fp, fn = (counts[:-1, i].astype(float) for i in range(3))
     documents, exact = int(counts[-1, 0]), int(counts[-1, 1])
 
