@@ -3,7 +3,8 @@
     model.safetensors  weights (safetensors: tensors only, no code)
     config.yaml        the resolved config of the run (usable again as --config)
     vocab.json         {"lowercase": bool, "words": [...]}  (ids 0 and 1 are PAD and UNK)
-    labels.json        {"labels": [...]}  (class id order)
+    labels.json        {"labels": [...]}  (class id order); multi-label models add
+                       "multi_label": true and "thresholds": [...] (tuned on valid, one a label)
     metrics.json       validation metrics of the kept epoch, data sizes, versions
     history.csv        per-epoch training and validation metrics
 """
