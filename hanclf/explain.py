@@ -146,9 +146,9 @@ def iter_rows(
                 f"'{label_column}', not one of the model's ({', '.join(labels.names)}); fix or drop "
                 "such rows, or pass --label-column '' to explain without true labels"
             )
-        if value is None or not labels.multi_label:
-            return tags[0] if tags else None
-        return separator.join(labels.in_order(tags))
+        if labels.multi_label:  # null too: no label applies, a true set like any other
+            return separator.join(labels.in_order(tags))
+        return tags[0] if tags else None
 
     row = docs = 0  # rows read, rows yielded
     seen: set[str | None] = set()  # split values
@@ -159,7 +159,8 @@ def iter_rows(
         ids = batch.column(id_column).to_pylist() if id_column else range(row, row + len(texts))
         truth = batch.column(label_column).to_pylist() if label_column else [None] * len(texts)
         if keep:
-            yield [texts[i] for i in keep], [ids[i] for i in keep], [as_label(truth[i], row + i) for i in keep]
+            known = [as_label(truth[i], row + i) if label_column else None for i in keep]
+            yield [texts[i] for i in keep], [ids[i] for i in keep], known
         row += batch.num_rows
         docs += len(keep)
         if limit is not None and docs >= limit:

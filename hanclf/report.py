@@ -80,14 +80,17 @@ class HtmlReport:
         predicted: list[int] | None = None,
     ) -> None:
         """Render one document: `attention` as `Predictor.attend` returns it; `true_label` is
-        the label in the input (None or "" when unknown), compared as text with the prediction;
+        the label in the input (None when unknown; "" is unknown too for a single-label model,
+        but for a multi-label one the empty set: no label applies), compared as text with the
+        prediction;
         `predicted` the predicted label ids (default: the most probable; several, in id order,
         for a multi-label model, whose names are then joined by the separator)."""
         probs = [float(p) for p in attention.probs]
         if predicted is None:
             predicted = [max(range(len(probs)), key=probs.__getitem__)]
         pred_name = self.separator.join(self.label_names[i] for i in predicted)
-        truth = None if true_label is None or str(true_label) == "" else str(true_label)
+        multi_label = self.thresholds is not None
+        truth = None if true_label is None or (str(true_label) == "" and not multi_label) else str(true_label)
         wrong = truth is not None and truth != pred_name
 
         classes = " ".join(["doc", *(f"p{i}" for i in predicted)])
@@ -98,7 +101,7 @@ class HtmlReport:
             f'<span class="pred">predicted <b>{_e(pred_name or "(no label)")}</b>{shown_prob}</span>',
         ]
         if truth is not None:
-            head.append(f'<span class="true">true <b>{_e(truth)}</b></span>')
+            head.append(f'<span class="true">true <b>{_e(truth or "(no label)")}</b></span>')
             head.append(
                 '<span class="mark bad">&#10007; misclassified</span>' if wrong
                 else '<span class="mark ok">&#10003; correct</span>'

@@ -4,6 +4,7 @@ planted sentence each): train, thresholds, predict, evaluate, explain, and label
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -200,3 +201,20 @@ def test_list_column_training_data_and_labels_unknown_to_train(tmp_path):
     assert result.exit_code == 2
     assert "valid.csv" in result.output and "'parking'" in result.output
     assert not (tmp_path / "m2").exists()
+
+
+def test_report_counts_an_empty_true_set_as_a_true_label(model, tmp_path):
+    # "No label applies" is a true label set like any other: the report took it for an unknown
+    # one, so a document tagged with nothing but predicted "food" was never marked misclassified
+    # (its count disagreed with the CSV's on the same run).
+    out, html = tmp_path / "s.csv", tmp_path / "report.html"
+    invoke("explain", model, TEST, "-o", out, "--level", "sentence", "--id-column", "id",
+           "--threshold", "0.01", "--html", html)
+    first = pd.read_csv(out, keep_default_na=False).groupby("doc_id").first()
+    empty = first.index[first["true_label"] == ""]
+    assert len(empty) == 4 and (first.loc[empty, "pred_label"] != "").all()
+    wrong = int((first["pred_label"] != first["true_label"]).sum())
+    page = html.read_text()
+    assert f'<b id="n-wrong">{wrong}</b> misclassified of 100 with a true label' in page
+    for doc_id in empty:
+        assert re.search(f'<article class="doc[^"]* wrong known"><header><span class="id">{doc_id}</span>', page)
