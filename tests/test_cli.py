@@ -844,3 +844,30 @@ def test_train_leaves_the_callers_random_generators_environment_and_warnings_alo
     assert draws() == expected  # not the draws after the training seed, 42
     assert {name: os.environ.get(name) for name in environment} == environment
     assert warnings.filters == filters and logging.getLogger("pytorch_lightning").level == level
+
+
+def readme_python(marker: str) -> str:
+    """The README's Python block that holds `marker`."""
+    blocks = re.findall(r"```python\n(.*?)```", (Path(__file__).parent.parent / "README.md").read_text(), re.S)
+    found = [block for block in blocks if marker in block]
+    assert len(found) == 1, f"the README has {len(found)} Python blocks with {marker!r}"
+    return found[0]
+
+
+def test_readme_reads_the_attention_csv_with_tokens_and_ids_as_written(model_dir, tmp_path, monkeypatch):
+    # pd.read_csv's defaults turned the tokens None, NA and null into NaN and the id 007 into 7,
+    # which no longer joined predict's "007": the README gave no way to read the file as written.
+    source = tmp_path / "in.csv"
+    pd.DataFrame({"id": ["007", "008", "009"],
+                  "text": ["None of it was good. NA", "The null set.", ""]}).to_csv(source, index=False)
+    runs = tmp_path / "runs"
+    invoke("explain", model_dir, source, "-o", runs / "attention.csv", "--id-column", "id")
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(readme_python('"runs/attention.csv", dtype='), scope)
+    attention = scope["attention"]
+    assert attention["doc_id"].unique().tolist() == ["007", "008", "009"]
+    assert attention["token"].tolist()[:1] + attention["token"].tolist()[6:9] == ["None", "NA", "The", "null"]
+    assert attention["token"].isna().tolist() == [False] * 11 + [True]  # 009: no word, one row
+    assert attention["weight"].dtype == float and attention["weight"].iloc[:11].notna().all()
+    assert scope["why"]["doc_id"].eq("007").all() and len(scope["why"]) == 5
