@@ -201,6 +201,10 @@ class HtmlReport:
                 f'<span class="label">{_e(name)} &ge; {t:g}</span>'
                 for name, t in zip(self.label_names, self.thresholds)
             )
+        shared = ""
+        if self.thresholds is not None:  # else a reader takes the blue words for each label's reasons
+            shared = ("<p>This model has one attention for all labels: the shading is the same whichever "
+                      "label you look at, and does not say which words led to which label.</p>\n")
         if known:
             errors = f"misclassified of {known} with a true label"
         else:
@@ -224,7 +228,7 @@ model's vocabulary: it read each as the same unknown word, &lt;unk&gt;.</p>
 <p>Tokens are shown as the model read them, separated by spaces; those past the model's sentence
 and word limits are not shown (the model never saw them): a document so cut ends with a line
 saying how many.</p>
-<p class="caveat">Attention shows where the model looked, not necessarily why it decided
+{shared}<p class="caveat">Attention shows where the model looked, not necessarily why it decided
 (Jain &amp; Wallace, 2019, “Attention is not Explanation”).</p>
 </div>
 </header>

@@ -250,6 +250,16 @@ def test_multi_label_report_counts_documents_and_shows_thresholds(tmp_path):
     assert "Labels: neg pos" in re.sub(r"<[^>]+>", "", render(tmp_path, HtmlReport(LABELS, "t")))
 
 
+def test_multi_label_report_says_the_shading_is_shared_by_every_label(tmp_path):
+    # A document predicted "food" and "price" showed one shading under both, with nothing to
+    # tell a reader that it does not say which words led to which label.
+    shared = "one attention for all labels"
+    report = HtmlReport(["food", "price"], "t", thresholds=[0.5, 0.5])
+    report.add("two", even([["x"]], [0.9, 0.6]), "food,price", predicted=[0, 1])
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", render(tmp_path, report)))
+    assert f"This model has {shared}: the shading is the same whichever label" in text
+    assert shared not in render(tmp_path, HtmlReport(LABELS, "t"))  # one label: nothing to add
+
 def test_empty_document_and_empty_report(tmp_path):
     report = HtmlReport(LABELS, "t")
     report.add("empty", DocAttention([], np.zeros(0), [], np.array([0.5, 0.5]), []), "neg")
