@@ -42,10 +42,11 @@ from hanclf.vocab import normalize_label, normalize_label_set
 
 TOKEN_COLUMNS = [
     "doc_id", "sent_idx", "tok_idx", "token", "word_att", "sent_att", "weight",
-    "pred_label", "pred_prob", "true_label", "in_vocab",  # last: earlier columns keep their places
-]
+    "pred_label", "pred_prob", "true_label", "in_vocab", "unseen_tokens",  # added last: earlier
+]  # columns keep their places
 SENTENCE_COLUMNS = [
     "doc_id", "sent_idx", "sentence", "sent_att", "rank", "pred_label", "pred_prob", "true_label",
+    "unseen_tokens",
 ]
 LEVELS = ("token", "sentence")
 BATCH_ROWS = 1_024
@@ -73,7 +74,8 @@ class Explained:
 def _prediction_only(doc: Explained, columns: Sequence[str]) -> list[Any]:
     """The one row of a document with no word: its id and prediction, the other columns empty."""
     known = {"doc_id": doc.doc_id, "pred_label": doc.pred_label,
-             "pred_prob": f"{doc.pred_prob:.6f}", "true_label": doc.true_label or ""}
+             "pred_prob": f"{doc.pred_prob:.6f}", "true_label": doc.true_label or "",
+             "unseen_tokens": doc.attention.unseen_tokens}
     return [known.get(column, "") for column in columns]
 
 
@@ -87,7 +89,7 @@ def token_rows(doc: Explained) -> Iterator[list[Any]]:
             yield [
                 doc.doc_id, s, w, token, f"{word_att:.6f}", f"{sent_att:.6f}",
                 f"{root * float(word_att):.6f}", doc.pred_label, f"{doc.pred_prob:.6f}",
-                doc.true_label or "", bool(known),
+                doc.true_label or "", bool(known), att.unseen_tokens,
             ]
 
 
@@ -98,7 +100,7 @@ def sentence_rows(doc: Explained) -> Iterator[list[Any]]:
     for s, (sentence, rank) in enumerate(zip(att.sentences, doc.sentence_ranks())):
         yield [
             doc.doc_id, s, " ".join(sentence), f"{att.sent_att[s]:.6f}", rank,
-            doc.pred_label, f"{doc.pred_prob:.6f}", doc.true_label or "",
+            doc.pred_label, f"{doc.pred_prob:.6f}", doc.true_label or "", att.unseen_tokens,
         ]
 
 

@@ -423,7 +423,7 @@ def test_explain_rows_per_token_with_the_paper_weight(model_dir, data_dir, tmp_p
     with out.open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["doc_id", "sent_idx", "tok_idx", "token", "word_att", "sent_att",
-                             "weight", "pred_label", "pred_prob", "true_label", "in_vocab"]
+                             "weight", "pred_label", "pred_prob", "true_label", "in_vocab", "unseen_tokens"]
     source = pd.read_parquet(data_dir / "test.parquet").head(5)
     assert sorted({r["doc_id"] for r in rows}) == sorted(source["id"])
     sent_att, word_sum = {}, defaultdict(float)
@@ -553,7 +553,7 @@ def test_explain_sentence_level_ranks_sentences_by_attention(model_dir, data_dir
            "--id-column", "id", "--limit", "4")
     frame = pd.read_csv(out)
     assert list(frame.columns) == ["doc_id", "sent_idx", "sentence", "sent_att", "rank",
-                                   "pred_label", "pred_prob", "true_label"]
+                                   "pred_label", "pred_prob", "true_label", "unseen_tokens"]
     source = pd.read_parquet(data_dir / "test.parquet").head(4)
     assert frame["doc_id"].unique().tolist() == source["id"].tolist()
     for _, doc in frame.groupby("doc_id"):
@@ -871,3 +871,20 @@ def test_readme_reads_the_attention_csv_with_tokens_and_ids_as_written(model_dir
     assert attention["token"].isna().tolist() == [False] * 11 + [True]  # 009: no word, one row
     assert attention["weight"].dtype == float and attention["weight"].iloc[:11].notna().all()
     assert scope["why"]["doc_id"].eq("007").all() and len(scope["why"]) == 5
+
+
+@pytest.mark.parametrize("level", ["token", "sentence"])
+def test_explain_csv_says_which_documents_were_cut_and_by_how_much(model_dir, tmp_path, level):
+    # Only a count went to stderr: the CSV listed the words of a cut document as if they were all
+    # of it, with nothing to say that the model never read the rest.
+    config = load(model_dir).config.data
+    long = " ".join(["The food was great."] * (config.max_sentences + 3))
+    wordy = " ".join(["great"] * (config.max_words + 7)) + "."
+    source = tmp_path / "in.parquet"
+    pd.DataFrame({"id": ["short", "long", "wordy", "empty"], "text": ["Nice staff.", long, wordy, ""]}).to_parquet(source)
+    out = tmp_path / "att.csv"
+    invoke("explain", model_dir, source, "-o", out, "--id-column", "id", "--level", level)
+    frame = pd.read_csv(out, keep_default_na=False)
+    assert frame.columns[-1] == "unseen_tokens"
+    unseen = frame.groupby("doc_id", sort=False)["unseen_tokens"].agg(["min", "max"])
+    assert unseen["min"].to_dict() == unseen["max"].to_dict() == {"short": 0, "long": 15, "wordy": 8, "empty": 0}
