@@ -283,6 +283,11 @@ def explain(
     if output is None and html is None and not top_sentences and faithfulness is None:
         typer.echo("error: nothing to write: give --output, --html, --top-sentences or --faithfulness", err=True)
         raise typer.Exit(2)
+    if threshold is not None and output is None and html is None and not top_sentences:
+        typer.echo(f"error: --threshold {threshold:g}: sets the labels that --output, --html and "
+                   "--top-sentences show; --faithfulness measures each document's most probable label, "
+                   "whatever the thresholds", err=True)
+        raise typer.Exit(2)
     if faithfulness is not None:  # checked before the CSV or report is written, not after
         _run(lambda: check_json_output(faithfulness, force, input, others={"--output": output, "--html": html}))
     split = split.lower() if split else None

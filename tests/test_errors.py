@@ -337,6 +337,9 @@ CASES = [
     Case("explain-output-not-csv", lambda e: explain(e, csv_with_text(e), out="att.parquet"), 2, ("att.parquet", ".csv")),
     Case("explain-csv-and-html-same-file", lambda e: explain(e, csv_with_text(e), "--html", str(e.out / "att.csv")), 2, ("att.csv", "--html")),
     Case("explain-faithfulness-output-exists", lambda e: existing(e, "f.json") and ["explain", str(e.model), str(e.data / "test.parquet"), "--faithfulness", str(e.out / "f.json")], 2, ("f.json", "--force")),
+    # --threshold changes the labels of the CSV and report only: alone with --faithfulness it was
+    # taken and silently did nothing (the figures follow each document's most probable label).
+    Case("explain-threshold-with-faithfulness-only", lambda e: ["explain", str(e.model), str(e.data / "test.parquet"), "--faithfulness", str(e.out / "f.json"), "--threshold", "0.9"], 2, ("--threshold 0.9", "--faithfulness", "most probable label")),
     Case("explain-html-output-parent-is-a-file", lambda e: existing(e, "day") and ["explain", str(e.model), str(csv_with_text(e)), "--html", str(e.out / "day" / "r.html")], 2, ("day", "not a directory")),
     # -- click's own usage errors (multi-line, exit 2)
     Case("predict-missing-output-option", lambda e: ["predict", str(e.model), str(csv_with_text(e))], 2, usage=True),
