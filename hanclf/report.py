@@ -214,8 +214,8 @@ class HtmlReport:
 <p>{labels}</p>
 <p class="counts"><b id="n-docs">{len(self._docs)}</b> documents &middot; <b id="n-wrong">{wrong}</b> {errors}</p>
 <div class="legend">
-<p><b>How to read it:</b> the redder a sentence, the more the model drew on it for its
-prediction; the bluer a word, the more it counted in the document. The figures:</p>
+<p><b>How to read it:</b> the redder a sentence, the more attention the model paid to it;
+the bluer a word, the more attention it got, within its sentence and the document. The figures:</p>
 <p><span class="swatch" style="background:rgba({SENT_RGB},{SENT_MAX_ALPHA})">sentence</span>
 Sentence background: red, by the sentence attention α<sub>i</sub> relative to the document's
 most attended sentence (its value is in the margin; they sum to 1 over a document).</p>

@@ -260,6 +260,13 @@ def test_multi_label_report_says_the_shading_is_shared_by_every_label(tmp_path):
     assert f"This model has {shared}: the shading is the same whichever label" in text
     assert shared not in render(tmp_path, HtmlReport(LABELS, "t"))  # one label: nothing to add
 
+def test_legend_does_not_say_attention_is_why_the_model_decided(tmp_path):
+    # "the more the model drew on it for its prediction" told a reader the red sentences were the
+    # reasons, two lines above the caveat that attention is not necessarily why it decided.
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", render(tmp_path, HtmlReport(LABELS, "t"))))
+    assert "the redder a sentence, the more attention the model paid to it" in text
+    assert "drew on" not in text and "counted in the document" not in text
+
 def test_empty_document_and_empty_report(tmp_path):
     report = HtmlReport(LABELS, "t")
     report.add("empty", DocAttention([], np.zeros(0), [], np.array([0.5, 0.5]), []), "neg")
