@@ -306,10 +306,14 @@ def explain(
                           doc.true_label or "", end_section=ranks[s] == min(top_sentences, len(ranks)))
 
     written = [path for path in (output, html) if path is not None]
+    # With only the table to show, one document past it is read (to say that more follow), not
+    # the whole input.
+    shown_at_most = TOP_SENTENCE_DOCS + 1
+    explained = limit if written else min(limit or shown_at_most, shown_at_most)
     if written or top_sentences:
         result = _run(lambda: explain_file(
             model, input, output, level=level, html=html, text_column=_columns(text_column),
-            id_column=id_column, label_column=label_column, split=split, limit=limit,
+            id_column=id_column, label_column=label_column, split=split, limit=explained,
             batch_size=batch_size, device=device, force=force,
             on_document=add_top_sentences if top_sentences else None, threshold=threshold,
             label_separator=label_separator,
@@ -318,7 +322,8 @@ def explain(
         ))
         if top_sentences:
             if result["documents"] > documents_shown:
-                table.caption = f"the first {documents_shown} of {result['documents']} documents"
+                table.caption = (f"the first {documents_shown} of {result['documents']} documents" if written
+                                 else f"the first {documents_shown} documents; the input has more")
             stdout.print(table)
         if written:
             _log(f"wrote {' and '.join(map(str, written))}: {result['documents']} documents")

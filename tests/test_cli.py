@@ -579,7 +579,7 @@ def test_explain_gives_a_document_without_words_one_row(model_dir, tmp_path, lev
     assert empty["pred_label"].notna().all() and (empty["pred_prob"] > 0).all()
 
 
-def test_explain_top_sentences_prints_the_most_attended_sentence(model_dir, data_dir):
+def test_explain_top_sentences_prints_the_most_attended_sentence(model_dir, data_dir, tmp_path):
     printed = invoke("explain", model_dir, data_dir / "test.parquet", "--top-sentences", "1",
                      "--id-column", "id", "--limit", "3")
     predictor = Predictor(model_dir, device="cpu")
@@ -588,8 +588,22 @@ def test_explain_top_sentences_prints_the_most_attended_sentence(model_dir, data
         top = " ".join(att.sentences[int(att.sent_att.argmax())])
         assert top[:20] in printed
     assert "the first" not in printed
-    printed = invoke("explain", model_dir, data_dir / "test.parquet", "--top-sentences", "1")
+    printed = invoke("explain", model_dir, data_dir / "test.parquet", "--top-sentences", "1", "-o", tmp_path / "a.csv")
     assert "the first 50 of 60 documents" in printed  # the terminal shows 50 at most
+
+
+def test_explain_top_sentences_alone_reads_no_further_than_its_table(model_dir, data_dir, tmp_path):
+    # It attended to every row of the input, to show 50: a label the model does not know in
+    # row 53 (which is an error where it is read) shows whether the rows past the table are read.
+    frame = pd.read_parquet(data_dir / "test.parquet")
+    frame.loc[52, "label"] = "unheard-of"
+    frame.to_parquet(tmp_path / "in.parquet")
+    printed = invoke("explain", model_dir, tmp_path / "in.parquet", "--top-sentences", "1", "--id-column", "id")
+    assert "the first 50 documents; the input has more" in printed
+    assert str(frame["id"][49]) in printed and str(frame["id"][50]) not in printed
+    result = runner.invoke(app, ["explain", str(model_dir), str(tmp_path / "in.parquet"), "--top-sentences", "1",
+                                 "-o", str(tmp_path / "all.csv")])
+    assert result.exit_code == 2 and "unheard-of" in result.output
 
 
 def test_explain_needs_some_output(model_dir, data_dir):
