@@ -311,7 +311,7 @@ def load_config(
         where, loaded = _read_yaml(source)
         for section, values in loaded.items():
             values = {} if values is None else values  # a section with every key commented out
-            if section not in ("data", "model", "train") or not isinstance(values, dict):
+            if section not in SECTIONS or not isinstance(values, dict):
                 raise UsageError(
                     f"{where}: unknown section '{section}' (sections: data, model, train)"
                 )
@@ -328,7 +328,7 @@ def load_config(
 def config_from_dict(values: dict[str, Any]) -> Config:
     """Rebuild a saved, resolved config (as written by Config.to_dict)."""
     config = default_config()
-    for section in ("data", "model", "train"):
+    for section in SECTIONS:
         for name, value in (values.get(section) or {}).items():
             if section == "model" and name in MODEL_FIELDS_FROM_DATA:
                 continue

@@ -581,7 +581,7 @@ def _train(
     progress: bool,
     log: Callable[[str], None],
     primary: bool = True,
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     _quiet_lightning()
     t = config.train
     pl.seed_everything(t.seed, workers=True, verbose=False)
@@ -669,8 +669,8 @@ def _train(
     # those of the saved model.
     with _interrupts_raised():
         trainer.validate(module, datamodule=datamodule, verbose=False)
-    if not primary:
-        return module.valid_report
+    if not primary:  # the first process writes the model
+        return None
     if labels.multi_label:
         # For the measure epochs were kept on: micro-F1 (select_on accuracy) or macro-F1.
         measure = "micro_f1" if t.select_on == "accuracy" else "macro_f1"
