@@ -106,6 +106,14 @@ def become_worker(main_pid: int) -> None:
     pool's own shutdown (SIGTERM to each worker) then printed a worker's traceback."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if sys.platform == "win32":
+        # Not os.kill(main_pid, 0): there signal 0 is CTRL_C_EVENT, a Ctrl-C sent to the console
+        # every second, never a probe. Workers are spawned there, children of the main process,
+        # whose handle is their parent's sentinel.
+        parent = multiprocessing.parent_process()
+        if parent is not None and parent.pid == main_pid:
+            threading.Thread(target=_exit_after, args=(parent,), daemon=True).start()
+        return
     if os.getppid() == main_pid:
         _die_with_parent()
 
@@ -120,6 +128,11 @@ def become_worker(main_pid: int) -> None:
                 pass
 
     threading.Thread(target=exit_when_main_is_gone, daemon=True).start()
+
+
+def _exit_after(process: multiprocessing.process.BaseProcess) -> None:
+    process.join()
+    os._exit(1)
 
 
 PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>

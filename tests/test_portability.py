@@ -1,0 +1,79 @@
+"""What differs on macOS and Windows, emulated on Linux: a missing start method, module or
+function, another sys.platform, another console encoding."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import hanclf.workers
+
+
+def test_a_windows_worker_watches_its_main_process_without_os_kill(monkeypatch):
+    # On Windows os.kill(pid, 0) sends CTRL_C_EVENT (0) to the console: the probe once a second
+    # would interrupt the main process, and a dead one raised OSError, never ProcessLookupError.
+    kills, exits = [], []
+    main_is_gone = threading.Event()
+
+    class Parent:  # what multiprocessing.parent_process() is in a spawned worker
+        pid = os.getpid()
+
+        def join(self, timeout=None):
+            main_is_gone.wait(5)
+
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr(hanclf.workers.signal, "signal", lambda *args: None)
+    monkeypatch.setattr(hanclf.workers.multiprocessing, "parent_process", Parent)
+    monkeypatch.setattr(os, "kill", lambda pid, sig: kills.append((pid, sig)))
+    monkeypatch.setattr(os, "_exit", exits.append)
+    hanclf.workers.become_worker(os.getpid())
+    time.sleep(1.5)  # the POSIX watch probes every second
+    main_is_gone.set()
+    for _ in range(50):
+        if exits:
+            break
+        time.sleep(0.1)
+    assert (kills, exits) == ([], [1])
+
+
+SPAWNED_WORKER_SCRIPT = """
+import multiprocessing, os, signal, sys, time
+
+def worker(main_pid):
+    import multiprocessing.connection  # its wait() is chosen for this platform on import
+    from hanclf.workers import become_worker
+    sys.platform = "win32"
+    def no_probe(pid, sig):
+        raise OSError(87, "The parameter is incorrect")  # what Windows says of a dead pid
+    os.kill = no_probe
+    become_worker(main_pid)
+    time.sleep(60)
+
+if __name__ == "__main__":
+    process = multiprocessing.get_context("spawn").Process(target=worker, args=(os.getpid(),))
+    process.start()
+    print(process.pid, flush=True)
+    time.sleep(3)  # the worker has started and watches
+    os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer, or closing the console
+"""
+
+
+def test_a_spawned_worker_ends_when_its_main_process_is_killed(tmp_path):
+    script = tmp_path / "main.py"
+    script.write_text(SPAWNED_WORKER_SCRIPT)
+    run = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    worker = int(run.stdout.readline())
+    run.wait(timeout=60)
+    for _ in range(50):
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(worker, 9)
+        raise AssertionError("the worker outlived its main process by 5 s")
+    assert "Traceback" not in run.stderr.read()
