@@ -62,10 +62,10 @@ from hanclf.workers import (
     MIN_ROWS_PER_PROCESS,
     TEXT_BYTES_PER_ROW,
     context,
-    become_worker,
     cgroup_memory_room,
     cores,
     main_module_importable,
+    start_predict_worker,
     start_server,
     threads_within_quota,
 )
@@ -716,8 +716,8 @@ def _write_in_workers(
     # The workers' own copies of the model stay on the CPU; with the model here, they only
     # batch, as this process will run them (its batch size, not the CPU's default).
     threads = 1 if model_here else max(1, cores() // processes)
-    pool = ProcessPoolExecutor(processes, mp_context=context(), initializer=_start_worker,
-                               initargs=(model_dir, threads, predictor.batch_size, os.getpid()))
+    pool = ProcessPoolExecutor(processes, mp_context=context(), initializer=start_predict_worker,
+                               initargs=(os.getpid(), model_dir, threads, predictor.batch_size))
     work = _batch_texts if model_here else functools.partial(_predict_texts, top_k=job.top_k, threshold=job.threshold)
 
     def labelled() -> Iterator[tuple[pa.RecordBatch, pa.Table]]:
@@ -810,9 +810,9 @@ def _stop_workers(pool: ProcessPoolExecutor, seconds: float = 2.0) -> None:
 _worker: Predictor | None = None  # the model of a worker process of _write_in_workers
 
 
-def _start_worker(model_dir: Path, threads: int, batch_size: int, main_pid: int) -> None:
+def _start_worker(model_dir: Path, threads: int, batch_size: int) -> None:
+    """In a worker, after become_worker (see start_predict_worker)."""
     global _worker
-    become_worker(main_pid)
     torch.set_num_threads(threads)
     _worker = Predictor(model_dir, "cpu", batch_size)
 

@@ -130,6 +130,17 @@ def become_worker(main_pid: int) -> None:
     threading.Thread(target=exit_when_main_is_gone, daemon=True).start()
 
 
+def start_predict_worker(main_pid: int, *args: object) -> None:
+    """The initializer of predict's workers: become_worker(main_pid), then
+    hanclf.predict._start_worker(*args). It lives here, away from torch: a spawned worker
+    (Windows) imports the module of its initializer before calling it, and a Ctrl-C during
+    those seconds of imports printed every worker's traceback."""
+    become_worker(main_pid)
+    from hanclf.predict import _start_worker
+
+    _start_worker(*args)
+
+
 def _exit_after(process: multiprocessing.process.BaseProcess) -> None:
     process.join()
     os._exit(1)

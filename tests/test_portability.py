@@ -77,3 +77,39 @@ def test_a_spawned_worker_ends_when_its_main_process_is_killed(tmp_path):
         os.kill(worker, 9)
         raise AssertionError("the worker outlived its main process by 5 s")
     assert "Traceback" not in run.stderr.read()
+
+
+def test_a_spawned_predict_worker_ignores_ctrl_c_before_it_imports_torch(model_dir, tmp_path, monkeypatch):
+    # A spawned worker (Windows) unpickles its initializer, importing that function's module,
+    # before calling it: with the initializer in hanclf.predict, a Ctrl-C during the seconds of
+    # importing torch printed a KeyboardInterrupt traceback from every worker.
+    import pickle
+
+    import pandas as pd
+
+    import hanclf.predict
+
+    class Started(Exception):
+        pass
+
+    def pool(processes, mp_context, initializer, initargs):
+        raise Started(pickle.dumps((initializer, initargs)))
+
+    monkeypatch.setattr(hanclf.predict, "ProcessPoolExecutor", pool)
+    monkeypatch.setattr(hanclf.predict, "start_server", lambda: None)
+    data = tmp_path / "texts.csv"
+    pd.DataFrame({"text": ["The food was wonderful!"] * 3}).to_csv(data, index=False)
+    try:
+        hanclf.predict.predict_file(model_dir, data, tmp_path / "p.parquet", device="cpu", devices=2)
+    except Started as started:
+        pickled = started.args[0]
+    check = ("import pickle, signal, sys\n"
+             "initializer, initargs = pickle.loads(sys.stdin.buffer.read())\n"
+             "print('torch' in sys.modules)\n"
+             "import hanclf.workers\n"
+             "hanclf.workers.become_worker = lambda pid: print(signal.getsignal(signal.SIGINT), 'torch' in sys.modules)\n"
+             "initializer(*initargs)\n"
+             "print('torch' in sys.modules)\n")
+    run = subprocess.run([sys.executable, "-c", check], input=pickled, capture_output=True, timeout=120)
+    assert run.returncode == 0, run.stderr.decode()
+    assert run.stdout.decode().split("\n") == ["False", "<built-in function default_int_handler> False", "True", ""]
