@@ -12,6 +12,7 @@ import math
 import multiprocessing
 import os
 import random
+import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -153,10 +154,14 @@ def tokenize_in_parallel(texts: Sequence[str | None], config: DataConfig) -> lis
     """tokenize_texts of consecutive slices of `texts`, in worker processes (one per core) when
     there are enough texts. Workers are forks of this process: they start at once with
     everything imported, and they only tokenize (a process that uses CUDA may fork such a
-    child). Where fork is not available (Windows) the slices are tokenized here."""
+    child). Where fork is not available (Windows) or not safe (macOS) the slices are tokenized
+    here."""
     slices = [texts[i : i + TEXTS_PER_TASK] for i in range(0, len(texts), TEXTS_PER_TASK)]
     processes = min(cores(), len(texts) // MIN_TEXTS_PER_PROCESS, len(slices))
-    if processes < 2 or "fork" not in multiprocessing.get_all_start_methods():
+    # macOS offers fork, but its system libraries (Accelerate, Objective-C) may run threads that
+    # a fork's child cannot rely on, and this process already runs several (pyarrow's, torch's):
+    # children may crash or hang, which is why Python starts processes there by spawning.
+    if processes < 2 or sys.platform == "darwin" or "fork" not in multiprocessing.get_all_start_methods():
         return [tokenize_texts(part, config) for part in slices]
     with multiprocessing.get_context("fork").Pool(processes, initializer=become_worker, initargs=(os.getpid(),)) as pool:
         return pool.map(functools.partial(tokenize_texts, config=config), slices)

@@ -113,3 +113,25 @@ def test_a_spawned_predict_worker_ignores_ctrl_c_before_it_imports_torch(model_d
     run = subprocess.run([sys.executable, "-c", check], input=pickled, capture_output=True, timeout=120)
     assert run.returncode == 0, run.stderr.decode()
     assert run.stdout.decode().split("\n") == ["False", "<built-in function default_int_handler> False", "True", ""]
+
+
+def test_train_tokenizes_in_its_own_process_on_macos(monkeypatch):
+    # macOS lists fork among its start methods, but forking this process (which runs threads of
+    # pyarrow and torch by then) is unsafe there: its children may crash or hang.
+    import multiprocessing
+
+    import hanclf.data
+    from hanclf.config import DataConfig
+
+    def no_fork(method=None):
+        raise AssertionError(f"a process pool was started ({method})")
+
+    texts = ["Good food. Bad service!"] * 40
+    monkeypatch.setattr(sys, "platform", "darwin")
+    monkeypatch.setattr(multiprocessing, "get_context", no_fork)
+    monkeypatch.setattr(hanclf.data, "MIN_TEXTS_PER_PROCESS", 10)
+    monkeypatch.setattr(hanclf.data, "TEXTS_PER_TASK", 10)
+    monkeypatch.setattr(hanclf.data, "cores", lambda: 2)
+    parts = hanclf.data.tokenize_in_parallel(texts, DataConfig())
+    assert [len(part.lengths) for part in parts] == [20] * 4  # 10 texts of 2 sentences each
+    assert sorted(parts[0].words) == ["!", ".", "bad", "food", "good", "service"]
