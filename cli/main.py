@@ -408,6 +408,11 @@ def main() -> None:
     # At exit Python's last garbage collection walks every object torch made (~0.3 s of each
     # command, measured); frozen objects are skipped, and the OS frees the memory either way.
     atexit.register(gc.freeze)
+    # Redirected, Windows' stdout writes its ANSI code page (cp1252): a label, a text or the
+    # tables' arrows outside it failed the command with a traceback once its work was done.
+    # Escaped instead, as Python's stderr does.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         app()

@@ -135,3 +135,15 @@ def test_train_tokenizes_in_its_own_process_on_macos(monkeypatch):
     parts = hanclf.data.tokenize_in_parallel(texts, DataConfig())
     assert [len(part.lengths) for part in parts] == [20] * 4  # 10 texts of 2 sentences each
     assert sorted(parts[0].words) == ["!", ".", "bad", "food", "good", "service"]
+
+
+def test_tables_print_to_a_file_in_windows_ansi_code_page(model_dir, data_dir, tmp_path):
+    # `hanclf explain ... > log.txt` on Windows: stdout is cp1252, which has no arrows (the
+    # faithfulness table's ↑) nor most scripts (labels, --top-sentences' texts).
+    out = tmp_path / "f.json"
+    env = {**os.environ, "PYTHONIOENCODING": "cp1252"}
+    run = subprocess.run([sys.executable, "-m", "hanclf", "explain", str(model_dir), str(data_dir / "test.parquet"),
+                          "--faithfulness", str(out), "--limit", "6"], capture_output=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr.decode("cp1252")
+    assert "comprehensiveness@1 \\u2191" in run.stdout.decode("cp1252")
+    assert run.stderr.decode("cp1252").strip().endswith(f"wrote {out}")
