@@ -508,14 +508,18 @@ def atomic_output(path: Path, force: bool, directory: bool = False) -> Iterator[
         try:
             lock = _lock(tmp)
             yield target
-            if not force:
-                _place_new(target, path)
-            elif path.is_dir() and not path.is_symlink():
-                old = tmp / ".replaced"
-                path.rename(old)
-                target.rename(path)
-            else:
-                os.replace(target, path)
+            try:
+                if not force:
+                    _place_new(target, path)
+                elif path.is_dir() and not path.is_symlink():
+                    old = tmp / ".replaced"
+                    path.rename(old)
+                    target.rename(path)
+                else:
+                    os.replace(target, path)
+            except PermissionError as e:  # Windows: another program has it open (Excel)
+                raise HanclfError(f"{path}: cannot be replaced ({e.strerror}); close the programs "
+                                  "that have it open (a spreadsheet, a viewer) and run again") from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
             if lock is not None:

@@ -147,3 +147,28 @@ def test_tables_print_to_a_file_in_windows_ansi_code_page(model_dir, data_dir, t
     assert run.returncode == 0, run.stderr.decode("cp1252")
     assert "comprehensiveness@1 \\u2191" in run.stdout.decode("cp1252")
     assert run.stderr.decode("cp1252").strip().endswith(f"wrote {out}")
+
+
+def test_an_output_another_program_holds_open_is_one_line(model_dir, data_dir, tmp_path, monkeypatch):
+    # Windows refuses to replace a file that a program has open (attention.csv in Excel) with
+    # PermissionError [WinError 5]: a traceback, after all the work was done.
+    from typer.testing import CliRunner
+
+    from hanclf.cli.main import app
+
+    out = tmp_path / "attention.csv"
+    out.write_text("the earlier run's\n")
+    replace = os.replace
+
+    def open_in_excel(src, dst):
+        if os.fspath(dst) == os.fspath(out):
+            raise PermissionError(13, "Access is denied", os.fspath(src), None, os.fspath(dst))
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", open_in_excel)
+    result = CliRunner().invoke(app, ["explain", str(model_dir), str(data_dir / "test.parquet"), "-o", str(out),
+                                      "--limit", "3", "--force"])
+    assert (result.exit_code, result.output) == (1, (
+        f"error: {out}: cannot be replaced (Access is denied); close the programs that have it "
+        "open (a spreadsheet, a viewer) and run again\n"))
+    assert out.read_text() == "the earlier run's\n" and sorted(tmp_path.iterdir()) == [out]
