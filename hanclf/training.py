@@ -494,7 +494,7 @@ def _finished_metrics(output: Path, given: Config | None, log: Callable[[str], N
         f"{output}: holds a finished model trained with other settings ({output / CONFIG}); --resume "
         "does not retrain it: pass --force to train again with these, or name another directory"))
     shutil.rmtree(work_dir(output), ignore_errors=True)  # what a run stopped at its very end left
-    metrics = json.loads((output / METRICS).read_text()) if (output / METRICS).is_file() else {}
+    metrics = json.loads((output / METRICS).read_text(encoding="utf-8")) if (output / METRICS).is_file() else {}
     figures = f", valid {describe(metrics['valid'])}" if "valid" in metrics else ""
     log(f"nothing to resume: {output} holds this run's finished model{figures} (--force trains it again)")
     return metrics
@@ -511,7 +511,7 @@ def _saved_config(path: Path, given: Config | None, refusal: str) -> Config:
     """The config a run saved in `path`; a `given` one that differs is refused with `refusal`.
     (Runs interrupted before config.yaml named embeddings files absolutely name theirs
     relatively.)"""
-    saved = _with_absolute_embeddings(config_from_dict(yaml.safe_load(path.read_text())))
+    saved = _with_absolute_embeddings(config_from_dict(yaml.safe_load(path.read_text(encoding="utf-8"))))
     if given is not None and given.to_dict() != saved.to_dict():
         raise UsageError(refusal)
     return saved
@@ -603,7 +603,7 @@ def _train(
     # Checked by every process of a distributed run, so that none goes on into fit alone. The
     # file is absent in runs interrupted before hanclf wrote it.
     saved = work / DATA_DIGEST
-    if resume_from is not None and saved.is_file() and saved.read_text() != fingerprint:
+    if resume_from is not None and saved.is_file() and saved.read_text(encoding="utf-8") != fingerprint:
         raise UsageError(
             f"{data}: its documents, words or labels differ from those of the interrupted run in "
             f"{work}, whose checkpoints were trained on those; resume on the same data, or start "
@@ -640,9 +640,9 @@ def _train(
     history_path, earlier_path = work / "metrics.csv", work / EARLIER_HISTORY
     if primary:
         work.mkdir(exist_ok=True)
-        (work / CONFIG).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        (work / CONFIG).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
         if resume_from is None:  # a resumed run's processes are reading it
-            (work / DATA_DIGEST).write_text(fingerprint)
+            (work / DATA_DIGEST).write_text(fingerprint, encoding="utf-8")
         else:
             # Lightning's CSV logger deletes its file as it starts: the epochs of the calls
             # before this one are kept in a file of ours first.

@@ -172,3 +172,27 @@ def test_an_output_another_program_holds_open_is_one_line(model_dir, data_dir, t
         f"error: {out}: cannot be replaced (Access is denied); close the programs that have it "
         "open (a spreadsheet, a viewer) and run again\n"))
     assert out.read_text() == "the earlier run's\n" and sorted(tmp_path.iterdir()) == [out]
+
+
+def test_resuming_a_finished_model_with_labels_outside_windows_code_page(tmp_path, monkeypatch):
+    # metrics.json is written as UTF-8; read in the locale's encoding (cp1252 on Windows), the
+    # label 'Ёлка' (bytes D0 81 ...: 0x81 is no cp1252 character) failed `train --resume`.
+    from pathlib import Path
+
+    from hanclf.config import load_config
+    from hanclf.training import train
+    from tests.conftest import make_reviews
+
+    data = tmp_path / "train.csv"
+    make_reviews(60).replace({"label": {"pos": "Ёлка", "neg": "理由", "mix": "café"}}).to_csv(data, index=False)
+    config = load_config(None, {"model.embed_dim": 8, "model.word_hidden": 4, "model.sent_hidden": 4,
+                                "model.word_att_dim": 4, "model.sent_att_dim": 4, "train.max_epochs": 1,
+                                "train.accelerator": "cpu", "data.min_count": 1})
+    first = train(data, tmp_path / "m", config, progress=False, log=lambda line: None)
+    read_text = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, encoding=None, errors=None:
+                        read_text(self, encoding or "cp1252", errors))  # Windows' default
+    lines = []
+    again = train(data, tmp_path / "m", config, resume=True, progress=False, log=lines.append)
+    assert again["valid"] == first["valid"] and set(again["valid"]["per_class"]) == {"Ёлка", "理由", "café"}
+    assert lines[-1].startswith(f"nothing to resume: {tmp_path / 'm'} holds this run's finished model")
