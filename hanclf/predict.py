@@ -780,7 +780,8 @@ def worker_died() -> HanclfError:
     or an interactive session (which need none), memory."""
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
-    cli = spec is not None and spec.name.split(".")[0] == "hanclf" or Path(sys.argv[0]).name == "hanclf"
+    # Path(...).stem: on Windows the command is hanclf.exe
+    cli = spec is not None and spec.name.split(".")[0] == "hanclf" or Path(sys.argv[0]).stem == "hanclf"
     memory = "out of memory? try fewer --devices" if cli else "out of memory? try fewer devices"
     script = not cli and getattr(main, "__file__", None) is not None
     causes = f"{GUARD_MAIN}; or {memory}" if script else memory

@@ -196,3 +196,19 @@ def test_resuming_a_finished_model_with_labels_outside_windows_code_page(tmp_pat
     again = train(data, tmp_path / "m", config, resume=True, progress=False, log=lines.append)
     assert again["valid"] == first["valid"] and set(again["valid"]["per_class"]) == {"Ёлка", "理由", "café"}
     assert lines[-1].startswith(f"nothing to resume: {tmp_path / 'm'} holds this run's finished model")
+
+
+def test_a_workers_death_under_the_windows_command_blames_memory_not_a_script(monkeypatch):
+    # pip's hanclf.exe runs a zip whose __main__.py has a file and no package: the CLI was
+    # taken for a script, and told to add an `if __name__ == "__main__":` guard.
+    import types
+    from pathlib import PureWindowsPath
+
+    from hanclf.predict import worker_died
+
+    exe = r"C:\venv\Scripts\hanclf.exe"
+    main = types.SimpleNamespace(__file__=exe + r"\__main__.py", __spec__=types.SimpleNamespace(name="__main__"))
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    monkeypatch.setattr(sys, "argv", [exe])
+    monkeypatch.setattr(hanclf.predict, "Path", PureWindowsPath)
+    assert str(worker_died()).endswith("(its own error, if any, is printed above): out of memory? try fewer --devices")
