@@ -88,7 +88,11 @@ def _read_numbers(path: Path) -> list[int]:
 
 
 def context() -> BaseContext:
-    if "forkserver" not in multiprocessing.get_all_start_methods():
+    """How predict starts its workers: forks of a server that imported torch once (Linux), else
+    spawned. macOS offers a fork server too, but its forks copy a process that runs torch's and
+    pyarrow's threads, which macOS's system libraries do not survive reliably (why Python spawns
+    there by default): spawned workers cost about a second more to start."""
+    if sys.platform == "darwin" or "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     forkserver = multiprocessing.get_context("forkserver")
     forkserver.set_forkserver_preload(PRELOAD)

@@ -212,3 +212,14 @@ def test_a_workers_death_under_the_windows_command_blames_memory_not_a_script(mo
     monkeypatch.setattr(sys, "argv", [exe])
     monkeypatch.setattr(hanclf.predict, "Path", PureWindowsPath)
     assert str(worker_died()).endswith("(its own error, if any, is printed above): out of memory? try fewer --devices")
+
+
+def test_predict_workers_are_spawned_on_macos(monkeypatch):
+    # A fork server's forks copy a process running torch's and pyarrow's threads, which macOS's
+    # system libraries do not survive reliably.
+    from hanclf.workers import context
+
+    if sys.platform == "linux":
+        assert context().get_start_method() == "forkserver"
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert context().get_start_method() == "spawn"
