@@ -73,6 +73,10 @@ from hanclf.workers import (
 ROW_ID = "row_id"  # added to the output when no --id-column is given: the 0-based input row
 ROW_GROUP_ROWS = 100_000  # output rows buffered per Parquet row group; few large groups read fast
 INPUT_BATCH_ROWS = 8_192
+# Texts a Predictor tokenizes at a time, however many it is given (a Ray batch, a Spark Arrow
+# batch): a call on 100,000 texts held all their tokens at once, +1.2 GiB on top of the model.
+# The same as predict's input batches, so that predict_file's results are unchanged.
+PREDICT_CHUNK_ROWS = INPUT_BATCH_ROWS
 PROCESS_MEMORY = 1 << 30  # what one predict process may use at its peak (bench/predict_memory.py)
 # Padded word slots (B x S x W) in one batch at most. It bounds a batch's memory: batches of
 # 1,024 documents and no such cap padded up to 2 million slots and a process held 7-9 GiB of
@@ -214,8 +218,7 @@ class Predictor:
         `texts`: a list, Series or Arrow array of str (None for a missing text). A model that
         reads several columns (text_column [title, text]) reads them joined by a blank line,
         "\\n\\n".join(parts); predictor(table) does that for you."""
-        texts = one_per_text(texts)
-        return self._probs(len(texts), self.batches(texts))
+        return self._chunked_probs(one_per_text(texts))[0]
 
     def predict_tokenized(self, tokenized: Sequence[list[list[str]]]) -> np.ndarray:
         """As predict_proba, for documents already split into sentences of tokens (e.g. with
@@ -228,6 +231,17 @@ class Predictor:
     def _probs(self, documents: int, batches: Iterable[Batch]) -> np.ndarray:
         probs, _ = self._queue_probs(documents, batches)()
         return probs
+
+    def _chunked_probs(self, texts: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
+        """_queue_probs's probabilities and no-word flags for `texts`, tokenized
+        PREDICT_CHUNK_ROWS texts at a time, so that memory does not grow with len(texts)."""
+        step = max(PREDICT_CHUNK_ROWS, self.batch_size)
+        waiting = [self._queue_probs(len(chunk), self.batches(chunk))
+                   for chunk in (texts[i : i + step] for i in range(0, len(texts), step))]
+        if not waiting:
+            return self._queue_probs(0, iter(()))()
+        parts = [wait() for wait in waiting]
+        return np.concatenate([p for p, _ in parts]), np.concatenate([n for _, n in parts])
 
     def _queue_probs(
         self, documents: int, batches: Iterable[Batch]
@@ -312,8 +326,7 @@ class Predictor:
         `threshold`, most likely first (fastText's predict-prob k th).
         """
         self.check_options(top_k, threshold)  # before the model runs
-        texts = one_per_text(texts)
-        probs, no_word = self._queue_probs(len(texts), self.batches(texts))()
+        probs, no_word = self._chunked_probs(one_per_text(texts))
         return self._table(probs, no_word, top_k, threshold)
 
     def _table(
