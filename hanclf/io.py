@@ -377,10 +377,12 @@ def text_values(where: object, text_column: TextColumns, table: pa.RecordBatch |
         if array.null_count == len(array):  # no text at all (an empty pandas column is float64)
             array = pa.nulls(len(array), pa.string())
         if array.type not in STRING_TYPES:
-            raise UsageError(
-                f"{where}: column '{column}' holds {array.type}, not text; choose the text column "
-                "with --text-column"
-            )
+            # A file's reader has --text-column; a Predictor reads the column the model was
+            # trained on, and its caller (Ray, Spark) has no such flag to reach for.
+            advice = ("choose the text column with --text-column" if isinstance(where, Path) else
+                      "the model reads its text from this column: put the texts there as strings "
+                      "(None for a missing one), e.g. by casting or renaming a column")
+            raise UsageError(f"{where}: column '{column}' holds {array.type}, not text; {advice}")
         values.append(array.to_pylist())
     if len(values) == 1:
         return values[0]

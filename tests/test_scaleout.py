@@ -114,6 +114,22 @@ def test_a_predictor_tokenizes_a_large_batch_a_slice_at_a_time(model_dir, review
     assert predictor.predict_table([]).num_rows == 0
 
 
+def test_a_batch_whose_text_column_is_not_text_is_told_what_to_do_without_a_cli_flag(model_dir, tmp_path):
+    # In Ray or Spark (a text column read as numbers) there is no --text-column to choose: the
+    # Predictor reads the model's own column.
+    predictor = Predictor(model_dir, device="cpu")
+    with pytest.raises(UsageError) as error:
+        predictor(pa.table({"id": [1, 2], "text": pa.array([5, 4], pa.int64())}))
+    assert str(error.value) == (
+        "the batch: column 'text' holds int64, not text; the model reads its text from this column: "
+        "put the texts there as strings (None for a missing one), e.g. by casting or renaming a column")
+    path = tmp_path / "numbers.parquet"  # a file, read by predict: the flag is the answer there
+    pq.write_table(pa.table({"id": [1, 2], "text": pa.array([5, 4], pa.int64())}), path)
+    with pytest.raises(UsageError, match=r"numbers.parquet: column 'text' holds int64, not text; "
+                                         "choose the text column with --text-column$"):
+        predict_file(model_dir, path, tmp_path / "p.parquet", device="cpu")
+
+
 def test_predict_in_two_workers_equals_one_process(model_dir, reviews, tmp_path, monkeypatch):
     # Small tasks, so that more are sent than may be in flight and they finish out of order.
     monkeypatch.setattr(hanclf.predict, "WORKER_ROWS", 700)
