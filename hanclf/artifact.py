@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +78,12 @@ def check_not_model_file(path: Path) -> None:
 def load(directory: Path) -> Artifact:
     """Load and cross-check every file; a damaged or foreign directory is a clear error."""
     if not directory.is_dir():
-        raise UsageError(f"{directory}: not a model directory (train one with `hanclf train`)")
+        # A Ray actor or Spark executor on another machine, in a working directory of its own,
+        # said "runs/yelp: not a model directory" of a path that the driver reads.
+        where = "" if directory.is_absolute() else (
+            f"; a relative path, read from {Path.cwd()} on host {socket.gethostname()}: give "
+            "a path that every machine reads")
+        raise UsageError(f"{directory}: not a model directory (train one with `hanclf train`){where}")
     missing = missing_files(directory)
     if missing:
         raise UsageError(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -142,9 +144,17 @@ def test_metrics_json_is_optional(saved):
     assert load(directory).metrics == {}
 
 
-def test_not_a_directory(tmp_path):
-    with pytest.raises(UsageError, match="not a model directory"):
+def test_not_a_directory(tmp_path, monkeypatch):
+    with pytest.raises(UsageError) as error:
         load(tmp_path / "nope")
+    assert str(error.value) == f"{tmp_path / 'nope'}: not a model directory (train one with `hanclf train`)"
+    # Relative, as read by a Ray actor or Spark executor elsewhere: where it was looked for.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError) as error:
+        load(Path("runs/yelp"))
+    assert str(error.value) == (
+        f"runs/yelp: not a model directory (train one with `hanclf train`); a relative path, read "
+        f"from {tmp_path} on host {socket.gethostname()}: give a path that every machine reads")
 
 
 def test_garbage_weights(saved):
