@@ -309,7 +309,8 @@ def explain(
     # With only the table to show, one document past it is read (to say that more follow), not
     # the whole input.
     shown_at_most = TOP_SENTENCE_DOCS + 1
-    explained = limit if written else min(limit or shown_at_most, shown_at_most)
+    # A --limit below 1 still goes through, to be refused as with --output.
+    explained = limit if written or (limit is not None and limit <= shown_at_most) else shown_at_most
     if written or top_sentences:
         result = _run(lambda: explain_file(
             model, input, output, level=level, html=html, text_column=_columns(text_column),

@@ -606,6 +606,15 @@ def test_explain_top_sentences_alone_reads_no_further_than_its_table(model_dir, 
     assert result.exit_code == 2 and "unheard-of" in result.output
 
 
+@pytest.mark.parametrize("limit", ["0", "-1"])
+def test_explain_top_sentences_alone_refuses_a_limit_below_one(model_dir, data_dir, limit):
+    # With only the table to show, --limit 0 became 51 documents (limit or 51), printed as if asked.
+    result = runner.invoke(app, ["explain", str(model_dir), str(data_dir / "test.parquet"),
+                                 "--top-sentences", "1", "--limit", limit])
+    assert result.exit_code == 2
+    assert f"--limit {limit}: must be at least 1" in result.output
+
+
 def test_explain_needs_some_output(model_dir, data_dir):
     result = runner.invoke(app, ["explain", str(model_dir), str(data_dir / "test.parquet")])
     assert result.exit_code == 2 and "give --output, --html, --top-sentences or --faithfulness" in result.output
