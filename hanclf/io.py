@@ -519,13 +519,21 @@ def atomic_output(path: Path, force: bool, directory: bool = False) -> Iterator[
                     target.rename(path)
                 else:
                     os.replace(target, path)
-            except PermissionError as e:  # Windows: another program has it open (Excel)
-                raise HanclfError(f"{path}: cannot be replaced ({e.strerror}); close the programs "
-                                  "that have it open (a spreadsheet, a viewer) and run again") from None
+            except PermissionError as e:
+                raise HanclfError(f"{path}: cannot be replaced ({e.strerror}); {_why_not_replaced()}") from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
             if lock is not None:
                 os.close(lock)
+
+
+def _why_not_replaced() -> str:
+    """What to do about a PermissionError on the final rename. On Windows another program holds
+    the file open (attention.csv in Excel); elsewhere an open file never stops a rename, and the
+    usual cause is another user's file in a sticky directory (/tmp)."""
+    if sys.platform == "win32":
+        return "close the programs that have it open (a spreadsheet, a viewer) and run again"
+    return "another user's file in a directory that protects it (sticky, as /tmp)? write another path"
 
 
 # The lock file in each of atomic_output's temporary directories, locked while its command runs.

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 
+import hanclf.io
 import hanclf.workers
 
 
@@ -166,12 +167,18 @@ def test_an_output_another_program_holds_open_is_one_line(model_dir, data_dir, t
         replace(src, dst)
 
     monkeypatch.setattr(os, "replace", open_in_excel)
-    result = CliRunner().invoke(app, ["explain", str(model_dir), str(data_dir / "test.parquet"), "-o", str(out),
-                                      "--limit", "3", "--force"])
+    args = ["explain", str(model_dir), str(data_dir / "test.parquet"), "-o", str(out), "--limit", "3", "--force"]
+    with monkeypatch.context() as windows:
+        windows.setattr(hanclf.io.sys, "platform", "win32")
+        result = CliRunner().invoke(app, args)
     assert (result.exit_code, result.output) == (1, (
         f"error: {out}: cannot be replaced (Access is denied); close the programs that have it "
         "open (a spreadsheet, a viewer) and run again\n"))
     assert out.read_text() == "the earlier run's\n" and sorted(tmp_path.iterdir()) == [out]
+    # Elsewhere an open file is no reason: another user's file in /tmp (sticky) is, EPERM.
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and "spreadsheet" not in result.output
+    assert "another user's file in a directory that protects it (sticky, as /tmp)? write another path" in result.output
 
 
 def test_resuming_a_finished_model_with_labels_outside_windows_code_page(tmp_path, monkeypatch):
