@@ -79,10 +79,11 @@ def load(directory: Path) -> Artifact:
     """Load and cross-check every file; a damaged or foreign directory is a clear error."""
     if not directory.is_dir():
         # A Ray actor or Spark executor on another machine, in a working directory of its own,
-        # said "runs/yelp: not a model directory" of a path that the driver reads.
+        # said "runs/yelp: not a model directory" of a path that the driver reads. The advice is
+        # for such runs only: on one machine the likely cause is a mistyped path.
         where = "" if directory.is_absolute() else (
-            f"; a relative path, read from {Path.cwd()} on host {socket.gethostname()}: give "
-            "a path that every machine reads")
+            f"; a relative path, read from {Path.cwd()} on host {socket.gethostname()} (Ray, "
+            "Spark: give a path that every machine reads)")
         raise UsageError(f"{directory}: not a model directory (train one with `hanclf train`){where}")
     missing = missing_files(directory)
     if missing:

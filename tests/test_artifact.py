@@ -148,13 +148,14 @@ def test_not_a_directory(tmp_path, monkeypatch):
     with pytest.raises(UsageError) as error:
         load(tmp_path / "nope")
     assert str(error.value) == f"{tmp_path / 'nope'}: not a model directory (train one with `hanclf train`)"
-    # Relative, as read by a Ray actor or Spark executor elsewhere: where it was looked for.
+    # Relative, as read by a Ray actor or Spark executor elsewhere: where it was looked for; the
+    # advice to share the path is for those (on one machine, a typo is the likely cause).
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UsageError) as error:
         load(Path("runs/yelp"))
     assert str(error.value) == (
         f"runs/yelp: not a model directory (train one with `hanclf train`); a relative path, read "
-        f"from {tmp_path} on host {socket.gethostname()}: give a path that every machine reads")
+        f"from {tmp_path} on host {socket.gethostname()} (Ray, Spark: give a path that every machine reads)")
 
 
 def test_garbage_weights(saved):
