@@ -1,11 +1,11 @@
 """Where predict's worker processes come from; standard library only, so that the CLI can start
 the fork server before it imports torch.
 
-On Linux and macOS workers are forks of a fork server: one process that imports torch and hanclf
+On Linux workers are forks of a fork server: one process that imports torch and hanclf
 once, while the main process does its own imports and reads the model, so that every worker is
 ready in a fraction of a second instead of after ~1.5 s of imports of its own. The server never
 touches a GPU, so its forks can use CUDA (a fork of a process that did cannot). Elsewhere
-(Windows) workers are spawned: each starts a fresh interpreter.
+(macOS, Windows) workers are spawned: each starts a fresh interpreter (see context()).
 """
 
 from __future__ import annotations
