@@ -893,6 +893,8 @@ def test_readme_reads_the_attention_csv_with_tokens_and_ids_as_written(model_dir
     assert attention["token"].tolist()[:1] + attention["token"].tolist()[6:9] == ["None", "NA", "The", "null"]
     assert attention["token"].isna().tolist() == [False] * 11 + [True]  # 009: no word, one row
     assert attention["weight"].dtype == float and attention["weight"].iloc[:11].notna().all()
+    # 009's row has empty sent_idx and tok_idx too: left as "", they made both columns text
+    assert attention["sent_idx"].dtype == float and attention["tok_idx"].iloc[:3].tolist() == [0, 1, 2]
     assert scope["why"]["doc_id"].eq("007").all() and len(scope["why"]) == 5
 
 
