@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,12 +82,11 @@ def token_rows(doc: Explained) -> Iterator[list[Any]]:
     att = doc.attention
     if not att.sentences:  # so that every document's prediction is in the file
         yield _prediction_only(doc, TOKEN_COLUMNS)
-    for s, (sentence, sent_att) in enumerate(zip(att.sentences, att.sent_att)):
-        root = math.sqrt(float(sent_att))
-        for w, (token, known, word_att) in enumerate(zip(sentence, att.in_vocab[s], att.word_att[s])):
+    for s, (sentence, sent_att, weights) in enumerate(zip(att.sentences, att.sent_att, att.display_weights())):
+        for w, (token, known, word_att, weight) in enumerate(zip(sentence, att.in_vocab[s], att.word_att[s], weights)):
             yield [
                 doc.doc_id, s, w, token, f"{word_att:.6f}", f"{sent_att:.6f}",
-                f"{root * float(word_att):.6f}", doc.pred_label, f"{doc.pred_prob:.6f}",
+                f"{weight:.6f}", doc.pred_label, f"{doc.pred_prob:.6f}",
                 doc.true_label or "", bool(known), att.unseen_tokens,
             ]
 

@@ -102,6 +102,11 @@ class DocAttention:
     in_vocab: list[np.ndarray]  # per sentence, (words,) bool: False where the model read <unk>
     unseen_tokens: int = 0  # tokens past the model's sentence and word limits (data.max_*)
 
+    def display_weights(self) -> list[np.ndarray]:
+        """Per sentence, (words,): sqrt(sent_att) * word_att, the HAN paper's display weight,
+        under which the words of a lightly attended sentence stay visible."""
+        return [np.sqrt(np.float64(s)) * w.astype(np.float64) for s, w in zip(self.sent_att, self.word_att)]
+
 
 def one_per_text(texts: Iterable[str | None]) -> list[str | None]:
     """`texts` as a list of str or None (a missing value: None, NaN, pd.NA). Refused, since each

@@ -122,10 +122,7 @@ class HtmlReport:
         sent_att = [_finite(a) for a in attention.sent_att]
         if not attention.sentences:
             return '<p class="empty">(empty text: the prediction is the model\'s prior)</p>'
-        weights = [
-            [math.sqrt(s) * _finite(w) for w in word_att]
-            for s, word_att in zip(sent_att, attention.word_att)
-        ]
+        weights = [[_finite(w) for w in ws] for ws in attention.display_weights()]
         max_sent = max(sent_att, default=0.0) or 1.0
         max_weight = max((w for ws in weights for w in ws), default=0.0) or 1.0
         out = []
