@@ -516,7 +516,11 @@ def atomic_output(path: Path, force: bool, directory: bool = False) -> Iterator[
                 elif path.is_dir() and not path.is_symlink():
                     old = tmp / ".replaced"
                     path.rename(old)
-                    target.rename(path)
+                    try:
+                        target.rename(path)
+                    except BaseException:
+                        old.rename(path)  # else the earlier model went with the temporary folder
+                        raise
                 else:
                     os.replace(target, path)
             except PermissionError as e:

@@ -302,6 +302,27 @@ def test_atomic_output_directory_failure_keeps_old(tmp_path):
     assert list(tmp_path.iterdir()) == [path]
 
 
+def test_atomic_output_directory_keeps_the_old_one_when_the_new_cannot_be_moved_in(tmp_path, monkeypatch):
+    # The old directory is moved aside first; when moving the new one in then failed, the old
+    # one was deleted with the temporary folder: neither model was left.
+    path = tmp_path / "model"
+    path.mkdir()
+    (path / "weights.bin").write_text("v1")
+    rename = Path.rename
+
+    def failing_for_the_new(self, target):
+        if self.name == "model" and self.parent != tmp_path:
+            raise OSError(39, "Directory not empty")
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", failing_for_the_new)
+    with pytest.raises(OSError), atomic_output(path, force=True, directory=True) as tmp:
+        tmp.mkdir()
+        (tmp / "weights.bin").write_text("v2")
+    assert (path / "weights.bin").read_text() == "v1"
+    assert list(tmp_path.iterdir()) == [path]
+
+
 def test_atomic_output_makes_missing_folders_and_removes_them_if_it_fails(tmp_path):
     (tmp_path / "out").mkdir()
     path = tmp_path / "out" / "2026-11-27" / "a" / "p.csv"
