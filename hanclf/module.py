@@ -112,7 +112,7 @@ class HANClassifier(pl.LightningModule):
             probs = np.concatenate([p for p, _ in shares])
             targets = np.concatenate([t for _, t in shares])
         self.valid_probs, self.valid_targets = probs, targets
-        self.valid_report = self.report(self.valid_probs, self.valid_targets)
+        self.valid_report = self.metrics_of(self.valid_probs, self.valid_targets)
         r = self.valid_report
         if self.multi_label:
             scores = {"val_score": r["micro_f1"], "val_micro_f1": r["micro_f1"],
@@ -123,7 +123,8 @@ class HANClassifier(pl.LightningModule):
         for name, value in scores.items():
             self.log(name, value, prog_bar=name != "val_score")
 
-    def report(self, probs: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
+    def metrics_of(self, probs: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
+        """metrics.report or multilabel_report (at this module's thresholds) of predictions."""
         if self.multi_label:
             return multilabel_report(multilabel_counts(targets, probs >= self.thresholds), self.label_names)
         confusion = confusion_matrix(targets, probs.argmax(-1), len(self.label_names))

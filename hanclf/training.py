@@ -676,7 +676,7 @@ def _train(
         measure = "micro_f1" if t.select_on == "accuracy" else "macro_f1"
         labels.thresholds = tune_thresholds(module.valid_probs, module.valid_targets, measure)
         module.thresholds = np.array(labels.thresholds)
-        module.valid_report = module.report(module.valid_probs, module.valid_targets)
+        module.valid_report = module.metrics_of(module.valid_probs, module.valid_targets)
     metrics = {
         "valid": module.valid_report,
         "best_epoch": best_epoch,
