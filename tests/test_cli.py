@@ -809,13 +809,13 @@ def test_select_on_keeps_the_epoch_best_on_that_figure(data_dir, tmp_path, monke
     from hanclf.module import HANClassifier
 
     scripted = {0: (0.5, 0.5), 1: (0.9, 0.4), 2: (0.6, 0.8)}  # epoch: (accuracy, macro-F1)
-    real_report = HANClassifier.report
+    real_metrics = HANClassifier.metrics_of
 
-    def report(self, probs, targets):
+    def metrics_of(self, probs, targets):
         accuracy, macro_f1 = scripted.get(self.current_epoch, (0.0, 0.0))
-        return {**real_report(self, probs, targets), "accuracy": accuracy, "macro_f1": macro_f1}
+        return {**real_metrics(self, probs, targets), "accuracy": accuracy, "macro_f1": macro_f1}
 
-    monkeypatch.setattr(HANClassifier, "report", report)
+    monkeypatch.setattr(HANClassifier, "metrics_of", metrics_of)
     config = load_config(None, {
         "model.embed_dim": 8, "model.word_hidden": 4, "model.sent_hidden": 4, "model.word_att_dim": 4,
         "model.sent_att_dim": 4, "train.max_epochs": 3, "train.patience": 5,
