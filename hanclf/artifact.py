@@ -7,6 +7,8 @@
                        "multi_label": true and "thresholds": [...] (tuned on valid, one a label)
     metrics.json       validation metrics of the kept epoch, data sizes, versions
     history.csv        per-epoch training and validation metrics
+    data.sha256        a digest of the training data as read (what `train --resume` compares a
+                       retry's data with)
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ from hanclf.errors import HanclfError, UsageError
 from hanclf.model import HAN, Ensemble, FlatAttention, build_model
 from hanclf.vocab import Labels, Vocab
 
-WEIGHTS, CONFIG, VOCAB, LABELS, METRICS, HISTORY = (
-    "model.safetensors", "config.yaml", "vocab.json", "labels.json", "metrics.json", "history.csv"
+WEIGHTS, CONFIG, VOCAB, LABELS, METRICS, HISTORY, DATA_DIGEST = (
+    "model.safetensors", "config.yaml", "vocab.json", "labels.json", "metrics.json", "history.csv",
+    "data.sha256",
 )
 REQUIRED = (WEIGHTS, CONFIG, VOCAB, LABELS)
-MODEL_FILES = (*REQUIRED, METRICS, HISTORY)
+MODEL_FILES = (*REQUIRED, METRICS, HISTORY, DATA_DIGEST)
 
 
 @dataclass

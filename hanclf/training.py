@@ -34,7 +34,8 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from hanclf import __version__
 from hanclf.artifact import (
-    CONFIG, HISTORY, METRICS, MODEL_FILES, WEIGHTS, Artifact, load_checkpoint, missing_files, save,
+    CONFIG, DATA_DIGEST, HISTORY, METRICS, MODEL_FILES, WEIGHTS, Artifact, load_checkpoint, missing_files,
+    save,
 )
 from hanclf.config import Config, DataConfig, TrainConfig, config_from_dict, default_config, load_config
 from hanclf.datamodule import HANDataModule
@@ -296,7 +297,7 @@ def train(
     # Like spaCy and Lightning, a new runs/a/b is fine; the folders go again if training fails.
     with created_parents(output), _one_training_at_a_time(output):
         if resume and not force and finished(output):
-            return _finished_metrics(output, given, log)
+            return _finished_metrics(output, data, valid, given, log)
         check_output(output, force, directory=True)
         if output.is_dir() and any(output.iterdir()) and missing_files(output):
             raise UsageError(f"{output}: holds no hanclf model, and --force replaces only a model; "
@@ -406,9 +407,6 @@ def label_notes(labels: Labels, targets: list, data: DataConfig) -> list[str]:
     return notes
 
 
-DATA_DIGEST = "data.sha256"  # in the work directory: what --resume checks the data against
-
-
 def _data_digest(vocab: Vocab, labels: Labels, datamodule: HANDataModule) -> str:
     """A digest of the word and label tables (the checkpoints' weights fit these only) and of
     the encoded documents and their labels (the batches to come are drawn from these: other
@@ -420,6 +418,13 @@ def _data_digest(vocab: Vocab, labels: Labels, datamodule: HANDataModule) -> str
             digest.update(doc.lengths.tobytes())
         digest.update(np.asarray(dataset.targets).tobytes())
     return digest.hexdigest()
+
+
+def _digest_of(data: Path, valid: Path | None, config: Config) -> str:
+    """_data_digest of `data` (and `valid`) read and encoded as a run with `config` reads them."""
+    datamodule = HANDataModule(data, valid, config.data, config.train.batch_size, config.train.seed)
+    datamodule.setup("fit")
+    return _data_digest(datamodule.vocab, datamodule.labels, datamodule)
 
 
 def _with_absolute_embeddings(config: Config) -> Config:
@@ -486,13 +491,23 @@ def finished(output: Path) -> bool:
     return not last.is_file() or last.stat().st_mtime <= (output / WEIGHTS).stat().st_mtime
 
 
-def _finished_metrics(output: Path, given: Config | None, log: Callable[[str], None]) -> dict[str, Any]:
+def _finished_metrics(
+    output: Path, data: Path, valid: Path | None, given: Config | None, log: Callable[[str], None]
+) -> dict[str, Any]:
     """A retry of a run that finished: as Lightning's ckpt_path="last" after the last epoch,
-    nothing is left to do. Settings given must be the model's, as for an interrupted run (the
-    data cannot be checked: its fingerprint went with the checkpoints)."""
-    _saved_config(output / CONFIG, given, refusal=(
+    nothing is left to do. Settings given must be the model's, and so must the data (models
+    written before hanclf kept its digest are not checked): a job that retrains every day with
+    --resume would otherwise keep yesterday's model and say it had nothing to do."""
+    saved = _saved_config(output / CONFIG, given, refusal=(
         f"{output}: holds a finished model trained with other settings ({output / CONFIG}); --resume "
         "does not retrain it: pass --force to train again with these, or name another directory"))
+    digest = output / DATA_DIGEST
+    if digest.is_file() and digest.read_text(encoding="utf-8") != _digest_of(data, valid, saved):
+        raise UsageError(
+            f"{data}: its documents, words or labels differ from those the finished model in "
+            f"{output} was trained on; --resume does not retrain it: pass --force to train on "
+            "this data, or name another directory"
+        )
     shutil.rmtree(work_dir(output), ignore_errors=True)  # what a run stopped at its very end left
     metrics = json.loads((output / METRICS).read_text(encoding="utf-8")) if (output / METRICS).is_file() else {}
     figures = f", valid {describe(metrics['valid'])}" if "valid" in metrics else ""
@@ -699,4 +714,5 @@ def _train(
     with atomic_output(output, force, directory=True) as tmp_out:
         save(tmp_out, Artifact(module.model.cpu(), config, vocab, labels, metrics))
         history.to_csv(tmp_out / HISTORY, index=False)
+        (tmp_out / DATA_DIGEST).write_text(fingerprint, encoding="utf-8")
     return metrics

@@ -253,6 +253,19 @@ def test_resume_after_the_run_finished_keeps_the_model(tmp_path):
                            "again with these, or name another directory")
     assert (out / "model.safetensors").read_bytes() == weights
 
+    # A job retraining every day with --resume on a file that changed: it kept yesterday's model
+    # and said it had nothing to do (exit 0).
+    changed = tmp_path / "today.csv"
+    frame = pd.read_csv(SAMPLE_DATA / "train.csv")
+    frame.assign(label=[frame["label"].iloc[1], *frame["label"].iloc[1:]]).to_csv(changed, index=False)
+    today = hanclf("train", str(changed), *command[2:], "--resume")
+    _, err = today.communicate()
+    assert today.returncode == 2
+    assert err.strip() == (f"error: {changed}: its documents, words or labels differ from those the finished "
+                           f"model in {out} was trained on; --resume does not retrain it: pass --force to "
+                           "train on this data, or name another directory")
+    assert (out / "model.safetensors").read_bytes() == weights
+
 
 def test_a_diverging_run_stops_with_a_clear_message(tmp_path):
     out = tmp_path / "m"
