@@ -16,7 +16,9 @@ A sentence ends at:
 - an ellipsis (`...`, `..`, `…`, `. . .`), a phrase-closing abbreviation (etc. Inc. Ltd. Co.
   Corp. a.m. p.m.) or an end mark plus closing quotes/brackets (`."`, `!)`): only when the next
   word does not start lowercase (`He said "wow." Then` splits, `"Why?" he asked` does not);
-- an end mark with no space before a capitalized word after a lowercase one (`film.The`).
+- an end mark with no space before a capitalized word after a lowercase one (`film.The`);
+- Chinese and Japanese end marks 。！？ (or `!`/`?` right after a Chinese or Japanese
+  character), with the closing brackets and quotes after them, space or none.
 Closing quotes/brackets stay with the sentence they close, and so do emoticons and emoji right
 after an end mark (`Great! :) Back soon` -> `Great! :)` | `Back soon`); emoticons never end a
 sentence themselves.
@@ -24,8 +26,9 @@ sentence themselves.
 One token each: words, with their combining marks (नमस्ते, مَطْعَم, שָׁלוֹם); words with inner
 apostrophes, hyphens or `&` (don't, don’t, I'm, well-made, R&B); numbers with inner `.,:/` and
 a trailing `%` (3.5, 1,000, 9/10, 10:30, 50%; `$12.99` is `$` + `12.99`); abbreviations with
-their dots (Mr., e.g., U.S., etc., J., No. before a number);
-URLs, bare domains and e-mail addresses; emoticons (:) :-( ;) :D :P <3 ^_^ -_- o_O) and emoji
+their dots (Mr., e.g., U.S., etc., J., No. before a number); each Chinese ideograph and
+Japanese kana (no spaces separate their words: a character is a token, as multilingual
+tokenizers treat ideographs); URLs, bare domains and e-mail addresses; emoticons (:) :-( ;) :D :P <3 ^_^ -_- o_O) and emoji
 (skin tones, flags and joined sequences included); `...`/`…`; runs of `!`/`?`; `--`. Any other
 visible character is a token by itself (, ; : ( ) " — $). Case is kept.
 """
@@ -211,6 +214,22 @@ _IN_WORD_FORMAT = dict.fromkeys(
 )
 
 
+# Chinese and Japanese put no spaces between words: a run of their characters was one token,
+# a whole clause, which no vocabulary holds (every such text read as unknown words). Each
+# ideograph and kana is a token of its own instead (a vocabulary of characters, as multilingual
+# tokenizers treat ideographs), and their end marks end a sentence (。！？, or ! and ? right
+# after such a character; with the closing brackets and quotes that follow them).
+_CJK_CHARS = (
+    r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f"
+    r"\U00020000-\U0002ceaf\U0002f800-\U0002fa1f"
+)
+_CJK_CHAR = re.compile(rf"[{_CJK_CHARS}]")
+_CJK_END = re.compile(
+    rf"(?:[\u3002\uff01\uff1f\uff61]|(?<=[{_CJK_CHARS}])[!?])[\u3002\uff01\uff1f\uff61!?]*"
+    r"[\u300d\u300f\uff09\u3011\u300b\u3009”’\"]*"
+)
+
+
 def _clean(text: str) -> str:
     # Entities first, so double-escaped markup (&lt;br&gt;) is treated as markup too.
     if "&" in text:
@@ -219,6 +238,8 @@ def _clean(text: str) -> str:
         text = _INLINE_TAG.sub("", _BLOCK_TAG.sub("\n", text))
     if not text.isascii():
         text = unicodedata.normalize("NFC", text.translate(_IN_WORD_FORMAT))
+        if _CJK_CHAR.search(text):
+            text = _CJK_CHAR.sub(" \\g<0> ", _CJK_END.sub("\\g<0>\n", text))
     return text
 
 
