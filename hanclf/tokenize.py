@@ -18,7 +18,8 @@ A sentence ends at:
   word does not start lowercase (`He said "wow." Then` splits, `"Why?" he asked` does not);
 - an end mark with no space before a capitalized word after a lowercase one (`film.The`);
 - Chinese and Japanese end marks 。！？ (or `!`/`?` right after a Chinese or Japanese
-  character), with the closing brackets and quotes after them, space or none.
+  character), and the full stops and question marks of other scripts (। ॥ ؟ ۔ ።), with the
+  closing brackets and quotes after them, space or none.
 Closing quotes/brackets stay with the sentence they close, and so do emoticons and emoji right
 after an end mark (`Great! :) Back soon` -> `Great! :)` | `Back soon`); emoticons never end a
 sentence themselves.
@@ -217,17 +218,21 @@ _IN_WORD_FORMAT = dict.fromkeys(
 # Chinese and Japanese put no spaces between words: a run of their characters was one token,
 # a whole clause, which no vocabulary holds (every such text read as unknown words). Each
 # ideograph and kana is a token of its own instead (a vocabulary of characters, as multilingual
-# tokenizers treat ideographs), and their end marks end a sentence (。！？, or ! and ? right
-# after such a character; with the closing brackets and quotes that follow them).
+# tokenizers treat ideographs). Sentences end at their end marks (。！？, or ! and ? right after
+# such a character) and at the full stops and question marks of other scripts (Devanagari and
+# Bengali ।॥, Arabic ؟ and Urdu ۔, Ethiopic ።), space or none, with the closing brackets and
+# quotes that follow them: without, a Hindi review was one sentence, cut at max_words.
 _CJK_CHARS = (
     r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f"
     r"\U00020000-\U0002ceaf\U0002f800-\U0002fa1f"
 )
+_SCRIPT_ENDS = r"\u3002\uff01\uff1f\uff61\u0964\u0965\u061f\u06d4\u1362"
 _CJK_CHAR = re.compile(rf"[{_CJK_CHARS}]")
-_CJK_END = re.compile(
-    rf"(?:[\u3002\uff01\uff1f\uff61]|(?<=[{_CJK_CHARS}])[!?])[\u3002\uff01\uff1f\uff61!?]*"
+_SCRIPT_END = re.compile(
+    rf"(?:[{_SCRIPT_ENDS}]|(?<=[{_CJK_CHARS}])[!?])[{_SCRIPT_ENDS}!?]*"
     r"[\u300d\u300f\uff09\u3011\u300b\u3009”’\"]*"
 )
+_UNSPACED_OR_ENDS = re.compile(rf"[{_CJK_CHARS}{_SCRIPT_ENDS}]")
 
 
 def _clean(text: str) -> str:
@@ -238,8 +243,8 @@ def _clean(text: str) -> str:
         text = _INLINE_TAG.sub("", _BLOCK_TAG.sub("\n", text))
     if not text.isascii():
         text = unicodedata.normalize("NFC", text.translate(_IN_WORD_FORMAT))
-        if _CJK_CHAR.search(text):
-            text = _CJK_CHAR.sub(" \\g<0> ", _CJK_END.sub("\\g<0>\n", text))
+        if _UNSPACED_OR_ENDS.search(text):
+            text = _CJK_CHAR.sub(" \\g<0> ", _SCRIPT_END.sub("\\g<0>\n", text))
     return text
 
 
