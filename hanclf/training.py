@@ -48,7 +48,7 @@ from hanclf.io import (
 from hanclf.metrics import tune_thresholds
 from hanclf.model import PAD, members
 from hanclf.module import HANClassifier
-from hanclf.vocab import Labels, Vocab
+from hanclf.vocab import Labels
 from hanclf.workers import threads_within_quota
 
 # What train.select_on names, as logged by the module.
@@ -407,11 +407,13 @@ def label_notes(labels: Labels, targets: list, data: DataConfig) -> list[str]:
     return notes
 
 
-def _data_digest(vocab: Vocab, labels: Labels, datamodule: HANDataModule) -> str:
-    """A digest of the word and label tables (the checkpoints' weights fit these only) and of
-    the encoded documents and their labels (the batches to come are drawn from these: other
-    data with the same words, e.g. the first half of the file, was resumed on silently)."""
-    digest = hashlib.sha256(json.dumps([vocab.to_json(), labels.to_json()], sort_keys=True).encode())
+def _data_digest(datamodule: HANDataModule) -> str:
+    """A digest of the set-up `datamodule`'s word and label tables (the checkpoints' weights fit
+    these only) and of its encoded documents and their labels (the batches to come are drawn
+    from these: other data with the same words, e.g. the first half of the file, was resumed on
+    silently)."""
+    tables = [datamodule.vocab.to_json(), datamodule.labels.to_json()]
+    digest = hashlib.sha256(json.dumps(tables, sort_keys=True).encode())
     for dataset in (datamodule.train_set, datamodule.valid_set):
         for doc in dataset.docs:
             digest.update(doc.ids.tobytes())
@@ -424,7 +426,7 @@ def _digest_of(data: Path, valid: Path | None, config: Config) -> str:
     """_data_digest of `data` (and `valid`) read and encoded as a run with `config` reads them."""
     datamodule = HANDataModule(data, valid, config.data, config.train.batch_size, config.train.seed)
     datamodule.setup("fit")
-    return _data_digest(datamodule.vocab, datamodule.labels, datamodule)
+    return _data_digest(datamodule)
 
 
 def _with_absolute_embeddings(config: Config) -> Config:
@@ -614,7 +616,7 @@ def _train(
     weights = class_weights(t.class_weights, labels, datamodule.train_targets, data)
     datamodule.setup("fit")
     vocab = datamodule.vocab
-    fingerprint = _data_digest(vocab, labels, datamodule)
+    fingerprint = _data_digest(datamodule)
     # Checked by every process of a distributed run, so that none goes on into fit alone. The
     # file is absent in runs interrupted before hanclf wrote it.
     saved = work / DATA_DIGEST
