@@ -29,8 +29,8 @@ apostrophes, hyphens or `&` (don't, don’t, I'm, well-made, R&B); numbers with 
 a trailing `%` (3.5, 1,000, 9/10, 10:30, 50%; `$12.99` is `$` + `12.99`); abbreviations with
 their dots (Mr., e.g., U.S., etc., J., No. before a number); each Chinese ideograph and
 Japanese kana (no spaces separate their words: a character is a token, as multilingual
-tokenizers treat ideographs); URLs, bare domains and e-mail addresses; emoticons (:) :-( ;) :D :P <3 ^_^ -_- o_O) and emoji
-(skin tones, flags and joined sequences included); `...`/`…`; runs of `!`/`?`; `--`. Any other
+tokenizers treat ideographs); URLs, bare domains and e-mail addresses; emoticons (:) :-( ;) :D
+:P <3 ^_^ -_- o_O) and emoji (skin tones, flags and joined sequences included); `...`/`…`; runs of `!`/`?`; `--`. Any other
 visible character is a token by itself (, ; : ( ) " — $). Case is kept.
 """
 

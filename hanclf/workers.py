@@ -158,7 +158,7 @@ def _die_with_parent() -> None:
     workers (forks of the main process) otherwise finished their task, found the pipe to the
     killed main process broken, and printed a traceback each into the job's log, which read as
     a bug rather than the OOM kill it was. (Predict's workers are forks of the fork server.)"""
-    if sys.platform.startswith("linux"):  # elsewhere the thread below still ends the worker
+    if sys.platform.startswith("linux"):  # elsewhere become_worker's watching thread ends it
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # libc's, in this process
 
 
