@@ -245,26 +245,26 @@ def test_resume_after_the_run_finished_keeps_the_model(tmp_path):
     assert again.returncode == 0 and err.startswith("nothing to resume: "), err
     assert not (tmp_path / ".m.training").exists()
 
-    other = hanclf(*command, "--seed", "7", "--resume")
-    _, err = other.communicate()
-    assert other.returncode == 2
-    assert err.strip() == (f"error: {out}: holds a finished model trained with other settings "
-                           f"({out / 'config.yaml'}); --resume does not retrain it: pass --force to train "
-                           "again with these, or name another directory")
-    assert (out / "model.safetensors").read_bytes() == weights
-
-    # A job retraining every day with --resume on a file that changed: it kept yesterday's model
-    # and said it had nothing to do (exit 0).
+    # Other settings; and a job retraining every day with --resume on a file that changed: it
+    # kept yesterday's model and said it had nothing to do (exit 0).
     changed = tmp_path / "today.csv"
     frame = pd.read_csv(SAMPLE_DATA / "train.csv")
     frame.assign(label=[frame["label"].iloc[1], *frame["label"].iloc[1:]]).to_csv(changed, index=False)
-    today = hanclf("train", str(changed), *command[2:], "--resume")
-    _, err = today.communicate()
-    assert today.returncode == 2
-    assert err.strip() == (f"error: {changed}: its documents, words or labels differ from those the finished "
-                           f"model in {out} was trained on; --resume does not retrain it: pass --force to "
-                           "train on this data, or name another directory")
-    assert (out / "model.safetensors").read_bytes() == weights
+    refusals = [
+        ([*command, "--seed", "7"],
+         f"error: {out}: holds a finished model trained with other settings ({out / 'config.yaml'}); "
+         "--resume does not retrain it: pass --force to train again with these, or name another directory"),
+        (["train", str(changed), *command[2:]],
+         f"error: {changed}: its documents, words or labels differ from those the finished model in "
+         f"{out} was trained on; --resume does not retrain it: pass --force to train on this data, or "
+         "name another directory"),
+    ]
+    for args, message in refusals:
+        refused = hanclf(*args, "--resume")
+        _, err = refused.communicate()
+        assert refused.returncode == 2
+        assert err.strip() == message
+        assert (out / "model.safetensors").read_bytes() == weights
 
 
 def test_a_diverging_run_stops_with_a_clear_message(tmp_path):
