@@ -14,14 +14,17 @@
 #      sharing the GPU (step 3s, bench/gpu_sharing.py: the old design's cost);
 #   4. bench/throughput.py: one epoch of training and predict end to end, each against its
 #      baseline (bf16 on the GPU);
-#   5. yelp settings compared on valid only (two seeds each) while DEADLINE allows.
+#   5. yelp settings compared on valid only (two seeds each) while DEADLINE allows;
+#   6. the yelp preset's ensemble of three against one of five, seeds 42/1/2 side by side on the
+#      GPU, selected on valid by the rule written there (test read only if it holds);
+#   r. the README's first block (train, predict, explain, evaluate on sample_data) on the GPU.
 # Usage, from the repository root: bench/gpu.sh IMDB_PARQUET [OUT_DIR]
 # Where hanclf is not installed (a lent machine's python has torch only), first run
 #   ln -sfn ../cli hanclf/cli; ln -sfn ../configs hanclf/configs; export PYTHONPATH=$PWD
 # in a copy of the tree: pyproject.toml installs those two folders as hanclf.cli and hanclf.configs.
 # Environment: PY (python; default python3), ROWS (throughput sample, 20000), COPIES (5),
 # DEADLINE (seconds after which no optional step starts; 480), YELP (yelp_reviews.parquet),
-# STEPS (which of the steps to run; default "1 2 3 3s 4 5"), DEVICES (step 3's --devices values;
+# STEPS (which of the steps to run; default "1 2 3 3s 4 5"; 6 and r only when named), DEVICES (step 3's --devices values;
 # default "1 8 default").
 set -uo pipefail
 data=${1:?usage: bench/gpu.sh IMDB_PARQUET [OUT_DIR]}
@@ -47,6 +50,19 @@ precision=32-true
 
 step "0. the forward pass never waits for the GPU (tests/test_model.py)"
 "$py" -m pytest -q -p no:cacheprovider tests/test_model.py -k never_waits 2>&1 | tail -5
+
+if wanted r; then
+  step "r. the README's first block on the GPU (python -m hanclf for the hanclf script)"
+  readme=$(mktemp -d)
+  "$py" -m hanclf train sample_data/train.csv --output "$readme/sample" --force 2>&1 | tail -2 &&
+    "$py" -m hanclf predict "$readme/sample" sample_data/test.parquet --output "$readme/predictions.parquet" \
+      --id-column id --top-k 2 --force 2>&1 | tail -1 &&
+    "$py" -m hanclf explain "$readme/sample" sample_data/test.parquet --output "$readme/attention.csv" \
+      --id-column id --limit 20 --force 2>&1 | tail -1 &&
+    "$py" -m hanclf evaluate "$readme/sample" sample_data/test.parquet 2>&1 | tail -4 || echo "README block FAILED"
+  grep -h '"device"' "$readme/sample/metrics.json"
+  rm -rf "$readme"
+fi
 
 wanted 1 && step "1. gpu_profile.py" && timeout 150 "$py" bench/gpu_profile.py --data "$data" --rows 8192 --batch-sizes 64 256 1024 2048 2>&1 | grep -v Warning
 
@@ -136,5 +152,46 @@ for flags in "" "--set train.lr=0.001" "--set model.embed_dim=300" "--max-epochs
       --seed "$seed" --quiet $flags --output "$work/yelp" --force 2>&1 | grep -E "saved"
   done
 done
+wanted 6 && step "6. yelp preset: members 3 against 5, seeds 42/1/2, all six runs side by side"
+# The rule, written before the runs: five members replace three in configs/yelp.yaml only if
+# their mean valid accuracy over the three seeds beats three members' (same run, same machine)
+# by at least 0.003; test is evaluated (both settings) only then, else not read. Five members
+# cost 5/3 of the preset's training and prediction time. YELP_FLAGS: extra train flags (a
+# smoke test of this step on a small file).
+if wanted 6 && [ -f "$yelp" ]; then
+  for members in 3 5; do
+    for seed in 42 1 2; do
+      # shellcheck disable=SC2086
+      OMP_NUM_THREADS=2 timeout 400 "$py" -m hanclf train "$yelp" --config yelp --set model.members=$members \
+        --precision "$precision" --seed "$seed" --quiet ${YELP_FLAGS:-} --output "$work/y$members-$seed" \
+        > "$work/y$members-$seed.log" 2>&1 &
+    done
+  done
+  wait
+  tail -n 2 "$work"/y*.log
+  "$py" - "$work" "$yelp" "$out" "$py" <<'EOF'
+import json, statistics, subprocess, sys
+from pathlib import Path
+work, yelp, out, py = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), sys.argv[4]
+metrics = {(m, s): json.loads((work / f"y{m}-{s}" / "metrics.json").read_text()) for m in (3, 5) for s in (42, 1, 2)}
+valid = {m: [metrics[m, s]["valid"]["accuracy"] for s in (42, 1, 2)] for m in (3, 5)}
+for m, accs in valid.items():
+    seconds = [metrics[m, s]["train_seconds"] for s in (42, 1, 2)]
+    print(f"members {m}: valid {accs}, mean {statistics.mean(accs):.4f}; train_seconds {seconds}")
+if statistics.mean(valid[5]) - statistics.mean(valid[3]) < 0.003:
+    print("rule not met: five members are not adopted, test not read")
+    sys.exit()
+print("rule met: test of both settings")
+for m in (3, 5):
+    tests = []
+    for s in (42, 1, 2):
+        path = out / f"yelp-test-m{m}-s{s}.json"
+        subprocess.run([py, "-m", "hanclf", "evaluate", str(work / f"y{m}-{s}"), yelp, "--split", "test",
+                        "--output", str(path)], check=True, capture_output=True)
+        tests.append(json.loads(path.read_text())["accuracy"])
+    print(f"members {m}: test {tests}, mean {statistics.mean(tests):.4f} +- {statistics.stdev(tests):.4f}")
+EOF
+fi
+
 rm -rf "$work"
 step "done"
