@@ -651,6 +651,9 @@ def _train(
                 "class weights hold back; --set train.select_on=macro_f1 keeps them on macro-F1")
     for note in label_notes(labels, datamodule.train_targets, config.data):
         log(f"note: {note}")
+    if han_config.members > 1:  # the presets' ensembles surprise users at prediction time
+        log(f"note: an ensemble of {han_config.members} models (model.members): {han_config.members}x one "
+            "model's work here and in every prediction; --set model.members=1 trains one")
 
     # A logged row every 50 steps, or per epoch where an epoch has fewer.
     trainer.log_every_n_steps = max(1, min(50, len(datamodule.train_set) // t.batch_size))

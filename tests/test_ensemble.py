@@ -87,7 +87,13 @@ def test_trained_ensemble_is_one_model_directory_that_predicts_the_members_mean(
         "model.word_att_dim": 8, "model.sent_att_dim": 8, "model.members": 2,
         "train.max_epochs": 6, "train.lr": 0.01, "train.accelerator": "cpu", "data.min_count": 1,
     })
-    metrics = train(data_dir / "train.csv", tmp_path / "m", config, progress=False)
+    lines = []
+    metrics = train(data_dir / "train.csv", tmp_path / "m", config, progress=False, log=lines.append)
+    # Said once, with the ensemble's size, before the epochs: what it costs and how to opt out.
+    notes = [line for line in lines if "ensemble" in line]
+    assert notes == ["note: an ensemble of 2 models (model.members): 2x one model's work here and "
+                     "in every prediction; --set model.members=1 trains one"]
+    assert lines.index(notes[0]) < min(i for i, line in enumerate(lines) if line.startswith("epoch"))
     names = load_file(tmp_path / "m" / WEIGHTS).keys()
     assert {name.split(".")[1] for name in names} == {"0", "1"}  # members.0.*, members.1.*
 

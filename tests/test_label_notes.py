@@ -69,3 +69,5 @@ def test_train_logs_the_notes(tmp_path):
     lines: list[str] = []
     train(tmp_path / "d.csv", tmp_path / "m", config, progress=False, log=lines.append)
     assert "note: labels on 2 training rows or fewer: lsot (1); a typo, or a stray row?" in lines
+    assert [line for line in lines if line.startswith("note:")] == [  # one model: no ensemble note
+        "note: labels on 2 training rows or fewer: lsot (1); a typo, or a stray row?"]
