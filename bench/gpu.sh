@@ -17,14 +17,16 @@
 #   5. yelp settings compared on valid only (two seeds each) while DEADLINE allows;
 #   6. the yelp preset's ensemble of three against one of five, seeds 42/1/2 side by side on the
 #      GPU, selected on valid by the rule written there (test read only if it holds);
-#   r. the README's first block (train, predict, explain, evaluate on sample_data) on the GPU.
+#   r. the README's first block (train, predict, explain, evaluate on sample_data) on the GPU;
+#   t. the whole test suite with the GPU present (predict's tests default to it; 6 of them
+#      compared its bf16 output with the CPU's until they were pinned to the CPU).
 # Usage, from the repository root: bench/gpu.sh IMDB_PARQUET [OUT_DIR]
 # Where hanclf is not installed (a lent machine's python has torch only), first run
 #   ln -sfn ../cli hanclf/cli; ln -sfn ../configs hanclf/configs; export PYTHONPATH=$PWD
 # in a copy of the tree: pyproject.toml installs those two folders as hanclf.cli and hanclf.configs.
 # Environment: PY (python; default python3), ROWS (throughput sample, 20000), COPIES (5),
 # DEADLINE (seconds after which no optional step starts; 480), YELP (yelp_reviews.parquet),
-# STEPS (which of the steps to run; default "1 2 3 3s 4 5"; 6 and r only when named), DEVICES (step 3's --devices values;
+# STEPS (which of the steps to run; default "1 2 3 3s 4 5"; 6, r and t only when named), DEVICES (step 3's --devices values;
 # default "1 8 default").
 set -uo pipefail
 data=${1:?usage: bench/gpu.sh IMDB_PARQUET [OUT_DIR]}
@@ -63,6 +65,9 @@ if wanted r; then
   grep -h '"device"' "$readme/sample/metrics.json"
   rm -rf "$readme"
 fi
+
+wanted t && step "t. the test suite, GPU present" && timeout "${TEST_SECONDS:-400}" "$py" -m pytest \
+  -p no:cacheprovider -q -rfE tests 2>&1 | grep -E "passed|failed|FAILED|ERROR"
 
 wanted 1 && step "1. gpu_profile.py" && timeout 150 "$py" bench/gpu_profile.py --data "$data" --rows 8192 --batch-sizes 64 256 1024 2048 2>&1 | grep -v Warning
 

@@ -103,7 +103,8 @@ def test_predict_writes_ids_labels_and_probabilities(model_dir, data_dir, tmp_pa
 
 def test_predict_threshold_drops_unlikely_labels_and_row_id_without_id_column(model_dir, data_dir, tmp_path):
     out = tmp_path / "pred.parquet"
-    invoke("predict", model_dir, data_dir / "train.csv", "-o", out, "--top-k", "3", "--threshold", "0.3")
+    invoke("predict", model_dir, data_dir / "train.csv", "-o", out, "--top-k", "3", "--threshold", "0.3",
+           "--device", "cpu")  # compared with the CPU's probabilities below
     pred = pd.read_parquet(out)
     assert pred["row_id"].tolist() == list(range(240))
     predictor = Predictor(model_dir, device="cpu")

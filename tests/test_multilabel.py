@@ -92,7 +92,7 @@ def test_evaluate_scores_predictions_made_at_another_threshold_and_separator(mod
 
 def test_predict_writes_label_sets_at_the_tuned_thresholds(model, tmp_path):
     out = tmp_path / "pred.parquet"
-    invoke("predict", model, TEST, "-o", out, "--id-column", "id", "--top-k", "-1")
+    invoke("predict", model, TEST, "-o", out, "--id-column", "id", "--top-k", "-1", "--device", "cpu")
     pred = pq.read_table(out)
     assert pred.schema.field("pred_labels").type == pa.list_(pa.string())
     assert pred.schema.field("pred_probs").type == pa.list_(pa.float32())

@@ -249,7 +249,7 @@ def test_predict_200k_rows_with_nulls_blanks_and_two_5mb_rows(model_dir, tmp_pat
     assert pq.ParquetFile(source).metadata.num_rows == n
 
     out = tmp_path / "pred.parquet"
-    cli("predict", model_dir, source, "-o", out, "--id-column", "id", "--batch-size", "4096")
+    cli("predict", model_dir, source, "-o", out, "--id-column", "id", "--batch-size", "4096", "--device", "cpu")
 
     meta = pq.ParquetFile(out).metadata
     assert meta.num_rows == n

@@ -68,7 +68,7 @@ def reviews(tmp_path_factory) -> Path:
 
 def test_predictor_on_arrow_and_pandas_matches_the_cli(model_dir, reviews, tmp_path):
     out = tmp_path / "cli.parquet"
-    invoke("predict", model_dir, reviews, "-o", out, "--id-column", "id", "--keep-columns", "stars")
+    invoke("predict", model_dir, reviews, "-o", out, "--id-column", "id", "--keep-columns", "stars", "--device", "cpu")
     cli = pq.read_table(out)
     predictor = Predictor(model_dir, device="cpu")
     table = pq.read_table(reviews)
@@ -134,7 +134,7 @@ def test_predict_in_two_workers_equals_one_process(model_dir, reviews, tmp_path,
     # Small tasks, so that more are sent than may be in flight and they finish out of order.
     monkeypatch.setattr(hanclf.predict, "WORKER_ROWS", 700)
     one, two = tmp_path / "one.parquet", tmp_path / "two.parquet"
-    assert "processes" not in invoke("predict", model_dir, reviews, "-o", one, "--top-k", "2", "--devices", "1")
+    assert "processes" not in invoke("predict", model_dir, reviews, "-o", one, "--top-k", "2", "--devices", "1", "--device", "cpu")
     said = invoke("predict", model_dir, reviews, "-o", two, "--top-k", "2", "--devices", "2", "--device", "cpu")
     said = " ".join(said.split())  # the console wraps long lines at the terminal's width
     assert "5000 rows" in said and "2 worker processes" in said
@@ -148,7 +148,7 @@ def test_predict_workers_read_csv_too(model_dir, reviews, tmp_path):
     csv = tmp_path / "reviews.csv"
     pq.read_table(reviews).slice(0, 3_000).to_pandas().to_csv(csv, index=False)
     one, two = tmp_path / "one.parquet", tmp_path / "two.parquet"
-    invoke("predict", model_dir, csv, "-o", one, "--id-column", "id", "--devices", "1")
+    invoke("predict", model_dir, csv, "-o", one, "--id-column", "id", "--devices", "1", "--device", "cpu")
     invoke("predict", model_dir, csv, "-o", two, "--id-column", "id", "--devices", "2", "--device", "cpu")
     a, b = pq.read_table(one), pq.read_table(two)
     assert b.column("id").to_pylist() == [f"r{i:05d}" for i in range(3_000)]
