@@ -20,7 +20,9 @@ from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 from hanclf import __version__
 from hanclf.errors import HanclfError
@@ -400,6 +402,13 @@ def _print_report(result: dict[str, Any]) -> None:
         confusion = Table("true \\ predicted", *labels, title="confusion matrix")
         for label, counts in zip(labels, result["confusion_matrix"]):
             confusion.add_row(label, *(str(c) for c in counts))
+        # A matrix wider than the terminal is squeezed into it by rich, its counts cut to "1…"
+        # or blanked and its labels lost (40 labels need ~400 columns): said instead. (Its
+        # minimum width is not enough: rich shrinks columns unevenly and still cuts some.)
+        needed = Measurement.get(stdout, stdout.options.update_width(sys.maxsize), confusion).maximum
+        if needed > stdout.width:
+            confusion = Text(f"confusion matrix: {needed} columns, {stdout.width} here "
+                             f"(COLUMNS={needed} prints it; -o saves it)")
         tables.append(confusion)
     for table in tables:
         stdout.print(table)

@@ -1,0 +1,38 @@
+"""Support-ticket shaped data: many labels with a long tail, labels that look like codes or
+paths ("001", "billing/refund"), new labels in a test file."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from rich.console import Console
+
+from hanclf.cli import main as cli_main
+from hanclf.metrics import report
+
+
+def _printed_report(monkeypatch, labels: list[str], width: int) -> str:
+    confusion = [[119 if i == j else 1 for j in range(len(labels))] for i in range(len(labels))]
+    out = Console(file=io.StringIO(), width=width)
+    monkeypatch.setattr(cli_main, "stdout", out)
+    result = report(np.array(confusion), labels) | {"data": "tickets.csv"}
+    cli_main._print_report(result)
+    return out.file.getvalue()
+
+
+def test_confusion_matrix_too_wide_for_the_terminal_is_not_mangled(monkeypatch):
+    # 40 ticket categories: rich squeezed the matrix into 80 columns, counts cut to "1…" or
+    # blanked and labels lost; a matrix that fits is printed whole.
+    labels = ["001", "billing/refund", "account access"] + [f"cat{i:02d}" for i in range(37)]
+    printed = _printed_report(monkeypatch, labels, width=80)
+    line = printed.splitlines()[-1]
+    assert line.startswith("confusion matrix: ") and "80 here" in line and "-o saves it" in line
+    needed = int(line.split()[2])
+    assert needed > 80 and f"COLUMNS={needed}" in line
+    assert "…" not in printed and "billing/refund" in printed  # the per-class table, whole
+    wide = _printed_report(monkeypatch, labels, width=needed)
+    assert "…" not in wide and "COLUMNS=" not in wide
+    assert wide.count(" 119 ") == 40 and "true \\ predicted" in wide
+    small = _printed_report(monkeypatch, labels[:3], width=80)
+    assert small.count(" 119 ") == 3 and "COLUMNS=" not in small
