@@ -77,6 +77,14 @@ def evaluate_file(
                             f"{data}: {row_name(row + i)} has no label in column '{label_column}'; "
                             "fill or drop unlabelled rows"
                         )
+                    if value not in labels.index:
+                        # A category new since training (tickets grow them) cannot be predicted:
+                        # which row, and what to do, as explain says.
+                        raise UsageError(
+                            f"{data}: {row_name(row + i)} has label {value!r} in column '{label_column}', "
+                            f"not one of the model's ({', '.join(labels.names)}); drop such rows, or "
+                            "train again with them"
+                        )
                 targets = np.array(labels.ids(values, where))
             row += len(texts)
             if keep:
