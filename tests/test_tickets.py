@@ -6,10 +6,15 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 from rich.console import Console
 
 from hanclf.cli import main as cli_main
+from hanclf.config import class_weights_option
+from hanclf.errors import UsageError
 from hanclf.metrics import report
+from hanclf.training import class_weights
+from hanclf.vocab import Labels
 
 
 def _printed_report(monkeypatch, labels: list[str], width: int) -> str:
@@ -36,3 +41,23 @@ def test_confusion_matrix_too_wide_for_the_terminal_is_not_mangled(monkeypatch):
     assert wide.count(" 119 ") == 40 and "true \\ predicted" in wide
     small = _printed_report(monkeypatch, labels[:3], width=80)
     assert small.count(" 119 ") == 3 and "COLUMNS=" not in small
+
+
+def test_class_weights_yaml_reading_a_code_as_octal_says_so(tmp_path):
+    # Ticket category codes with leading zeros: YAML 1.1 reads `007: 4` as {7: 4} and `010: 2`
+    # as {8: 2}; the error named label '7', which no one wrote.
+    labels = Labels(["001", "007", "010", "12", "billing/refund"])
+    for written, read in (("007", "7"), ("010", "8")):
+        path = tmp_path / "w.yaml"
+        path.write_text(f"billing/refund: 0.5\n{written}: 4\n", encoding="utf-8")
+        weights = class_weights_option(str(path))
+        with pytest.raises(UsageError) as error:
+            class_weights(weights, labels, [0, 1, 2, 3, 4], "tickets.csv")
+        assert str(error.value).endswith(
+            f"; YAML reads an unquoted {written} as the number {read}: write '{written}' in quotes")
+    path.write_text("billing/refund: 0.5\n'007': 4\n", encoding="utf-8")
+    quoted = class_weights_option(str(path))
+    assert class_weights(quoted, labels, [0, 1, 2, 3, 4], "tickets.csv") == [1, 4, 1, 1, 0.5]
+    with pytest.raises(UsageError) as error:  # a label truly missing: no hint
+        class_weights({"9": 2.0}, labels, [0, 1, 2, 3, 4], "tickets.csv")
+    assert "YAML" not in str(error.value)
