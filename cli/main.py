@@ -10,7 +10,6 @@ from __future__ import annotations
 import atexit
 import errno
 import gc
-import json
 import signal
 import sys
 import threading
@@ -361,7 +360,7 @@ def evaluate(
     from hanclf.artifact import check_not_model_file
     from hanclf.data import SPLIT_COLUMN
     from hanclf.evaluate import evaluate_file
-    from hanclf.io import atomic_output, check_output, column_names
+    from hanclf.io import atomic_output, check_output, column_names, write_json
 
     def action() -> dict[str, Any]:
         if output is not None:
@@ -377,7 +376,7 @@ def evaluate(
                                progress=False if quiet else None, log=_log)
         if output is not None:
             with atomic_output(output, force) as tmp:
-                tmp.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+                write_json(tmp, result, escape_non_ascii=True)
         return result
 
     _print_report(_run(action))

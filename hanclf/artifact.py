@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save as safetensors_bytes
 
 from hanclf.config import Config, config_from_dict
 from hanclf.errors import HanclfError, UsageError
+from hanclf.io import write_json
 from hanclf.model import HAN, Ensemble, FlatAttention, build_model
 from hanclf.vocab import Labels, Vocab
 
@@ -56,13 +57,9 @@ def save(directory: Path, artifact: Artifact) -> None:
     (directory / CONFIG).write_text(
         yaml.safe_dump(artifact.config.to_dict(), sort_keys=False), encoding="utf-8"
     )
-    _write_json(directory / VOCAB, artifact.vocab.to_json())
-    _write_json(directory / LABELS, artifact.labels.to_json())
-    _write_json(directory / METRICS, artifact.metrics)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(directory / VOCAB, artifact.vocab.to_json())
+    write_json(directory / LABELS, artifact.labels.to_json())
+    write_json(directory / METRICS, artifact.metrics)
 
 
 def missing_files(directory: Path) -> list[str]:

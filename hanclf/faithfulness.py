@@ -43,7 +43,6 @@ deletion order. Ties in attention go to the earlier sentence.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,7 +53,7 @@ from rich.table import Table
 from hanclf.artifact import check_not_model_file
 from hanclf.errors import UsageError
 from hanclf.explain import iter_rows
-from hanclf.io import TextColumns, as_path, atomic_output, check_output, to_stderr
+from hanclf.io import TextColumns, as_path, atomic_output, check_output, to_stderr, write_json
 from hanclf.predict import Predictor, RowProgress
 
 CURVE_POINTS = 11  # 0%, 10%, ..., 100% removed
@@ -303,5 +302,5 @@ def faithfulness_file(
                                    progress=lambda done, total: measured(done)))
     if output is not None:
         with atomic_output(output, force) as tmp:
-            tmp.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+            write_json(tmp, result, escape_non_ascii=True)
     return result

@@ -18,7 +18,7 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
@@ -491,6 +491,13 @@ def created_parents(path: Path) -> Iterator[None]:
             with contextlib.suppress(OSError):
                 directory.rmdir()
         raise
+
+
+def write_json(path: Path, data: Any, escape_non_ascii: bool = False) -> None:
+    """`data` as JSON (indent 1, a final newline) in UTF-8. `escape_non_ascii`: characters past
+    ASCII written as \\uXXXX, as evaluate's and faithfulness's outputs have always had them; a
+    model directory's files keep them as they are."""
+    path.write_text(json.dumps(data, indent=1, ensure_ascii=escape_non_ascii) + "\n", encoding="utf-8")
 
 
 @contextlib.contextmanager
