@@ -54,7 +54,7 @@ import hanclf.data
 from hanclf.artifact import load
 from hanclf.config import DataConfig, load_config
 from hanclf.data import EncodedDoc, collate, encode_texts, truncate
-from hanclf.model import HAN, PAD
+from hanclf.model import HAN, PAD, UNK
 from hanclf.predict import Predictor, predict_file, resolve_device, worker_processes
 from hanclf.tokenize import tokenize
 from hanclf.vocab import Vocab
@@ -108,7 +108,8 @@ def whole_process(command: list[str], repeats: int) -> float:
 
 def plain_encode(text: str, vocab: Vocab, config: DataConfig) -> EncodedDoc:
     """The baseline's encoding: one document at a time, its tokens looked up one by one."""
-    sentences = [vocab.ids(s) for s in truncate(tokenize(text), config)] or [[PAD]]
+    lookup = str.lower if vocab.lowercase else str
+    sentences = [[vocab.index.get(lookup(w), UNK) for w in s] for s in truncate(tokenize(text), config)] or [[PAD]]
     ids = np.array([i for s in sentences for i in s], dtype=np.int32)
     return EncodedDoc(ids, np.array([len(s) for s in sentences], dtype=np.int32))
 

@@ -255,25 +255,8 @@ def _pieces(text: str) -> list[str]:
     return pieces
 
 
-def split_sentences(text: str | None) -> list[str]:
-    """Cleaned sentence strings, in order; never an empty string in the list.
-
-    Whitespace inside a sentence is collapsed to single spaces; a piece with no token (only
-    invisible characters) is dropped, so this lines up one to one with `tokenize(text)`.
-    """
-    if not isinstance(text, str):
-        return []
-    return [" ".join(p.split()) for p in _pieces(text) if _TOKEN.search(p)]
-
-
-def tokenize_words(sentence: str) -> list[str]:
-    """Word tokens of one sentence, original case kept (entities and inline tags cleaned)."""
-    return _words(_clean(sentence).rstrip(_BLANK))
-
-
 def tokenize(text: str | None) -> list[list[str]]:
-    """The document as sentences of word tokens: the tokens of each of split_sentences(text)
-    (cleaned once: unlike tokenize_words on those sentences, a double-escaped entity such as
+    """The document as sentences of word tokens (cleaned once: a double-escaped entity such as
     `&amp;lt;` is not unescaped twice). Empty/whitespace-only/None-like text gives []."""
     if not isinstance(text, str):
         return []

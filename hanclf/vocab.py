@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import math
 import re
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -27,16 +26,6 @@ class Vocab:
         assert self.index[PAD_TOKEN] == PAD and self.index[UNK_TOKEN] == UNK
 
     @classmethod
-    def build(
-        cls, docs: Iterable[list[list[str]]], min_count: int, max_size: int, lowercase: bool
-    ) -> Vocab:
-        counts: Counter[str] = Counter()
-        for doc in docs:
-            for sentence in doc:
-                counts.update([w.lower() for w in sentence] if lowercase else sentence)
-        return cls.from_counts(counts, min_count, max_size, lowercase)
-
-    @classmethod
     def from_counts(
         cls, counts: Mapping[str, int], min_count: int, max_size: int, lowercase: bool
     ) -> Vocab:
@@ -48,12 +37,6 @@ class Vocab:
 
     def __len__(self) -> int:
         return len(self.words)
-
-    def ids(self, sentence: list[str]) -> list[int]:
-        get = self.index.get
-        if self.lowercase:
-            return [get(w.lower(), UNK) for w in sentence]
-        return [get(w, UNK) for w in sentence]
 
     def to_json(self) -> dict[str, Any]:
         return {"lowercase": self.lowercase, "words": self.words[2:]}

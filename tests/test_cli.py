@@ -29,7 +29,7 @@ from hanclf.explain import explain_file
 from hanclf.faithfulness import faithfulness_file
 from hanclf.predict import Predictor, predict_file
 from hanclf.training import train
-from hanclf.tokenize import tokenize_words
+from hanclf.tokenize import tokenize
 from tests.conftest import CUES, SAMPLE_DATA, make_reviews
 
 runner = CliRunner()
@@ -721,7 +721,7 @@ def test_title_and_text_columns_read_as_one_document(tmp_path):
     sentences = pd.read_csv(tmp_path / "s.csv")
     first = sentences[sentences["sent_idx"] == 0].set_index("doc_id")["sentence"]
     # the title is a sentence of its own (written as its tokens)
-    assert first.tolist() == [" ".join(tokenize_words(t)) for t in test["title"].iloc[:5]]
+    assert first.tolist() == [" ".join(w for s in tokenize(t) for w in s) for t in test["title"].iloc[:5]]
     assert sentences.groupby("doc_id").size().tolist() == [4] * 5  # and the text's 3 follow
     test.drop(columns="title").to_parquet(tmp_path / "untitled.parquet", index=False)
     result = runner.invoke(app, ["predict", str(out), str(tmp_path / "untitled.parquet"), "-o",

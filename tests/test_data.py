@@ -98,7 +98,7 @@ def test_index_tokens_counts_every_word_and_encodes_like_one_lookup_at_a_time(lo
     tokenized = index_tokens(docs, config)
     every_word = Counter(w.lower() if lowercase else w for d in docs for s in d for w in s)
     assert dict(zip(tokenized.words, tokenized.counts.tolist())) == every_word
-    vocab = Vocab.build(docs, min_count=2, max_size=8, lowercase=lowercase)
+    vocab = vocabulary([tokenized], DataConfig(min_count=2, max_vocab=8, lowercase=lowercase))
     assert vocab.words == Vocab.from_counts(every_word, 2, 8, lowercase).words
     encoded = tokenized.encoded(vocab)
     assert len(encoded) == len(docs)

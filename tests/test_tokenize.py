@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from hanclf.tokenize import split_sentences, tokenize, tokenize_all, tokenize_words
+from hanclf.tokenize import tokenize, tokenize_all
 
 # (text, tokenize(text)): each row pins one rule of the module docstring.
 CASES = [
@@ -213,36 +213,9 @@ def test_tokenize(text, expected):
     assert tokenize(text) == expected
 
 
-@pytest.mark.parametrize("text", [t for t, _ in CASES], ids=[repr(t)[:40] for t, _ in CASES])
-def test_tokenize_is_words_of_split_sentences(text):
-    assert tokenize(text) == [tokenize_words(s) for s in split_sentences(text)]
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("One.  Two<br />Three\n\n  Four", ["One.", "Two", "Three", "Four"]),
-        ('He said "wow." Then left.', ['He said "wow."', "Then left."]),
-        ("Great! :) Will return.", ["Great! :)", "Will return."]),
-        ("I don&#039;t <i>really</i>   know.", ["I don't really know."]),
-        ("   ", []),
-        ("\u200b", []),
-    ],
-)
-def test_split_sentences(text, expected):
-    assert split_sentences(text) == expected
-
-
-def test_tokenize_words_does_not_split_sentences():
-    assert tokenize_words("Wow!!! Mr. Smith's well-made car. Really") == [
-        "Wow", "!!!", "Mr.", "Smith's", "well-made", "car", ".", "Really"
-    ]
-
-
 @pytest.mark.parametrize("missing", [None, float("nan"), b"bytes"])
 def test_none_like_text_gives_nothing(missing):
     assert tokenize(missing) == []
-    assert split_sentences(missing) == []
 
 
 def test_long_document_is_linear():
