@@ -55,7 +55,6 @@ def evaluate_file(
     columns = [*text_columns(text_column), label_column] + ([SPLIT_COLUMN] if split else [])
 
     n = len(labels)
-    cuts = np.asarray(labels.cuts(threshold))
     # Counts add up over batches: a confusion matrix, or per-label tp/fp/fn for multi-label.
     counts = np.zeros((n + 1, 3) if labels.multi_label else (n, n), dtype=np.int64)
     row = 0
@@ -88,18 +87,18 @@ def evaluate_file(
                 targets = np.array(labels.ids(values, where))
             row += len(texts)
             if keep:
-                probs = predictor.predict_proba([texts[i] for i in keep])
+                predicted = labels.predicted(predictor.predict_proba([texts[i] for i in keep]), threshold)
                 if labels.multi_label:
-                    counts += multilabel_counts(targets, probs >= cuts)
+                    counts += multilabel_counts(targets, predicted)
                 else:
-                    counts += confusion_matrix(targets, probs.argmax(1), n)
+                    counts += confusion_matrix(targets, predicted, n)
             rows_read(row)  # once scored, as predict counts rows once labelled
     documents = counts[-1, 0] if labels.multi_label else counts.sum()
     if documents == 0:
         raise no_rows_in_split(data, split, seen)
     if labels.multi_label:
         result = multilabel_report(counts, labels.names)
-        result["thresholds"] = dict(zip(labels.names, cuts.tolist()))
+        result["thresholds"] = dict(zip(labels.names, np.asarray(labels.cuts(threshold)).tolist()))
     else:
         result = report(counts, labels.names)
     result["data"] = str(data) + (f" (split={split})" if split else "")

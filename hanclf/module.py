@@ -1,7 +1,7 @@
 """The LightningModule: the HAN plus its loss, optimiser, schedule and validation metrics.
 
 Single-label: softmax and cross-entropy, scored on valid accuracy. Multi-label: a sigmoid per
-label and binary cross-entropy, scored on valid micro-F1 (at the thresholds in `thresholds`,
+label and binary cross-entropy, scored on valid micro-F1 (at the thresholds in `labels`,
 0.5 while training; train tunes them on valid afterwards). Both also log macro-F1, which
 train.select_on may select epochs on instead.
 """
@@ -20,6 +20,7 @@ from hanclf.config import TrainConfig
 from hanclf.errors import HanclfError
 from hanclf.metrics import confusion_matrix, multilabel_counts, multilabel_report, report
 from hanclf.model import HANConfig, build_model, members, probabilities
+from hanclf.vocab import Labels
 
 
 class HANClassifier(pl.LightningModule):
@@ -36,7 +37,7 @@ class HANClassifier(pl.LightningModule):
         self.train_config = TrainConfig(**train)
         self.label_names = label_names
         self.multi_label = multi_label
-        self.thresholds = np.full(len(label_names), 0.5)
+        self.labels = Labels(label_names, multi_label)
         self.valid_report: dict[str, Any] = {}
         self.valid_probs = np.zeros((0, len(label_names)))  # of the last validation, for tuning
         self.valid_targets = np.zeros(0)
@@ -125,9 +126,10 @@ class HANClassifier(pl.LightningModule):
 
     def metrics_of(self, probs: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
         """metrics.report or multilabel_report (at this module's thresholds) of predictions."""
+        predicted = self.labels.predicted(probs)
         if self.multi_label:
-            return multilabel_report(multilabel_counts(targets, probs >= self.thresholds), self.label_names)
-        confusion = confusion_matrix(targets, probs.argmax(-1), len(self.label_names))
+            return multilabel_report(multilabel_counts(targets, predicted), self.label_names)
+        confusion = confusion_matrix(targets, predicted, len(self.label_names))
         return report(confusion, self.label_names)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -701,7 +701,7 @@ def _train(
         # For the measure epochs were kept on: micro-F1 (select_on accuracy) or macro-F1.
         measure = "micro_f1" if t.select_on == "accuracy" else "macro_f1"
         labels.thresholds = tune_thresholds(module.valid_probs, module.valid_targets, measure)
-        module.thresholds = np.array(labels.thresholds)
+        module.labels.thresholds = labels.thresholds
         module.valid_report = module.metrics_of(module.valid_probs, module.valid_targets)
     metrics = {
         "valid": module.valid_report,
