@@ -27,7 +27,7 @@ from hanclf.errors import UsageError
 from hanclf.io import column_names, read_table, require_columns, same_file, text_columns, text_values
 from hanclf.model import PAD, UNK
 from hanclf.tokenize import gc_paused, tokenize
-from hanclf.vocab import Vocab, normalize_label, normalize_label_set
+from hanclf.vocab import Vocab, normalize_labels
 from hanclf.workers import become_worker, cores
 
 SPLIT_COLUMN = "split"
@@ -446,10 +446,7 @@ def read_labelled(path: Path, config: DataConfig, split: str | None = None) -> L
     table = read_table(path, columns)
     texts = text_values(path, config.text_column, table)
     raw_labels = table.column(config.label_column).to_pylist()
-    if config.multi_label:
-        labels = [normalize_label_set(v, config.label_separator) for v in raw_labels]
-    else:
-        labels = [normalize_label(v) for v in raw_labels]
+    labels = normalize_labels(raw_labels, config.multi_label, config.label_separator)
     rows = range(len(texts))
     where = str(path)
     if has_split:
@@ -461,10 +458,7 @@ def read_labelled(path: Path, config: DataConfig, split: str | None = None) -> L
     # to know whether there are 2 or 20,000.
     unlabelled = [i for i in rows if labels[i] is None]  # never multi-label: no label is the empty set
     if unlabelled:
-        raise UsageError(
-            f"{where}: {_rows_have(unlabelled)} no label in column "
-            f"'{config.label_column}'; fill or drop unlabelled rows"
-        )
+        raise no_label(where, unlabelled, config.label_column)
     textless = [i for i in rows if texts[i] is None or not texts[i].strip()]
     if textless:
         raise UsageError(
@@ -473,6 +467,12 @@ def read_labelled(path: Path, config: DataConfig, split: str | None = None) -> L
             "fill or drop such rows"
         )
     return LabelledSet([texts[i] for i in rows], [labels[i] for i in rows], where)
+
+
+def no_label(where: str, rows: list[int], label_column: str) -> UsageError:
+    """The error for rows (positions in the file) with no label, named as `_rows_have` does."""
+    return UsageError(f"{where}: {_rows_have(rows)} no label in column '{label_column}'; "
+                      "fill or drop unlabelled rows")
 
 
 def _rows_have(rows: list[int]) -> str:

@@ -10,14 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from hanclf.data import SPLIT_COLUMN, no_rows_in_split, require_split_column, row_name, rows_in_split
+from hanclf.data import SPLIT_COLUMN, no_label, no_rows_in_split, require_split_column, row_name, rows_in_split
 from hanclf.errors import UsageError
 from hanclf.io import (
     TextColumns, as_path, check_input, iter_batches, require_columns, text_columns, text_values, to_stderr,
 )
 from hanclf.metrics import confusion_matrix, multilabel_counts, multilabel_report, report
 from hanclf.predict import Predictor, RowProgress, check_multi_label_options
-from hanclf.vocab import normalize_label, normalize_label_set
+from hanclf.vocab import normalize_labels
 
 BATCH_ROWS = 8_192
 
@@ -65,17 +65,15 @@ def evaluate_file(
             raw = batch.column(label_column).to_pylist()
             keep = rows_in_split(batch.column(SPLIT_COLUMN).to_pylist(), split, seen) if split else range(len(texts))
             where = f"{data} column '{label_column}'"
+            values = normalize_labels([raw[i] for i in keep], labels.multi_label, separator)
             if labels.multi_label:
-                sets = [normalize_label_set(raw[i], separator) for i in keep]
-                targets = labels.multi_hot(sets, where) if keep else None
+                targets = labels.multi_hot(values, where) if keep else None
             else:
-                values = [normalize_label(raw[i]) for i in keep]
+                # The first row only: counting them all would mean reading the whole input first.
+                unlabelled = [row + i for i, value in zip(keep, values) if value is None][:1]
+                if unlabelled:
+                    raise no_label(str(data), unlabelled, label_column)
                 for i, value in zip(keep, values):
-                    if value is None:
-                        raise UsageError(
-                            f"{data}: {row_name(row + i)} has no label in column '{label_column}'; "
-                            "fill or drop unlabelled rows"
-                        )
                     if value not in labels.index:
                         # A category new since training (tickets grow them) cannot be predicted:
                         # which row, and what to do, as explain says.

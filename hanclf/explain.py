@@ -37,7 +37,7 @@ from hanclf.io import (
 )
 from hanclf.predict import DocAttention, Predictor, RowProgress, check_multi_label_options
 from hanclf.report import HtmlReport
-from hanclf.vocab import normalize_label, normalize_label_set
+from hanclf.vocab import normalize_labels
 
 TOKEN_COLUMNS = [
     "doc_id", "sent_idx", "tok_idx", "token", "word_att", "sent_att", "weight",
@@ -138,7 +138,8 @@ def iter_rows(
     def as_label(value: Any, position: int) -> str | None:
         # A label the model does not know would be counted as misclassified: refused, as
         # evaluate refuses it.
-        tags = normalize_label_set(value, read_separator) if labels.multi_label else [normalize_label(value)]
+        read = normalize_labels([value], labels.multi_label, read_separator)[0]
+        tags = read if labels.multi_label else [read]
         unknown = [tag for tag in tags if tag is not None and tag not in labels.index]
         if unknown:
             raise UsageError(

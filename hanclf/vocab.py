@@ -77,6 +77,14 @@ def normalize_label_set(value: Any, separator: str) -> list[str]:
     return sorted({label for label in map(normalize_label, parts) if label is not None})
 
 
+def normalize_labels(values: Iterable[Any], multi_label: bool, separator: str) -> list:
+    """The cells of a label column as labels: each a label (None where missing) or, multi-label,
+    a sorted list of labels (see normalize_label_set)."""
+    if multi_label:
+        return [normalize_label_set(v, separator) for v in values]
+    return [normalize_label(v) for v in values]
+
+
 def _listed(text: str) -> str | list:
     """A list written out as text, as pandas' to_csv writes a list column ("['food', 'price']")
     or JSON does ('["food", "price"]'), as that list; any other text as it is."""
