@@ -343,23 +343,22 @@ class Predictor:
         ranked = np.argsort(-probs, axis=1, kind="stable")
         values = [self.labels.value(n) for n in self.labels.names]
 
-        def above(cut: np.ndarray | float, limit: int) -> tuple[list[list], list[list[float]]]:
+        def ranked_where(passes: np.ndarray, limit: int) -> tuple[list[list], list[list[float]]]:
             labels, kept_probs = [], []
-            for row, order in zip(probs, ranked[:, :limit]):
-                kept = [i for i in order if row[i] >= (cut if np.isscalar(cut) else cut[i])]
+            for row, order, passing in zip(probs, ranked[:, :limit], passes):
+                kept = [i for i in order if passing[i]]
                 labels.append([values[i] for i in kept])
                 kept_probs.append([float(row[i]) for i in kept])
             return labels, kept_probs
 
         if self.labels.multi_label:
-            cut = np.asarray(self.labels.thresholds) if threshold is None else threshold
-            columns = list(above(cut, len(values)))
+            columns = list(ranked_where(self.labels.predicted(probs, threshold), len(values)))
         else:
             best = ranked[:, 0]
             columns = [[values[i] for i in best], probs[np.arange(len(probs)), best]]
         columns.append(no_word)
-        if top_k != 1:
-            columns += above(threshold or 0.0, k)
+        if top_k != 1:  # the most probable labels, those at --threshold or above where given
+            columns += ranked_where(probs.astype(np.float64) >= (threshold or 0.0), k)
         return pa.Table.from_arrays(
             [pa.array(c, f.type) for c, f in zip(columns, schema)], schema=schema
         )

@@ -153,19 +153,18 @@ class Labels:
     def predicted(self, probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
         """What probabilities (documents, labels) predict: the id of the most probable label,
         (documents,); or, multi-label, (documents, labels) True where a label's probability is
-        at or above its cut (`cuts(threshold)`)."""
+        at or above its cut (`cuts(threshold)`). The one place a label is chosen (predict,
+        explain, evaluate, validation), compared in float64 as thresholds are tuned: in
+        float32, p == float32(0.35) would pass a cut of 0.35 that it is below."""
         if self.multi_label:
-            return probs >= np.asarray(self.cuts(threshold))
+            return probs.astype(np.float64) >= np.asarray(self.cuts(threshold), dtype=np.float64)
         return probs.argmax(-1)
 
     def chosen(self, probs: np.ndarray, threshold: float | None = None) -> list[int]:
-        """Ids of the predicted labels for one document's probabilities: the most probable one,
-        or, multi-label, every label at or above its cut (`cuts(threshold)`), in id order."""
+        """Ids of the predicted labels for one document's probabilities (see `predicted`): the
+        most probable one, or, multi-label, every label at or above its cut, in id order."""
         if self.multi_label:
-            # Not `predicted`: p (float32) >= t (a Python float) compares in float32, predicted
-            # in float64, and they differ where p == float32(t) < t (t = 0.35, say). Kept so
-            # explain's output does not change; which is right is a decision of its own.
-            return [i for i, (p, t) in enumerate(zip(probs, self.cuts(threshold))) if p >= t]
+            return np.flatnonzero(self.predicted(probs[np.newaxis], threshold)[0]).tolist()
         return [int(np.argmax(probs))]
 
     def in_order(self, names: Iterable[str]) -> list[str]:

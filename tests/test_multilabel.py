@@ -218,3 +218,26 @@ def test_report_counts_an_empty_true_set_as_a_true_label(model, tmp_path):
     assert f'<b id="n-wrong">{wrong}</b> misclassified of 100 with a true label' in page
     for doc_id in empty:
         assert re.search(f'<article class="doc[^"]* wrong known"><header><span class="id">{doc_id}</span>', page)
+
+
+def test_a_probability_a_hair_below_its_cut_is_not_predicted_anywhere(model):
+    """predict, explain and evaluate choose labels alike (Labels.predicted, in float64): a
+    probability just below its cut, though equal to it in float32, passes none of them.
+    Compared in float32, explain and predict --threshold chose such a label, and predict
+    with the tuned thresholds, evaluate and the tuning did not."""
+    predictor = Predictor(model, device="cpu")
+    text = pd.read_parquet(TEST)["text"].iloc[0]
+    p = predictor.predict_proba([text])[0]
+    j = int(np.argmax(p))
+    cut = float(np.nextafter(np.float64(p[j]), 1.0))
+    assert cut > float(p[j]) and np.float32(cut) == p[j]  # above p, yet p in float32
+    name = predictor.labels.names[j]
+    assert j not in predictor.labels.chosen(p, threshold=cut)  # explain --threshold
+    given = predictor.predict_table([text], top_k=2, threshold=cut).to_pylist()[0]
+    assert name not in given["pred_labels"] and name not in given["top_labels"]
+    predictor.labels.thresholds[j] = cut  # as if tuned there
+    assert j not in predictor.labels.chosen(p)  # explain
+    assert name not in predictor.predict_table([text]).to_pylist()[0]["pred_labels"]  # predict
+    assert not predictor.labels.predicted(p[np.newaxis])[0, j]  # evaluate, validation
+    predictor.labels.thresholds[j] = float(p[j])  # at the cut: chosen everywhere
+    assert j in predictor.labels.chosen(p) and name in predictor.predict_table([text]).to_pylist()[0]["pred_labels"]
