@@ -57,6 +57,8 @@ class TokenizedDocs(NamedTuple):
     ids: np.ndarray  # (kept words,) int32 in 1..len(words), the kept words of every document
     lengths: np.ndarray  # (kept sentences,) int32 words kept of each sentence, each >= 1
     sentences: np.ndarray  # (documents,) int32 sentences kept of each document; 0 if no token
+    unread: int  # tokens past the caps (max_sentences, max_words), which the model never sees
+    cut: int  # documents with such tokens
 
     def encoded(self, vocab: Vocab) -> list[EncodedDoc]:
         """Each document's ids in `vocab`. A document with no tokens is one sentence of a single
@@ -109,12 +111,16 @@ def index_tokens(docs: Iterable[list[list[str]]], config: DataConfig) -> Tokeniz
     kept_sentence = sentence_in_doc < config.max_sentences  # (sentences,)
     word_in_sentence = np.arange(len(codes)) - np.repeat(_starts(word_lengths), word_lengths)
     kept_word = (word_in_sentence < config.max_words) & np.repeat(kept_sentence, word_lengths)
+    cut_sentence = ~kept_sentence | (word_lengths > config.max_words)  # (sentences,)
+    doc_of_sentence = np.repeat(np.arange(len(doc_sentences)), doc_sentences)
     return TokenizedDocs(
         words=words,
         counts=np.bincount(codes, minlength=len(words)),
         ids=(codes[kept_word] + 1).astype(np.int32),
         lengths=np.minimum(word_lengths, config.max_words)[kept_sentence].astype(np.int32),
         sentences=np.minimum(doc_sentences, config.max_sentences).astype(np.int32),
+        unread=int(len(kept_word) - kept_word.sum()),
+        cut=len(np.unique(doc_of_sentence[cut_sentence])),
     )
 
 

@@ -81,6 +81,10 @@ class HANDataModule(pl.LightningDataModule):
         del self._texts  # the encoded sets replace them
         train_parts = tokenize_in_parallel(train_texts, self.config)
         self.vocab = vocabulary(train_parts, self.config)
+        # What the caps (max_sentences, max_words) keep from the model: train says so when much.
+        self.train_cut = sum(part.cut for part in train_parts)
+        unread = sum(part.unread for part in train_parts)
+        self.train_unread_share = unread / max(1, unread + sum(len(part.ids) for part in train_parts))
         self.train_set = LabelledDocs(
             [doc for part in train_parts for doc in part.encoded(self.vocab)], self.train_targets
         )

@@ -71,3 +71,22 @@ def test_train_logs_the_notes(tmp_path):
     assert "note: labels on 2 training rows or fewer: lsot (1); a typo, or a stray row?" in lines
     assert [line for line in lines if line.startswith("note:")] == [  # one model: no ensemble note
         "note: labels on 2 training rows or fewer: lsot (1); a typo, or a stray row?"]
+
+
+def test_train_notes_documents_the_caps_leave_mostly_unread(tmp_path):
+    """Long tickets whose words mostly lie past max_sentences x max_words: train says how much
+    the model never reads, and where to change it; short documents get no such note."""
+    rows = [{"text": " ".join(["The order was late."] * 5 + ["More words here in a sentence of many words."] * 4)
+             if i % 2 else "The order was fine.", "label": "late" if i % 2 else "fine"} for i in range(40)]
+    pd.DataFrame(rows).to_csv(tmp_path / "d.csv", index=False)
+    config = load_config(None, {"model.embed_dim": 8, "model.word_hidden": 4, "model.sent_hidden": 4,
+                                "train.max_epochs": 1, "train.accelerator": "cpu", "data.valid_fraction": 0.25,
+                                "data.max_sentences": 3, "data.max_words": 3})
+    lines: list[str] = []
+    train(tmp_path / "d.csv", tmp_path / "m", config, progress=False, log=lines.append)
+    # 15 long training documents of 5 x 5 + 4 x 10 = 65 tokens (9 read) and 15 short ones of
+    # 5 (3 read): (15 * 56 + 15 * 2) / (15 * 65 + 15 * 5) = 870 / 1050 unread, in all 30.
+    notes = [line for line in lines if "data.max_words" in line]
+    assert notes == ["note: the model reads 3 sentences of 3 words at most (data.max_sentences, data.max_words): "
+                     "83% of the training words are past them, in 30 of 30 documents; raise them where labels "
+                     "may depend on what long documents say late"]
