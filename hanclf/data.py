@@ -24,7 +24,9 @@ from torch.utils.data import Dataset, Sampler
 
 from hanclf.config import DataConfig
 from hanclf.errors import UsageError
-from hanclf.io import column_names, read_table, require_columns, same_file, text_columns, text_values
+from hanclf.io import (
+    column_names, read_table, release_unused_arrow_memory, require_columns, same_file, text_columns, text_values,
+)
 from hanclf.model import PAD, UNK
 from hanclf.tokenize import gc_paused, tokenize
 from hanclf.vocab import Vocab, normalize_labels
@@ -452,11 +454,15 @@ def read_labelled(path: Path, config: DataConfig, split: str | None = None) -> L
     table = read_table(path, columns)
     texts = text_values(path, config.text_column, table)
     raw_labels = table.column(config.label_column).to_pylist()
+    splits = table.column(SPLIT_COLUMN).to_pylist() if has_split else []
+    del table
+    # The Arrow table took as much memory as the strings made of it; Arrow's allocator would
+    # keep it from the rest of the training otherwise.
+    release_unused_arrow_memory()
     labels = normalize_labels(raw_labels, config.multi_label, config.label_separator)
     rows = range(len(texts))
     where = str(path)
     if has_split:
-        splits = table.column(SPLIT_COLUMN).to_pylist()
         check_split_values(path, splits)
         rows = rows_in_split(splits, split)
         where = f"{path} (split={split})"

@@ -359,11 +359,22 @@ def read_table(path: Path, columns: list[str]) -> pa.Table:
         raise UsageError(f"{path}: has columns but no rows")
     try:
         # JSON Lines chunks infer their own types: an all-null chunk is null, ints widen to float.
-        return pa.concat_tables(tables, promote_options="permissive")
+        table = pa.concat_tables(tables, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         # A column that is numbers in one chunk and text in another is compared as text.
         text = pa.schema([pa.field(name, pa.string()) for name in columns])
-        return pa.concat_tables([table.cast(text) for table in tables])
+        table = pa.concat_tables([table.cast(text) for table in tables])
+    # Parquet's decompressed pages are freed by now but held by Arrow's allocator: as much
+    # again as the table (bench/results/train-memory-cpu.md).
+    release_unused_arrow_memory()
+    return table
+
+
+def release_unused_arrow_memory() -> None:
+    """Hand back to the system the memory that Arrow's allocator holds freed: mimalloc, Arrow's
+    default on Linux, keeps it for Arrow's own later use, where tokenizing and training cannot
+    reuse it."""
+    pa.default_memory_pool().release_unused()
 
 
 def text_values(where: object, text_column: TextColumns, table: pa.RecordBatch | pa.Table) -> list[str | None]:
