@@ -452,33 +452,38 @@ def read_labelled(path: Path, config: DataConfig, split: str | None = None) -> L
     text_names = text_columns(config.text_column)
     columns = [*text_names, config.label_column] + ([SPLIT_COLUMN] if has_split else [])
     table = read_table(path, columns)
+    where = str(path)
+    rows: Sequence[int] = range(table.num_rows)  # the file's positions of the rows kept, for messages
+    if has_split:
+        splits = table.column(SPLIT_COLUMN).to_pylist()
+        check_split_values(path, splits)
+        rows = rows_in_split(splits, split)
+        where = f"{path} (split={split})"
+        # Only the split's rows become Python strings: train reads the file once for each
+        # split, and the strings of the other splits' rows, dropped at once, left memory
+        # scattered among the kept ones that the process held to the end.
+        table = table.take(np.asarray(rows, dtype=np.int64))
+        release_unused_arrow_memory()
     texts = text_values(path, config.text_column, table)
     raw_labels = table.column(config.label_column).to_pylist()
-    splits = table.column(SPLIT_COLUMN).to_pylist() if has_split else []
     del table
     # The Arrow table took as much memory as the strings made of it; Arrow's allocator would
     # keep it from the rest of the training otherwise.
     release_unused_arrow_memory()
     labels = normalize_labels(raw_labels, config.multi_label, config.label_separator)
-    rows = range(len(texts))
-    where = str(path)
-    if has_split:
-        check_split_values(path, splits)
-        rows = rows_in_split(splits, split)
-        where = f"{path} (split={split})"
     # Every such row counted, not the first alone: a user deciding to fill or drop them needs
     # to know whether there are 2 or 20,000.
-    unlabelled = [i for i in rows if labels[i] is None]  # never multi-label: no label is the empty set
+    unlabelled = [rows[i] for i, label in enumerate(labels) if label is None]  # never multi-label: no label is the empty set
     if unlabelled:
         raise no_label(where, unlabelled, config.label_column)
-    textless = [i for i in rows if texts[i] is None or not texts[i].strip()]
+    textless = [rows[i] for i, text in enumerate(texts) if text is None or not text.strip()]
     if textless:
         raise UsageError(
             f"{where}: {_rows_have(textless)} empty text in "
             f"column{'s' * (len(text_names) > 1)} {', '.join(map(repr, text_names))}; "
             "fill or drop such rows"
         )
-    return LabelledSet([texts[i] for i in rows], [labels[i] for i in rows], where)
+    return LabelledSet(texts, labels, where)
 
 
 def no_label(where: str, rows: list[int], label_column: str) -> UsageError:

@@ -574,3 +574,29 @@ def test_training_draws_a_new_order_of_batches_every_epoch(data_dir, tmp_path, m
     orders = [batches for _, batches in drawn]
     assert orders[0] != orders[1] != orders[2] and orders[0] != orders[2]
     assert sorted(itertools.chain(*orders[0])) == sorted(itertools.chain(*orders[1]))  # same documents
+
+
+def test_split_rows_only_become_python_strings(tmp_path, monkeypatch):
+    # Each split's read used to turn every row's text into a str, those of the other splits too.
+    path = tmp_path / "data.parquet"
+    frame(10, split=["test"] * 6 + ["train", "valid", "train", "valid"]).to_parquet(path)
+    converted = []
+    text_values = hanclf.data.text_values
+
+    def counted(where, column, table):
+        converted.append(table.num_rows)
+        return text_values(where, column, table)
+
+    monkeypatch.setattr(hanclf.data, "text_values", counted)
+    train, valid = training_sets(path, None, DataConfig(), seed=0)
+    assert (train.texts, valid.texts) == (["document 6", "document 8"], ["document 7", "document 9"])
+    assert converted == [2, 2]
+
+
+def test_bad_rows_of_a_split_are_named_by_their_place_in_the_file(tmp_path):
+    path = tmp_path / "data.parquet"
+    frame(5, split=["test", "valid", "train", "test", "train"]).assign(
+        text=["a", "b", "c", "d", " "]).to_parquet(path)
+    with pytest.raises(UsageError, match="row 5 \\(iloc 4\\) has empty text"):
+        read_labelled(path, DataConfig(), split="train")
+
