@@ -15,9 +15,11 @@ from torch.utils.data import DataLoader
 from hanclf.config import DataConfig
 from hanclf.data import (
     BucketBatchSampler,
+    EncodedDoc,
     LabelledDocs,
     MemberBatchSampler,
     MemberDocs,
+    TokenizedDocs,
     collate_labelled,
     collate_members,
     doc_size,
@@ -27,6 +29,16 @@ from hanclf.data import (
 )
 from hanclf.errors import UsageError
 from hanclf.vocab import Labels, Vocab
+from hanclf.workers import release_freed_memory
+
+
+def _encoded(parts: list[TokenizedDocs], vocab: Vocab) -> list[EncodedDoc]:
+    """The documents of `parts` encoded in `vocab`, emptying `parts` as it goes."""
+    docs: list[EncodedDoc] = []
+    parts.reverse()
+    while parts:
+        docs += parts.pop().encoded(vocab)
+    return docs
 
 
 class HANDataModule(pl.LightningDataModule):
@@ -71,27 +83,27 @@ class HANDataModule(pl.LightningDataModule):
             valid_targets = self.labels.ids(valid.labels, valid.where, known_as="the training labels")
             train_targets = self.labels.ids(train.labels, train.where)
         self.train_targets, self.valid_targets = train_targets, valid_targets
-        self._texts = train.texts, valid.texts  # until setup encodes them
+        self._texts = [train.texts, valid.texts]  # until setup encodes them
 
     def setup(self, stage: str | None = None) -> None:
         if self.vocab is not None:
             return
         self.read()
-        train_texts, valid_texts = self._texts
-        del self._texts  # the encoded sets replace them
-        train_parts = tokenize_in_parallel(train_texts, self.config)
+        # Each set's texts, and then each part of its tokens, are let go as soon as they are
+        # used, and their memory handed back: all of them held to the end, with the texts
+        # freed but kept by the C heap, were ~2.5 KiB an IMDb review (bench/results/train-memory-cpu.md).
+        texts, self._texts = self._texts, None
+        train_parts = tokenize_in_parallel(texts.pop(0), self.config)
+        release_freed_memory()
         self.vocab = vocabulary(train_parts, self.config)
         # What the caps (max_sentences, max_words) keep from the model: train says so when much.
         self.train_cut = sum(part.cut for part in train_parts)
         unread = sum(part.unread for part in train_parts)
         self.train_unread_share = unread / max(1, unread + sum(len(part.ids) for part in train_parts))
-        self.train_set = LabelledDocs(
-            [doc for part in train_parts for doc in part.encoded(self.vocab)], self.train_targets
-        )
-        valid_parts = tokenize_in_parallel(valid_texts, self.config)
-        self.valid_set = LabelledDocs(
-            [doc for part in valid_parts for doc in part.encoded(self.vocab)], self.valid_targets
-        )
+        self.train_set = LabelledDocs(_encoded(train_parts, self.vocab), self.train_targets)
+        valid_parts = tokenize_in_parallel(texts.pop(), self.config)
+        release_freed_memory()
+        self.valid_set = LabelledDocs(_encoded(valid_parts, self.vocab), self.valid_targets)
 
     def _sampler(self, dataset: LabelledDocs, training: bool, stream: int = 0) -> BucketBatchSampler:
         return BucketBatchSampler(

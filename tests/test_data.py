@@ -6,6 +6,7 @@ import itertools
 import multiprocessing.pool
 import subprocess
 import sys
+import weakref
 from collections import Counter
 
 import numpy as np
@@ -600,3 +601,39 @@ def test_bad_rows_of_a_split_are_named_by_their_place_in_the_file(tmp_path):
     with pytest.raises(UsageError, match="row 5 \\(iloc 4\\) has empty text"):
         read_labelled(path, DataConfig(), split="train")
 
+def test_encoding_parts_empties_them(tmp_path):
+    from hanclf.datamodule import _encoded
+
+    config = DataConfig(min_count=1)
+    parts = [tokenize_texts(["Good food. Slow service."], config), tokenize_texts(["Bad.", "Fine food!"], config)]
+    vocab = vocabulary(parts, config)
+    expected = [doc for part in parts for doc in part.encoded(vocab)]
+    docs = _encoded(parts, vocab)
+    assert parts == []
+    assert [(d.ids.tolist(), d.lengths.tolist()) for d in docs] == [
+        (d.ids.tolist(), d.lengths.tolist()) for d in expected]
+
+
+def test_setup_lets_go_of_the_training_texts_before_the_valid_set(tmp_path, monkeypatch):
+    import hanclf.datamodule
+    from hanclf.datamodule import HANDataModule
+
+    class Texts(list):  # a list a weak reference can watch
+        pass
+
+    path = tmp_path / "data.csv"
+    frame(20, split=["train", "train", "valid", "valid"] * 5).to_csv(path, index=False)
+    datamodule = HANDataModule(path, None, DataConfig(), batch_size=4, seed=0)
+    datamodule.read()
+    datamodule._texts = [Texts(texts) for texts in datamodule._texts]
+    given = []
+
+    def watched(texts, config):
+        given.append(weakref.ref(texts))
+        if len(given) == 2:
+            assert given[0]() is None, "the training texts are still alive"
+        return tokenize_in_parallel(texts, config)
+
+    monkeypatch.setattr(hanclf.datamodule, "tokenize_in_parallel", watched)
+    datamodule.setup("fit")
+    assert len(given) == 2 and (len(datamodule.train_set), len(datamodule.valid_set)) == (10, 10)
