@@ -125,8 +125,17 @@ def test_tokenizing_in_worker_processes_gives_what_one_process_gives(monkeypatch
         real_pool(self, processes, *args, **kwargs)
 
     monkeypatch.setattr(multiprocessing.pool.Pool, "__init__", pool)
+    tasks = []
+    real_map = multiprocessing.pool.Pool.map
+
+    def map_tasks(self, func, iterable, chunksize=None):
+        tasks.append(chunksize)
+        return real_map(self, func, iterable, chunksize)
+
+    monkeypatch.setattr(multiprocessing.pool.Pool, "map", map_tasks)
     parts = tokenize_in_parallel(texts, config)
     assert started == [3] and len(parts) == 6  # 92 texts in slices of 16, on 3 processes
+    assert tasks == [1]  # a slice a task: map's own chunksize grows with the input
     counts = Counter()
     for part in parts:
         counts.update(dict(zip(part.words, part.counts.tolist())))
