@@ -13,7 +13,7 @@ Times, on the first --rows texts of a Parquet file (column `text`):
                   word or punctuation mark, no cleaning, no sentences; the least that any
                   tokenizer built on Python's `re` pays for as many tokens.
 
-    python bench/tokenize_speed.py --data /work/shared/data/imdb_reviews.parquet --rows 5000
+    python bench/tokenize_speed.py --data ../shared/data/imdb_reviews.parquet --rows 5000
 
 One process, one thread. Each figure is the median of --repeat passes (the best pass is shown
 too), timed in CPU seconds of this process (time.process_time) so that other programs on the

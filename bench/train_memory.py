@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from predict_memory import machine, memory_kb, process_tree  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCE = Path("/work/shared/data/imdb_reviews.parquet")
+SOURCE = ROOT.parent / "shared" / "data" / "imdb_reviews.parquet"  # the review sets beside the project
 SMALL_MODEL = ["--set", "model.embed_dim=16", "--set", "model.word_hidden=8", "--set", "model.sent_hidden=8",
                "--max-epochs", "1", "--embeddings", "random", "--accelerator", "cpu"]
 # A sentence ends after . ! or ? and spaces, or at an HTML line break (IMDb's <br /><br />).
