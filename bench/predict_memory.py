@@ -259,11 +259,16 @@ def main() -> None:
             out.unlink()
     lines += table
     lines += ["", "rows/s = rows / predict s (hanclf's own timing, without start-up)."]
+    print_report(lines, args.output)
+
+
+def print_report(lines: list[str], output: Path | None) -> None:
+    """The report (markdown) on stdout, and into `output` where given."""
     report = "\n".join(lines) + "\n"
     print(report)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(report, encoding="utf-8")
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(report, encoding="utf-8")
 
 
 if __name__ == "__main__":

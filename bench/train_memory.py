@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from predict_memory import machine, memory_kb, process_tree  # noqa: E402
+from predict_memory import machine, memory_kb, print_report, process_tree  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT.parent / "shared" / "data" / "imdb_reviews.parquet"  # the review sets beside the project
@@ -202,11 +202,7 @@ def main() -> None:
     lines += ["", "processes: the most alive at once (train and its forked tokenizing workers). "
               "prepared s: train's own log (reading, tokenizing, vocabulary, encoding, model); epoch s: "
               "metrics.json's epoch_seconds (the epoch's training and validation)."]
-    report = "\n".join(lines) + "\n"
-    print(report)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(report, encoding="utf-8")
+    print_report(lines, args.output)
 
 
 if __name__ == "__main__":
