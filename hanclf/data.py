@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import NamedTuple, TypeVar
 
 import numpy as np
+import pyarrow as pa
 import torch
 from torch.utils.data import Dataset, Sampler
 
@@ -464,7 +465,11 @@ def read_labelled(path: Path, config: DataConfig, split: str | None = None) -> L
         # Only the split's rows become Python strings: train reads the file once for each
         # split, and the strings of the other splits' rows, dropped at once, left memory
         # scattered among the kept ones that the process held to the end.
-        table = table.take(np.asarray(rows, dtype=np.int64))
+        # filter, not take: take joins each column's chunks into one array first, which fails
+        # for text past 2 GiB ("offset overflow") and copies the other splits' text too.
+        kept = np.zeros(table.num_rows, dtype=bool)
+        kept[rows] = True
+        table = table.filter(pa.array(kept))
         release_unused_arrow_memory()
     texts = text_values(path, config.text_column, table)
     raw_labels = table.column(config.label_column).to_pylist()

@@ -603,6 +603,31 @@ def test_split_rows_only_become_python_strings(tmp_path, monkeypatch):
     assert converted == [2, 2]
 
 
+def test_a_split_of_a_file_with_over_2_gib_of_text_is_read(tmp_path, monkeypatch):
+    # read_table's table of such a file has its text in several chunks (a string array holds
+    # 2 GiB at most). Table.take concatenated each column's chunks first, whole, and failed on
+    # the text ("offset overflow while concatenating arrays"). Forty chunks of one 56 MB array:
+    # 2.2 GB of text held in 56 MB.
+    import pyarrow as pa
+
+    n = 56
+    text = pa.array((f"document {i} " + "x" * 1_000_000 for i in range(n)), pa.string())
+    splits = ["train", "valid", "train"] + ["test"] * (n - 3)
+    chunks = 40
+    table = pa.table({
+        "text": pa.chunked_array([text] * chunks),
+        "label": pa.chunked_array([pa.array(["pos", "neg"] * (n // 2))] * chunks),
+        "split": pa.chunked_array([pa.array(splits)] * chunks),
+    })
+    assert sum(len(c.buffers()[2]) for c in table.column("text").chunks) > 2**31
+    path = tmp_path / "data.parquet"
+    frame(2, split=["train", "valid"]).to_parquet(path)  # the columns; its rows are table's
+    monkeypatch.setattr(hanclf.data, "read_table", lambda path, columns: table.select(columns))
+    train = read_labelled(path, DataConfig(), split="train")
+    assert [t[:12] for t in train.texts] == ["document 0 x", "document 2 x"] * chunks
+    assert train.labels == ["pos", "pos"] * chunks
+
+
 def test_bad_rows_of_a_split_are_named_by_their_place_in_the_file(tmp_path):
     path = tmp_path / "data.parquet"
     frame(5, split=["test", "valid", "train", "test", "train"]).assign(
