@@ -13,6 +13,7 @@ import gc
 import signal
 import sys
 import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Optional, TypeVar
@@ -403,14 +404,24 @@ def _print_report(result: dict[str, Any]) -> None:
             confusion.add_row(label, *(str(c) for c in counts))
         # A matrix wider than the terminal is squeezed into it by rich, its counts cut to "1…"
         # or blanked and its labels lost (40 labels need ~400 columns): said instead. (Its
-        # minimum width is not enough: rich shrinks columns unevenly and still cuts some.)
-        needed = Measurement.get(stdout, stdout.options.update_width(sys.maxsize), confusion).maximum
-        if needed > stdout.width:
+        # minimum width is not enough: rich shrinks columns unevenly and still cuts some.) One
+        # that rich only wraps, every word whole (five two-word labels in 80 columns), is printed.
+        least, needed = Measurement.get(stdout, stdout.options.update_width(sys.maxsize), confusion)
+        if needed > stdout.width and (
+            least > stdout.width or _words(confusion, needed) - _words(confusion, stdout.width)
+        ):
             confusion = Text(f"confusion matrix: {needed} columns, {stdout.width} here "
                              f"(COLUMNS={needed} prints it; -o saves it)")
         tables.append(confusion)
     for table in tables:
         stdout.print(table)
+
+
+def _words(table: Table, width: int) -> Counter[str]:
+    """The words `table` shows printed `width` columns wide, its lines and borders left out."""
+    lines = stdout.render_lines(table, stdout.options.update_width(width), pad=False)
+    words = (word for line in lines for word in "".join(segment.text for segment in line).split())
+    return Counter(word for word in words if not all("\u2500" <= c <= "\u257f" for c in word))
 
 
 def main() -> None:

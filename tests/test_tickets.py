@@ -61,3 +61,12 @@ def test_class_weights_yaml_reading_a_code_as_octal_says_so(tmp_path):
     with pytest.raises(UsageError) as error:  # a label truly missing: no hint
         class_weights({"9": 2.0}, labels, [0, 1, 2, 3, 4], "tickets.csv")
     assert "YAML" not in str(error.value)
+
+
+def test_confusion_matrix_whose_labels_wrap_to_fit_is_printed(monkeypatch):
+    # Five labels of two words (SST-5) need 84 columns unwrapped; at 80 rich wraps "very
+    # negative" and "true \ predicted" on two lines and cuts nothing: printed as before.
+    labels = ["very negative", "negative", "neutral", "positive", "very positive"]
+    printed = _printed_report(monkeypatch, labels, width=80)
+    assert "COLUMNS=" not in printed and "…" not in printed
+    assert printed.count(" 119 ") == 5 and "predicted" in printed
