@@ -61,6 +61,9 @@ def test_class_weights_yaml_reading_a_code_as_octal_says_so(tmp_path):
     with pytest.raises(UsageError) as error:  # a label truly missing: no hint
         class_weights({"9": 2.0}, labels, [0, 1, 2, 3, 4], "tickets.csv")
     assert "YAML" not in str(error.value)
+    with pytest.raises(UsageError) as error:  # a digit int() does not read: no hint, no traceback
+        class_weights({"\u00b2": 2.0}, labels, [0, 1, 2, 3, 4], "tickets.csv")
+    assert "YAML" not in str(error.value)
 
 
 def test_confusion_matrix_whose_labels_wrap_to_fit_is_printed(monkeypatch):
