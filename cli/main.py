@@ -210,7 +210,7 @@ def train(
     metrics = _run(action, resumable=work_dir(output) / "last.ckpt")
     if metrics is None or trained_before:  # None: an extra process of a distributed run
         return
-    resumed = f" resumed after epoch {metrics['epochs_before_resume']}" if metrics["epochs_before_resume"] else ""
+    resumed = f", resumed after epoch {metrics['epochs_before_resume']}" if metrics["epochs_before_resume"] else ""
     # A multi-label model's figures here are at its tuned thresholds, the epoch lines' at 0.5.
     tuned = " at thresholds tuned on valid" if metrics["valid"].get("multi_label") else ""
     _log(f"saved {output}: valid {describe(metrics['valid'])}{tuned} "
