@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -78,7 +79,8 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(tmp_path):
     # Times are this call's: say so, and for how many epochs the earlier call ran.
     assert uninterrupted["epochs_before_resume"] == 0 and len(uninterrupted["epoch_seconds"]) == 6
     assert after_resume["epochs_before_resume"] == 6 - len(after_resume["epoch_seconds"]) >= 1
-    assert f"resumed after epoch {after_resume['epochs_before_resume']}" in resumed_err
+    assert re.search(rf"\(epoch \d+ of 6, [\d.]+s, resumed after epoch {after_resume['epochs_before_resume']}\)",
+                     resumed_err), resumed_err
     # The same batches in the same order and the same dropout masks: the same model.
     assert after_resume["valid"] == uninterrupted["valid"]
     assert_same_weights(out, straight)
