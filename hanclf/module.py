@@ -35,9 +35,7 @@ class HANClassifier(pl.LightningModule):
         self.register_buffer("class_weights", weights, persistent=False)
         self.model = build_model(HANConfig(**han))
         self.train_config = TrainConfig(**train)
-        self.label_names = label_names
-        self.multi_label = multi_label
-        self.labels = Labels(label_names, multi_label)
+        self.labels = Labels(label_names, multi_label)  # its thresholds: 0.5 until train tunes them
         self.valid_report: dict[str, Any] = {}
         self.valid_probs = np.zeros((0, len(label_names)))  # of the last validation, for tuning
         self.valid_targets = np.zeros(0)
@@ -57,7 +55,7 @@ class HANClassifier(pl.LightningModule):
             return torch.stack([self._loss(member_logits, labels) for member_logits in logits]).mean()
         # fp32 weights too: Lightning's half-precision settings convert buffers.
         weights = None if self.class_weights is None else self.class_weights.float()
-        if self.multi_label:
+        if self.labels.multi_label:
             return F.binary_cross_entropy_with_logits(logits.float(), labels, pos_weight=weights)
         smoothing = self.train_config.label_smoothing
         if weights is None:
@@ -93,16 +91,16 @@ class HANClassifier(pl.LightningModule):
         self.log("val_loss", self._loss(logits, batch["labels"]), batch_size=len(batch["labels"]),
                  sync_dist=True)
         self._targets.append(batch["labels"].cpu())
-        self._probs.append(probabilities(logits, self.multi_label).cpu())
+        self._probs.append(probabilities(logits, self.labels.multi_label).cpu())
 
     def on_validation_epoch_end(self) -> None:
         # A process of a distributed run may have had no validation batch at all.
-        n = len(self.label_names)
+        n = len(self.labels.names)
         probs = torch.cat(self._probs).numpy() if self._probs else np.zeros((0, n), np.float32)
         if self._targets:
             targets = torch.cat(self._targets).numpy()
         else:
-            targets = np.zeros((0, n), np.float32) if self.multi_label else np.zeros(0, np.int64)
+            targets = np.zeros((0, n), np.float32) if self.labels.multi_label else np.zeros(0, np.int64)
         self._probs.clear()
         self._targets.clear()
         if self.trainer.world_size > 1:
@@ -115,7 +113,7 @@ class HANClassifier(pl.LightningModule):
         self.valid_probs, self.valid_targets = probs, targets
         self.valid_report = self.metrics_of(self.valid_probs, self.valid_targets)
         r = self.valid_report
-        if self.multi_label:
+        if self.labels.multi_label:
             scores = {"val_score": r["micro_f1"], "val_micro_f1": r["micro_f1"],
                       "val_subset_acc": r["subset_accuracy"]}
         else:
@@ -127,10 +125,10 @@ class HANClassifier(pl.LightningModule):
     def metrics_of(self, probs: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
         """metrics.report or multilabel_report (at this module's thresholds) of predictions."""
         predicted = self.labels.predicted(probs)
-        if self.multi_label:
-            return multilabel_report(multilabel_counts(targets, predicted), self.label_names)
-        confusion = confusion_matrix(targets, predicted, len(self.label_names))
-        return report(confusion, self.label_names)
+        if self.labels.multi_label:
+            return multilabel_report(multilabel_counts(targets, predicted), self.labels.names)
+        confusion = confusion_matrix(targets, predicted, len(self.labels.names))
+        return report(confusion, self.labels.names)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lightning saves no random state: without it, a resumed run's dropout masks would differ
