@@ -355,8 +355,9 @@ def class_weights(
         if unknown:
             # YAML 1.1 reads an unquoted 007 as the octal number 7 (010 as 8): codes like 007
             # came back as labels no one wrote.
-            octal = [name for name in labels.names if unknown[0].isdecimal() and len(name) > 1
-                     and name[0] == "0" and set(name) <= set("01234567") and int(name, 8) == int(unknown[0])]
+            octal = [name for name in labels.names if len(name) > 1 and name[0] == "0"
+                     and set(name) <= set("01234567") and int(name, 8) == int(unknown[0])
+                     ] if unknown[0].isdecimal() else []
             raise UsageError(f"train.class_weights: label {unknown[0]!r} is not among the labels "
                              f"of {data} ({', '.join(labels.names)})"
                              + (f"; YAML reads an unquoted {octal[0]} as the number {unknown[0]}: "
