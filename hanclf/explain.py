@@ -158,9 +158,9 @@ def iter_rows(
         keep = list(keep)[: None if limit is None else limit - docs]
         texts = text_values(input_path, text_column, batch)
         ids = batch.column(id_column).to_pylist() if id_column else range(row, row + len(texts))
-        truth = batch.column(label_column).to_pylist() if label_column else [None] * len(texts)
+        truth = batch.column(label_column).to_pylist() if label_column else None
         if keep:
-            known = [as_label(truth[i], row + i) if label_column else None for i in keep]
+            known = [None if truth is None else as_label(truth[i], row + i) for i in keep]
             yield [texts[i] for i in keep], [ids[i] for i in keep], known
         row += batch.num_rows
         docs += len(keep)
