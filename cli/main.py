@@ -13,6 +13,7 @@ import gc
 import signal
 import sys
 import threading
+import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,7 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from hanclf import __version__
-from hanclf.errors import HanclfError
+from hanclf.errors import HanclfError, HanclfWarning
 
 app = typer.Typer(
     name="hanclf",
@@ -104,7 +105,18 @@ def _main(
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = None,
 ) -> None:
-    pass
+    warnings.showwarning = _show_warning
+
+
+_show_other_warning = warnings.showwarning
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *where: Any, **more: Any) -> None:
+    """Our warnings as one line, like our errors; other libraries' as Python shows them."""
+    if issubclass(category, HanclfWarning):
+        _log(f"warning: {message}")
+    else:
+        _show_other_warning(message, category, *where, **more)
 
 
 def _log(message: str) -> None:

@@ -2,7 +2,8 @@
 
     model.safetensors  weights (safetensors: tensors only, no code)
     config.yaml        the resolved config of the run (usable again as --config)
-    vocab.json         {"lowercase": bool, "words": [...]}  (ids 0 and 1 are PAD and UNK)
+    vocab.json         {"lowercase": bool, "tokenizer": TOKENIZER_VERSION, "words": [...]}
+                       (ids 0 and 1 are PAD and UNK)
     labels.json        {"labels": [...]}  (class id order); multi-label models add
                        "multi_label": true and "thresholds": [...] (tuned on valid, one a label)
     metrics.json       validation metrics of the kept epoch, data sizes, versions
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import socket
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +28,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save as safetensors_bytes
 
 from hanclf.config import Config, config_from_dict
-from hanclf.errors import HanclfError, UsageError
+from hanclf.errors import HanclfError, HanclfWarning, UsageError
 from hanclf.io import write_json
 from hanclf.model import HAN, Ensemble, FlatAttention, build_model
+from hanclf.tokenize import TOKENIZER_VERSION
 from hanclf.vocab import Labels, Vocab
 
 WEIGHTS, CONFIG, VOCAB, LABELS, METRICS, HISTORY, DATA_DIGEST = (
@@ -126,6 +129,13 @@ def load(directory: Path) -> Artifact:
                               "values; retrain the model or restore the file")
     model.load_state_dict(state)
     model.eval()
+    if vocab.tokenizer != TOKENIZER_VERSION:
+        trained_with = metrics.get("hanclf_version")
+        pin = f", or predict with hanclf {trained_with}, which trained it" if trained_with else ""
+        warnings.warn(
+            f"{directory}: trained with tokenizer rules v{vocab.tokenizer}, this hanclf tokenizes "
+            f"with v{TOKENIZER_VERSION}: some words split differently than in training, which "
+            f"can cost accuracy; retrain the model{pin}", HanclfWarning, stacklevel=2)
     return Artifact(model, config, vocab, labels, metrics)
 
 

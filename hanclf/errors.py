@@ -1,5 +1,6 @@
 """The project's one error type: raised deep in the library, turned into a one-line message and
-an exit code by the CLI (2: the user's input or flags are wrong; 1: something failed at run time)."""
+an exit code by the CLI (2: the user's input or flags are wrong; 1: something failed at run time);
+and its one warning type, which the CLI prints as a `warning: ...` line."""
 
 
 class HanclfError(Exception):
@@ -8,3 +9,7 @@ class HanclfError(Exception):
 
 class UsageError(HanclfError):
     exit_code = 2
+
+
+class HanclfWarning(UserWarning):
+    pass

@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import sys
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -33,7 +34,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from hanclf import __version__
 from hanclf.artifact import load
 from hanclf.data import EncodedDoc, WordBatch, encode_texts, index_tokens, pad, readable, size_batches, truncate
-from hanclf.errors import HanclfError, UsageError
+from hanclf.errors import HanclfError, HanclfWarning, UsageError
 from hanclf.io import (
     PROGRESS_LOG_SECONDS,
     STRING_TYPES,
@@ -832,7 +833,9 @@ def _start_worker(model_dir: Path, threads: int, batch_size: int) -> None:
     """In a worker, after become_worker (see start_predict_worker)."""
     global _worker
     torch.set_num_threads(threads)
-    _worker = Predictor(model_dir, "cpu", batch_size)
+    with warnings.catch_warnings():  # the main process, which loaded the model too, has said it
+        warnings.simplefilter("ignore", HanclfWarning)
+        _worker = Predictor(model_dir, "cpu", batch_size)
 
 
 def _predict_texts(texts: list[str | None], top_k: int, threshold: float | None) -> pa.Table:

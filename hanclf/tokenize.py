@@ -43,6 +43,12 @@ import re
 import unicodedata
 from collections.abc import Iterable, Iterator
 
+# Raised whenever tokenize's output changes for any text. A model keeps the version its
+# vocabulary was made with (vocab.json), and loading it under another warns: its words may now
+# split differently than in training. tests/test_tokenize.py holds a digest of the output for each
+# version, so a change of the rules that forgets to raise it fails there.
+TOKENIZER_VERSION = 1
+
 # Titles and months never end a sentence; phrase-closing abbreviations only before a capital.
 _TITLES = (
     "mr mrs ms dr prof sr jr st mt vs jan feb mar apr jun jul aug sep sept oct nov dec"

@@ -12,16 +12,19 @@ import numpy as np
 
 from hanclf.errors import UsageError
 from hanclf.model import PAD, UNK
+from hanclf.tokenize import TOKENIZER_VERSION
 
 PAD_TOKEN, UNK_TOKEN = "<pad>", "<unk>"
 
 
 class Vocab:
-    """Maps words to ids; id 0 is padding, id 1 every word not in the table."""
+    """Maps words to ids; id 0 is padding, id 1 every word not in the table. `tokenizer`: the
+    TOKENIZER_VERSION whose rules made the words."""
 
-    def __init__(self, words: Sequence[str], lowercase: bool) -> None:
+    def __init__(self, words: Sequence[str], lowercase: bool, tokenizer: int = TOKENIZER_VERSION) -> None:
         self.words = [PAD_TOKEN, UNK_TOKEN, *words]
         self.lowercase = lowercase
+        self.tokenizer = tokenizer
         self.index = {w: i for i, w in enumerate(self.words)}
         assert self.index[PAD_TOKEN] == PAD and self.index[UNK_TOKEN] == UNK
 
@@ -39,11 +42,12 @@ class Vocab:
         return len(self.words)
 
     def to_json(self) -> dict[str, Any]:
-        return {"lowercase": self.lowercase, "words": self.words[2:]}
+        return {"lowercase": self.lowercase, "tokenizer": self.tokenizer, "words": self.words[2:]}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Vocab:
-        return cls(data["words"], bool(data["lowercase"]))
+        # Models saved before the version was kept (no release had come out) count as version 1.
+        return cls(data["words"], bool(data["lowercase"]), int(data.get("tokenizer", 1)))
 
 
 _INTEGER = re.compile(r"0|-?[1-9][0-9]*", re.ASCII)

@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,9 @@ from safetensors.torch import save_file
 from hanclf.artifact import REQUIRED, Artifact, load, save
 from hanclf.config import load_config
 from hanclf.data import EncodedDoc, collate
-from hanclf.errors import HanclfError, UsageError
+from hanclf.errors import HanclfError, HanclfWarning, UsageError
 from hanclf.model import HAN
+from hanclf.tokenize import TOKENIZER_VERSION
 from hanclf.vocab import Labels, Vocab
 
 SMALL = {"model.embed_dim": 8, "model.word_hidden": 4, "model.sent_hidden": 6,
@@ -70,6 +72,32 @@ def test_round_trip_is_exact(saved):
     assert loaded.vocab.words == original.vocab.words and loaded.vocab.lowercase is True
     assert loaded.labels.names == ["1", "2", "5"] and loaded.labels.numeric
     assert loaded.metrics == {"valid_accuracy": 0.75, "epoch": 3}
+
+
+def test_the_tokenizer_version_is_kept_and_another_one_warns(saved):
+    directory, _ = saved
+    vocab_file = directory / "vocab.json"
+    kept = json.loads(vocab_file.read_text())
+    assert kept["tokenizer"] == TOKENIZER_VERSION
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load(directory).vocab.tokenizer == TOKENIZER_VERSION
+    vocab_file.write_text(json.dumps({**kept, "tokenizer": TOKENIZER_VERSION + 1}))
+    (directory / "metrics.json").write_text(json.dumps({"hanclf_version": "9.9.9"}))
+    with pytest.warns(HanclfWarning) as caught:
+        load(directory)
+    assert str(caught[0].message) == (
+        f"{directory}: trained with tokenizer rules v{TOKENIZER_VERSION + 1}, this hanclf "
+        f"tokenizes with v{TOKENIZER_VERSION}: some words split differently than in training, "
+        "which can cost accuracy; retrain the model, or predict with hanclf 9.9.9, which trained it")
+
+
+def test_a_model_saved_before_tokenizer_versions_counts_as_version_1(saved):
+    directory, _ = saved
+    kept = json.loads((directory / "vocab.json").read_text())
+    del kept["tokenizer"]
+    (directory / "vocab.json").write_text(json.dumps(kept))
+    assert load(directory).vocab.tokenizer == 1
 
 
 def test_weights_are_a_real_safetensors_file(saved):

@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 from collections import defaultdict
@@ -148,6 +149,27 @@ def test_save_load_predict_gives_the_same_probabilities(model_dir, data_dir):
     np.testing.assert_allclose(first, predictor.predict_proba(texts), atol=1e-6)
     assert predictor.model.word_encoder.input_gates.shape == (2, vocab_size, 3 * predictor.model.config.word_hidden)
 
+
+
+# A model trained before the tokenizer's rules changed: predict says so once, as a `warning:`
+# line, not once more from each worker process that loads the model too.
+def test_predict_warns_once_of_a_model_tokenized_by_other_rules(model_dir, data_dir, tmp_path):
+    old_model = tmp_path / "old"
+    shutil.copytree(model_dir, old_model)
+    vocab = json.loads((old_model / "vocab.json").read_text())
+    (old_model / "vocab.json").write_text(json.dumps({**vocab, "tokenizer": vocab["tokenizer"] + 1}))
+    rows = pd.read_parquet(data_dir / "test.parquet")
+    pd.concat([rows] * (2_100 // len(rows) + 1)).to_parquet(tmp_path / "in.parquet")  # workers start
+    done = subprocess.run(
+        [sys.executable, "-m", "hanclf", "predict", old_model, tmp_path / "in.parquet", "-o",
+         tmp_path / "out.parquet", "--devices", "2", "--quiet"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    warned = [line for line in done.stderr.splitlines() if "tokenizer rules" in line]
+    assert warned == [f"warning: {old_model}: trained with tokenizer rules v{vocab['tokenizer'] + 1}, "
+                      f"this hanclf tokenizes with v{vocab['tokenizer']}: some words split "
+                      "differently than in training, which can cost accuracy; retrain the model, "
+                      "or predict with hanclf 0.1.0, which trained it"]
+    assert ", 2 worker processes)" in done.stderr  # the path where each worker loads the model
 
 
 # A batch job over daily partitions meets an empty one: its output is empty too, with the

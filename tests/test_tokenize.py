@@ -268,3 +268,49 @@ def test_tokenize_all_is_tokenize_of_each_and_restores_the_garbage_collector():
         assert not gc.isenabled()  # a caller's own setting is left as it was
     finally:
         gc.enable()
+
+
+# Texts that touch every rule of the module docstring. Their output must never change under one
+# TOKENIZER_VERSION: models keep the version they were trained with, and a model tokenized
+# differently at prediction than in training loses accuracy with no error. Frozen: add no text
+# here (new cases belong in CASES), or the digests of earlier versions stop meaning anything.
+VERSIONED_TEXTS = [
+    "The food was great. Mr. Smith said it's a 9/10! I'd go again... Would you? Yes!!! Wow?!",
+    "Dr. Who met Prof. X on Jan. 5 at 10:30 a.m. Then we left. See No. 5, e.g. the U.S. one.",
+    "J. K. Rowling wrote it. etc. Then more. We paid $12.99 (50% off) for 1,000 grams.",
+    "He said \"wow.\" Then left. \"Why?\" he asked. (It was fine.) Next one.",
+    "Great! :) Back soon :-( ;) :D :P <3 ^_^ -_- o_O bye",
+    "I loved it 👍🏽 and 👨‍👩‍👧 came too 🇫🇷! Really.",
+    "Line one\nLine two<br />Line three<p>Four</p><div>five</div><li>six</li>",
+    "<i>Italic</i> &amp; <b>bold</b> &lt;br&gt; <a href='x'>link</a> <sarcasm>great</sarcasm>",
+    "<script>var x = 1;</script> visible <!-- hidden --> text",
+    "Visit https://example.com/path?q=1. Or www.example.org, shop.co.uk and me@mail.com today",
+    "well-made R&B don't don’t I'm co-op -- film.The end… . . . done..",
+    "这家餐厅很好。服务也不错！你去过吗？ 日本語のテキストです。",
+    "नमस्ते दोस्त। مَطْعَم جيد؟ שָׁלוֹם עולם",
+    "Café naïve coöperate résumé – ﬁne soft\u00adhyphen zero\u200bwidth word\u2060joiner",
+    "ALL CAPS REVIEW!!! terrible terrible TERRIBLE.",
+    "it was ok . not great . the end",
+    "Inc. Ltd. Co. Corp. report: Acme Inc. Big news. Acme Corp. grew",
+    "St. Louis and Mt. Everest vs. Sept. rain; Jr. and Sr. met",
+    "Tabs\tand  spaces \r\n and\u2028separators\u2029here\x1cnow",
+    "",
+    "   ",
+]
+
+# TOKENIZER_VERSION -> sha256 of the JSON of [tokenize(t) for t in VERSIONED_TEXTS].
+OUTPUT_DIGESTS = {1: "5284934e289f00904fb4135860a916293bf3e1797736ffda0db20ee32c883062"}
+
+
+def test_tokenizer_output_changes_only_with_its_version():
+    import hashlib
+    import json
+
+    from hanclf.tokenize import TOKENIZER_VERSION
+
+    output = json.dumps([tokenize(t) for t in VERSIONED_TEXTS], ensure_ascii=True)
+    digest = hashlib.sha256(output.encode()).hexdigest()
+    assert digest == OUTPUT_DIGESTS.get(TOKENIZER_VERSION), (
+        "tokenize's output changed: raise TOKENIZER_VERSION in hanclf/tokenize.py and add "
+        f"{TOKENIZER_VERSION + 1}: '{digest}' to OUTPUT_DIGESTS (models trained before will "
+        "then warn that they were tokenized differently)")

@@ -11,6 +11,7 @@ from hanclf.config import DataConfig
 from hanclf.data import index_tokens, vocabulary
 from hanclf.errors import UsageError
 from hanclf.model import PAD, UNK
+from hanclf.tokenize import TOKENIZER_VERSION
 from hanclf.vocab import Labels, Vocab, normalize_label, normalize_label_set
 
 # counts: the 4, cat 3, sat 2, mat 2, on 2, a 1
@@ -82,9 +83,11 @@ def test_unknown_words_are_unk():
 def test_vocab_json_round_trip():
     vocab = build(DOCS, min_count=1, max_size=100, lowercase=False)
     data = json.loads(json.dumps(vocab.to_json()))
-    assert data == {"lowercase": False, "words": ["the", "cat", "mat", "on", "sat", "a"]}
+    assert data == {"lowercase": False, "tokenizer": TOKENIZER_VERSION,
+                    "words": ["the", "cat", "mat", "on", "sat", "a"]}
     again = Vocab.from_json(data)
     assert again.words == vocab.words and again.lowercase is False
+    assert again.tokenizer == TOKENIZER_VERSION
     assert ids(again, ["sat", "The"]) == ids(vocab, ["sat", "The"]) == [6, UNK]
 
 
