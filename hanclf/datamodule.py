@@ -20,6 +20,7 @@ from hanclf.data import (
     MemberBatchSampler,
     MemberDocs,
     TokenizedDocs,
+    Truncation,
     collate_labelled,
     collate_members,
     doc_size,
@@ -97,9 +98,7 @@ class HANDataModule(pl.LightningDataModule):
         release_freed_memory()
         self.vocab = vocabulary(train_parts, self.config)
         # What the caps (max_sentences, max_words) keep from the model: train says so when much.
-        self.train_cut = sum(part.cut for part in train_parts)
-        unread = sum(part.unread for part in train_parts)
-        self.train_unread_share = unread / max(1, unread + sum(len(part.ids) for part in train_parts))
+        self.train_truncation = sum((part.truncation() for part in train_parts), Truncation())
         self.train_set = LabelledDocs(_encoded(train_parts, self.vocab), self.train_targets)
         valid_parts = tokenize_in_parallel(texts.pop(), self.config)
         release_freed_memory()

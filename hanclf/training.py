@@ -38,6 +38,7 @@ from hanclf.artifact import (
     save,
 )
 from hanclf.config import Config, DataConfig, TrainConfig, config_from_dict, default_config, load_config
+from hanclf.data import UNREAD_NOTE_SHARE
 from hanclf.datamodule import HANDataModule
 from hanclf.embeddings import initial_embeddings, require_gensim
 from hanclf.errors import HanclfError, UsageError
@@ -373,10 +374,6 @@ def class_weights(
 
 
 RARE_LABEL_ROWS = 2  # a label on this few training rows is worth a look
-# Share of the training words past the caps that train notes: the presets leave 4-5% of
-# Yelp's and IMDb's unread (one sentence past max_words, mostly), tickets of thousands of words
-# most of theirs.
-UNREAD_NOTE_SHARE = 0.10
 MISSING_WORDS = {"na", "n/a", "nan", "none", "null", "nil"}
 
 
@@ -662,11 +659,12 @@ def _train(
                 "class weights hold back; --set train.select_on=macro_f1 keeps them on macro-F1")
     for note in label_notes(labels, datamodule.train_targets, config.data):
         log(f"note: {note}")
-    if datamodule.train_unread_share >= UNREAD_NOTE_SHARE:
+    truncation = datamodule.train_truncation
+    if truncation.unread_share >= UNREAD_NOTE_SHARE:
         d = config.data
         log(f"note: the model reads {d.max_sentences} sentences of {d.max_words} words at most (data.max_sentences, "
-            f"data.max_words): {datamodule.train_unread_share:.0%} of the training words are past them, in "
-            f"{datamodule.train_cut} of {len(datamodule.train_set)} documents; raise them where labels may "
+            f"data.max_words): {truncation.unread_share:.0%} of the training words are past them, in "
+            f"{truncation.cut} of {truncation.documents} documents; raise them where labels may "
             "depend on what long documents say late")
     if han_config.members > 1:  # the presets' ensembles surprise users at prediction time
         log(f"note: an ensemble of {han_config.members} models (model.members): {han_config.members}x one "
