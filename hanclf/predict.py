@@ -33,7 +33,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from hanclf import __version__
 from hanclf.artifact import load
-from hanclf.data import EncodedDoc, WordBatch, encode_texts, index_tokens, pad, readable, size_batches, truncate
+from hanclf.data import (
+    EncodedDoc, Truncation, WordBatch, index_tokens, pad, readable, size_batches,
+    tokenize_texts, truncate,
+)
 from hanclf.errors import HanclfError, HanclfWarning, UsageError
 from hanclf.io import (
     PROGRESS_LOG_SECONDS,
@@ -151,6 +154,10 @@ class Predictor:
     `device`: auto (a GPU if there is one), cpu, cuda or cuda:N. `batch_size`: documents per
     forward pass (None: 1,024 on a GPU, 64 on the CPU); batches also hold at most
     MAX_BATCH_SLOTS padded word slots. The model is loaded once; calls are independent.
+
+    `truncation` adds up, over all the texts given to it so far (to label, or to batch for a
+    model elsewhere), the documents that the model's caps (data.max_sentences, data.max_words)
+    cut and the words they leave unread.
     """
 
     def __init__(self, model_dir: str | Path, device: str = "auto", batch_size: int | None = None) -> None:
@@ -171,6 +178,7 @@ class Predictor:
         # 49,200 at 256 on an H200 (bench/results/throughput-gpu.md).
         self.batch_size = batch_size or (1024 if self.device.type == "cuda" else 64)
         self.max_batch_slots = MAX_BATCH_SLOTS
+        self.truncation = Truncation()
 
     def __repr__(self) -> str:
         shown = ", ".join(map(str, self.labels.names[:5])) + (", ..." if len(self.labels) > 5 else "")
@@ -195,8 +203,9 @@ class Predictor:
         """The model's inputs for `texts`, made as they are needed: the CPU's part of predicting
         (tokens, ids, batches of similar-size documents), which predict's workers do for a model
         on a GPU."""
-        texts = one_per_text(texts)
-        return self._batches(encode_texts(texts, self.artifact.vocab, self.artifact.config.data))
+        tokenized = tokenize_texts(one_per_text(texts), self.artifact.config.data)
+        self.truncation += tokenized.truncation()
+        return self._batches(tokenized.encoded(self.artifact.vocab))
 
     def _batches(self, docs: list[EncodedDoc]) -> Iterator[Batch]:
         for index in map(np.array, size_batches(docs, self.batch_size, self.max_batch_slots)):
@@ -461,8 +470,9 @@ def predict_file(
     log: Callable[[str], None] = to_stderr,
 ) -> dict[str, float]:
     """Label every row of `input_path` into the Parquet file `output`; returns rows, seconds,
-    processes (the worker processes used; 1: this process alone) and rows_without_id (null or
-    empty in `id_column`).
+    processes (the worker processes used; 1: this process alone), rows_without_id (null or
+    empty in `id_column`), cut (documents longer than the model's caps, data.max_sentences and
+    data.max_words), words (in all the documents) and unread_words (past the caps).
 
     `progress`: a progress bar on stderr (None: where stderr is a terminal); without one, `log`
     gets a line on the rows labelled so far every PROGRESS_LOG_SECONDS, for batch jobs' logs
@@ -528,8 +538,10 @@ def predict_file(
         if rows == 0:  # an empty partition of a batch job: an empty output, with the usual columns
             empty = empty_batch(input_path, job.columns)
             rows = job.write(tmp, iter([(empty, predictor.predict_table(job.texts(empty), top_k, threshold))]))
+    truncation = predictor.truncation
     return {"rows": rows, "seconds": time.perf_counter() - start, "processes": processes,
-            "rows_without_id": job.rows_without_id}
+            "rows_without_id": job.rows_without_id, "cut": truncation.cut, "words": truncation.words,
+            "unread_words": truncation.unread}
 
 
 class RowProgress:
@@ -759,10 +771,12 @@ def _write_in_workers(
 
         def done() -> Iterator[tuple[pa.RecordBatch, pa.Table]]:
             part, result = in_flight.popleft()
+            made, truncation = result.result()
+            predictor.truncation += truncation
             if not model_here:
-                yield part, result.result()
+                yield part, made
                 return
-            on_model.append((part, predictor._queue_probs(part.num_rows, result.result())))
+            on_model.append((part, predictor._queue_probs(part.num_rows, made)))
             if len(on_model) > 1:
                 yield from_model()
 
@@ -838,13 +852,20 @@ def _start_worker(model_dir: Path, threads: int, batch_size: int) -> None:
         _worker = Predictor(model_dir, "cpu", batch_size)
 
 
-def _predict_texts(texts: list[str | None], top_k: int, threshold: float | None) -> pa.Table:
-    return _worker.predict_table(texts, top_k, threshold)
+def _predict_texts(
+    texts: list[str | None], top_k: int, threshold: float | None
+) -> tuple[pa.Table, Truncation]:
+    """A worker's task on the CPU: the predictions of `texts`, and what the caps cut of them,
+    which the main process adds to its own Predictor's truncation."""
+    _worker.truncation = Truncation()
+    return _worker.predict_table(texts, top_k, threshold), _worker.truncation
 
 
-def _batch_texts(texts: list[str | None]) -> list[Batch]:
-    """A worker's task when the model is in the main process: the batches of `texts`."""
-    return list(_worker.batches(texts))
+def _batch_texts(texts: list[str | None]) -> tuple[list[Batch], Truncation]:
+    """A worker's task when the model is in the main process: the batches of `texts`, and what
+    the caps cut of them."""
+    _worker.truncation = Truncation()
+    return list(_worker.batches(texts)), _worker.truncation
 
 
 def _write(

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import random
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from hanclf.config import load_config
+from hanclf.tokenize import tokenize
 from hanclf.training import train
 
 FILLER = [
@@ -30,6 +33,16 @@ def make_reviews(n: int, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def words_past_the_caps(texts: list[str | None], max_sentences: int, max_words: int) -> tuple[int, int, int]:
+    """(documents cut, words, words unread) of `texts` under the caps, counted on their tokens."""
+    cut = words = unread = 0
+    for doc in map(tokenize, texts):
+        total = sum(map(len, doc))
+        read = sum(min(len(sentence), max_words) for sentence in doc[:max_sentences])
+        cut, words, unread = cut + (read < total), words + total, unread + total - read
+    return cut, words, unread
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data")
@@ -47,6 +60,18 @@ def model_dir(data_dir, tmp_path_factory) -> Path:
         "train.lr": 0.01, "train.accelerator": "cpu", "data.min_count": 1,
     })
     train(data_dir / "train.csv", out, config, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def capped_model_dir(model_dir, tmp_path_factory) -> Path:
+    """The tiny model reading 3 sentences of 4 words at most: the caps choose what it reads,
+    and its weights do not depend on them."""
+    out = tmp_path_factory.mktemp("models") / "capped"
+    shutil.copytree(model_dir, out)
+    config = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
+    config["data"].update(max_sentences=3, max_words=4)
+    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return out
 
 

@@ -23,9 +23,11 @@ from typer.testing import CliRunner
 import hanclf.predict
 import hanclf.workers
 from hanclf.cli.main import app
+from hanclf.data import Truncation
 from hanclf.errors import UsageError
 from hanclf.predict import Predictor, predict_file, worker_died, worker_processes
 from hanclf.workers import likely_to_use_workers
+from tests.conftest import words_past_the_caps
 
 WORDS = "the food was wonderful awful great slow we went there on a sunday parking".split()
 
@@ -94,19 +96,19 @@ def test_a_predictor_tokenizes_a_large_batch_a_slice_at_a_time(model_dir, review
     # A Ray batch or a Spark Arrow batch may hold 100,000s of texts: tokenized all at once, a
     # batch of 250,000 Yelp reviews took a worker's memory from 0.7 to 3.9 GiB.
     monkeypatch.setattr(hanclf.predict, "PREDICT_CHUNK_ROWS", 700, raising=False)
-    encoded: list[int] = []
-    encode = hanclf.predict.encode_texts
-    monkeypatch.setattr(hanclf.predict, "encode_texts",
-                        lambda texts, *args: encoded.append(len(texts)) or encode(texts, *args))
+    tokenized: list[int] = []
+    tokenize = hanclf.predict.tokenize_texts
+    monkeypatch.setattr(hanclf.predict, "tokenize_texts",
+                        lambda texts, *args: tokenized.append(len(texts)) or tokenize(texts, *args))
     predictor = Predictor(model_dir, device="cpu")
     table = pq.read_table(reviews)
     labelled = predictor(table, top_k=2)
-    assert encoded == [700] * 7 + [100]  # 5,000 texts, never more than 700 at once
+    assert tokenized == [700] * 7 + [100]  # 5,000 texts, never more than 700 at once
     by_slice = pa.concat_tables(predictor(table.slice(i, 700), top_k=2) for i in range(0, 5_000, 700))
     assert labelled.equals(by_slice)
-    encoded.clear()
+    tokenized.clear()
     probs = predictor.predict_proba(table.column("text"))
-    assert encoded == [700] * 7 + [100] and probs.shape == (5_000, len(predictor.labels))
+    assert tokenized == [700] * 7 + [100] and probs.shape == (5_000, len(predictor.labels))
     best = probs.max(axis=1)
     np.testing.assert_allclose(best, labelled.column("pred_prob").to_numpy(), rtol=0, atol=1e-6)
     assert labelled.column("empty_text").to_pylist() == [i in (17, 4_999) for i in range(5_000)]
@@ -371,6 +373,28 @@ def test_workers_that_only_batch_for_a_model_here_equal_one_process(model_dir, r
     # is queued before task k's table is built.
     assert steps == ["queue"] + ["queue", "table"] * 7 + ["table"]
     assert_same_predictions(pq.read_table(one), pq.read_table(two))
+
+
+def test_what_the_caps_cut_is_counted_alike_in_one_process_and_in_workers(capped_model_dir, reviews, tmp_path,
+                                                                            monkeypatch):
+    """Each worker counts what the caps cut of its own tasks' texts, whether it labels them or
+    batches them for the model in this process; predict adds them up to what one process counts."""
+    monkeypatch.setattr(hanclf.predict, "WORKER_ROWS", 700)
+    texts = pq.read_table(reviews).column("text").to_pylist()
+    # Every review is a sentence of 10 tokens and one of 7, of which 4 and 4 are read; two
+    # reviews have no text.
+    expected = {"cut": 4_998, "words": 4_998 * 17, "unread_words": 4_998 * 9}
+    assert tuple(expected.values()) == words_past_the_caps(texts, 3, 4)
+    for devices, model_here in ((1, False), (2, False), (2, True)):
+        monkeypatch.setattr(hanclf.predict, "_model_in_this_process", lambda device, here=model_here: here)
+        result = predict_file(capped_model_dir, reviews, tmp_path / "p.parquet", device="cpu", devices=devices,
+                              force=True)
+        assert result["processes"] == devices
+        assert {name: result[name] for name in expected} == expected
+    predictor = Predictor(capped_model_dir, device="cpu")  # as Ray's and Spark's recipes use it
+    for start in range(0, 5_000, 2_000):
+        predictor(pq.read_table(reviews).slice(start, 2_000))
+    assert predictor.truncation == Truncation(5_000, *expected.values())
 
 
 def test_the_cli_starts_the_fork_server_early_only_when_workers_are_likely(tmp_path, monkeypatch):
