@@ -33,8 +33,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from hanclf import __version__
 from hanclf.artifact import load
+from hanclf.config import DataConfig
 from hanclf.data import (
-    EncodedDoc, Truncation, WordBatch, index_tokens, pad, readable, size_batches,
+    UNREAD_NOTE_SHARE, EncodedDoc, Truncation, WordBatch, index_tokens, pad, readable, size_batches,
     tokenize_texts, truncate,
 )
 from hanclf.errors import HanclfError, HanclfWarning, UsageError
@@ -472,7 +473,8 @@ def predict_file(
     """Label every row of `input_path` into the Parquet file `output`; returns rows, seconds,
     processes (the worker processes used; 1: this process alone), rows_without_id (null or
     empty in `id_column`), cut (documents longer than the model's caps, data.max_sentences and
-    data.max_words), words (in all the documents) and unread_words (past the caps).
+    data.max_words), words (in all the documents) and unread_words (past the caps). Where 10%
+    (UNREAD_NOTE_SHARE) or more of the words go unread, a note says so through `log`.
 
     `progress`: a progress bar on stderr (None: where stderr is a terminal); without one, `log`
     gets a line on the rows labelled so far every PROGRESS_LOG_SECONDS, for batch jobs' logs
@@ -539,9 +541,23 @@ def predict_file(
             empty = empty_batch(input_path, job.columns)
             rows = job.write(tmp, iter([(empty, predictor.predict_table(job.texts(empty), top_k, threshold))]))
     truncation = predictor.truncation
+    if truncation.unread_share >= UNREAD_NOTE_SHARE:
+        log(_unread_note(truncation, predictor.artifact.config.data))
     return {"rows": rows, "seconds": time.perf_counter() - start, "processes": processes,
             "rows_without_id": job.rows_without_id, "cut": truncation.cut, "words": truncation.words,
             "unread_words": truncation.unread}
+
+
+def _unread_note(truncation: Truncation, data: DataConfig) -> str:
+    """predict's note on the words of its input that the caps kept from the model."""
+    cut = truncation.cut / max(1, truncation.documents)
+    # A few pasted logs among short tickets can hold a tenth of the words: not "0%" of documents.
+    cut_share = f"{cut:.0%}" if cut >= 0.01 else "under 1%"
+    return (f"note: the model reads {data.max_sentences} sentences of {data.max_words} words at most "
+            f"(data.max_sentences, data.max_words): {truncation.unread_share:.0%} of the input's words are "
+            f"past them, in {truncation.cut} of {truncation.documents} documents ({cut_share}), labelled from "
+            "their beginnings alone; train on such documents with larger caps (--set data.max_sentences=... "
+            "--set data.max_words=...), or split them into parts")
 
 
 class RowProgress:

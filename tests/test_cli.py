@@ -31,7 +31,7 @@ from hanclf.faithfulness import faithfulness_file
 from hanclf.predict import Predictor, predict_file
 from hanclf.training import train
 from hanclf.tokenize import tokenize
-from tests.conftest import CUES, SAMPLE_DATA, make_reviews
+from tests.conftest import CUES, FILLER, SAMPLE_DATA, make_reviews, words_past_the_caps
 
 runner = CliRunner()
 
@@ -225,6 +225,34 @@ def test_predict_notes_rows_without_an_id(model_dir, tmp_path):
     assert pq.read_table(tmp_path / "p.parquet")["id"].to_pylist() == ["a", None, "", "d"]
     printed = invoke("predict", model_dir, source, "-o", tmp_path / "q.parquet")
     assert "note:" not in printed  # row_id, never missing
+
+
+def test_predict_notes_when_the_caps_leave_much_of_the_input_unread(capped_model_dir, tmp_path):
+    """Long tickets labelled by a model that reads 3 sentences of 4 words at most: predict says
+    how much of them it never read, --quiet or not; short documents get no such note."""
+    texts = [" ".join(FILLER)] * 10 + ["Great food.", "Slow service!"] * 15
+    pd.DataFrame({"text": texts}).to_parquet(tmp_path / "tickets.parquet")
+    cut, words, unread = words_past_the_caps(texts, 3, 4)
+    # Each long one: 6 sentences, 37 tokens, 12 read; each short one 3 tokens, all read.
+    assert (cut, words, unread) == (10, 10 * 37 + 30 * 3, 10 * 25)
+    note = (f"note: the model reads 3 sentences of 4 words at most (data.max_sentences, data.max_words): "
+            f"{unread / words:.0%} of the input's words are past them, in {cut} of 40 documents "
+            f"({cut / 40:.0%}), labelled from their beginnings alone; train on such documents with larger "
+            "caps (--set data.max_sentences=... --set data.max_words=...), or split them into parts")
+    for quiet in ([], ["--quiet"]):
+        printed = invoke("predict", capped_model_dir, tmp_path / "tickets.parquet", "-o", tmp_path / "p.parquet",
+                         "--devices", "1", "-F", *quiet)
+        assert [line for line in printed.splitlines() if line.startswith("note:")] == [note]
+    lines: list[str] = []
+    result = predict_file(capped_model_dir, tmp_path / "tickets.parquet", tmp_path / "p.parquet", device="cpu",
+                          force=True, log=lines.append)
+    assert (result["cut"], result["words"], result["unread_words"]) == (cut, words, unread)
+    assert lines == [note]
+    pd.DataFrame({"text": texts[10:]}).to_parquet(tmp_path / "short.parquet")
+    printed = invoke("predict", capped_model_dir, tmp_path / "short.parquet", "-o", tmp_path / "q.parquet")
+    assert "note:" not in printed
+    result = predict_file(capped_model_dir, tmp_path / "short.parquet", tmp_path / "q.parquet", device="cpu", force=True)
+    assert (result["cut"], result["words"], result["unread_words"]) == (0, 90, 0)
 
 def test_predict_logs_its_progress_where_no_bar_is_drawn(model_dir, data_dir, tmp_path, monkeypatch):
     # A long predict in a batch job's log said nothing until it ended.

@@ -385,12 +385,16 @@ def test_what_the_caps_cut_is_counted_alike_in_one_process_and_in_workers(capped
     # reviews have no text.
     expected = {"cut": 4_998, "words": 4_998 * 17, "unread_words": 4_998 * 9}
     assert tuple(expected.values()) == words_past_the_caps(texts, 3, 4)
+    notes = []
     for devices, model_here in ((1, False), (2, False), (2, True)):
         monkeypatch.setattr(hanclf.predict, "_model_in_this_process", lambda device, here=model_here: here)
+        lines: list[str] = []
         result = predict_file(capped_model_dir, reviews, tmp_path / "p.parquet", device="cpu", devices=devices,
-                              force=True)
+                              force=True, log=lines.append)
         assert result["processes"] == devices
         assert {name: result[name] for name in expected} == expected
+        notes += [line for line in lines if line.startswith("note:")]
+    assert len(notes) == 3 and len(set(notes)) == 1 and " 53% of the input's words " in notes[0]
     predictor = Predictor(capped_model_dir, device="cpu")  # as Ray's and Spark's recipes use it
     for start in range(0, 5_000, 2_000):
         predictor(pq.read_table(reviews).slice(start, 2_000))
