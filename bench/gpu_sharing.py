@@ -21,11 +21,11 @@ import pyarrow.parquet as pq
 
 
 def label_for(model: str, texts: list[str], seconds: float, start: multiprocessing.Barrier, out) -> None:
-    from hanclf.data import encode_texts
+    from hanclf.data import tokenize_texts
     from hanclf.predict import Predictor
 
     predictor = Predictor(model)
-    docs = encode_texts(texts, predictor.artifact.vocab, predictor.artifact.config.data)
+    docs = tokenize_texts(texts, predictor.artifact.config.data).encoded(predictor.artifact.vocab)
     predictor._probs(len(docs), predictor._batches(docs))  # warm-up: CUDA context, cuDNN plans
     start.wait()
     began, labelled = time.perf_counter(), 0

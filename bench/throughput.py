@@ -3,7 +3,7 @@ measured in the same run on the same machine.
 
 Stages, each as docs/s (IMDb-length reviews by default):
 
-  tokenize   split + tokenize + map to ids, one core: hanclf's path (hanclf.data.encode_texts)
+  tokenize   split + tokenize + map to ids, one core: hanclf's path (hanclf.data.tokenize_texts, .encoded)
              against a plain loop of tokenize() with Python's garbage collector running
   predict    Parquet in, Parquet out, end to end (hanclf.predict.predict_file), with the time of
              each stage measured apart in one process (read, tokenize + encode, batch + model,
@@ -53,7 +53,7 @@ import torch
 import hanclf.data
 from hanclf.artifact import load
 from hanclf.config import DataConfig, load_config
-from hanclf.data import EncodedDoc, collate, encode_texts, truncate
+from hanclf.data import EncodedDoc, collate, tokenize_texts, truncate
 from hanclf.model import HAN, PAD, UNK
 from hanclf.predict import Predictor, predict_file, resolve_device, worker_processes
 from hanclf.tokenize import tokenize
@@ -118,7 +118,7 @@ def stage_tokenize(texts: list[str], predictor: Predictor, repeats: int) -> list
     vocab, config = predictor.artifact.vocab, predictor.artifact.config.data
 
     def ours() -> list:
-        return encode_texts(texts, vocab, config)
+        return tokenize_texts(texts, config).encoded(vocab)
 
     def baseline() -> list:
         return [plain_encode(t, vocab, config) for t in texts]
@@ -179,7 +179,7 @@ def predict_stages(predictor: Predictor, source: Path) -> dict[str, float]:
     seconds["read"] = time.perf_counter() - start
     start = time.perf_counter()
     vocab, config = predictor.artifact.vocab, predictor.artifact.config.data
-    docs = encode_texts(texts, vocab, config)
+    docs = tokenize_texts(texts, config).encoded(vocab)
     seconds["tokenize + encode"] = time.perf_counter() - start
     start = time.perf_counter()
     probs = predictor._probs(len(docs), predictor._batches(docs))  # waits for a GPU's results

@@ -8,7 +8,8 @@ Times, on the first --rows texts of a Parquet file (column `text`):
   ids             hanclf.data.index_tokens(docs).encoded(vocab): truncation, ids, one array
                   per document, with a Vocab built from the same docs (min_count=2,
                   max_size=50000, lowercase=True; the imdb preset's caps);
-  tokenize + ids  hanclf.data.encode_texts: the work of preparing data for the model;
+  tokenize + ids  hanclf.data.tokenize_texts(texts).encoded(vocab): the work of preparing data
+                  for the model (what predict does);
   re floor        re.findall(r"\w+|[^\w\s]", text): one match of the simplest pattern per
                   word or punctuation mark, no cleaning, no sentences; the least that any
                   tokenizer built on Python's `re` pays for as many tokens.
@@ -35,7 +36,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from hanclf.config import DataConfig
-from hanclf.data import encode_texts, index_tokens, vocabulary
+from hanclf.data import index_tokens, tokenize_texts, vocabulary
 from hanclf.tokenize import tokenize
 
 
@@ -87,7 +88,7 @@ def main() -> None:
         "tokenize": lambda: deque(map(tokenize, texts), maxlen=0),  # keeps nothing
         "tokenize, kept": lambda: [tokenize(t) for t in texts],
         "ids": lambda: index_tokens(docs, config).encoded(vocab),
-        "tokenize + ids": lambda: encode_texts(texts, vocab, config),
+        "tokenize + ids": lambda: tokenize_texts(texts, config).encoded(vocab),
         "re floor": lambda: deque(map(re.compile(r"\w+|[^\w\s]").findall, texts), maxlen=0),
     }
     print(f"{'':16}{'docs/s per core':>16}{'best pass':>12}{'us/doc':>9}")

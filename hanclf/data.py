@@ -175,10 +175,6 @@ def tokenize_texts(texts: Sequence[str | None], config: DataConfig) -> Tokenized
         return index_tokens((tokenize(readable(text, config)) for text in texts), config)
 
 
-def encode_texts(texts: Sequence[str | None], vocab: Vocab, config: DataConfig) -> list[EncodedDoc]:
-    return tokenize_texts(texts, config).encoded(vocab)
-
-
 def vocabulary(parts: Iterable[TokenizedDocs], config: DataConfig) -> Vocab:
     """The vocabulary of the words counted in `parts` (config.min_count, config.max_vocab)."""
     counts: Counter[str] = Counter()

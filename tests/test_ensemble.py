@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from hanclf.artifact import WEIGHTS, load
 from hanclf.config import load_config
-from hanclf.data import EncodedDoc, collate, encode_texts
+from hanclf.data import EncodedDoc, collate, tokenize_texts
 from hanclf.errors import UsageError
 from hanclf.model import Ensemble, HANConfig, build_model, members, probabilities
 from hanclf.module import HANClassifier
@@ -102,7 +102,7 @@ def test_trained_ensemble_is_one_model_directory_that_predicts_the_members_mean(
     texts = ["The food was wonderful! We went there on a Sunday.", "The food was awful.", ""]
     predictor = Predictor(tmp_path / "m", device="cpu")
     got = predictor.predict_proba(texts)
-    batch = collate(encode_texts(texts, artifact.vocab, artifact.config.data))
+    batch = collate(tokenize_texts(texts, artifact.config.data).encoded(artifact.vocab))
     with torch.no_grad():
         each = [torch.softmax(m.eval()(**batch)[0], -1) for m in members(artifact.model)]
     np.testing.assert_allclose(got, torch.stack(each).mean(0).numpy(), atol=1e-5)
