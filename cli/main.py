@@ -406,7 +406,9 @@ def _print_report(result: dict[str, Any]) -> None:
     per_class = Table("label", "precision", "recall", "f1", "support",
                       *(["threshold"] if multi_label else []), title="per label" if multi_label else "per class")
     for label, row in result["per_class"].items():
-        extra = [f"{result['thresholds'][label]:.2f}"] if multi_label else []
+        # A label in the data that the model does not know has no threshold: it is never predicted.
+        cuts = result.get("thresholds", {})
+        extra = [f"{cuts[label]:.2f}" if label in cuts else "-"] if multi_label else []
         per_class.add_row(label, *(f"{row[k]:.4f}" for k in ("precision", "recall", "f1")), str(row["support"]), *extra)
     tables = [summary, per_class]
     if not multi_label:

@@ -10,16 +10,16 @@ from typing import Any
 
 import numpy as np
 
-from hanclf.data import SPLIT_COLUMN, no_label, no_rows_in_split, require_split_column, row_name, rows_in_split
-from hanclf.errors import UsageError
+from hanclf.data import SPLIT_COLUMN, no_label, no_rows_in_split, require_split_column, rows_in_split
 from hanclf.io import (
     TextColumns, as_path, check_input, iter_batches, require_columns, text_columns, text_values, to_stderr,
 )
 from hanclf.metrics import confusion_matrix, multilabel_counts, multilabel_report, report
 from hanclf.predict import Predictor, RowProgress, check_multi_label_options
-from hanclf.vocab import normalize_labels
+from hanclf.vocab import Labels, joined_sets_hint, normalize_labels
 
 BATCH_ROWS = 8_192
+UNKNOWN_LABELS_SHOWN = 5  # in the warning on labels the model does not know
 
 
 def evaluate_file(
@@ -40,7 +40,9 @@ def evaluate_file(
     Multi-label models only: `threshold` replaces the per-label thresholds tuned on valid (as
     predict's --threshold does), `label_separator` the model's separator of labels in one
     string of the label column. `progress` and `log`: the rows read and scored so far, as
-    predict_file's."""
+    predict_file's; `log` also gets a warning where the data holds labels the model does not
+    know, which are scored as scikit-learn scores them: rows misclassified (multi-label: the
+    label missed), the label in the per-class figures with its support."""
     data = as_path(data, "data", data=True)
     check_input(data)
     predictor = Predictor(model_dir, device, batch_size)
@@ -55,8 +57,14 @@ def evaluate_file(
     columns = [*text_columns(text_column), label_column] + ([SPLIT_COLUMN] if split else [])
 
     n = len(labels)
-    # Counts add up over batches: a confusion matrix, or per-label tp/fp/fn for multi-label.
+    # Counts add up over batches: a confusion matrix, or per-label tp/fp/fn for multi-label (and
+    # a last row of totals). A label the model was not trained on (a category new since) gets
+    # its row after the model's as it is met, and in the confusion matrix a column that stays
+    # 0: its rows are scored as scikit-learn scores a label that y_true holds and y_pred never
+    # does, as misclassified (multi-label: that label missed), not refused.
     counts = np.zeros((n + 1, 3) if labels.multi_label else (n, n), dtype=np.int64)
+    scored = labels  # the labels counted: the model's, then those met that it does not know
+    unknown_rows = 0  # rows with a label the model does not know
     row = 0
     seen: set[str | None] = set()  # split values
     with RowProgress.of_input(data, progress, log, "read") as rows_read:
@@ -66,38 +74,56 @@ def evaluate_file(
             keep = rows_in_split(batch.column(SPLIT_COLUMN).to_pylist(), split, seen) if split else range(len(texts))
             where = f"{data} column '{label_column}'"
             values = normalize_labels([raw[i] for i in keep], labels.multi_label, separator)
-            if labels.multi_label:
-                targets = labels.multi_hot(values, where) if keep else None
-            else:
+            if not labels.multi_label:
                 # The first row only: counting them all would mean reading the whole input first.
                 unlabelled = [row + i for i, value in zip(keep, values) if value is None][:1]
                 if unlabelled:
                     raise no_label(str(data), unlabelled, label_column)
-                for i, value in zip(keep, values):
-                    if value not in labels.index:
-                        # A category new since training (tickets grow them) cannot be predicted:
-                        # which row, and what to do, as explain says.
-                        raise UsageError(
-                            f"{data}: {row_name(row + i)} has label {value!r} in column '{label_column}', "
-                            f"not one of the model's ({', '.join(labels.names)}); drop such rows, or "
-                            "train again with them"
-                        )
-                targets = np.array(labels.ids(values, where))
+            label_sets = values if labels.multi_label else [[value] for value in values]
+            unknown_rows += sum(any(tag not in labels.index for tag in tags) for tags in label_sets)
+            met = list({tag for tags in label_sets for tag in tags} - scored.index.keys())
+            if met:
+                scored = Labels([*scored.names, *met], labels.multi_label)
+                counts = _with_rows_for(counts, len(met), labels.multi_label)
             row += len(texts)
             if keep:
                 predicted = labels.predicted(predictor.predict_proba([texts[i] for i in keep]), threshold)
                 if labels.multi_label:
-                    counts += multilabel_counts(targets, predicted)
+                    never_predicted = np.zeros((len(keep), len(scored) - n), dtype=bool)
+                    counts += multilabel_counts(scored.multi_hot(values, where), np.hstack([predicted, never_predicted]))
                 else:
-                    counts += confusion_matrix(targets, predicted, n)
+                    counts += confusion_matrix(np.array(scored.ids(values, where)), predicted, len(scored))
             rows_read(row)  # once scored, as predict counts rows once labelled
     documents = counts[-1, 0] if labels.multi_label else counts.sum()
     if documents == 0:
         raise no_rows_in_split(data, split, seen)
+    scored_data = str(data) + (f" (split={split})" if split else "")
+    # The labels the model does not know in the order Labels gives labels (so whatever order
+    # the rows come in), after the model's.
+    unknown = Labels.build(scored.names[n:]).names
+    order = [*range(n), *(scored.index[name] for name in unknown)]
     if labels.multi_label:
-        result = multilabel_report(counts, labels.names)
+        result = multilabel_report(counts[[*order, -1]], labels.names + unknown)
         result["thresholds"] = dict(zip(labels.names, np.asarray(labels.cuts(threshold)).tolist()))
     else:
-        result = report(counts, labels.names)
-    result["data"] = str(data) + (f" (split={split})" if split else "")
+        result = report(counts[np.ix_(order, order)], labels.names + unknown)
+    if unknown_rows:
+        shown = ", ".join(map(repr, unknown[:UNKNOWN_LABELS_SHOWN]))
+        more = len(unknown) - UNKNOWN_LABELS_SHOWN
+        counted = ("each such label counted as missed (a false negative)" if labels.multi_label
+                   else "counted as misclassified")
+        leave_out = "take those labels out of" if labels.multi_label else "filter those rows out of"
+        log(f"warning: {scored_data} column '{label_column}': {unknown_rows} of {documents} rows have a "
+            f"label the model was not trained on ({shown}{f' and {more} more' if more > 0 else ''}); "
+            f"{counted}, as scikit-learn counts them; {leave_out} the data to score only the "
+            f"labels the model knows{joined_sets_hint(unknown, labels.multi_label)}")
+    result["data"] = scored_data
     return result
+
+
+def _with_rows_for(counts: np.ndarray, labels: int, multi_label: bool) -> np.ndarray:
+    """`counts` with room for `labels` more labels: rows of 0 before the totals (multi-label),
+    or rows and columns of 0 (a confusion matrix)."""
+    if multi_label:
+        return np.insert(counts, [len(counts) - 1] * labels, 0, axis=0)
+    return np.pad(counts, ((0, labels), (0, labels)))

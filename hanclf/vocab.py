@@ -132,11 +132,9 @@ class Labels:
         unknown = sorted(set(values) - self.index.keys())
         if unknown:
             shown = ", ".join(repr(u) for u in unknown[:5])
-            joined = self.multi_label and any(sep in u for u in unknown for sep in ",;|")
             raise UsageError(
                 f"{where}: label(s) {shown} not among {known_as} ({', '.join(self.names)})"
-                + ("; sets of labels joined by a separator not read as one? --label-separator "
-                   "names it" if joined else "")
+                + joined_sets_hint(unknown, self.multi_label)
             )
         return [self.index[v] for v in values]
 
@@ -195,6 +193,14 @@ class Labels:
         multi_label = bool(data.get("multi_label", False))
         thresholds = [float(t) for t in data["thresholds"]] if multi_label else None
         return cls(data["labels"], multi_label, thresholds)
+
+
+def joined_sets_hint(unknown: Iterable[str], multi_label: bool) -> str:
+    """The end of a message on labels a multi-label model does not know, where they look like
+    sets of labels joined by a separator other than the one they were split on."""
+    if multi_label and any(sep in label for label in unknown for sep in ",;|"):
+        return "; sets of labels joined by a separator not read as one? --label-separator names it"
+    return ""
 
 
 def _is_int(text: str) -> bool:

@@ -12,6 +12,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from sklearn import metrics as sk
+from sklearn.preprocessing import MultiLabelBinarizer
 from typer.testing import CliRunner
 
 from hanclf.cli.main import app
@@ -89,6 +91,43 @@ def test_evaluate_scores_predictions_made_at_another_threshold_and_separator(mod
         assert result["subset_accuracy"] == pytest.approx(np.mean([p == t for p, t in zip(predicted, truth)]))
     tuned = json.loads(invoke("evaluate", model, TEST, "-o", tmp_path / "t.json") and (tmp_path / "t.json").read_text())
     assert tuned["micro_f1"] != result["micro_f1"]  # 0.05 lets more labels through than the tuned ones
+
+def test_evaluate_scores_labels_the_model_never_saw_as_scikit_learn_does(model, tmp_path):
+    # scikit-learn's multi-label metrics over the labels of truth and prediction alike: a label
+    # the model cannot output is a false negative wherever a document has it; such a document
+    # is never an exact match, and the label is one more column of the Hamming loss.
+    frame = pd.read_parquet(TEST)
+    frame["labels"] = [list(t) + (["parking"] if i % 4 == 0 else []) + (["wifi"] if i % 10 == 3 else [])
+                       for i, t in enumerate(frame["labels"])]
+    data = tmp_path / "new.parquet"
+    frame.to_parquet(data)
+    predictor = Predictor(model, device="cpu")
+    chosen = predictor.labels.predicted(predictor.predict_proba(frame["text"].tolist()))
+    predicted = [[name for name, on in zip(ASPECTS, row) if on] for row in chosen]
+    out = tmp_path / "m.json"
+    run = CliRunner().invoke(app, ["evaluate", str(model), str(data), "-o", str(out), "-q"])
+    assert run.exit_code == 0, run.output
+    result = json.loads(out.read_text())
+    assert result["labels"] == [*ASPECTS, "parking", "wifi"]
+    binarizer = MultiLabelBinarizer(classes=result["labels"])
+    truth, guess = binarizer.fit_transform(frame["labels"]), binarizer.transform(predicted)
+    assert result["micro_f1"] == pytest.approx(sk.f1_score(truth, guess, average="micro", zero_division=0))
+    assert result["macro_f1"] == pytest.approx(sk.f1_score(truth, guess, average="macro", zero_division=0))
+    assert result["micro_recall"] == pytest.approx(sk.recall_score(truth, guess, average="micro", zero_division=0))
+    assert result["subset_accuracy"] == pytest.approx(sk.accuracy_score(truth, guess))
+    assert result["hamming_loss"] == pytest.approx(sk.hamming_loss(truth, guess))
+    precision, recall, f1, support = sk.precision_recall_fscore_support(truth, guess, zero_division=0)
+    for i, label in enumerate(result["labels"]):
+        assert result["per_class"][label] == pytest.approx(
+            {"precision": precision[i], "recall": recall[i], "f1": f1[i], "support": support[i]}), label
+    assert result["per_class"]["parking"]["support"] == 25 and set(result["thresholds"]) == set(ASPECTS)
+    assert run.stderr.splitlines() == [
+        f"warning: {data} column 'labels': 35 of 100 rows have a label the model was not trained on "
+        "('parking', 'wifi'); each such label counted as missed (a false negative), as scikit-learn "
+        "counts them; take those labels out of the data to score only the labels the model knows"
+    ]
+    assert re.search(r"parking .* 25 .* - ", run.stdout)  # no threshold: never predicted
+
 
 def test_predict_writes_label_sets_at_the_tuned_thresholds(model, tmp_path):
     out = tmp_path / "pred.parquet"
