@@ -127,6 +127,13 @@ def test_evaluate_scores_labels_the_model_never_saw_as_scikit_learn_does(model, 
         "counts them; take those labels out of the data to score only the labels the model knows"
     ]
     assert re.search(r"parking .* 25 .* - ", run.stdout)  # no threshold: never predicted
+    # Sets joined by another separator than the model's read as labels it does not know: said.
+    piped = tmp_path / "piped.csv"
+    frame.head(5).assign(labels=frame["labels"].head(5).map("|".join)).to_csv(piped, index=False)
+    run = CliRunner().invoke(app, ["evaluate", str(model), str(piped), "-q"])
+    assert run.exit_code == 0 and run.stderr.count("\n") == 1, run.output
+    assert run.stderr.rstrip().endswith("; sets of labels joined by a separator not read as one? "
+                                        "--label-separator names it")
 
 
 def test_predict_writes_label_sets_at_the_tuned_thresholds(model, tmp_path):
