@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from hanclf.artifact import check_not_model_file
-from hanclf.data import SPLIT_COLUMN, no_rows_in_split, require_split_column, row_name, rows_in_split
+from hanclf.data import SPLIT_COLUMN, no_rows_in_split, require_split_column, rows_in_split
 from hanclf.errors import UsageError
 from hanclf.io import (
     TextColumns,
@@ -116,8 +116,9 @@ def iter_rows(
     `input_path`, only those of `split` if given.
 
     True labels are filled when the input has the model's label column (or `label_column`;
-    "" for none); multi-label sets are written as the model's predictions are (see
-    `Explained`), whatever `label_separator` joins them in the input (default: the model's).
+    "" for none), those the model does not know as read too; multi-label sets are written as
+    the model's predictions are (see `Explained`; labels it does not know last), whatever
+    `label_separator` joins them in the input (default: the model's).
     """
     check_input(input_path)
     if limit is not None and limit < 1:
@@ -135,21 +136,14 @@ def iter_rows(
     labels, separator = predictor.labels, predictor.artifact.config.data.label_separator
     read_separator = label_separator or separator
 
-    def as_label(value: Any, position: int) -> str | None:
-        # A label the model does not know would be counted as misclassified: refused, as
-        # evaluate refuses it.
+    def as_label(value: Any) -> str | None:
+        # A label the model does not know (a category new since training) is written as read:
+        # its document shows as misclassified, as evaluate counts it, and where the model
+        # looked for the label it gave instead is what a reader of such a document wants.
         read = normalize_labels([value], labels.multi_label, read_separator)[0]
-        tags = read if labels.multi_label else [read]
-        unknown = [tag for tag in tags if tag is not None and tag not in labels.index]
-        if unknown:
-            raise UsageError(
-                f"{input_path}: {row_name(position)} has label {unknown[0]!r} in column "
-                f"'{label_column}', not one of the model's ({', '.join(labels.names)}); fix or drop "
-                "such rows, or pass --label-column '' to explain without true labels"
-            )
         if labels.multi_label:  # null too: no label applies, a true set like any other
-            return separator.join(labels.in_order(tags))
-        return tags[0] if tags else None
+            return separator.join(labels.in_order(read))
+        return read
 
     row = docs = 0  # rows read, rows yielded
     seen: set[str | None] = set()  # split values
@@ -160,8 +154,8 @@ def iter_rows(
         ids = batch.column(id_column).to_pylist() if id_column else range(row, row + len(texts))
         truth = batch.column(label_column).to_pylist() if label_column else None
         if keep:
-            known = [None if truth is None else as_label(truth[i], row + i) for i in keep]
-            yield [texts[i] for i in keep], [ids[i] for i in keep], known
+            true_labels = [None if truth is None else as_label(truth[i]) for i in keep]
+            yield [texts[i] for i in keep], [ids[i] for i in keep], true_labels
         row += batch.num_rows
         docs += len(keep)
         if limit is not None and docs >= limit:

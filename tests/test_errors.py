@@ -256,8 +256,6 @@ CASES = [
     Case("predict-model-labels-json-damaged", tampered_model(lambda m: (m / "labels.json").write_text("{labels: ")), 1, ("labels.json",),),
     Case("predict-model-config-unknown-key", tampered_model(lambda m: (m / "config.yaml").write_text((m / "config.yaml").read_text().replace("model:\n", "model:\n  embed_size: 16\n"))), 1, ("config.yaml", "model.embed_size"),),
     # -- evaluate
-    Case("explain-label-not-the-models", lambda e: explain(e, e.table("foreign.csv", e.reviews(9).assign(label=["pos", "neg", "zzz"] * 3))), 2, ("foreign.csv", "row 3 (iloc 2)", "'zzz'", "'label'", "--label-column ''")),
-    Case("explain-label-column-of-other-labels", lambda e: explain(e, e.table("stars.csv", e.reviews(9).assign(stars=[1, 2, 3] * 3)), "--label-column", "stars", "--html", str(e.out / "r.html")), 2, ("stars.csv", "'stars'", "not one of the model's")),
     Case("evaluate-null-label-row", lambda e: evaluate(e, e.table("gaps.csv", e.reviews(9).assign(label=lambda f: f.label.where(f.index != 2)))), 2, ("gaps.csv", "row 3 (iloc 2)", "'label'")),
     Case("evaluate-missing-label-column", lambda e: evaluate(e, e.table("nolabel.csv", e.reviews(9).drop(columns="label"))), 2, ("nolabel.csv", "'label'", "--label-column")),
     Case("evaluate-threshold-on-a-single-label-model", lambda e: evaluate(e, e.data / "test.parquet", "--threshold", "0.3"), 2, ("--threshold 0.3", "multi-label")),

@@ -126,3 +126,22 @@ def test_evaluate_scores_labels_the_model_never_saw_as_scikit_learn_does(model_d
     assert run.stderr.splitlines() == lines  # one line, however wide the terminal
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     assert "billing/refund" in run.stdout and "confusion matrix" in run.stdout
+
+
+@pytest.mark.slow
+def test_explain_shows_a_label_the_model_never_saw_as_the_true_label(model_dir, data_dir, tmp_path):
+    # explain refused the month's file at its first new category, as evaluate did; where the
+    # model looked for the label it gave instead is what a reader of such a ticket wants.
+    frame = pd.read_parquet(data_dir / "test.parquet").head(6)
+    frame.loc[:1, "label"] = ["loyalty", "007"]
+    data, out, html = tmp_path / "month.csv", tmp_path / "s.csv", tmp_path / "r.html"
+    frame.to_csv(data, index=False)
+    run = CliRunner().invoke(cli_main.app, ["explain", str(model_dir), str(data), "-o", str(out), "--html",
+                                            str(html), "--level", "sentence", "--id-column", "id", "-q"])
+    assert run.exit_code == 0, run.output
+    truth = pd.read_csv(out, dtype=str, keep_default_na=False).groupby("doc_id")["true_label"].first()
+    assert truth.to_dict() == frame.set_index("id")["label"].to_dict()
+    documents = html.read_text().split("<article")[1:]
+    for doc_id, label in (("d0000", "loyalty"), ("d0001", "007")):
+        (doc,) = [d for d in documents if f">{doc_id}<" in d]
+        assert f"true <b>{label}</b>" in doc and "misclassified" in doc
