@@ -71,6 +71,17 @@ class HANDataModule(pl.LightningDataModule):
             self.labels = Labels.build([x for labels in train.labels for x in labels], multi_label=True)
             if not self.labels.names:
                 raise UsageError(f"{train.where}: no labels at all in {column}")
+            # Lists (a Parquet list column, a JSON array) are not split on the separator: a label
+            # in one may hold it, and explain's CSV, which joins a document's labels with it,
+            # would read as two labels.
+            separator = self.config.label_separator
+            joined = [name for name in self.labels.names if separator in name]
+            if joined:
+                raise UsageError(
+                    f"{train.where}: label {joined[0]!r} in {column} holds the label separator "
+                    f"{separator!r}, which joins a document's labels in explain's output; train with "
+                    "--label-separator set to a character that no label holds, or rename the label"
+                )
             valid_targets = self.labels.multi_hot(valid.labels, valid.where, known_as="the training labels")
             train_targets = self.labels.multi_hot(train.labels, train.where)
         else:

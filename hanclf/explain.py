@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from hanclf.artifact import check_not_model_file
-from hanclf.data import SPLIT_COLUMN, no_rows_in_split, require_split_column, rows_in_split
+from hanclf.data import SPLIT_COLUMN, no_rows_in_split, require_split_column, row_name, rows_in_split
 from hanclf.errors import UsageError
 from hanclf.io import (
     TextColumns,
@@ -136,14 +136,24 @@ def iter_rows(
     labels, separator = predictor.labels, predictor.artifact.config.data.label_separator
     read_separator = label_separator or separator
 
-    def as_label(value: Any) -> str | None:
+    def as_label(value: Any, position: int) -> str | None:
         # A label the model does not know (a category new since training) is written as read:
         # its document shows as misclassified, as evaluate counts it, and where the model
         # looked for the label it gave instead is what a reader of such a document wants.
         read = normalize_labels([value], labels.multi_label, read_separator)[0]
-        if labels.multi_label:  # null too: no label applies, a true set like any other
-            return separator.join(labels.in_order(read))
-        return read
+        if not labels.multi_label:
+            return read
+        # From a list, or split on another --label-separator: refused, as train refuses it.
+        joined = [tag for tag in read if separator in tag]
+        if joined:
+            raise UsageError(
+                f"{input_path}: {row_name(position)} has label {joined[0]!r} in column "
+                f"'{label_column}', which holds the separator {separator!r} that joins a "
+                "document's labels in explain's output; rename the label, or pass "
+                "--label-column '' to explain without true labels"
+            )
+        # Null too: no label applies, a true set like any other.
+        return separator.join(labels.in_order(read))
 
     row = docs = 0  # rows read, rows yielded
     seen: set[str | None] = set()  # split values
@@ -154,7 +164,7 @@ def iter_rows(
         ids = batch.column(id_column).to_pylist() if id_column else range(row, row + len(texts))
         truth = batch.column(label_column).to_pylist() if label_column else None
         if keep:
-            true_labels = [None if truth is None else as_label(truth[i]) for i in keep]
+            true_labels = [None if truth is None else as_label(truth[i], row + i) for i in keep]
             yield [texts[i] for i in keep], [ids[i] for i in keep], true_labels
         row += batch.num_rows
         docs += len(keep)

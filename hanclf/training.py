@@ -406,7 +406,7 @@ def label_notes(labels: Labels, targets: list, data: DataConfig) -> list[str]:
     by_separator = {sep: [name for name in labels.names if sep in name] for sep in (",", ";", "|")}
     sep, joined = max(by_separator.items(), key=lambda item: len(item[1]))
     if len(joined) >= 2:
-        # (Multi-label labels never hold data.label_separator: they were split on it.)
+        # (Multi-label labels never hold data.label_separator: split on it, or refused.)
         flags = [] if labels.multi_label else ["--multi-label"]
         flags += [f"--label-separator '{sep}'"] if sep != data.label_separator else []
         notes.append(f"{len(joined)} labels hold '{sep}' ({', '.join(map(repr, joined[:3]))}"

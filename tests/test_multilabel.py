@@ -249,6 +249,30 @@ def test_list_column_training_data_and_labels_unknown_to_train(tmp_path):
     assert not (tmp_path / "m2").exists()
 
 
+def test_a_label_holding_the_separator_is_refused_where_labels_are_joined(model, tmp_path):
+    # A list column is not split on the separator, so a label in it could hold one; explain
+    # joined a document's labels with it, and 'food, drinks,price' read as three labels.
+    frame = pd.read_csv(TRAIN, keep_default_na=False)
+    frame["labels"] = [[{"food": "food, drinks"}.get(t, t) for t in s.split(",") if t] for s in frame["labels"]]
+    data = tmp_path / "train.parquet"
+    frame.to_parquet(data)
+    result = CliRunner().invoke(app, ["train", str(data), "-o", str(tmp_path / "m"), "--multi-label",
+                                      "--label-column", "labels", "--max-epochs", "1", "-q"])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert result.stderr == (f"error: {data} (split=train): label 'food, drinks' in column 'labels' "
+                             "holds the label separator ',', which joins a document's labels in explain's "
+                             "output; train with --label-separator set to a character that no label "
+                             "holds, or rename the label\n")
+    assert not (tmp_path / "m").exists()
+    test = pd.read_parquet(TEST).head(3)
+    test["labels"] = [["food, drinks"], ["price"], []]
+    test.to_parquet(tmp_path / "test.parquet")
+    result = CliRunner().invoke(app, ["explain", str(model), str(tmp_path / "test.parquet"),
+                                      "-o", str(tmp_path / "s.csv"), "-q"])
+    assert result.exit_code == 2 and "row 1 (iloc 0) has label 'food, drinks' in column 'labels'" in result.stderr
+    assert "--label-column ''" in result.stderr and not (tmp_path / "s.csv").exists()
+
+
 def test_report_counts_an_empty_true_set_as_a_true_label(model, tmp_path):
     # "No label applies" is a true label set like any other: the report took it for an unknown
     # one, so a document tagged with nothing but predicted "food" was never marked misclassified
