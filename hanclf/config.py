@@ -115,6 +115,24 @@ def preset_names() -> list[str]:
     return sorted(p.name.removesuffix(".yaml") for p in files if p.name.endswith(".yaml"))
 
 
+class _TextKeysLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a mapping's plain keys are the text written. The keys hanclf
+    reads are names, and labels of train.class_weights: YAML 1.1 read an unquoted 010 as the
+    octal number 8 (0x1A as 26, 1:30 as 90), and where the data has a label 8 its weight went
+    there without a word."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        self.flatten_mapping(node)  # a merge key (<<: *defaults) is not a name
+        for key, _ in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                key.tag = "tag:yaml.org,2002:str"
+        return super().construct_mapping(node, deep)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_TextKeysLoader)
+
+
 def _read_yaml(source: str) -> tuple[str, dict[str, Any]]:
     """`source` is a preset name or a path to a YAML file."""
     path = Path(source)
@@ -131,7 +149,7 @@ def _read_yaml(source: str) -> tuple[str, dict[str, Any]]:
             )
         text, where = preset.read_text(encoding="utf-8"), f"preset '{source}'"
     try:
-        loaded = yaml.safe_load(text) or {}
+        loaded = _load_yaml(text) or {}
     except yaml.YAMLError as e:
         raise UsageError(f"{where}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(loaded, dict):
@@ -258,7 +276,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise UsageError(f"--set {text!r}: expected KEY=VALUE, e.g. --set model.dropout=0.3")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = _load_yaml(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     return key.strip(), value  # 1e-3, a string to YAML 1.1, becomes a number where one is expected
@@ -271,9 +289,8 @@ def checked_weights(weights: dict[Any, Any], where: str) -> dict[str, float]:
         raise UsageError(f'{where}: no labels in the mapping of labels to weights, e.g. {{"1": 2.0, "5": 0.5}}')
     checked = {}
     for label, weight in weights.items():
-        if isinstance(label, bool):  # YAML 1.1 reads yes/no/on/off as booleans
-            raise UsageError(f"{where}: label {label}: write yes, no, on, off, true or false in "
-                             "quotes ('yes') to have it read as a label")
+        if isinstance(label, bool):  # a Python key (YAML's are read as text): 'True' or 'yes'?
+            raise UsageError(f"{where}: label {label} is a boolean; give the label as text ('yes')")
         name = normalize_label(label)
         if name is None:
             raise UsageError(f"{where}: a label is empty")
@@ -294,7 +311,7 @@ def class_weights_option(value: str) -> str | dict[str, float] | None:
         raise UsageError(f"--class-weights {value}: no such file (give balanced, none, or a "
                          "JSON/YAML file of label: weight)")
     try:
-        weights = yaml.safe_load(path.read_text(encoding="utf-8"))
+        weights = _load_yaml(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise UsageError(f"{path}: not valid JSON or YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(weights, dict):

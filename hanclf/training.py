@@ -354,15 +354,8 @@ def class_weights(
     if isinstance(setting, dict):
         unknown = sorted(set(setting) - labels.index.keys())
         if unknown:
-            # YAML 1.1 reads an unquoted 007 as the octal number 7 (010 as 8): codes like 007
-            # came back as labels no one wrote.
-            octal = [name for name in labels.names if len(name) > 1 and name[0] == "0"
-                     and set(name) <= set("01234567") and int(name, 8) == int(unknown[0])
-                     ] if unknown[0].isdecimal() else []
             raise UsageError(f"train.class_weights: label {unknown[0]!r} is not among the labels "
-                             f"of {data} ({', '.join(labels.names)})"
-                             + (f"; YAML reads an unquoted {octal[0]} as the number {unknown[0]}: "
-                                f"write '{octal[0]}' in quotes" if octal else ""))
+                             f"of {data} ({', '.join(labels.names)})")
         return [setting.get(name, 1.0) for name in labels.names]
     if labels.multi_label:
         positives = np.stack(targets).sum(axis=0)

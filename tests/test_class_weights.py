@@ -104,7 +104,7 @@ def test_config_values_checked():
     for bad, words in [("bal", "expected balanced"), ({"a": 0}, "label 'a' must be a positive"),
                        ({"a": "x"}, "weight of label 'a' must be a positive number, got 'x'"),
                        ([1, 2], "mapping"), ({}, "no labels in the mapping"),
-                       ({True: 2}, "label True: write yes, no, on, off, true or false in quotes")]:
+                       ({True: 2}, "label True is a boolean; give the label as text")]:
         with pytest.raises(UsageError, match=words):
             load_config(None, {"train.class_weights": bad})
 

@@ -14,7 +14,7 @@ from sklearn import metrics as sk
 from typer.testing import CliRunner
 
 from hanclf.cli import main as cli_main
-from hanclf.config import class_weights_option
+from hanclf.config import class_weights_option, load_config, parse_override
 from hanclf.errors import UsageError
 from hanclf.evaluate import evaluate_file
 from hanclf.metrics import report
@@ -49,27 +49,25 @@ def test_confusion_matrix_too_wide_for_the_terminal_is_not_mangled(monkeypatch):
     assert small.count(" 119 ") == 3 and "COLUMNS=" not in small
 
 
-def test_class_weights_yaml_reading_a_code_as_octal_says_so(tmp_path):
-    # Ticket category codes with leading zeros: YAML 1.1 reads `007: 4` as {7: 4} and `010: 2`
-    # as {8: 2}; the error named label '7', which no one wrote.
-    labels = Labels(["001", "007", "010", "12", "billing/refund"])
-    for written, read in (("007", "7"), ("010", "8")):
-        path = tmp_path / "w.yaml"
-        path.write_text(f"billing/refund: 0.5\n{written}: 4\n", encoding="utf-8")
-        weights = class_weights_option(str(path))
-        with pytest.raises(UsageError) as error:
-            class_weights(weights, labels, [0, 1, 2, 3, 4], "tickets.csv")
-        assert str(error.value).endswith(
-            f"; YAML reads an unquoted {written} as the number {read}: write '{written}' in quotes")
-    path.write_text("billing/refund: 0.5\n'007': 4\n", encoding="utf-8")
-    quoted = class_weights_option(str(path))
-    assert class_weights(quoted, labels, [0, 1, 2, 3, 4], "tickets.csv") == [1, 4, 1, 1, 0.5]
-    with pytest.raises(UsageError) as error:  # a label truly missing: no hint
-        class_weights({"9": 2.0}, labels, [0, 1, 2, 3, 4], "tickets.csv")
-    assert "YAML" not in str(error.value)
-    with pytest.raises(UsageError) as error:  # a digit int() does not read: no hint, no traceback
-        class_weights({"\u00b2": 2.0}, labels, [0, 1, 2, 3, 4], "tickets.csv")
-    assert "YAML" not in str(error.value)
+def test_class_weights_yaml_keys_are_the_labels_as_written(tmp_path):
+    # Ticket category codes with leading zeros: YAML 1.1 read an unquoted `010: 4` as {8: 4},
+    # and where the data has a label 8 as well its weight went there without a word.
+    labels = Labels(["007", "010", "8", "billing/refund"])
+    path = tmp_path / "w.yaml"
+    path.write_text("billing/refund: 0.5\n010: 4\n007: 3\n", encoding="utf-8")
+    weights = class_weights_option(str(path))
+    assert class_weights(weights, labels, [0, 1, 2, 3], "tickets.csv") == [3, 4, 1, 0.5]
+    # Other keys YAML 1.1 reads otherwise than written (hex, base 60, _, a boolean); a merge key
+    # still merges.
+    path.write_text("0x1A: 2\n1:30: 2\n1_000: 2\n4.0: 2\nyes: 2\n<<: {'007': 3}\n", encoding="utf-8")
+    assert class_weights_option(str(path)) == {
+        "0x1A": 2.0, "1:30": 2.0, "1_000": 2.0, "4": 2.0, "yes": 2.0, "007": 3.0}
+    config = tmp_path / "c.yaml"
+    config.write_text("train:\n  class_weights:\n    010: 4\n", encoding="utf-8")
+    assert load_config(str(config)).train.class_weights == {"010": 4.0}
+    assert parse_override("train.class_weights={010: 4}") == ("train.class_weights", {"010": 4})
+    with pytest.raises(UsageError, match=r"label '010' is not among the labels of tickets.csv \(8, 9\)"):
+        class_weights({"010": 4.0}, Labels(["8", "9"]), [0, 1], "tickets.csv")
 
 
 def test_confusion_matrix_whose_labels_wrap_to_fit_is_printed(monkeypatch):
