@@ -4,8 +4,9 @@
     config.yaml        the resolved config of the run (usable again as --config)
     vocab.json         {"lowercase": bool, "tokenizer": TOKENIZER_VERSION, "words": [...]}
                        (ids 0 and 1 are PAD and UNK)
-    labels.json        {"labels": [...]}  (class id order); multi-label models add
-                       "multi_label": true and "thresholds": [...] (tuned on valid, one a label)
+    labels.json        {"labels": [...], "temperature": T}  (class id order; T fitted on valid,
+                       1: none); multi-label models have "multi_label": true and "thresholds":
+                       [...] (tuned on valid, one a label) instead of the temperature
     metrics.json       validation metrics of the kept epoch, data sizes, versions
     history.csv        per-epoch training and validation metrics
     data.sha256        a digest of the training data as read (what `train --resume` compares a

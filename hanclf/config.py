@@ -69,6 +69,9 @@ class TrainConfig:
     # or macro-F1, which a rare label weighs on as much as a common one.
     select_on: str = "accuracy"
     patience: int = 3  # early stopping: epochs without a better valid select_on
+    # Single-label: fit a temperature on valid after training, so that a probability of 0.8 is
+    # right about 80% of the time (the label chosen never changes); false keeps the model's own.
+    calibrate: bool = True
     seed: int = 42
     accelerator: str = "auto"
     devices: str | int = "auto"

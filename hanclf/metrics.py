@@ -1,5 +1,6 @@
 """Classification metrics, single-label from a confusion matrix and multi-label from per-label
-counts, and the tuning of multi-label thresholds: one implementation for validation and evaluate."""
+counts, the tuning of multi-label thresholds and the calibration of single-label probabilities:
+one implementation for validation and evaluate."""
 
 from __future__ import annotations
 
@@ -143,3 +144,62 @@ def tune_thresholds(probs: np.ndarray, targets: np.ndarray, metric: str = "macro
             all_positives += positives[j, best] - positives[j, chosen[j]]
             chosen[j] = best
     return [float(THRESHOLD_GRID[c]) for c in chosen]
+
+
+# Fewer valid documents fit a temperature to their own noise (Guo et al., 2017, fitted it on
+# 5,000 or more); the probabilities are then left as the model gives them.
+CALIBRATION_MIN_DOCUMENTS = 200
+TEMPERATURE_RANGE = (0.05, 20.0)
+CALIBRATION_BINS = 15
+
+
+def _tempered_log_probs(log_probs: np.ndarray, temperature: float) -> np.ndarray:
+    """log of softmax(log(probs) / temperature), as model.probabilities computes it."""
+    scaled = log_probs / temperature
+    top = scaled.max(axis=1, keepdims=True)
+    return scaled - top - np.log(np.exp(scaled - top).sum(axis=1, keepdims=True))
+
+
+def _log(probs: np.ndarray) -> np.ndarray:
+    return np.log(np.maximum(probs.astype(np.float64), 1e-300))  # a float32 softmax can give 0
+
+
+def log_loss(probs: np.ndarray, targets: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean negative log-probability of the true class (scikit-learn's log_loss) of `probs`
+    tempered by `temperature`; `targets`: the true class ids."""
+    return float(-_tempered_log_probs(_log(probs), temperature)[np.arange(len(targets)), targets].mean())
+
+
+def calibration_error(probs: np.ndarray, targets: np.ndarray, temperature: float = 1.0) -> float:
+    """Expected calibration error: over CALIBRATION_BINS equal bins of the top probability, the
+    gap between that probability and how often the top class is right, weighted by the bin's
+    share of documents (0: "90%" is right 90% of the time)."""
+    tempered = np.exp(_tempered_log_probs(_log(probs), temperature))
+    confidence, right = tempered.max(axis=1), tempered.argmax(axis=1) == targets
+    bins = np.minimum((confidence * CALIBRATION_BINS).astype(int), CALIBRATION_BINS - 1)
+    gaps = [abs(right[bins == b].mean() - confidence[bins == b].mean()) * (bins == b).mean()
+            for b in np.unique(bins)]
+    return float(sum(gaps))
+
+
+def fit_temperature(probs: np.ndarray, targets: np.ndarray) -> float | None:
+    """The temperature (in TEMPERATURE_RANGE) whose tempered `probs` have the least log loss on
+    `targets`, the true class ids; None where they cannot tell it: fewer than
+    CALIBRATION_MIN_DOCUMENTS, or none misclassified (the loss then falls as long as the
+    temperature does). Golden-section search on 1/temperature, in which the loss is convex."""
+    if len(targets) < CALIBRATION_MIN_DOCUMENTS or (probs.argmax(axis=1) == targets).all():
+        return None
+    log_probs, rows = _log(probs), np.arange(len(targets))
+
+    def loss(inverse: float) -> float:
+        return -_tempered_log_probs(log_probs, 1 / inverse)[rows, targets].mean()
+
+    low, high = 1 / TEMPERATURE_RANGE[1], 1 / TEMPERATURE_RANGE[0]
+    ratio = (np.sqrt(5) - 1) / 2
+    for _ in range(60):  # the interval shrinks to 0.618^60 of its width: far below 1e-6
+        a, b = high - ratio * (high - low), low + ratio * (high - low)
+        if loss(a) <= loss(b):
+            high = b
+        else:
+            low = a
+    return float(1 / ((low + high) / 2))

@@ -67,12 +67,19 @@ def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.softmax(scores, dim=-1) * mask
 
 
-def probabilities(logits: torch.Tensor, multi_label: bool) -> torch.Tensor:
+def probabilities(logits: torch.Tensor, multi_label: bool, temperature: float = 1.0) -> torch.Tensor:
     """Softmax over the classes, or for multi-label an independent sigmoid per label; fp32.
-    An ensemble's logits (M, B, C) give the mean of its members' probabilities (B, C)."""
+    An ensemble's logits (M, B, C) give the mean of its members' probabilities (B, C).
+
+    `temperature` T (single-label), fitted on valid by train, makes the probabilities say how
+    often the model is right: softmax(log(p) / T), i.e. softmax(logits / T) for one model.
+    T > 1 flattens them, T < 1 sharpens them; their order, and so the label chosen, stays."""
     logits = logits.float()
     probs = torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=-1)
-    return probs.mean(0) if logits.dim() == 3 else probs
+    probs = probs.mean(0) if logits.dim() == 3 else probs
+    if temperature != 1.0:
+        probs = torch.softmax(torch.log(probs) / temperature, dim=-1)
+    return probs
 
 
 def packed_on(device: torch.device) -> bool:

@@ -91,6 +91,7 @@ class HANClassifier(pl.LightningModule):
         self.log("val_loss", self._loss(logits, batch["labels"]), batch_size=len(batch["labels"]),
                  sync_dist=True)
         self._targets.append(batch["labels"].cpu())
+        # The model's own probabilities: train fits their temperature to these afterwards.
         self._probs.append(probabilities(logits, self.labels.multi_label).cpu())
 
     def on_validation_epoch_end(self) -> None:

@@ -225,7 +225,7 @@ class Predictor:
         with torch.inference_mode(), autocast:
             for index, batch in batches:
                 logits, word_att, sent_att = self.model(**pad(batch, self.device))
-                yield index, probabilities(logits, self.labels.multi_label), word_att, sent_att
+                yield index, probabilities(logits, self.labels.multi_label, self.labels.temperature), word_att, sent_att
 
     def predict_proba(self, texts: Iterable[str | None]) -> np.ndarray:
         """Class probabilities (len(texts), len(labels)), columns in `self.labels.names` order;

@@ -46,7 +46,7 @@ from hanclf.io import (
     PROGRESS_LOG_SECONDS, as_path, atomic_output, bar_on_stderr, check_input, check_output, created_parents,
     time_left, to_stderr,
 )
-from hanclf.metrics import tune_thresholds
+from hanclf.metrics import calibration_error, fit_temperature, log_loss, tune_thresholds
 from hanclf.model import PAD, members
 from hanclf.module import HANClassifier
 from hanclf.vocab import Labels
@@ -408,6 +408,18 @@ def label_notes(labels: Labels, targets: list, data: DataConfig) -> list[str]:
     return notes
 
 
+def _calibrate(labels: Labels, probs: np.ndarray, targets: np.ndarray) -> dict[str, Any] | None:
+    """Fit `labels.temperature` (single-label) to the valid probabilities; the figures for
+    metrics.json, or None where it is not fitted (see metrics.fit_temperature)."""
+    temperature = None if labels.multi_label else fit_temperature(probs, targets)
+    if temperature is None:
+        return None
+    labels.temperature = temperature
+    return {"temperature": round(temperature, 4),
+            "valid_log_loss": [round(log_loss(probs, targets, t), 4) for t in (1.0, temperature)],
+            "valid_calibration_error": [round(calibration_error(probs, targets, t), 4) for t in (1.0, temperature)]}
+
+
 def _data_digest(datamodule: HANDataModule) -> str:
     """A digest of the set-up `datamodule`'s word and label tables (the checkpoints' weights fit
     these only) and of its encoded documents and their labels (the batches to come are drawn
@@ -705,8 +717,10 @@ def _train(
         labels.thresholds = tune_thresholds(module.valid_probs, module.valid_targets, measure)
         module.labels.thresholds = labels.thresholds
         module.valid_report = module.metrics_of(module.valid_probs, module.valid_targets)
+    calibration = _calibrate(labels, module.valid_probs, module.valid_targets) if t.calibrate else None
     metrics = {
         "valid": module.valid_report,
+        "calibration": calibration,
         "best_epoch": best_epoch,
         "epochs_run": epochs_run,
         "train_documents": len(datamodule.train_set),

@@ -106,10 +106,13 @@ class Labels:
     """The classes a model predicts, in id order. Integer labels (e.g. stars) sort numerically
     and are written back as integers.
 
-    Multi-label models also keep the probability threshold of each label, tuned on valid."""
+    Multi-label models also keep the probability threshold of each label, tuned on valid;
+    single-label ones the temperature of their probabilities (model.probabilities), fitted on
+    valid (1: none)."""
 
     def __init__(
-        self, names: Sequence[str], multi_label: bool = False, thresholds: Sequence[float] | None = None
+        self, names: Sequence[str], multi_label: bool = False, thresholds: Sequence[float] | None = None,
+        temperature: float = 1.0,
     ) -> None:
         self.names = list(names)
         self.index = {n: i for i, n in enumerate(self.names)}
@@ -118,6 +121,7 @@ class Labels:
         self.thresholds = list(thresholds) if thresholds is not None else [0.5] * len(self.names)
         if len(self.thresholds) != len(self.names):
             raise ValueError(f"{len(self.thresholds)} thresholds for {len(self.names)} labels")
+        self.temperature = temperature
 
     @classmethod
     def build(cls, values: Iterable[str], multi_label: bool = False) -> Labels:
@@ -185,14 +189,17 @@ class Labels:
 
     def to_json(self) -> dict[str, Any]:
         if not self.multi_label:
-            return {"labels": self.names}
+            return {"labels": self.names, "temperature": self.temperature}
         return {"labels": self.names, "multi_label": True, "thresholds": self.thresholds}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Labels:
         multi_label = bool(data.get("multi_label", False))
         thresholds = [float(t) for t in data["thresholds"]] if multi_label else None
-        return cls(data["labels"], multi_label, thresholds)
+        temperature = float(data.get("temperature", 1.0))  # models saved before calibration: 1
+        if not temperature > 0:  # also NaN
+            raise ValueError(f"temperature {temperature}: must be above 0")
+        return cls(data["labels"], multi_label, thresholds, temperature)
 
 
 def joined_sets_hint(unknown: Iterable[str], multi_label: bool) -> str:

@@ -51,6 +51,17 @@ def test_prediction_is_the_mean_of_the_members_and_members_differ(architecture):
     torch.testing.assert_close(sent_att.sum(-1), torch.ones(3))
 
 
+def test_a_temperature_reshapes_the_probabilities_and_keeps_their_order():
+    logits = torch.randn(3, 64, 5) * 4  # an ensemble of 3, 64 documents
+    raw, tempered = probabilities(logits, False), probabilities(logits, False, temperature=1.7)
+    assert torch.equal(raw.argmax(-1), tempered.argmax(-1))
+    torch.testing.assert_close(tempered.sum(-1), torch.ones(64))
+    assert (tempered.max(-1).values < raw.max(-1).values).all()  # above 1: less sure of itself
+    torch.testing.assert_close(tempered, torch.softmax(raw.log() / 1.7, -1))
+    # One model: softmax(logits / T), the usual temperature scaling.
+    torch.testing.assert_close(probabilities(logits[0], False, 0.6), torch.softmax(logits[0] / 0.6, -1))
+
+
 def test_precomputed_word_gates_reach_every_member():
     torch.manual_seed(0)
     ensemble = build_model(HANConfig(**SMALL, members=2)).eval()

@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 
 from hanclf.metrics import (
+    CALIBRATION_MIN_DOCUMENTS,
+    calibration_error,
     confusion_matrix,
+    fit_temperature,
+    log_loss,
     multilabel_counts,
     multilabel_report,
     report,
@@ -170,3 +174,44 @@ def test_thresholds_tuned_for_micro_f1_never_fall_below_one_half():
     probs[:, 0] = np.where(clear, 0.4, 0.1)
     tuned = tune_thresholds(probs, targets, "micro_f1")
     assert tuned == [0.4, 0.5] and micro_f1(tuned) > micro_f1([0.5, 0.5])
+
+
+def overconfident(documents: int, temperature: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities softmax(z) of a model whose true classes are drawn from softmax(z / T)."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(scale=3.0, size=(documents, 5))
+    true = np.exp(logits / temperature)
+    true /= true.sum(axis=1, keepdims=True)
+    targets = np.array([rng.choice(5, p=row) for row in true])
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return probs.astype(np.float32), targets
+
+
+def test_the_fitted_temperature_is_the_one_the_data_was_drawn_with():
+    probs, targets = overconfident(20_000, temperature=2.0)
+    fitted = fit_temperature(probs, targets)
+    assert fitted == pytest.approx(2.0, abs=0.1)
+    # The least log loss there is: a step either way costs.
+    assert log_loss(probs, targets, fitted) < min(log_loss(probs, targets, fitted * f) for f in (0.9, 1.1))
+    assert calibration_error(probs, targets) > 0.1 > 0.02 > calibration_error(probs, targets, fitted)
+    underconfident, targets = overconfident(20_000, temperature=0.5, seed=1)
+    assert fit_temperature(underconfident, targets) == pytest.approx(0.5, abs=0.05)
+
+
+def test_no_temperature_from_too_few_documents_or_from_no_mistakes():
+    probs, targets = overconfident(CALIBRATION_MIN_DOCUMENTS, temperature=2.0)
+    assert fit_temperature(probs, targets) is not None
+    assert fit_temperature(probs[:-1], targets[:-1]) is None
+    assert fit_temperature(probs, probs.argmax(axis=1)) is None  # every document right
+
+
+def test_log_loss_and_calibration_error_by_hand():
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]], dtype=np.float32)
+    targets = np.array([0, 1, 1, 0])
+    assert log_loss(probs, targets) == pytest.approx(-np.log([0.9, 0.2, 0.7, 0.6]).mean(), rel=1e-6)
+    # Bins of 1/15: 0.9 and 0.8 fall apart, as do 0.7 and 0.6; each bin holds one document,
+    # right (gap 1 - p) or wrong (gap p).
+    assert calibration_error(probs, targets) == pytest.approx((0.1 + 0.8 + 0.3 + 0.4) / 4, rel=1e-6)
+    # Temperature 2 takes the square root of each probability before normalizing them again.
+    tempered = np.sqrt(probs) / np.sqrt(probs).sum(axis=1, keepdims=True)
+    assert log_loss(probs, targets, 2.0) == pytest.approx(log_loss(tempered, targets), rel=1e-6)

@@ -1,0 +1,83 @@
+"""Calibration end to end: train fits a temperature on valid, saves it, and predict applies it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from hanclf.artifact import load
+from hanclf.config import load_config
+from hanclf.data import pad
+from hanclf.errors import HanclfError
+from hanclf.metrics import TEMPERATURE_RANGE, calibration_error, log_loss
+from hanclf.predict import Predictor
+from hanclf.training import train
+from hanclf.vocab import Labels
+from tests.conftest import make_reviews
+
+TINY = {"model.embed_dim": 8, "model.word_hidden": 4, "model.sent_hidden": 4, "model.word_att_dim": 4,
+        "model.sent_att_dim": 4, "train.max_epochs": 8, "train.lr": 0.01, "train.accelerator": "cpu",
+        "data.min_count": 1, "data.valid_fraction": 0.25}
+
+
+@pytest.fixture(scope="module")
+def reviews(tmp_path_factory):
+    """250 valid documents (enough to fit on); a fifth of all labels drawn at random, so that
+    no model is always right (this one ends up unsure of itself: a temperature below 1)."""
+    path = tmp_path_factory.mktemp("calibration") / "reviews.csv"
+    frame = make_reviews(1_000)
+    rng = np.random.default_rng(0)
+    noisy = rng.random(len(frame)) < 0.2
+    frame.loc[noisy, "label"] = rng.choice(["mix", "neg", "pos"], noisy.sum())
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_train_fits_a_temperature_that_predict_applies(reviews, tmp_path):
+    metrics = train(reviews, tmp_path / "m", load_config(None, TINY), progress=False)
+    calibration = metrics["calibration"]
+    temperature = json.loads((tmp_path / "m" / "labels.json").read_text())["temperature"]
+    assert calibration["temperature"] == round(temperature, 4)
+    assert TEMPERATURE_RANGE[0] < temperature < 0.9  # fitted, not a bound of the search
+    raw_loss, calibrated_loss = calibration["valid_log_loss"]
+    raw_error, calibrated_error = calibration["valid_calibration_error"]
+    assert calibrated_loss < raw_loss - 0.1 and calibrated_error < raw_error / 2
+    predictor = Predictor(tmp_path / "m", "cpu")
+    assert predictor.labels.temperature == temperature
+    texts = make_reviews(90, seed=3)["text"].tolist()
+    logits = torch.zeros(len(texts), 3)
+    with torch.inference_mode():
+        for index, batch in predictor.batches(texts):
+            logits[index] = predictor.model(**pad(batch, predictor.device))[0]
+    probs = predictor.predict_proba(texts)
+    np.testing.assert_allclose(probs, torch.softmax(logits / temperature, -1).numpy(), atol=1e-6)
+    # The figures saved are those of metrics' own functions on the model's raw probabilities.
+    targets = np.array([["mix", "neg", "pos"].index(label) for label in make_reviews(90, seed=3)["label"]])
+    raw = torch.softmax(logits, -1).numpy()
+    assert log_loss(raw, targets, temperature) == pytest.approx(log_loss(probs, targets), abs=1e-5)
+    assert calibration_error(raw, targets, temperature) == pytest.approx(calibration_error(probs, targets), abs=1e-5)
+
+
+def test_calibrate_false_keeps_the_models_own_probabilities(reviews, tmp_path):
+    metrics = train(reviews, tmp_path / "m", load_config(None, {**TINY, "train.calibrate": False}), progress=False)
+    assert metrics["calibration"] is None
+    assert json.loads((tmp_path / "m" / "labels.json").read_text())["temperature"] == 1.0
+
+
+@pytest.mark.parametrize(("saved", "temperature"), [({}, 1.0), ({"temperature": 1.25}, 1.25)])
+def test_labels_json_without_a_temperature_is_a_model_of_before_calibration(saved, temperature):
+    assert Labels.from_json({"labels": ["a", "b"], **saved}).temperature == temperature
+
+
+def test_a_temperature_that_is_not_above_0_is_a_damaged_file(model_dir, tmp_path):
+    copy = tmp_path / "model"
+    shutil.copytree(model_dir, copy)
+    labels = json.loads((copy / "labels.json").read_text())
+    for bad in (0, -1.5, "nan"):
+        (copy / "labels.json").write_text(json.dumps({**labels, "temperature": bad}))
+        with pytest.raises(HanclfError, match=r"labels.json: damaged \(temperature .*: must be above 0\)"):
+            load(copy)
