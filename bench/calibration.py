@@ -4,7 +4,7 @@ with their own probabilities and with the temperature that `hanclf train` fits o
 For each model directory: its probabilities on the data's `valid` and `test` rows with no
 temperature, the temperature fitted on valid as train fits it (hanclf.metrics.fit_temperature),
 then accuracy, log loss and expected calibration error (15 bins) on test, before and after.
-Works on models trained before calibration existed (it reads their raw probabilities).
+Works on models trained before calibration existed (it reads their raw log-probabilities).
 
     python bench/calibration.py DATA.parquet LABEL_COLUMN MODEL_DIR [MODEL_DIR ...] [--output FILE.md]
 """
@@ -22,19 +22,25 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
+from hanclf.data import pad
 from hanclf.io import text_columns, text_values
 from hanclf.metrics import calibration_error, fit_temperature, log_loss
+from hanclf.model import log_probabilities
 from hanclf.predict import Predictor
 from hanclf.vocab import normalize_label
 
 
-def raw_probabilities(predictor: Predictor, frame: pd.DataFrame, label_column: str) -> tuple[np.ndarray, np.ndarray]:
-    """The model's untempered probabilities of `frame`'s texts and the true class ids."""
-    predictor.labels.temperature = 1.0
+def raw_log_probabilities(predictor: Predictor, frame: pd.DataFrame, label_column: str) -> tuple[np.ndarray, np.ndarray]:
+    """The model's untempered log-probabilities of `frame`'s texts (model.log_probabilities, as
+    train fits the temperature to them) and the true class ids."""
     targets = np.array([predictor.labels.index[normalize_label(v)] for v in frame[label_column]])
     columns = text_columns(predictor.text_column)  # title + text read as one, as predict reads them
     texts = text_values(label_column, predictor.text_column, pa.Table.from_pandas(frame[columns]))
-    return predictor.predict_proba(texts), targets
+    log_probs = np.zeros((len(targets), len(predictor.labels)), dtype=np.float32)
+    with torch.inference_mode():
+        for index, batch in predictor.batches(texts):
+            log_probs[index] = log_probabilities(predictor.model(**pad(batch, predictor.device))[0]).cpu().numpy()
+    return log_probs, targets
 
 
 def cpu_name() -> str:
@@ -60,8 +66,8 @@ def main() -> None:
     for model in args.models:
         start = time.perf_counter()
         predictor = Predictor(model, "cpu")
-        valid, valid_targets = raw_probabilities(predictor, frame[frame["split"] == "valid"], args.label_column)
-        test, test_targets = raw_probabilities(predictor, frame[frame["split"] == "test"], args.label_column)
+        valid, valid_targets = raw_log_probabilities(predictor, frame[frame["split"] == "valid"], args.label_column)
+        test, test_targets = raw_log_probabilities(predictor, frame[frame["split"] == "test"], args.label_column)
         temperature = fit_temperature(valid, valid_targets) or 1.0
         accuracy = (test.argmax(1) == test_targets).mean()
         losses = [log_loss(test, test_targets, t) for t in (1.0, temperature)]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from dataclasses import dataclass
 
 import torch
@@ -67,6 +68,17 @@ def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.softmax(scores, dim=-1) * mask
 
 
+def log_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """log of probabilities(logits, multi_label=False), fp32, computed in log space: where a
+    float32 softmax underflows to 0 (a class a logit gap of ~100 below the top one), its log
+    stays finite, and what a temperature makes of it stays right. An ensemble's logits
+    (M, B, C) give the log of the mean of its members' probabilities (B, C)."""
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    if log_probs.dim() == 3:
+        log_probs = torch.logsumexp(log_probs, dim=0) - math.log(log_probs.shape[0])
+    return log_probs
+
+
 def probabilities(logits: torch.Tensor, multi_label: bool, temperature: float = 1.0) -> torch.Tensor:
     """Softmax over the classes, or for multi-label an independent sigmoid per label; fp32.
     An ensemble's logits (M, B, C) give the mean of its members' probabilities (B, C).
@@ -75,11 +87,10 @@ def probabilities(logits: torch.Tensor, multi_label: bool, temperature: float = 
     often the model is right: softmax(log(p) / T), i.e. softmax(logits / T) for one model.
     T > 1 flattens them, T < 1 sharpens them; their order, and so the label chosen, stays."""
     logits = logits.float()
+    if temperature != 1.0 and not multi_label:
+        return torch.softmax(log_probabilities(logits) / temperature, dim=-1)
     probs = torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=-1)
-    probs = probs.mean(0) if logits.dim() == 3 else probs
-    if temperature != 1.0:
-        probs = torch.softmax(torch.log(probs) / temperature, dim=-1)
-    return probs
+    return probs.mean(0) if logits.dim() == 3 else probs
 
 
 def packed_on(device: torch.device) -> bool:

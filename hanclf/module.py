@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from hanclf.config import TrainConfig
 from hanclf.errors import HanclfError
 from hanclf.metrics import confusion_matrix, multilabel_counts, multilabel_report, report
-from hanclf.model import HANConfig, build_model, members, probabilities
+from hanclf.model import HANConfig, build_model, log_probabilities, members, probabilities
 from hanclf.vocab import Labels
 
 
@@ -39,7 +39,11 @@ class HANClassifier(pl.LightningModule):
         self.valid_report: dict[str, Any] = {}
         self.valid_probs = np.zeros((0, len(label_names)))  # of the last validation, for tuning
         self.valid_targets = np.zeros(0)
+        # Single-label: their logs, computed in log space (model.log_probabilities), which
+        # train fits the temperature to: a float32 probability that underflowed to 0 has none.
+        self.valid_log_probs = np.zeros((0, len(label_names)), np.float32)
         self._probs: list[torch.Tensor] = []
+        self._log_probs: list[torch.Tensor] = []
         self._targets: list[torch.Tensor] = []
 
     def forward(self, batch: dict[str, torch.Tensor], model: torch.nn.Module | None = None) -> torch.Tensor:
@@ -91,27 +95,31 @@ class HANClassifier(pl.LightningModule):
         self.log("val_loss", self._loss(logits, batch["labels"]), batch_size=len(batch["labels"]),
                  sync_dist=True)
         self._targets.append(batch["labels"].cpu())
-        # The model's own probabilities: train fits their temperature to these afterwards.
         self._probs.append(probabilities(logits, self.labels.multi_label).cpu())
+        if not self.labels.multi_label:  # the model's own: train fits their temperature to these
+            self._log_probs.append(log_probabilities(logits).cpu())
 
     def on_validation_epoch_end(self) -> None:
         # A process of a distributed run may have had no validation batch at all.
         n = len(self.labels.names)
         probs = torch.cat(self._probs).numpy() if self._probs else np.zeros((0, n), np.float32)
+        log_probs = torch.cat(self._log_probs).numpy() if self._log_probs else np.zeros((0, n), np.float32)
         if self._targets:
             targets = torch.cat(self._targets).numpy()
         else:
             targets = np.zeros((0, n), np.float32) if self.labels.multi_label else np.zeros(0, np.int64)
         self._probs.clear()
+        self._log_probs.clear()
         self._targets.clear()
         if self.trainer.world_size > 1:
             # Each process validated its own share of the documents: metrics need all of them.
             # Shares differ in size, which all_gather_object allows.
             shares = [None] * self.trainer.world_size
-            torch.distributed.all_gather_object(shares, (probs, targets))
-            probs = np.concatenate([p for p, _ in shares])
-            targets = np.concatenate([t for _, t in shares])
-        self.valid_probs, self.valid_targets = probs, targets
+            torch.distributed.all_gather_object(shares, (probs, log_probs, targets))
+            probs = np.concatenate([p for p, _, _ in shares])
+            log_probs = np.concatenate([lp for _, lp, _ in shares])
+            targets = np.concatenate([t for _, _, t in shares])
+        self.valid_probs, self.valid_log_probs, self.valid_targets = probs, log_probs, targets
         self.valid_report = self.metrics_of(self.valid_probs, self.valid_targets)
         r = self.valid_report
         if self.labels.multi_label:

@@ -408,16 +408,17 @@ def label_notes(labels: Labels, targets: list, data: DataConfig) -> list[str]:
     return notes
 
 
-def _calibrate(labels: Labels, probs: np.ndarray, targets: np.ndarray) -> dict[str, Any] | None:
-    """Fit `labels.temperature` (single-label) to the valid probabilities; the figures for
+def _calibrate(labels: Labels, log_probs: np.ndarray, targets: np.ndarray) -> dict[str, Any] | None:
+    """Fit `labels.temperature` (single-label) to the valid log-probabilities; the figures for
     metrics.json, or None where it is not fitted (see metrics.fit_temperature)."""
-    temperature = None if labels.multi_label else fit_temperature(probs, targets)
+    temperature = None if labels.multi_label else fit_temperature(log_probs, targets)
     if temperature is None:
         return None
     labels.temperature = temperature
     return {"temperature": round(temperature, 4),
-            "valid_log_loss": [round(log_loss(probs, targets, t), 4) for t in (1.0, temperature)],
-            "valid_calibration_error": [round(calibration_error(probs, targets, t), 4) for t in (1.0, temperature)]}
+            "valid_log_loss": [round(log_loss(log_probs, targets, t), 4) for t in (1.0, temperature)],
+            "valid_calibration_error": [round(calibration_error(log_probs, targets, t), 4)
+                                        for t in (1.0, temperature)]}
 
 
 def _data_digest(datamodule: HANDataModule) -> str:
@@ -717,7 +718,7 @@ def _train(
         labels.thresholds = tune_thresholds(module.valid_probs, module.valid_targets, measure)
         module.labels.thresholds = labels.thresholds
         module.valid_report = module.metrics_of(module.valid_probs, module.valid_targets)
-    calibration = _calibrate(labels, module.valid_probs, module.valid_targets) if t.calibrate else None
+    calibration = _calibrate(labels, module.valid_log_probs, module.valid_targets) if t.calibrate else None
     metrics = {
         "valid": module.valid_report,
         "calibration": calibration,

@@ -55,11 +55,12 @@ def test_train_fits_a_temperature_that_predict_applies(reviews, tmp_path):
             logits[index] = predictor.model(**pad(batch, predictor.device))[0]
     probs = predictor.predict_proba(texts)
     np.testing.assert_allclose(probs, torch.softmax(logits / temperature, -1).numpy(), atol=1e-6)
-    # The figures saved are those of metrics' own functions on the model's raw probabilities.
+    # The figures saved are those of metrics' own functions on the model's raw log-probabilities.
     targets = np.array([["mix", "neg", "pos"].index(label) for label in make_reviews(90, seed=3)["label"]])
-    raw = torch.softmax(logits, -1).numpy()
-    assert log_loss(raw, targets, temperature) == pytest.approx(log_loss(probs, targets), abs=1e-5)
-    assert calibration_error(raw, targets, temperature) == pytest.approx(calibration_error(probs, targets), abs=1e-5)
+    raw = torch.log_softmax(logits, -1).numpy()
+    assert log_loss(raw, targets, temperature) == pytest.approx(log_loss(np.log(probs), targets), abs=1e-5)
+    assert calibration_error(raw, targets, temperature) == pytest.approx(
+        calibration_error(np.log(probs), targets), abs=1e-5)
 
 
 def test_calibrate_false_keeps_the_models_own_probabilities(reviews, tmp_path):

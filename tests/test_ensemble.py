@@ -13,7 +13,7 @@ from hanclf.artifact import WEIGHTS, load
 from hanclf.config import load_config
 from hanclf.data import EncodedDoc, collate, tokenize_texts
 from hanclf.errors import UsageError
-from hanclf.model import Ensemble, HANConfig, build_model, members, probabilities
+from hanclf.model import Ensemble, HANConfig, build_model, log_probabilities, members, probabilities
 from hanclf.module import HANClassifier
 from hanclf.predict import Predictor
 from hanclf.training import train
@@ -60,6 +60,17 @@ def test_a_temperature_reshapes_the_probabilities_and_keeps_their_order():
     torch.testing.assert_close(tempered, torch.softmax(raw.log() / 1.7, -1))
     # One model: softmax(logits / T), the usual temperature scaling.
     torch.testing.assert_close(probabilities(logits[0], False, 0.6), torch.softmax(logits[0] / 0.6, -1))
+
+
+def test_a_temperature_flattens_probabilities_that_a_float32_softmax_gives_as_0():
+    # Classes 120 and 130 logits below the top: exp(-120) is 0 in float32, and log(0) / T kept
+    # them at 0 where T = 20 gives them e^-6 and e^-6.5 of the top's.
+    logits = torch.tensor([[0.0, -120.0, -130.0], [-125.0, 3.0, -110.0]])
+    torch.testing.assert_close(probabilities(logits, False, 20.0), torch.softmax(logits / 20, -1))
+    ensemble = torch.stack([logits, logits + torch.tensor([0.0, 0.0, 10.0])])  # (2, 2, 3)
+    exact = torch.softmax(ensemble.double(), -1).mean(0).log()  # float64: nothing underflows
+    torch.testing.assert_close(log_probabilities(ensemble).double(), exact, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(probabilities(ensemble, False, 20.0).double(), torch.softmax(exact / 20, -1))
 
 
 def test_precomputed_word_gates_reach_every_member():

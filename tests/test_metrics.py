@@ -6,9 +6,11 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from hanclf.metrics import (
     CALIBRATION_MIN_DOCUMENTS,
+    TEMPERATURE_RANGE,
     calibration_error,
     confusion_matrix,
     fit_temperature,
@@ -18,6 +20,7 @@ from hanclf.metrics import (
     report,
     tune_thresholds,
 )
+from hanclf.model import log_probabilities
 
 # rows: true class, columns: predicted class
 #            pred a  b  c     support
@@ -177,41 +180,64 @@ def test_thresholds_tuned_for_micro_f1_never_fall_below_one_half():
 
 
 def overconfident(documents: int, temperature: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities softmax(z) of a model whose true classes are drawn from softmax(z / T)."""
+    """Log-probabilities log softmax(z) of a model whose true classes are drawn from softmax(z / T)."""
     rng = np.random.default_rng(seed)
     logits = rng.normal(scale=3.0, size=(documents, 5))
     true = np.exp(logits / temperature)
     true /= true.sum(axis=1, keepdims=True)
     targets = np.array([rng.choice(5, p=row) for row in true])
-    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    return probs.astype(np.float32), targets
+    return log_probabilities(torch.tensor(logits, dtype=torch.float32)).numpy(), targets
 
 
 def test_the_fitted_temperature_is_the_one_the_data_was_drawn_with():
-    probs, targets = overconfident(20_000, temperature=2.0)
-    fitted = fit_temperature(probs, targets)
+    log_probs, targets = overconfident(20_000, temperature=2.0)
+    fitted = fit_temperature(log_probs, targets)
     assert fitted == pytest.approx(2.0, abs=0.1)
     # The least log loss there is: a step either way costs.
-    assert log_loss(probs, targets, fitted) < min(log_loss(probs, targets, fitted * f) for f in (0.9, 1.1))
-    assert calibration_error(probs, targets) > 0.1 > 0.02 > calibration_error(probs, targets, fitted)
+    assert log_loss(log_probs, targets, fitted) < min(log_loss(log_probs, targets, fitted * f) for f in (0.9, 1.1))
+    assert calibration_error(log_probs, targets) > 0.1 > 0.02 > calibration_error(log_probs, targets, fitted)
     underconfident, targets = overconfident(20_000, temperature=0.5, seed=1)
     assert fit_temperature(underconfident, targets) == pytest.approx(0.5, abs=0.05)
 
 
 def test_no_temperature_from_too_few_documents_or_from_no_mistakes():
-    probs, targets = overconfident(CALIBRATION_MIN_DOCUMENTS, temperature=2.0)
-    assert fit_temperature(probs, targets) is not None
-    assert fit_temperature(probs[:-1], targets[:-1]) is None
-    assert fit_temperature(probs, probs.argmax(axis=1)) is None  # every document right
+    log_probs, targets = overconfident(CALIBRATION_MIN_DOCUMENTS, temperature=2.0)
+    assert fit_temperature(log_probs, targets) is not None
+    assert fit_temperature(log_probs[:-1], targets[:-1]) is None
+    assert fit_temperature(log_probs, log_probs.argmax(axis=1)) is None  # every document right
 
 
 def test_log_loss_and_calibration_error_by_hand():
     probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]], dtype=np.float32)
     targets = np.array([0, 1, 1, 0])
-    assert log_loss(probs, targets) == pytest.approx(-np.log([0.9, 0.2, 0.7, 0.6]).mean(), rel=1e-6)
+    assert log_loss(np.log(probs), targets) == pytest.approx(-np.log([0.9, 0.2, 0.7, 0.6]).mean(), rel=1e-6)
     # Bins of 1/15: 0.9 and 0.8 fall apart, as do 0.7 and 0.6; each bin holds one document,
     # right (gap 1 - p) or wrong (gap p).
-    assert calibration_error(probs, targets) == pytest.approx((0.1 + 0.8 + 0.3 + 0.4) / 4, rel=1e-6)
+    assert calibration_error(np.log(probs), targets) == pytest.approx((0.1 + 0.8 + 0.3 + 0.4) / 4, rel=1e-6)
     # Temperature 2 takes the square root of each probability before normalizing them again.
     tempered = np.sqrt(probs) / np.sqrt(probs).sum(axis=1, keepdims=True)
-    assert log_loss(probs, targets, 2.0) == pytest.approx(log_loss(tempered, targets), rel=1e-6)
+    assert log_loss(np.log(probs), targets, 2.0) == pytest.approx(log_loss(np.log(tempered), targets), rel=1e-6)
+
+
+def test_the_temperature_is_fitted_on_log_probabilities_a_float32_softmax_would_lose():
+    # 10 of 1,000 documents confidently wrong, their true class 110 logits below the top: a
+    # float32 softmax gives it 0 (exp(-110) is below float32's least number), whose log the fit
+    # had to guess (1e-300: -690), and the guess took the temperature to the bound of 20 where
+    # the logits' own fit is 6.3.
+    rng = np.random.default_rng(0)
+    logits = rng.normal(scale=3.0, size=(1_000, 3))
+    true = np.exp(logits / 2) / np.exp(logits / 2).sum(axis=1, keepdims=True)
+    targets = np.array([rng.choice(3, p=row) for row in true])
+    logits[:10], targets[:10] = [0.0, -5.0, -110.0], 2
+    assert (torch.softmax(torch.tensor(logits, dtype=torch.float32), -1)[:10, 2] == 0).all()
+
+    def exact_loss(temperature: float) -> float:  # from the logits, in float64
+        scaled = logits / temperature
+        top = scaled.max(axis=1, keepdims=True)
+        return -(scaled[np.arange(1_000), targets] - top[:, 0] - np.log(np.exp(scaled - top).sum(axis=1))).mean()
+
+    grid = np.exp(np.linspace(0.0, np.log(TEMPERATURE_RANGE[1]), 3_000))
+    best = grid[np.argmin([exact_loss(t) for t in grid])]
+    assert 6 < best < 7
+    fitted = fit_temperature(log_probabilities(torch.tensor(logits, dtype=torch.float32)).numpy(), targets)
+    assert fitted == pytest.approx(best, rel=0.002)
