@@ -200,11 +200,15 @@ def test_the_fitted_temperature_is_the_one_the_data_was_drawn_with():
     assert fit_temperature(underconfident, targets) == pytest.approx(0.5, abs=0.05)
 
 
-def test_no_temperature_from_too_few_documents_or_from_no_mistakes():
+def test_no_temperature_from_too_few_documents_from_no_mistakes_or_from_nan():
     log_probs, targets = overconfident(CALIBRATION_MIN_DOCUMENTS, temperature=2.0)
     assert fit_temperature(log_probs, targets) is not None
     assert fit_temperature(log_probs[:-1], targets[:-1]) is None
     assert fit_temperature(log_probs, log_probs.argmax(axis=1)) is None  # every document right
+    for bad in (np.nan, np.inf, -np.inf):  # none fitted to the sharpest bound, 0.05
+        damaged = log_probs.copy()
+        damaged[3] = bad
+        assert fit_temperature(damaged, targets) is None
 
 
 def test_log_loss_and_calibration_error_by_hand():
