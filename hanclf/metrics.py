@@ -183,8 +183,10 @@ def fit_temperature(log_probs: np.ndarray, targets: np.ndarray) -> float | None:
     """The temperature (in TEMPERATURE_RANGE) whose tempered probabilities have the least log
     loss on `targets` (arguments as log_loss's); None where they cannot tell it: fewer than
     CALIBRATION_MIN_DOCUMENTS, none misclassified (the loss then falls as long as the
-    temperature does), or one that is not a number (a model whose logits overflowed: NaN
-    compares false, and the search ran to the sharpest bound, 0.05). Golden-section search on 1/temperature, in which the loss is convex.
+    temperature does), or a log-probability that is not a number (logits that overflowed: NaN
+    compares false, and the search would run to the sharpest bound, 0.05). Golden-section
+    search on 1/temperature, in which the loss is convex.
+
     Log-probabilities, not probabilities: the log of a float32 probability that underflowed to
     0 is not known, and a guess for it (1e-300) moved a fit from 6.3 to 20 (tests/test_metrics.py)."""
     if len(targets) < CALIBRATION_MIN_DOCUMENTS or not np.isfinite(log_probs).all():
