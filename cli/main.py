@@ -400,7 +400,7 @@ def _print_report(result: dict[str, Any]) -> None:
     multi_label = result.get("multi_label", False)
     summary = Table(show_header=False)
     headline = (("micro_f1", "macro_f1", "subset_accuracy", "hamming_loss") if multi_label
-                else ("accuracy", "macro_f1", "weighted_f1"))
+                else ("accuracy", "macro_f1", "weighted_f1", "calibration_error"))
     for name in headline:
         summary.add_row(name, f"{result[name]:.4f}")
     per_class = Table("label", "precision", "recall", "f1", "support",

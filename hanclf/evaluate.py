@@ -14,7 +14,10 @@ from hanclf.data import SPLIT_COLUMN, no_label, no_rows_in_split, require_split_
 from hanclf.io import (
     TextColumns, as_path, check_input, iter_batches, require_columns, text_columns, text_values, to_stderr,
 )
-from hanclf.metrics import confusion_matrix, multilabel_counts, multilabel_report, report
+from hanclf.metrics import (
+    CALIBRATION_BINS, calibration_bins, calibration_error_of, confusion_matrix, multilabel_counts,
+    multilabel_report, report,
+)
 from hanclf.predict import Predictor, RowProgress, check_multi_label_options
 from hanclf.vocab import Labels, joined_sets_hint, normalize_labels
 
@@ -64,6 +67,8 @@ def evaluate_file(
     # does, as misclassified (multi-label: that label missed), not refused.
     counts = np.zeros((n + 1, 3) if labels.multi_label else (n, n), dtype=np.int64)
     scored = labels  # the labels counted: the model's, then those met that it does not know
+    # Single-label: how often each level of pred_prob was right (metrics.calibration_bins).
+    bins = np.zeros((3, CALIBRATION_BINS))
     unknown_rows = 0  # rows with a label the model does not know
     row = 0
     seen: set[str | None] = set()  # split values
@@ -87,12 +92,15 @@ def evaluate_file(
                 counts = _with_rows_for(counts, len(met), labels.multi_label)
             row += len(texts)
             if keep:
-                predicted = labels.predicted(predictor.predict_proba([texts[i] for i in keep]), threshold)
+                probs = predictor.predict_proba([texts[i] for i in keep])
+                predicted = labels.predicted(probs, threshold)
                 if labels.multi_label:
                     never_predicted = np.zeros((len(keep), len(scored) - n), dtype=bool)
                     counts += multilabel_counts(scored.multi_hot(values, where), np.hstack([predicted, never_predicted]))
                 else:
-                    counts += confusion_matrix(np.array(scored.ids(values, where)), predicted, len(scored))
+                    targets = np.array(scored.ids(values, where))
+                    counts += confusion_matrix(targets, predicted, len(scored))
+                    bins += calibration_bins(probs.max(axis=1), predicted == targets)
             rows_read(row)  # once scored, as predict counts rows once labelled
     documents = counts[-1, 0] if labels.multi_label else counts.sum()
     if documents == 0:
@@ -107,6 +115,7 @@ def evaluate_file(
         result["thresholds"] = dict(zip(labels.names, np.asarray(labels.cuts(threshold)).tolist()))
     else:
         result = report(counts[np.ix_(order, order)], labels.names + unknown)
+        result["calibration_error"] = calibration_error_of(bins)
     if unknown_rows:
         shown = ", ".join(map(repr, unknown[:UNKNOWN_LABELS_SHOWN]))
         more = len(unknown) - UNKNOWN_LABELS_SHOWN

@@ -172,11 +172,24 @@ def calibration_error(log_probs: np.ndarray, targets: np.ndarray, temperature: f
     gap between that probability and how often the top class is right, weighted by the bin's
     share of documents (0: "90%" is right 90% of the time). Arguments as log_loss's."""
     tempered = np.exp(_tempered_log_probs(log_probs, temperature))
-    confidence, right = tempered.max(axis=1), tempered.argmax(axis=1) == targets
-    bins = np.minimum((confidence * CALIBRATION_BINS).astype(int), CALIBRATION_BINS - 1)
-    gaps = [abs(right[bins == b].mean() - confidence[bins == b].mean()) * (bins == b).mean()
-            for b in np.unique(bins)]
-    return float(sum(gaps))
+    return calibration_error_of(calibration_bins(tempered.max(axis=1), tempered.argmax(axis=1) == targets))
+
+
+def calibration_bins(confidence: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """(3, CALIBRATION_BINS): per bin of the top probability `confidence`, the documents, the
+    sum of their top probabilities and how many of them were `right`; batches' bins add up."""
+    bins = np.minimum((np.asarray(confidence, dtype=np.float64) * CALIBRATION_BINS).astype(int),
+                      CALIBRATION_BINS - 1)
+    return np.stack([np.bincount(bins, minlength=CALIBRATION_BINS),
+                     np.bincount(bins, weights=confidence, minlength=CALIBRATION_BINS),
+                     np.bincount(bins, weights=right, minlength=CALIBRATION_BINS)]).astype(np.float64)
+
+
+def calibration_error_of(bins: np.ndarray) -> float:
+    """calibration_error of the documents counted in `bins` (calibration_bins): the sum over
+    bins of |right - sum of top probabilities|, over all documents."""
+    documents, confidence, right = bins
+    return float(np.abs(right - confidence).sum() / max(1.0, documents.sum()))
 
 
 def fit_temperature(log_probs: np.ndarray, targets: np.ndarray) -> float | None:

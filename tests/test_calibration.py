@@ -13,6 +13,7 @@ from hanclf.artifact import load
 from hanclf.config import load_config
 from hanclf.data import pad
 from hanclf.errors import HanclfError
+from hanclf.evaluate import evaluate_file
 from hanclf.metrics import TEMPERATURE_RANGE, calibration_error, log_loss
 from hanclf.predict import Predictor
 from hanclf.training import train
@@ -82,3 +83,23 @@ def test_a_temperature_that_is_not_above_0_is_a_damaged_file(model_dir, tmp_path
         (copy / "labels.json").write_text(json.dumps({**labels, "temperature": bad}))
         with pytest.raises(HanclfError, match=r"labels.json: damaged \(temperature .*: must be above 0\)"):
             load(copy)
+
+
+def test_evaluate_reports_how_far_pred_prob_is_from_how_often_it_is_right(reviews, tmp_path, monkeypatch):
+    monkeypatch.setattr("hanclf.evaluate.BATCH_ROWS", 64)  # the bins of five batches add up
+    train(reviews, tmp_path / "m", load_config(None, TINY), progress=False)
+    labelled = make_reviews(300, seed=5)
+    labelled.loc[::7, "label"] = "neg"  # some wrong whatever the model says
+    labelled.to_csv(tmp_path / "test.csv", index=False)
+    result = evaluate_file(tmp_path / "m", tmp_path / "test.csv")
+    probs = Predictor(tmp_path / "m", "cpu").predict_proba(labelled["text"].tolist())
+    top, right = probs.max(axis=1), probs.argmax(axis=1) == labelled["label"].map({"mix": 0, "neg": 1, "pos": 2})
+    # By hand: 15 bins of width 1/15, each the gap between how often its documents were right
+    # and their mean pred_prob, weighted by its share of the documents.
+    expected = 0.0
+    for b in range(15):
+        inside = (np.floor(top * 15).clip(max=14) == b)
+        if inside.any():
+            expected += inside.mean() * abs(right[inside].mean() - top[inside].mean())
+    assert result["calibration_error"] == pytest.approx(expected, abs=1e-6)
+    assert 0 < expected < 1

@@ -27,7 +27,7 @@ def _printed_report(monkeypatch, labels: list[str], width: int) -> str:
     confusion = [[119 if i == j else 1 for j in range(len(labels))] for i in range(len(labels))]
     out = Console(file=io.StringIO(), width=width)
     monkeypatch.setattr(cli_main, "stdout", out)
-    result = report(np.array(confusion), labels) | {"data": "tickets.csv"}
+    result = report(np.array(confusion), labels) | {"data": "tickets.csv", "calibration_error": 0.01}
     cli_main._print_report(result)
     return out.file.getvalue()
 
