@@ -15,6 +15,7 @@ import ctypes
 import math
 import multiprocessing
 import multiprocessing.forkserver
+import multiprocessing.resource_tracker
 import os
 import signal
 import sys
@@ -191,18 +192,21 @@ def likely_to_use_workers(input_path: Path, devices: int | None) -> bool:
 def start_server() -> None:
     """Start the fork server unless it runs already (where workers are its forks).
 
-    It starts with Ctrl-C ignored, as do its forks: Ctrl-C is the main process's to handle, and
-    one during the server's imports would print a traceback of its own."""
+    It starts with Ctrl-C blocked, as do its forks: Ctrl-C is the main process's to handle, and
+    one during the server's imports would print a traceback of its own. Blocked, not ignored,
+    here: one that comes meanwhile waits for this process's handler (ignored, it was lost, and
+    the command ran on to the end)."""
     if context().get_start_method() != "forkserver":
         return
-    if threading.current_thread() is not threading.main_thread():
-        multiprocessing.forkserver.ensure_running()  # only the main thread may set handlers
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited through exec
+    # The resource tracker, which the server needs, unblocks signals once it has started it.
+    multiprocessing.resource_tracker.ensure_running()
+    # Blocked in this thread, whose mask the server inherits (through exec too); a Ctrl-C
+    # meanwhile waits, or goes to another thread, and its handler runs either way.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         multiprocessing.forkserver.ensure_running()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def start_early(input_path: Path, devices: int | None) -> None:

@@ -444,6 +444,31 @@ def test_ctrl_c_while_the_fork_server_imports_torch_does_not_kill_it(tmp_path):
     assert (result.returncode, result.stdout, result.stderr) == (0, "True\n", "")
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="no fork server on Windows")
+def test_ctrl_c_while_the_fork_server_starts_is_not_lost(tmp_path):
+    # The server was started with Ctrl-C ignored in this process: one that came meanwhile was
+    # dropped, and predict ran on to its end and exited 0.
+    script = tmp_path / "interrupt.py"
+    script.write_text(
+        "import multiprocessing.forkserver, os, signal\n"
+        "from hanclf.workers import start_server\n"
+        "if __name__ == '__main__':\n"
+        "    signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal\n"
+        "    start = multiprocessing.forkserver.ensure_running\n"
+        "    def interrupted_while_starting():\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        start()\n"
+        "    multiprocessing.forkserver.ensure_running = interrupted_while_starting\n"
+        "    try:\n"
+        "        start_server()\n"
+        "    except KeyboardInterrupt:\n"
+        "        print('interrupted')\n"
+    )
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            timeout=120, start_new_session=True)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "interrupted\n", "")
+
+
 @pytest.mark.slow
 def test_ray_data_map_batches_recipe(model_dir, reviews, tmp_path):
     ray = pytest.importorskip("ray", reason="ray not installed (pip install 'hanclf[ray]')")
