@@ -59,8 +59,10 @@ def _run(action: Callable[[], T], resumable: Path | None = None, written: Sequen
     """Call into the library; turn our errors, Ctrl-C and SIGTERM into a message and an exit
     code. `resumable`: the checkpoint that `--resume` would continue from, if one was left;
     `written`: outputs that earlier calls of the command wrote."""
-    _work_began.set()
     try:
+        _work_began.set()
+        if _stop_pending.is_set():  # a signal came while the command started: see _on_stop_signal
+            raise KeyboardInterrupt
         return action()
     except (HanclfError, KeyboardInterrupt) as e:
         # After a SIGTERM to the process group, an error is its workers dying of it too.
@@ -85,10 +87,19 @@ def _run(action: Callable[[], T], resumable: Path | None = None, written: Sequen
 # would die at once, leaving both behind, and as a container's PID 1 it would ignore the signal.
 _terminated = threading.Event()
 _work_began = threading.Event()  # a command called into the library: outputs may exist
+_stop_pending = threading.Event()  # signalled before that: stopped when the work begins
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    _terminated.set()
+def _on_stop_signal(signum: int, frame: object) -> None:
+    """SIGINT and SIGTERM. While a command imports its libraries (seconds, for torch), the stop
+    waits for the work to begin (or the command to end): a KeyboardInterrupt raised inside an
+    import was swallowed by torch's C import of numpy, or left numpy half-imported, so a job
+    stopped as it started ran on to the end (exit 0), or failed with a traceback (exit 1)."""
+    if signum == signal.SIGTERM:
+        _terminated.set()
+    if not _work_began.is_set():
+        _stop_pending.set()
+        return
     raise KeyboardInterrupt
 
 
@@ -447,13 +458,20 @@ def main() -> None:
     # Escaped instead, as Python's stderr does.
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="backslashreplace")
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, _on_stop_signal)
+    # Not where Ctrl-C is ignored (a shell script's background job, nohup): it stays ignored.
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_stop_signal)
     try:
         app()
     except SystemExit as e:
-        # A SIGTERM before a command's work began (while it imports torch) reached Typer as
-        # Ctrl-C, which exits 130 without a word: a pod stopped as it started logged nothing.
+        how, code = ("terminated (SIGTERM)", 143) if _terminated.is_set() else ("interrupted", 130)
+        if _stop_pending.is_set() and not _work_began.is_set():  # it ended before its work began
+            typer.echo(f"{how}: no output was written", err=True)
+            raise SystemExit(code) from None
+        # A SIGTERM after its work (during its closing lines, say) reached Typer as Ctrl-C,
+        # which exits 130 without a word.
         if e.code == 130 and _terminated.is_set():
-            typer.echo(f"terminated (SIGTERM){'' if _work_began.is_set() else ': no output was written'}", err=True)
-            raise SystemExit(143) from None
+            typer.echo(how, err=True)
+            raise SystemExit(code) from None
         raise

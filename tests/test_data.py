@@ -152,9 +152,10 @@ def test_tokenizing_in_worker_processes_gives_what_one_process_gives(monkeypatch
 SIGTERM_HANDLER_SCRIPT = """
 import signal
 import hanclf.data
-from hanclf.cli.main import _on_sigterm
+from hanclf.cli import main as cli
 from hanclf.config import DataConfig
-signal.signal(signal.SIGTERM, _on_sigterm)
+cli._work_began.set()  # as inside a command's work, where the handler raises
+signal.signal(signal.SIGTERM, cli._on_stop_signal)
 hanclf.data.cores = lambda: 2
 texts = ["Good food, bad service!"] * (2 * hanclf.data.MIN_TEXTS_PER_PROCESS)  # one sentence each
 for _ in range(5):
