@@ -474,8 +474,12 @@ def check_output(path: Path, force: bool, directory: bool = False, reads: Path |
         raise UsageError(f"{path}: holds the current directory; name another directory to write")
     if path.exists() and not force:
         raise UsageError(f"{path}: already exists; pass --force to overwrite it")
-    # Missing folders (out/2026-11-27/) are made as the output is written: the nearest one that
-    # exists must be a directory that can take them.
+    check_writable(path)
+
+
+def check_writable(path: Path) -> None:
+    """Refuse `path` if it cannot be written: missing folders (out/2026-11-27/) are made as the
+    output is written, so the nearest one that exists must be a directory that can take them."""
     parent = next(p for p in path.parents if os.path.lexists(p))  # a broken link counts: refused
     if not parent.is_dir():
         raise UsageError(f"{path}: {parent} is not a directory")

@@ -43,8 +43,8 @@ from hanclf.datamodule import HANDataModule
 from hanclf.embeddings import initial_embeddings, require_gensim
 from hanclf.errors import HanclfError, UsageError
 from hanclf.io import (
-    PROGRESS_LOG_SECONDS, as_path, atomic_output, bar_on_stderr, check_input, check_output, created_parents,
-    time_left, to_stderr,
+    PROGRESS_LOG_SECONDS, as_path, atomic_output, bar_on_stderr, check_input, check_output, check_writable,
+    created_parents, time_left, to_stderr,
 )
 from hanclf.metrics import calibration_error, fit_temperature, log_loss, tune_thresholds
 from hanclf.model import PAD, members
@@ -295,6 +295,9 @@ def train(
             _train(data, output, config, valid, work, last if resume else None,
                    force, progress=False, log=lambda message: None, primary=False)
         return None
+    # Before the folders and the lock file beside the output are made: a PermissionError's
+    # traceback otherwise.
+    check_writable(output)
     # Like spaCy and Lightning, a new runs/a/b is fine; the folders go again if training fails.
     with created_parents(output), _one_training_at_a_time(output):
         if resume and not force and finished(output):

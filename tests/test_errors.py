@@ -471,9 +471,12 @@ def test_output_directory_not_writable(tmp_path, data_dir, model_dir, monkeypatc
     if os.geteuid() == 0:
         real_access = os.access
         monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == locked else real_access(p, mode))
+    # train made its folders and its lock file beside the output before it checked (a
+    # PermissionError's traceback, not run as root; as root, a model in locked/new/).
     for args in (predict(env, csv_with_text(env), out="locked/pred.parquet"),
                  explain(env, csv_with_text(env, "in2.csv"), out="locked/att.csv"),
-                 train(env, env.data / "train.csv", out="locked/model")):
+                 train(env, env.data / "train.csv", out="locked/model"),
+                 train(env, env.data / "train.csv", out="locked/new/model")):
         outcome = run_in_process(args)
         assert outcome.code == 2 and not outcome.crash, outcome
         assert "locked" in outcome.stderr and "not writable" in outcome.stderr
