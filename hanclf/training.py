@@ -20,7 +20,7 @@ import warnings
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -177,8 +177,35 @@ class _CheckpointsBeside(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
         path = Path(path)
         partial = path.with_name(f".{path.name}.partial")
-        torch.save(checkpoint, partial)
+        with partial.open("wb") as file:
+            writer = _WriteErrorKept(file)
+            try:
+                torch.save(checkpoint, writer)
+            except RuntimeError:
+                if writer.error is not None:
+                    raise writer.error from None
+                raise
         os.replace(partial, path)
+
+
+class _WriteErrorKept:
+    """A file that keeps the OSError of a failed write: torch.save turns a full disk's into a
+    RuntimeError ("unexpected pos 13760 vs 13654"), which reached the log as a traceback
+    instead of the CLI's line on the disk being full."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file = file
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
 
 
 def _why_unreadable(checkpoint: Path) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -167,6 +168,19 @@ def test_a_run_interrupted_after_its_last_epoch_resumes(tmp_path, monkeypatch):
     (tmp_path / ".again.training" / "metrics.csv").write_text("")
     metrics = train(SAMPLE_DATA / "train.csv", tmp_path / "again", config, resume=True, progress=False)
     assert metrics["epochs_run"] == 2 and pd.read_csv(tmp_path / "again" / "history.csv").empty
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="writes to /dev/full, which is always full")
+def test_a_checkpoint_on_a_full_disk_fails_with_the_disks_error(tmp_path):
+    # torch.save reported the full disk as a RuntimeError ("unexpected pos"), which the CLI
+    # printed as a traceback instead of its line on the disk being full.
+    from hanclf.training import _CheckpointsBeside
+
+    (tmp_path / ".last.ckpt.partial").symlink_to("/dev/full")  # where it is written first
+    with pytest.raises(OSError) as raised:
+        _CheckpointsBeside().save_checkpoint({"weights": torch.zeros(100_000)}, tmp_path / "last.ckpt")
+    assert raised.value.errno == errno.ENOSPC
+    assert not (tmp_path / "last.ckpt").exists()
 
 
 def test_checkpoints_never_go_through_tmpdir_and_a_damaged_one_is_trained_over(tmp_path, monkeypatch):
