@@ -104,7 +104,10 @@ def test_a_spawned_predict_worker_ignores_ctrl_c_before_it_imports_torch(model_d
         hanclf.predict.predict_file(model_dir, data, tmp_path / "p.parquet", device="cpu", devices=2)
     except Started as started:
         pickled = started.args[0]
+    # As a worker spawned from a terminal starts (a test run in the background of a script
+    # inherits Ctrl-C ignored, which Python then leaves so).
     check = ("import pickle, signal, sys\n"
+             "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
              "initializer, initargs = pickle.loads(sys.stdin.buffer.read())\n"
              "print('torch' in sys.modules)\n"
              "import hanclf.workers\n"
