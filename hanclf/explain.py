@@ -35,7 +35,8 @@ from hanclf.io import (
     text_values,
     to_stderr,
 )
-from hanclf.predict import DocAttention, Predictor, RowProgress, check_multi_label_options
+from hanclf.predict import DocAttention, Predictor, check_multi_label_options
+from hanclf.progress import RowProgress
 from hanclf.report import HtmlReport
 from hanclf.vocab import normalize_labels
 

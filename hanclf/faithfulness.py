@@ -54,7 +54,8 @@ from hanclf.artifact import check_not_model_file
 from hanclf.errors import UsageError
 from hanclf.explain import iter_rows
 from hanclf.io import TextColumns, as_path, atomic_output, check_output, to_stderr, write_json
-from hanclf.predict import Predictor, RowProgress
+from hanclf.predict import Predictor
+from hanclf.progress import RowProgress
 
 CURVE_POINTS = 11  # 0%, 10%, ..., 100% removed
 

@@ -28,8 +28,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from hanclf import __version__
 from hanclf.artifact import load
@@ -40,27 +38,24 @@ from hanclf.data import (
 )
 from hanclf.errors import HanclfError, HanclfWarning, UsageError
 from hanclf.io import (
-    PROGRESS_LOG_SECONDS,
     STRING_TYPES,
     TextColumns,
     as_path,
     atomic_output,
-    bar_on_stderr,
     check_input,
     check_output,
     column_names,
     empty_batch,
     input_format,
     iter_batches,
-    known_rows,
     parquet_rows,
     require_columns,
     text_columns,
     text_values,
-    time_left,
     to_stderr,
 )
 from hanclf.model import UNK, probabilities
+from hanclf.progress import RowProgress
 from hanclf.tokenize import tokenize_all
 from hanclf.vocab import Labels
 from hanclf.workers import (
@@ -558,54 +553,6 @@ def _unread_note(truncation: Truncation, data: DataConfig) -> str:
             f"past them, in {truncation.cut} of {truncation.documents} documents ({cut_share}), labelled from "
             "their beginnings alone; train on such documents with larger caps (--set data.max_sentences=... "
             "--set data.max_words=...), or split them into parts")
-
-
-class RowProgress:
-    """Rows done so far, out of `total` (None: not known): a bar on stderr (`bar` None: where
-    stderr shows one), or else a line through `log` every PROGRESS_LOG_SECONDS ('labelled 800
-    rows of ...', `done` naming what was done to them, `unit` what they are). A context manager:
-    the bar goes at the end."""
-
-    def __init__(self, total: int | None, bar: bool | None, log: Callable[[str], None], done: str = "labelled",
-                 unit: str = "rows") -> None:
-        self.total, self.log, self.done, self.unit = total, log, done, unit
-        self.started = self.logged = time.perf_counter()
-        self.first: tuple[float, int] | None = None  # when the first rows were done, and how many
-        self.bar: Progress | None = None
-        if bar or (bar is None and bar_on_stderr()):
-            columns = [TextColumn(done), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
-            self.bar = Progress(*columns, console=Console(stderr=True), transient=True)
-            self.task = self.bar.add_task("predict", total=total)
-
-    @classmethod
-    def of_input(cls, path: Path, progress: bool | None, log: Callable[[str], None], done: str) -> RowProgress:
-        """For the rows of input `path`; `progress`: a bar, None where stderr shows one."""
-        return cls(known_rows(path), progress, log, done)
-
-    def __enter__(self) -> RowProgress:
-        if self.bar is not None:
-            self.bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-    def __call__(self, rows: int) -> None:
-        now = time.perf_counter()
-        self.first = self.first or (now, rows)
-        if self.bar is not None:
-            self.bar.update(self.task, completed=rows)
-        elif now - self.logged >= PROGRESS_LOG_SECONDS:
-            self.logged = now
-            # The pace since the first rows were done: start-up (model, workers) is not part of it.
-            since, done_then = self.first
-            rate = (rows - done_then) / (now - since) if rows > done_then else rows / max(now - self.started, 1e-9)
-            line = f"{self.done} {rows} {self.unit}"
-            if self.total:
-                left = (self.total - rows) / max(rate, 1e-9)
-                line += f" of {self.total} ({rows / self.total:.0%}), {time_left(left)}"
-            self.log(f"{line}, {rate:.0f} {self.unit}/s")
 
 
 @contextlib.contextmanager

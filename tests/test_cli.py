@@ -257,7 +257,7 @@ def test_predict_notes_when_the_caps_leave_much_of_the_input_unread(capped_model
 def test_predict_logs_its_progress_where_no_bar_is_drawn(model_dir, data_dir, tmp_path, monkeypatch):
     # A long predict in a batch job's log said nothing until it ended.
     monkeypatch.setattr("hanclf.predict.INPUT_BATCH_ROWS", 16)
-    monkeypatch.setattr("hanclf.predict.PROGRESS_LOG_SECONDS", 0.0)
+    monkeypatch.setattr("hanclf.progress.PROGRESS_LOG_SECONDS", 0.0)
     lines: list[str] = []
     predict_file(model_dir, data_dir / "test.parquet", tmp_path / "p.parquet", device="cpu",
                  progress=False, log=lines.append)
@@ -289,7 +289,7 @@ def test_predict_logs_its_progress_where_no_bar_is_drawn(model_dir, data_dir, tm
 
 def test_explain_logs_its_progress_where_no_bar_is_drawn(model_dir, data_dir, tmp_path, monkeypatch):
     # `explain big.parquet` printed nothing for minutes in an unattended job.
-    monkeypatch.setattr("hanclf.predict.PROGRESS_LOG_SECONDS", 0.0)
+    monkeypatch.setattr("hanclf.progress.PROGRESS_LOG_SECONDS", 0.0)
     lines: list[str] = []
     explain_file(model_dir, data_dir / "test.parquet", tmp_path / "a.csv", device="cpu", progress=False,
                  log=lines.append)
@@ -313,7 +313,7 @@ def test_explain_logs_its_progress_where_no_bar_is_drawn(model_dir, data_dir, tm
 
 
 def test_faithfulness_logs_its_progress_where_no_bar_is_drawn(model_dir, data_dir, monkeypatch):
-    monkeypatch.setattr("hanclf.predict.PROGRESS_LOG_SECONDS", 0.0)
+    monkeypatch.setattr("hanclf.progress.PROGRESS_LOG_SECONDS", 0.0)
     lines: list[str] = []
     faithfulness_file(model_dir, data_dir / "test.parquet", limit=25, device="cpu", progress=False, log=lines.append)
     assert len(lines) == 1  # 25 documents are one chunk (they and their perturbed copies scored at once)
@@ -321,8 +321,8 @@ def test_faithfulness_logs_its_progress_where_no_bar_is_drawn(model_dir, data_di
 
 
 def test_explain_quiet_logs_lines_instead_of_a_bar(model_dir, data_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr("hanclf.predict.PROGRESS_LOG_SECONDS", 0.0)
-    monkeypatch.setattr("hanclf.predict.bar_on_stderr", lambda: True)  # as on a terminal
+    monkeypatch.setattr("hanclf.progress.PROGRESS_LOG_SECONDS", 0.0)
+    monkeypatch.setattr("hanclf.progress.bar_on_stderr", lambda: True)  # as on a terminal
     command = ["explain", model_dir, data_dir / "test.parquet", "-o", tmp_path / "a.csv", "--faithfulness",
                tmp_path / "f.json", "--limit", "20", "-F"]
     for quiet, lines in (([], False), (["-q"], True)):
@@ -333,11 +333,11 @@ def test_explain_quiet_logs_lines_instead_of_a_bar(model_dir, data_dir, tmp_path
 
 def test_progress_lines_pace_leaves_start_up_out(monkeypatch):
     # Time left counted loading the model and starting workers as if rows were labelled then.
-    from hanclf.predict import RowProgress
+    from hanclf.progress import RowProgress
 
     clock = iter([0.0, 10.0, 11.0, 12.0])  # made at 0; first 10 rows at 10 s, 10 more a second
-    monkeypatch.setattr("hanclf.predict.time.perf_counter", lambda: next(clock))
-    monkeypatch.setattr("hanclf.predict.PROGRESS_LOG_SECONDS", 0.0)
+    monkeypatch.setattr("hanclf.progress.time.perf_counter", lambda: next(clock))
+    monkeypatch.setattr("hanclf.progress.PROGRESS_LOG_SECONDS", 0.0)
     lines: list[str] = []
     progress = RowProgress(100, bar=False, log=lines.append)
     for rows in (10, 20, 30):
