@@ -55,7 +55,8 @@ from hanclf.artifact import load
 from hanclf.config import DataConfig, load_config
 from hanclf.data import EncodedDoc, collate, tokenize_texts, truncate
 from hanclf.model import HAN, PAD, UNK
-from hanclf.predict import Predictor, predict_file, resolve_device, worker_processes
+from hanclf.predict import Predictor, predict_file, worker_processes
+from hanclf.predictor import resolve_device
 from hanclf.tokenize import tokenize
 from hanclf.vocab import Vocab
 

@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 # The library's functions, imported on first use: `import hanclf` stays instant (`hanclf --help`
 # and --version never wait for torch), and only `train` pulls in Lightning.
 _EXPORTS = {
-    "Predictor": "hanclf.predict",
+    "Predictor": "hanclf.predictor",
     "predict_file": "hanclf.predict",
     "explain_file": "hanclf.explain",
     "evaluate_file": "hanclf.evaluate",

@@ -18,7 +18,7 @@ from hanclf.metrics import (
     CALIBRATION_BINS, calibration_bins, calibration_error_of, confusion_matrix, multilabel_counts,
     multilabel_report, report,
 )
-from hanclf.predict import Predictor, check_multi_label_options
+from hanclf.predictor import Predictor, check_multi_label_options
 from hanclf.progress import RowProgress
 from hanclf.vocab import Labels, joined_sets_hint, normalize_labels
 

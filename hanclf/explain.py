@@ -35,7 +35,7 @@ from hanclf.io import (
     text_values,
     to_stderr,
 )
-from hanclf.predict import DocAttention, Predictor, check_multi_label_options
+from hanclf.predictor import DocAttention, Predictor, check_multi_label_options
 from hanclf.progress import RowProgress
 from hanclf.report import HtmlReport
 from hanclf.vocab import normalize_labels

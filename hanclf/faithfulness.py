@@ -54,7 +54,7 @@ from hanclf.artifact import check_not_model_file
 from hanclf.errors import UsageError
 from hanclf.explain import iter_rows
 from hanclf.io import TextColumns, as_path, atomic_output, check_output, to_stderr, write_json
-from hanclf.predict import Predictor
+from hanclf.predictor import Predictor
 from hanclf.progress import RowProgress
 
 CURVE_POINTS = 11  # 0%, 10%, ..., 100% removed
@@ -111,7 +111,7 @@ def faithfulness(
     """Comprehensiveness, sufficiency, deletion curves, AOPC and flip rates of the sentence
     attention of `predictor` on `texts` (see the module docstring); a JSON-ready dict.
 
-    `predictor` is a `hanclf.predict.Predictor`, or anything with its `attend` (giving
+    `predictor` is a `hanclf.predictor.Predictor`, or anything with its `attend` (giving
     `.sentences`, `.sent_att`, `.probs` per text) and `predict_tokenized`. Documents are processed `batch_docs` at a time: one `attend` call,
     then all their perturbed copies in one `predict_tokenized` call (which batches them by
     size). `progress(done, total)` is called after each chunk.

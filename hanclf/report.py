@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
-from hanclf.predict import DocAttention
+from hanclf.predictor import DocAttention
 
 COMFORTABLE_DOCUMENTS = 2_000  # about what a page a browser opens quickly holds (explain warns past it)
 

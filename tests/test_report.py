@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hanclf.predict import DocAttention, Predictor
+from hanclf.predictor import DocAttention, Predictor
 from hanclf.report import SENT_MAX_ALPHA, WORD_MAX_ALPHA, HtmlReport
 from hanclf.tokenize import tokenize
 

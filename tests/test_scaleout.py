@@ -21,6 +21,7 @@ import torch
 from typer.testing import CliRunner
 
 import hanclf.predict
+import hanclf.predictor
 import hanclf.workers
 from hanclf.cli.main import app
 from hanclf.data import Truncation
@@ -95,10 +96,10 @@ def test_predictor_on_arrow_and_pandas_matches_the_cli(model_dir, reviews, tmp_p
 def test_a_predictor_tokenizes_a_large_batch_a_slice_at_a_time(model_dir, reviews, monkeypatch):
     # A Ray batch or a Spark Arrow batch may hold 100,000s of texts: tokenized all at once, a
     # batch of 250,000 Yelp reviews took a worker's memory from 0.7 to 3.9 GiB.
-    monkeypatch.setattr(hanclf.predict, "PREDICT_CHUNK_ROWS", 700, raising=False)
+    monkeypatch.setattr(hanclf.predictor, "PREDICT_CHUNK_ROWS", 700)
     tokenized: list[int] = []
-    tokenize = hanclf.predict.tokenize_texts
-    monkeypatch.setattr(hanclf.predict, "tokenize_texts",
+    tokenize = hanclf.predictor.tokenize_texts
+    monkeypatch.setattr(hanclf.predictor, "tokenize_texts",
                         lambda texts, *args: tokenized.append(len(texts)) or tokenize(texts, *args))
     predictor = Predictor(model_dir, device="cpu")
     table = pq.read_table(reviews)
