@@ -24,6 +24,8 @@ import numpy as np
 import torch
 
 import hanclf.predict as predict
+import hanclf.worker_pool as worker_pool
+from hanclf.workers import start_server
 
 T = TypeVar("T")
 
@@ -41,7 +43,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="where the main process runs the model")
     args = parser.parse_args()
 
-    predict._model_in_this_process = lambda device: True  # the GPU's way, on any device
+    worker_pool._model_in_this_process = lambda device: True  # the GPU's way, on any device
     in_model = 0.0
     queue_probs = predict.Predictor._queue_probs
 
@@ -59,7 +61,7 @@ def main() -> None:
         return lambda: in_the_model(result)
 
     predict.Predictor._queue_probs = timed_queue_probs
-    predict.start_server()  # started before the clock, as the CLI starts it before its imports
+    start_server()  # started before the clock, as the CLI starts it before its imports
     cpu, wall = process_cpu_seconds(), time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         result = predict.predict_file(args.model, args.data, Path(tmp) / "p.parquet",

@@ -55,8 +55,9 @@ from hanclf.artifact import load
 from hanclf.config import DataConfig, load_config
 from hanclf.data import EncodedDoc, collate, tokenize_texts, truncate
 from hanclf.model import HAN, PAD, UNK
-from hanclf.predict import Predictor, predict_file, worker_processes
+from hanclf.predict import Predictor, predict_file
 from hanclf.predictor import resolve_device
+from hanclf.worker_pool import worker_processes
 from hanclf.tokenize import tokenize
 from hanclf.vocab import Vocab
 

@@ -25,7 +25,9 @@ from collections.abc import Iterator
 from multiprocessing.context import BaseContext
 from pathlib import Path
 
-# Not "__main__": run in the server, a script that calls predict_file without
+# predict_file's module, and through it all that its workers run (hanclf.worker_pool: its task
+# functions, found by name) and what a caller's main module imports with it (rich). Not
+# "__main__": run in the server, a script that calls predict_file without
 # `if __name__ == "__main__":` would start doing so there. Each worker imports the main module
 # itself, as a spawned one would (the CLI's takes ~0.1 s once hanclf is loaded).
 PRELOAD = ["hanclf.predict"]
@@ -137,13 +139,13 @@ def become_worker(main_pid: int) -> None:
 
 def start_predict_worker(main_pid: int, *args: object) -> None:
     """The initializer of predict's workers: become_worker(main_pid), then
-    hanclf.predict._start_worker(*args). It lives here, away from torch: a spawned worker
+    hanclf.worker_pool.start_worker(*args). It lives here, away from torch: a spawned worker
     (Windows) imports the module of its initializer before calling it, and a Ctrl-C during
     those seconds of imports printed every worker's traceback."""
     become_worker(main_pid)
-    from hanclf.predict import _start_worker
+    from hanclf.worker_pool import start_worker
 
-    _start_worker(*args)
+    start_worker(*args)
 
 
 def _exit_after(process: multiprocessing.process.BaseProcess) -> None:

@@ -89,6 +89,7 @@ def test_a_spawned_predict_worker_ignores_ctrl_c_before_it_imports_torch(model_d
     import pandas as pd
 
     import hanclf.predict
+    import hanclf.worker_pool
 
     class Started(Exception):
         pass
@@ -96,8 +97,8 @@ def test_a_spawned_predict_worker_ignores_ctrl_c_before_it_imports_torch(model_d
     def pool(processes, mp_context, initializer, initargs):
         raise Started(pickle.dumps((initializer, initargs)))
 
-    monkeypatch.setattr(hanclf.predict, "ProcessPoolExecutor", pool)
-    monkeypatch.setattr(hanclf.predict, "start_server", lambda: None)
+    monkeypatch.setattr(hanclf.worker_pool, "ProcessPoolExecutor", pool)
+    monkeypatch.setattr(hanclf.worker_pool, "start_server", lambda: None)
     data = tmp_path / "texts.csv"
     pd.DataFrame({"text": ["The food was wonderful!"] * 3}).to_csv(data, index=False)
     try:
@@ -214,13 +215,14 @@ def test_a_workers_death_under_the_windows_command_blames_memory_not_a_script(mo
     import types
     from pathlib import PureWindowsPath
 
-    from hanclf.predict import worker_died
+    import hanclf.worker_pool
+    from hanclf.worker_pool import worker_died
 
     exe = r"C:\venv\Scripts\hanclf.exe"
     main = types.SimpleNamespace(__file__=exe + r"\__main__.py", __spec__=types.SimpleNamespace(name="__main__"))
     monkeypatch.setitem(sys.modules, "__main__", main)
     monkeypatch.setattr(sys, "argv", [exe])
-    monkeypatch.setattr(hanclf.predict, "Path", PureWindowsPath)
+    monkeypatch.setattr(hanclf.worker_pool, "Path", PureWindowsPath)
     assert str(worker_died()).endswith("(its own error, if any, is printed above): out of memory? try fewer --devices")
 
 

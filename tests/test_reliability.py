@@ -28,7 +28,8 @@ import yaml
 from typer.testing import CliRunner
 
 from hanclf.cli.main import app
-from hanclf.predict import ROW_GROUP_ROWS, Predictor, _stop_workers
+from hanclf.predict import ROW_GROUP_ROWS, Predictor
+from hanclf.worker_pool import _stop_workers
 from hanclf.tokenize import tokenize
 
 pytestmark = pytest.mark.slow  # ~60 s in all on 2 CPU cores (a few predicts of 10^5 rows)

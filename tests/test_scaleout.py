@@ -22,11 +22,13 @@ from typer.testing import CliRunner
 
 import hanclf.predict
 import hanclf.predictor
+import hanclf.worker_pool
 import hanclf.workers
 from hanclf.cli.main import app
 from hanclf.data import Truncation
 from hanclf.errors import UsageError
-from hanclf.predict import Predictor, predict_file, worker_died, worker_processes
+from hanclf.predict import Predictor, predict_file
+from hanclf.worker_pool import worker_died, worker_processes
 from hanclf.workers import likely_to_use_workers
 from tests.conftest import words_past_the_caps
 
@@ -135,7 +137,7 @@ def test_a_batch_whose_text_column_is_not_text_is_told_what_to_do_without_a_cli_
 
 def test_predict_in_two_workers_equals_one_process(model_dir, reviews, tmp_path, monkeypatch):
     # Small tasks, so that more are sent than may be in flight and they finish out of order.
-    monkeypatch.setattr(hanclf.predict, "WORKER_ROWS", 700)
+    monkeypatch.setattr(hanclf.worker_pool, "WORKER_ROWS", 700)
     one, two = tmp_path / "one.parquet", tmp_path / "two.parquet"
     assert "processes" not in invoke("predict", model_dir, reviews, "-o", one, "--top-k", "2", "--devices", "1", "--device", "cpu")
     said = invoke("predict", model_dir, reviews, "-o", two, "--top-k", "2", "--devices", "2", "--device", "cpu")
@@ -228,8 +230,8 @@ def test_a_worker_killed_mid_run_is_reported_and_leaves_no_output(model_dir, rev
     script.write_text(
         "import os, signal\n"
         "from pathlib import Path\n"
-        "import hanclf.predict\n"
-        "label = hanclf.predict._predict_texts\n"
+        "import hanclf.predict, hanclf.worker_pool\n"
+        "label = hanclf.worker_pool._predict_texts\n"
         "tasks = 0\n"
         "def killed_at_second_task(*args, **kwargs):\n"
         "    global tasks\n"
@@ -237,7 +239,7 @@ def test_a_worker_killed_mid_run_is_reported_and_leaves_no_output(model_dir, rev
         "    if tasks == 2:\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
         "    return label(*args, **kwargs)\n"
-        "hanclf.predict._predict_texts = killed_at_second_task\n"
+        "hanclf.worker_pool._predict_texts = killed_at_second_task\n"
         "if __name__ == '__main__':\n"
         f"    hanclf.predict.predict_file(Path({str(model_dir)!r}), Path({str(reviews)!r}), "
         f"Path({str(out)!r}), device='cpu', devices=2)\n"
@@ -321,29 +323,29 @@ def test_a_containers_cpu_quota_and_memory_limit_bound_the_workers(tmp_path, ver
 
 def test_default_worker_count_follows_cores_rows_and_memory(reviews, monkeypatch):
     cpu = torch.device("cpu")
-    monkeypatch.setattr(hanclf.predict, "cores", lambda: 8)
-    monkeypatch.setattr(hanclf.predict, "_available_memory", lambda: 64 << 30)
-    monkeypatch.setattr(hanclf.predict, "MIN_ROWS_PER_PROCESS", 1_000)
+    monkeypatch.setattr(hanclf.worker_pool, "cores", lambda: 8)
+    monkeypatch.setattr(hanclf.worker_pool, "_available_memory", lambda: 64 << 30)
+    monkeypatch.setattr(hanclf.worker_pool, "MIN_ROWS_PER_PROCESS", 1_000)
     assert worker_processes(None, cpu, reviews) == 5  # 5,000 rows: 5 processes of >= 1,000 rows
-    monkeypatch.setattr(hanclf.predict, "MIN_ROWS_PER_PROCESS", 100)
+    monkeypatch.setattr(hanclf.worker_pool, "MIN_ROWS_PER_PROCESS", 100)
     assert worker_processes(None, cpu, reviews) == 8  # then one per core
-    monkeypatch.setattr(hanclf.predict, "_available_memory", lambda: 3 << 30)
+    monkeypatch.setattr(hanclf.worker_pool, "_available_memory", lambda: 3 << 30)
     assert worker_processes(None, cpu, reviews) == 3  # then what memory allows
     monkeypatch.undo()
-    monkeypatch.setattr(hanclf.predict, "cores", lambda: 8)
-    monkeypatch.setattr(hanclf.predict, "MIN_ROWS_PER_PROCESS", 100)
-    monkeypatch.setattr(hanclf.predict, "cgroup_memory_room", lambda: 2 << 30)
+    monkeypatch.setattr(hanclf.worker_pool, "cores", lambda: 8)
+    monkeypatch.setattr(hanclf.worker_pool, "MIN_ROWS_PER_PROCESS", 100)
+    monkeypatch.setattr(hanclf.worker_pool, "cgroup_memory_room", lambda: 2 << 30)
     assert worker_processes(None, cpu, reviews) == 2  # a container's room, not the machine's
-    monkeypatch.setattr(hanclf.predict, "MIN_ROWS_PER_PROCESS", 10_000)
+    monkeypatch.setattr(hanclf.worker_pool, "MIN_ROWS_PER_PROCESS", 10_000)
     assert worker_processes(None, cpu, reviews) == 1  # a small input stays in this process
     assert worker_processes(4, cpu, reviews) == 4  # --devices N is taken as given
 
 
 def test_with_the_model_on_a_gpu_every_core_but_one_batches(reviews, monkeypatch):
     gpu = torch.device("cuda")
-    monkeypatch.setattr(hanclf.predict, "cores", lambda: 8)
-    monkeypatch.setattr(hanclf.predict, "_available_memory", lambda: 64 << 30)
-    monkeypatch.setattr(hanclf.predict, "MIN_ROWS_PER_PROCESS", 100)
+    monkeypatch.setattr(hanclf.worker_pool, "cores", lambda: 8)
+    monkeypatch.setattr(hanclf.worker_pool, "_available_memory", lambda: 64 << 30)
+    monkeypatch.setattr(hanclf.worker_pool, "MIN_ROWS_PER_PROCESS", 100)
     assert worker_processes(None, gpu, reviews) == 7  # this process runs the model
     assert worker_processes(12, gpu, reviews) == 12
 
@@ -351,8 +353,8 @@ def test_with_the_model_on_a_gpu_every_core_but_one_batches(reviews, monkeypatch
 def test_workers_that_only_batch_for_a_model_here_equal_one_process(model_dir, reviews, tmp_path, monkeypatch):
     """The GPU's way (workers tokenize and batch, this process runs the model), run on the CPU:
     each task's model work is queued before the task before it is turned into a table."""
-    monkeypatch.setattr(hanclf.predict, "WORKER_ROWS", 700)
-    monkeypatch.setattr(hanclf.predict, "_model_in_this_process", lambda device: True)
+    monkeypatch.setattr(hanclf.worker_pool, "WORKER_ROWS", 700)
+    monkeypatch.setattr(hanclf.worker_pool, "_model_in_this_process", lambda device: True)
     steps: list[str] = []
     batches, queue_probs, table = Predictor.batches, Predictor._queue_probs, Predictor._table
 
@@ -380,7 +382,7 @@ def test_what_the_caps_cut_is_counted_alike_in_one_process_and_in_workers(capped
                                                                             monkeypatch):
     """Each worker counts what the caps cut of its own tasks' texts, whether it labels them or
     batches them for the model in this process; predict adds them up to what one process counts."""
-    monkeypatch.setattr(hanclf.predict, "WORKER_ROWS", 700)
+    monkeypatch.setattr(hanclf.worker_pool, "WORKER_ROWS", 700)
     texts = pq.read_table(reviews).column("text").to_pylist()
     # Every review is a sentence of 10 tokens and one of 7, of which 4 and 4 are read; two
     # reviews have no text.
@@ -388,7 +390,7 @@ def test_what_the_caps_cut_is_counted_alike_in_one_process_and_in_workers(capped
     assert tuple(expected.values()) == words_past_the_caps(texts, 3, 4)
     notes = []
     for devices, model_here in ((1, False), (2, False), (2, True)):
-        monkeypatch.setattr(hanclf.predict, "_model_in_this_process", lambda device, here=model_here: here)
+        monkeypatch.setattr(hanclf.worker_pool, "_model_in_this_process", lambda device, here=model_here: here)
         lines: list[str] = []
         result = predict_file(capped_model_dir, reviews, tmp_path / "p.parquet", device="cpu", devices=devices,
                               force=True, log=lines.append)
