@@ -22,7 +22,7 @@ from hanclf.predictor import Predictor, check_multi_label_options
 from hanclf.progress import RowProgress
 from hanclf.vocab import Labels, joined_sets_hint, normalize_labels
 
-BATCH_ROWS = 8_192
+BATCH_ROWS = 8_192  # rows read and scored at a time, as many as predict reads
 UNKNOWN_LABELS_SHOWN = 5  # in the warning on labels the model does not know
 
 

@@ -250,6 +250,8 @@ class FileJob:
 def _write(
     path: Path, writer: pq.ParquetWriter | None, table: pa.Table, metadata: dict[str, str]
 ) -> pq.ParquetWriter:
+    """`table` appended to the Parquet file `path` in row groups of at most ROW_GROUP_ROWS rows,
+    by `writer`, or by a new one where nothing is written yet (None); returns the writer."""
     table = table.replace_schema_metadata(metadata)
     if writer is None:
         writer = pq.ParquetWriter(path, table.schema, compression="zstd")

@@ -78,6 +78,8 @@ def one_per_text(texts: Iterable[str | None]) -> list[str | None]:
 
 
 def resolve_device(device: str) -> torch.device:
+    """--device as a torch device, auto a GPU where there is one; a usage error, before the
+    model loads, for a device this machine does not have."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -256,6 +258,7 @@ class Predictor:
         return out  # type: ignore[return-value]
 
     def label_type(self) -> pa.DataType:
+        """The Arrow type of the predicted labels: int64 where the model's labels are numbers."""
         return pa.int64() if self.labels.numeric else pa.string()
 
     def output_schema(self, top_k: int = 1) -> pa.Schema:
@@ -380,6 +383,7 @@ def _not_text(frame: pd.DataFrame, columns: list[str], error: Exception) -> str:
 
 
 def check_threshold(threshold: float | None) -> None:
+    """--threshold, where given, is a probability."""
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise UsageError(f"--threshold {threshold}: a probability, from 0 to 1")
 

@@ -28,7 +28,7 @@ class RowProgress:
         if bar or (bar is None and bar_on_stderr()):
             columns = [TextColumn(done), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
             self.bar = Progress(*columns, console=Console(stderr=True), transient=True)
-            self.task = self.bar.add_task("predict", total=total)
+            self.task = self.bar.add_task(done, total=total)
 
     @classmethod
     def of_input(cls, path: Path, progress: bool | None, log: Callable[[str], None], done: str) -> RowProgress:

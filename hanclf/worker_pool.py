@@ -209,16 +209,18 @@ def _stop_workers(pool: ProcessPoolExecutor, seconds: float = 2.0) -> None:
         manager.join(max(0.0, deadline - time.monotonic()) + 1.0)
 
 
-_worker: Predictor | None = None  # the model of a worker process of write_in_workers
+# The model of a worker process of write_in_workers, loaded once by start_worker.
+_worker_predictor: Predictor | None = None
 
 
 def start_worker(model_dir: Path, threads: int, batch_size: int) -> None:
-    """In a worker, after become_worker (see start_predict_worker)."""
-    global _worker
+    """In a worker, after become_worker (see start_predict_worker): load its Predictor, on the
+    CPU with `threads` threads, once for all the tasks it will run."""
+    global _worker_predictor
     torch.set_num_threads(threads)
     with warnings.catch_warnings():  # the main process, which loaded the model too, has said it
         warnings.simplefilter("ignore", HanclfWarning)
-        _worker = Predictor(model_dir, "cpu", batch_size)
+        _worker_predictor = Predictor(model_dir, "cpu", batch_size)
 
 
 def _predict_texts(
@@ -226,12 +228,12 @@ def _predict_texts(
 ) -> tuple[pa.Table, Truncation]:
     """A worker's task on the CPU: the predictions of `texts`, and what the caps cut of them,
     which the main process adds to its own Predictor's truncation."""
-    _worker.truncation = Truncation()
-    return _worker.predict_table(texts, top_k, threshold), _worker.truncation
+    _worker_predictor.truncation = Truncation()
+    return _worker_predictor.predict_table(texts, top_k, threshold), _worker_predictor.truncation
 
 
 def _batch_texts(texts: list[str | None]) -> tuple[list[Batch], Truncation]:
     """A worker's task when the model is in the main process: the batches of `texts`, and what
     the caps cut of them."""
-    _worker.truncation = Truncation()
-    return list(_worker.batches(texts)), _worker.truncation
+    _worker_predictor.truncation = Truncation()
+    return list(_worker_predictor.batches(texts)), _worker_predictor.truncation
