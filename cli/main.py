@@ -201,7 +201,8 @@ def train(
 ) -> None:
     """Train a HAN and write a self-contained model directory."""
     from hanclf.config import class_weights_option, load_config, parse_override
-    from hanclf.training import describe, finished, train as train_model, work_dir
+    from hanclf.metrics import describe
+    from hanclf.training import finished, train as train_model, work_dir
 
     def action() -> dict[str, Any]:
         overrides = dict(parse_override(item) for item in set_ or [])

@@ -93,6 +93,14 @@ def multilabel_report(counts: np.ndarray, names: Sequence[str]) -> dict[str, Any
     }
 
 
+def describe(report: dict[str, Any]) -> str:
+    """The headline figures of a report (`report` or `multilabel_report`), for one log line."""
+    if report.get("multi_label"):
+        return (f"micro-F1 {report['micro_f1']:.4f}, macro-F1 {report['macro_f1']:.4f}, "
+                f"subset accuracy {report['subset_accuracy']:.4f}")
+    return f"accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}"
+
+
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.96, 0.05), 2)
 
 

@@ -46,7 +46,7 @@ from hanclf.io import (
     PROGRESS_LOG_SECONDS, as_path, atomic_output, bar_on_stderr, check_input, check_output, check_writable,
     created_parents, time_left, to_stderr,
 )
-from hanclf.metrics import calibration_error, fit_temperature, log_loss, tune_thresholds
+from hanclf.metrics import calibration_error, describe, fit_temperature, log_loss, tune_thresholds
 from hanclf.model import PAD, members
 from hanclf.module import HANClassifier
 from hanclf.vocab import Labels
@@ -158,14 +158,6 @@ class EpochLog(pl.Callback):
             f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {loss}valid "
             f"{describe(module.valid_report)} ({time.perf_counter() - self.started:.0f}s)"
         )
-
-
-def describe(report: dict[str, Any]) -> str:
-    """The headline figures of a validation report, for one log line."""
-    if report.get("multi_label"):
-        return (f"micro-F1 {report['micro_f1']:.4f}, macro-F1 {report['macro_f1']:.4f}, "
-                f"subset accuracy {report['subset_accuracy']:.4f}")
-    return f"accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}"
 
 
 class _CheckpointsBeside(TorchCheckpointIO):
