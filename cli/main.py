@@ -202,7 +202,8 @@ def train(
     """Train a HAN and write a self-contained model directory."""
     from hanclf.config import class_weights_option, load_config, parse_override
     from hanclf.metrics import describe
-    from hanclf.training import finished, train as train_model, work_dir
+    from hanclf.resume import finished, work_dir
+    from hanclf.training import train as train_model
 
     def action() -> dict[str, Any]:
         overrides = dict(parse_override(item) for item in set_ or [])

@@ -6,21 +6,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import json
 import logging
-import math
 import os
-import pickle
 import random
 import shutil
 import signal
 import time
 import warnings
-import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,19 +24,17 @@ import torch
 import yaml
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 from pytorch_lightning.loggers import CSVLogger
-from pytorch_lightning.plugins import TorchCheckpointIO
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from hanclf import __version__
 from hanclf.artifact import (
-    CONFIG, DATA_DIGEST, HISTORY, METRICS, MODEL_FILES, WEIGHTS, Artifact, load_checkpoint, missing_files,
-    save,
+    CONFIG, DATA_DIGEST, HISTORY, MODEL_FILES, Artifact, load_checkpoint, missing_files, save,
 )
-from hanclf.config import Config, DataConfig, TrainConfig, config_from_dict, default_config, load_config
+from hanclf.config import Config, DataConfig, TrainConfig, default_config, load_config
 from hanclf.data import UNREAD_NOTE_SHARE
 from hanclf.datamodule import HANDataModule
 from hanclf.embeddings import initial_embeddings, require_gensim
-from hanclf.errors import HanclfError, UsageError
+from hanclf.errors import UsageError
 from hanclf.io import (
     PROGRESS_LOG_SECONDS, as_path, atomic_output, bar_on_stderr, check_input, check_output, check_writable,
     created_parents, time_left, to_stderr,
@@ -49,6 +42,11 @@ from hanclf.io import (
 from hanclf.metrics import calibration_error, describe, fit_temperature, log_loss, tune_thresholds
 from hanclf.model import PAD, members
 from hanclf.module import HANClassifier
+from hanclf.resume import (
+    EARLIER_HISTORY, CheckpointsBeside, data_digest, finished, finished_metrics, joined_history,
+    keep_earlier_history, one_training_at_a_time, read_history, resumed_config, why_unreadable,
+    with_absolute_embeddings, work_dir,
+)
 from hanclf.vocab import Labels
 from hanclf.workers import threads_within_quota
 
@@ -160,95 +158,6 @@ class EpochLog(pl.Callback):
         )
 
 
-class _CheckpointsBeside(TorchCheckpointIO):
-    """Each checkpoint written beside its name, then renamed over it. Lightning's own goes
-    through a temporary file in TMPDIR (fsspec's), which a pod's small /tmp filled ("no space
-    left" with the output's disk empty), and is moved across filesystems as a copy that a kill
-    could leave half done, a checkpoint that no --resume could read."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
-        path = Path(path)
-        partial = path.with_name(f".{path.name}.partial")
-        with partial.open("wb") as file:
-            writer = _WriteErrorKept(file)
-            try:
-                torch.save(checkpoint, writer)
-            except RuntimeError:
-                if writer.error is not None:
-                    raise writer.error from None
-                raise
-        os.replace(partial, path)
-
-
-class _WriteErrorKept:
-    """A file that keeps the OSError of a failed write: torch.save turns a full disk's into a
-    RuntimeError ("unexpected pos 13760 vs 13654"), which reached the log as a traceback
-    instead of the CLI's line on the disk being full."""
-
-    def __init__(self, file: BinaryIO) -> None:
-        self.file = file
-        self.error: OSError | None = None
-
-    def write(self, data: bytes) -> int:
-        try:
-            return self.file.write(data)
-        except OSError as e:
-            self.error = e
-            raise
-
-    def flush(self) -> None:
-        self.file.flush()
-
-
-def _why_unreadable(checkpoint: Path) -> str | None:
-    """None where `checkpoint` loads; else what is wrong with its content. An error of the
-    moment (the disk, memory) is raised instead: the checkpoint may be fine on the next try."""
-    try:
-        load_checkpoint(checkpoint)
-    except (RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
-        return str(e).splitlines()[0] if str(e) else type(e).__name__
-    except FileNotFoundError:  # removed meanwhile (by the first process of a distributed run)
-        return "removed"
-    except (OSError, MemoryError) as e:
-        raise HanclfError(f"{checkpoint}: cannot be read now ({e}); run the command again") from None
-    return None
-
-
-def work_dir(output: Path) -> Path:
-    """Where a run keeps its checkpoints until the model directory is written: beside the
-    output, so `--resume` finds them after a crash or `kill -9`."""
-    return output.parent / f".{output.name}.training"
-
-
-@contextlib.contextmanager
-def _one_training_at_a_time(output: Path) -> Iterator[None]:
-    """Hold a lock on `output`'s training while it runs: two runs writing one model shared its
-    checkpoints and both crashed (and a second run called the first's live checkpoints those of
-    an interrupted run). The lock file beside the output goes at the end; one left by a killed
-    run is not locked, so it stops nothing."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks here
-        yield
-        return
-    lock = output.parent / f".{output.name}.training.lock"
-    handle = lock.open("w")
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            # Exit 1, not 2: a Job's replacement pod starting while the old one still stops
-            # meets this, and a retry policy takes exit 2 for "the command is wrong".
-            raise HanclfError(f"{output}: another `hanclf train` is writing it now; wait for it to "
-                              "finish, or name another output") from None
-        try:
-            yield
-        finally:
-            lock.unlink(missing_ok=True)
-    finally:
-        handle.close()
-
-
 def distributed_worker(num_nodes: int) -> bool:
     """True in the extra processes of a distributed run (started by Lightning's DDP launcher or
     torchrun, which set WORLD_SIZE, or on another machine of a --num-nodes run): they train, and
@@ -292,7 +201,7 @@ def train(
     valid = as_path(valid, "valid", data=True)
     if isinstance(config, (str, os.PathLike)):  # train(data, out, "yelp"), as --config yelp
         config = load_config(str(config))
-    given = None if config is None else _with_absolute_embeddings(config)
+    given = None if config is None else with_absolute_embeddings(config)
     config = given or default_config()
     check_input(data)
     if valid is not None:
@@ -307,9 +216,9 @@ def train(
         # The first process started afresh where there was no checkpoint to resume from, or
         # one that could not be read.
         last = work / "last.ckpt"
-        resume = resume and last.is_file() and _why_unreadable(last) is None
+        resume = resume and last.is_file() and why_unreadable(last) is None
         if resume:
-            config = _resumed_config(work, given)
+            config = resumed_config(work, given)
         with threads_within_quota():
             _train(data, output, config, valid, work, last if resume else None,
                    force, progress=False, log=lambda message: None, primary=False)
@@ -318,9 +227,9 @@ def train(
     # traceback otherwise.
     check_writable(output)
     # Like spaCy and Lightning, a new runs/a/b is fine; the folders go again if training fails.
-    with created_parents(output), _one_training_at_a_time(output):
+    with created_parents(output), one_training_at_a_time(output):
         if resume and not force and finished(output):
-            return _finished_metrics(output, data, valid, given, log)
+            return finished_metrics(output, data, valid, given, log)
         check_output(output, force, directory=True)
         if output.is_dir() and any(output.iterdir()) and missing_files(output):
             raise UsageError(f"{output}: holds no hanclf model, and --force replaces only a model; "
@@ -333,7 +242,7 @@ def train(
                              "with it; move them, or name another directory")
         work = work_dir(output)
         last = work / "last.ckpt"
-        damage = _why_unreadable(last) if resume and last.is_file() else None
+        damage = why_unreadable(last) if resume and last.is_file() else None
         if resume and (not last.is_file() or damage):
             # As Lightning's ckpt_path="last": a job's retries can all pass --resume.
             found = f"{last} cannot be read ({damage})" if damage else f"no {last}"
@@ -342,7 +251,7 @@ def train(
             # A run killed in its first epoch left no epoch to continue from, only its settings.
             shutil.rmtree(work, ignore_errors=True)
         if resume:
-            config = _resumed_config(work, given)
+            config = resumed_config(work, given)
             log(f"resuming from {last}")
         elif work.exists():
             if not force and last.is_file():  # without one, there is nothing to lose
@@ -443,72 +352,6 @@ def _calibrate(labels: Labels, log_probs: np.ndarray, targets: np.ndarray) -> di
                                         for t in (1.0, temperature)]}
 
 
-def _data_digest(datamodule: HANDataModule) -> str:
-    """A digest of the set-up `datamodule`'s word and label tables (the checkpoints' weights fit
-    these only) and of its encoded documents and their labels (the batches to come are drawn
-    from these: other data with the same words, e.g. the first half of the file, was resumed on
-    silently)."""
-    tables = [datamodule.vocab.to_json(), datamodule.labels.to_json()]
-    digest = hashlib.sha256(json.dumps(tables, sort_keys=True).encode())
-    for dataset in (datamodule.train_set, datamodule.valid_set):
-        for doc in dataset.docs:
-            digest.update(doc.ids.tobytes())
-            digest.update(doc.lengths.tobytes())
-        digest.update(np.asarray(dataset.targets).tobytes())
-    return digest.hexdigest()
-
-
-def _digest_of(data: Path, valid: Path | None, config: Config) -> str:
-    """_data_digest of `data` (and `valid`) read and encoded as a run with `config` reads them."""
-    datamodule = HANDataModule(data, valid, config.data, config.train.batch_size, config.train.seed)
-    datamodule.setup("fit")
-    return _data_digest(datamodule)
-
-
-def _with_absolute_embeddings(config: Config) -> Config:
-    """`config` naming its embeddings file by an absolute path: it is saved in config.yaml,
-    and a run repeated from another directory must find the same file."""
-    if not config.train.embeddings_file:
-        return config
-    resolved = str(Path(config.train.embeddings_file).resolve())
-    return dataclasses.replace(config, train=dataclasses.replace(config.train, embeddings_file=resolved))
-
-
-EARLIER_HISTORY = "history_before_resume.csv"  # in the work directory
-
-
-def _keep_earlier_history(history_path: Path, earlier_path: Path) -> None:
-    """Add the epochs logged by the interrupted call (`history_path`) to those of the calls
-    before it (`earlier_path`), as one file written whole."""
-    joined = _joined_history(_read_history(earlier_path), _read_history(history_path), math.inf)
-    if joined is None:
-        return
-    tmp = earlier_path.with_suffix(".tmp")
-    joined.to_csv(tmp, index=False)
-    os.replace(tmp, earlier_path)
-
-
-def _joined_history(
-    earlier: pd.DataFrame | None, later: pd.DataFrame | None, until: float
-) -> pd.DataFrame | None:
-    """`earlier`'s epochs, then `later`'s: an epoch both hold is `later`'s, which ran it again.
-    Without `later`, `earlier`'s epochs before `until`."""
-    if earlier is None:
-        return later
-    first_later = until if later is None else later["epoch"].min()
-    return pd.concat([earlier[earlier["epoch"] < first_later], later])
-
-
-def _read_history(path: Path) -> pd.DataFrame | None:
-    """A file of logged epochs; None where there is none, it has no row, or a kill left it
-    empty or cut short (the epochs are in the checkpoints; only their history is lost)."""
-    try:
-        frame = pd.read_csv(path) if path.is_file() else None
-    except (pd.errors.EmptyDataError, pd.errors.ParserError):
-        return None
-    return frame if frame is not None and len(frame) and "epoch" in frame else None
-
-
 @contextlib.contextmanager
 def _interrupts_raised() -> Iterator[None]:
     """Lightning ends fit() and validate() on Ctrl-C or SIGTERM with SystemExit(1): raise the
@@ -517,57 +360,6 @@ def _interrupts_raised() -> Iterator[None]:
         yield
     except SystemExit:
         raise KeyboardInterrupt from None
-
-
-def finished(output: Path) -> bool:
-    """Whether `output` holds a model and no interrupted run of it (a retry after success). A
-    work directory with no checkpoint newer than the model is the finished run's own: a run
-    stopped between moving its model into place and removing it leaves one."""
-    if not output.is_dir() or missing_files(output):
-        return False
-    last = work_dir(output) / "last.ckpt"
-    return not last.is_file() or last.stat().st_mtime <= (output / WEIGHTS).stat().st_mtime
-
-
-def _finished_metrics(
-    output: Path, data: Path, valid: Path | None, given: Config | None, log: Callable[[str], None]
-) -> dict[str, Any]:
-    """A retry of a run that finished: as Lightning's ckpt_path="last" after the last epoch,
-    nothing is left to do. Settings given must be the model's, and so must the data (models
-    written before hanclf kept its digest are not checked): a job that retrains every day with
-    --resume would otherwise keep yesterday's model and say it had nothing to do."""
-    saved = _saved_config(output / CONFIG, given, refusal=(
-        f"{output}: holds a finished model trained with other settings ({output / CONFIG}); --resume "
-        "does not retrain it: pass --force to train again with these, or name another directory"))
-    digest = output / DATA_DIGEST
-    if digest.is_file() and digest.read_text(encoding="utf-8") != _digest_of(data, valid, saved):
-        raise UsageError(
-            f"{data}: its documents, words or labels differ from those the finished model in "
-            f"{output} was trained on; --resume does not retrain it: pass --force to train on "
-            "this data, or name another directory"
-        )
-    shutil.rmtree(work_dir(output), ignore_errors=True)  # what a run stopped at its very end left
-    metrics = json.loads((output / METRICS).read_text(encoding="utf-8")) if (output / METRICS).is_file() else {}
-    figures = f", valid {describe(metrics['valid'])}" if "valid" in metrics else ""
-    log(f"nothing to resume: {output} holds this run's finished model{figures} (--force trains it again)")
-    return metrics
-
-
-def _resumed_config(work: Path, given: Config | None) -> Config:
-    """The interrupted run's config; a `given` one that differs is refused."""
-    return _saved_config(work / CONFIG, given, refusal=(
-        f"--resume continues with the settings saved in {work / CONFIG}; give the interrupted "
-        "run's settings (its command with --resume added), or none"))
-
-
-def _saved_config(path: Path, given: Config | None, refusal: str) -> Config:
-    """The config a run saved in `path`; a `given` one that differs is refused with `refusal`.
-    (Runs interrupted before config.yaml named embeddings files absolutely name theirs
-    relatively.)"""
-    saved = _with_absolute_embeddings(config_from_dict(yaml.safe_load(path.read_text(encoding="utf-8"))))
-    if given is not None and given.to_dict() != saved.to_dict():
-        raise UsageError(refusal)
-    return saved
 
 
 def _trainer(
@@ -603,7 +395,7 @@ def _trainer(
             max_epochs=t.max_epochs,
             gradient_clip_val=t.grad_clip or None,
             callbacks=callbacks,
-            plugins=[_CheckpointsBeside()],
+            plugins=[CheckpointsBeside()],
             logger=CSVLogger(work, name="", version=""),
             enable_progress_bar=progress,
             enable_model_summary=False,
@@ -652,7 +444,7 @@ def _train(
     weights = class_weights(t.class_weights, labels, datamodule.train_targets, data)
     datamodule.setup("fit")
     vocab = datamodule.vocab
-    fingerprint = _data_digest(datamodule)
+    fingerprint = data_digest(datamodule)
     # Checked by every process of a distributed run, so that none goes on into fit alone. The
     # file is absent in runs interrupted before hanclf wrote it.
     saved = work / DATA_DIGEST
@@ -709,7 +501,7 @@ def _train(
         else:
             # Lightning's CSV logger deletes its file as it starts: the epochs of the calls
             # before this one are kept in a file of ours first.
-            _keep_earlier_history(history_path, earlier_path)
+            keep_earlier_history(history_path, earlier_path)
     try:
         with _interrupts_raised():
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
@@ -720,7 +512,7 @@ def _train(
     epochs_run = trainer.current_epoch
     if primary:  # read before the validation below logs a row of its own
         # No new file where the interrupted call had run every epoch already.
-        history = _joined_history(_read_history(earlier_path), _read_history(history_path), epochs_run)
+        history = joined_history(read_history(earlier_path), read_history(history_path), epochs_run)
         if history is None:  # every epoch ran before, and a kill emptied their file
             history = pd.DataFrame({"epoch": pd.Series([], dtype="int64")})
         # Lightning writes an epoch's training and validation figures as rows of their own.

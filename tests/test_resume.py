@@ -147,10 +147,10 @@ def test_a_run_interrupted_after_its_last_epoch_resumes(tmp_path, monkeypatch):
             train(SAMPLE_DATA / "train.csv", out, config, progress=False)
     assert torch.load(work / "last.ckpt", weights_only=False)["epoch"] == 1 and not out.exists()
     # A disk's error of the moment: this try fails, the checkpoints stay for the next.
-    import hanclf.training
+    import hanclf.resume
 
     with monkeypatch.context() as patch:
-        patch.setattr(hanclf.training, "load_checkpoint", lambda path: (_ for _ in ()).throw(OSError(5, "I/O error")))
+        patch.setattr(hanclf.resume, "load_checkpoint", lambda path: (_ for _ in ()).throw(OSError(5, "I/O error")))
         with pytest.raises(HanclfError, match="last.ckpt: cannot be read now"):
             train(SAMPLE_DATA / "train.csv", out, config, resume=True, progress=False)
     assert (work / "last.ckpt").is_file()
@@ -174,11 +174,11 @@ def test_a_run_interrupted_after_its_last_epoch_resumes(tmp_path, monkeypatch):
 def test_a_checkpoint_on_a_full_disk_fails_with_the_disks_error(tmp_path):
     # torch.save reported the full disk as a RuntimeError ("unexpected pos"), which the CLI
     # printed as a traceback instead of its line on the disk being full.
-    from hanclf.training import _CheckpointsBeside
+    from hanclf.resume import CheckpointsBeside
 
     (tmp_path / ".last.ckpt.partial").symlink_to("/dev/full")  # where it is written first
     with pytest.raises(OSError) as raised:
-        _CheckpointsBeside().save_checkpoint({"weights": torch.zeros(100_000)}, tmp_path / "last.ckpt")
+        CheckpointsBeside().save_checkpoint({"weights": torch.zeros(100_000)}, tmp_path / "last.ckpt")
     assert raised.value.errno == errno.ENOSPC
     assert not (tmp_path / "last.ckpt").exists()
 
