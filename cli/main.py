@@ -202,7 +202,7 @@ def train(
     """Train a HAN and write a self-contained model directory."""
     from hanclf.config import class_weights_option, load_config, parse_override
     from hanclf.metrics import describe
-    from hanclf.resume import finished, work_dir
+    from hanclf.resume import LAST_CHECKPOINT, finished, work_dir
     from hanclf.training import train as train_model
 
     def action() -> dict[str, Any]:
@@ -232,7 +232,7 @@ def train(
         )
 
     trained_before = resume and not force and finished(output)  # train says so
-    metrics = _run(action, resumable=work_dir(output) / "last.ckpt")
+    metrics = _run(action, resumable=work_dir(output) / LAST_CHECKPOINT)
     if metrics is None or trained_before:  # None: an extra process of a distributed run
         return
     resumed = f", resumed after epoch {metrics['epochs_before_resume']}" if metrics["epochs_before_resume"] else ""

@@ -43,6 +43,8 @@ from hanclf.datamodule import HANDataModule
 from hanclf.errors import HanclfError, UsageError
 from hanclf.metrics import describe
 
+LAST_CHECKPOINT = "last.ckpt"  # in the work directory: ModelCheckpoint(filename="last")
+
 
 def work_dir(output: Path) -> Path:
     """Where a run keeps its checkpoints until the model directory is written: beside the
@@ -79,13 +81,38 @@ def one_training_at_a_time(output: Path) -> Iterator[None]:
         handle.close()
 
 
+def checkpoint_to_resume(work: Path, resume: bool, force: bool, log: Callable[[str], None]) -> Path | None:
+    """`work`'s last checkpoint where `resume` and it loads: the one the run continues from.
+    Otherwise None, and `work` is cleared for a run from the start; checkpoints of an
+    interrupted run are cleared only with `force` (or `resume`, where they cannot be read)."""
+    last = work / LAST_CHECKPOINT
+    damage = why_unreadable(last) if resume and last.is_file() else None
+    if resume and (not last.is_file() or damage):
+        # As Lightning's ckpt_path="last": a job's retries can all pass --resume.
+        found = f"{last} cannot be read ({damage})" if damage else f"no {last}"
+        log(f"no interrupted run to resume ({found}): training from the start")
+        resume = False
+        # A run killed in its first epoch left no epoch to continue from, only its settings.
+        shutil.rmtree(work, ignore_errors=True)
+    if resume:
+        return last
+    if work.exists():
+        if not force and last.is_file():  # without one, there is nothing to lose
+            raise UsageError(
+                f"{work} holds checkpoints of an interrupted run: pass --resume to continue "
+                "it, or --force to start over"
+            )
+        shutil.rmtree(work)
+    return None
+
+
 def finished(output: Path) -> bool:
     """Whether `output` holds a model and no interrupted run of it (a retry after success). A
     work directory with no checkpoint newer than the model is the finished run's own: a run
     stopped between moving its model into place and removing it leaves one."""
     if not output.is_dir() or missing_files(output):
         return False
-    last = work_dir(output) / "last.ckpt"
+    last = work_dir(output) / LAST_CHECKPOINT
     return not last.is_file() or last.stat().st_mtime <= (output / WEIGHTS).stat().st_mtime
 
 
@@ -208,6 +235,18 @@ def data_digest(datamodule: HANDataModule) -> str:
     return digest.hexdigest()
 
 
+def check_same_data(work: Path, digest: str, data: Path) -> None:
+    """Refuse to resume the run in `work` on data whose data_digest is not its own. The file is
+    absent in runs interrupted before hanclf wrote it."""
+    saved = work / DATA_DIGEST
+    if saved.is_file() and saved.read_text(encoding="utf-8") != digest:
+        raise UsageError(
+            f"{data}: its documents, words or labels differ from those of the interrupted run in "
+            f"{work}, whose checkpoints were trained on those; resume on the same data, or start "
+            "over with --force"
+        )
+
+
 def _digest_of(data: Path, valid: Path | None, config: Config) -> str:
     """data_digest of `data` (and `valid`) read and encoded as a run with `config` reads them."""
     datamodule = HANDataModule(data, valid, config.data, config.train.batch_size, config.train.seed)
@@ -215,13 +254,39 @@ def _digest_of(data: Path, valid: Path | None, config: Config) -> str:
     return data_digest(datamodule)
 
 
-EARLIER_HISTORY = "history_before_resume.csv"  # in the work directory
+EPOCHS_LOG = "metrics.csv"  # Lightning's CSVLogger's file in the work directory: this call's epochs
+EARLIER_HISTORY = "history_before_resume.csv"  # in the work directory: the epochs of the calls before
 
 
-def keep_earlier_history(history_path: Path, earlier_path: Path) -> None:
+def start_work_dir(work: Path, config: Config, digest: str, resuming: bool) -> None:
+    """Write what a --resume of this run will need before its first epoch: its settings, its
+    data's digest, and (where this call resumes) the epochs of the calls before."""
+    work.mkdir(exist_ok=True)
+    (work / CONFIG).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    if not resuming:  # a resumed run's processes are reading it
+        (work / DATA_DIGEST).write_text(digest, encoding="utf-8")
+    else:
+        # Lightning's CSV logger deletes its file as it starts: the epochs of the calls
+        # before this one are kept in a file of ours first.
+        _keep_earlier_history(work / EPOCHS_LOG, work / EARLIER_HISTORY)
+
+
+def run_history(work: Path, epochs_run: int) -> pd.DataFrame:
+    """Every epoch of the run, one row each, from all the calls that ran them: the model's
+    history.csv. Read before the validation after fit, which logs a row of its own."""
+    # No new file where the interrupted call had run every epoch already.
+    history = _joined_history(_read_history(work / EARLIER_HISTORY), _read_history(work / EPOCHS_LOG), epochs_run)
+    if history is None:  # every epoch ran before, and a kill emptied their file
+        history = pd.DataFrame({"epoch": pd.Series([], dtype="int64")})
+    # Lightning writes an epoch's training and validation figures as rows of their own.
+    # val_score, early stopping's name for val_acc (val_micro_f1), only repeated it.
+    return history.groupby("epoch", as_index=False).first().drop(columns="val_score", errors="ignore")
+
+
+def _keep_earlier_history(history_path: Path, earlier_path: Path) -> None:
     """Add the epochs logged by the interrupted call (`history_path`) to those of the calls
     before it (`earlier_path`), as one file written whole."""
-    joined = joined_history(read_history(earlier_path), read_history(history_path), math.inf)
+    joined = _joined_history(_read_history(earlier_path), _read_history(history_path), math.inf)
     if joined is None:
         return
     tmp = earlier_path.with_suffix(".tmp")
@@ -229,7 +294,7 @@ def keep_earlier_history(history_path: Path, earlier_path: Path) -> None:
     os.replace(tmp, earlier_path)
 
 
-def joined_history(
+def _joined_history(
     earlier: pd.DataFrame | None, later: pd.DataFrame | None, until: float
 ) -> pd.DataFrame | None:
     """`earlier`'s epochs, then `later`'s: an epoch both hold is `later`'s, which ran it again.
@@ -240,7 +305,7 @@ def joined_history(
     return pd.concat([earlier[earlier["epoch"] < first_later], later])
 
 
-def read_history(path: Path) -> pd.DataFrame | None:
+def _read_history(path: Path) -> pd.DataFrame | None:
     """A file of logged epochs; None where there is none, it has no row, or a kill left it
     empty or cut short (the epochs are in the checkpoints; only their history is lost)."""
     try:

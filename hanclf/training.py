@@ -18,17 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytorch_lightning as pl
 import torch
-import yaml
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from hanclf import __version__
 from hanclf.artifact import (
-    CONFIG, DATA_DIGEST, HISTORY, MODEL_FILES, Artifact, load_checkpoint, missing_files, save,
+    DATA_DIGEST, HISTORY, MODEL_FILES, Artifact, load_checkpoint, missing_files, save,
 )
 from hanclf.config import Config, DataConfig, TrainConfig, default_config, load_config
 from hanclf.data import UNREAD_NOTE_SHARE
@@ -43,9 +41,9 @@ from hanclf.metrics import calibration_error, describe, fit_temperature, log_los
 from hanclf.model import PAD, members
 from hanclf.module import HANClassifier
 from hanclf.resume import (
-    EARLIER_HISTORY, CheckpointsBeside, data_digest, finished, finished_metrics, joined_history,
-    keep_earlier_history, one_training_at_a_time, read_history, resumed_config, why_unreadable,
-    with_absolute_embeddings, work_dir,
+    LAST_CHECKPOINT, CheckpointsBeside, check_same_data, checkpoint_to_resume, data_digest, finished,
+    finished_metrics, one_training_at_a_time, resumed_config, run_history, start_work_dir,
+    why_unreadable, with_absolute_embeddings, work_dir,
 )
 from hanclf.vocab import Labels
 from hanclf.workers import threads_within_quota
@@ -215,12 +213,12 @@ def train(
         work = work_dir(output)
         # The first process started afresh where there was no checkpoint to resume from, or
         # one that could not be read.
-        last = work / "last.ckpt"
-        resume = resume and last.is_file() and why_unreadable(last) is None
-        if resume:
+        last = work / LAST_CHECKPOINT
+        resume_from = last if resume and last.is_file() and why_unreadable(last) is None else None
+        if resume_from is not None:
             config = resumed_config(work, given)
         with threads_within_quota():
-            _train(data, output, config, valid, work, last if resume else None,
+            _train(data, output, config, valid, work, resume_from,
                    force, progress=False, log=lambda message: None, primary=False)
         return None
     # Before the folders and the lock file beside the output are made: a PermissionError's
@@ -241,29 +239,14 @@ def train(
                              f"{', ...' if len(others) > 5 else ''}), which --force would delete "
                              "with it; move them, or name another directory")
         work = work_dir(output)
-        last = work / "last.ckpt"
-        damage = why_unreadable(last) if resume and last.is_file() else None
-        if resume and (not last.is_file() or damage):
-            # As Lightning's ckpt_path="last": a job's retries can all pass --resume.
-            found = f"{last} cannot be read ({damage})" if damage else f"no {last}"
-            log(f"no interrupted run to resume ({found}): training from the start")
-            resume = False
-            # A run killed in its first epoch left no epoch to continue from, only its settings.
-            shutil.rmtree(work, ignore_errors=True)
-        if resume:
+        resume_from = checkpoint_to_resume(work, resume, force, log)
+        if resume_from is not None:
             config = resumed_config(work, given)
-            log(f"resuming from {last}")
-        elif work.exists():
-            if not force and last.is_file():  # without one, there is nothing to lose
-                raise UsageError(
-                    f"{work} holds checkpoints of an interrupted run: pass --resume to continue "
-                    "it, or --force to start over"
-                )
-            shutil.rmtree(work)
+            log(f"resuming from {resume_from}")
         if progress is None:
             progress = bar_on_stderr()
         with _caller_state_kept(), threads_within_quota():
-            metrics = _train(data, output, config, valid, work, last if resume else None, force, progress, log)
+            metrics = _train(data, output, config, valid, work, resume_from, force, progress, log)
         shutil.rmtree(work)
         return metrics
 
@@ -445,15 +428,9 @@ def _train(
     datamodule.setup("fit")
     vocab = datamodule.vocab
     fingerprint = data_digest(datamodule)
-    # Checked by every process of a distributed run, so that none goes on into fit alone. The
-    # file is absent in runs interrupted before hanclf wrote it.
-    saved = work / DATA_DIGEST
-    if resume_from is not None and saved.is_file() and saved.read_text(encoding="utf-8") != fingerprint:
-        raise UsageError(
-            f"{data}: its documents, words or labels differ from those of the interrupted run in "
-            f"{work}, whose checkpoints were trained on those; resume on the same data, or start "
-            "over with --force"
-        )
+    if resume_from is not None:
+        # By every process of a distributed run, so that none goes on into fit alone.
+        check_same_data(work, fingerprint, data)
     han_config = config.han_config(len(vocab), len(labels))
     module = HANClassifier(
         dataclasses.asdict(han_config), dataclasses.asdict(t), labels.names, labels.multi_label, weights
@@ -492,32 +469,17 @@ def _train(
 
     # A logged row every 50 steps, or per epoch where an epoch has fewer.
     trainer.log_every_n_steps = max(1, min(50, len(datamodule.train_set) // t.batch_size))
-    history_path, earlier_path = work / "metrics.csv", work / EARLIER_HISTORY
     if primary:
-        work.mkdir(exist_ok=True)
-        (work / CONFIG).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
-        if resume_from is None:  # a resumed run's processes are reading it
-            (work / DATA_DIGEST).write_text(fingerprint, encoding="utf-8")
-        else:
-            # Lightning's CSV logger deletes its file as it starts: the epochs of the calls
-            # before this one are kept in a file of ours first.
-            keep_earlier_history(history_path, earlier_path)
+        start_work_dir(work, config, fingerprint, resuming=resume_from is not None)
     try:
         with _interrupts_raised():
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
     except BaseException:
-        if primary and not (work / "last.ckpt").is_file():  # nothing --resume could continue from
+        if primary and not (work / LAST_CHECKPOINT).is_file():  # nothing --resume could continue from
             shutil.rmtree(work, ignore_errors=True)
         raise
     epochs_run = trainer.current_epoch
-    if primary:  # read before the validation below logs a row of its own
-        # No new file where the interrupted call had run every epoch already.
-        history = joined_history(read_history(earlier_path), read_history(history_path), epochs_run)
-        if history is None:  # every epoch ran before, and a kill emptied their file
-            history = pd.DataFrame({"epoch": pd.Series([], dtype="int64")})
-        # Lightning writes an epoch's training and validation figures as rows of their own.
-        # val_score, early stopping's name for val_acc (val_micro_f1), only repeated it.
-        history = history.groupby("epoch", as_index=False).first().drop(columns="val_score", errors="ignore")
+    history = run_history(work, epochs_run) if primary else None  # before the validation below
     state, best_epoch = load_checkpoint(Path(checkpoint.best_model_path))
     module.model.load_state_dict(state)
     # Validate the kept weights once more (every process takes part): the saved metrics are
