@@ -38,7 +38,7 @@ from hanclf.io import (
     created_parents, time_left, to_stderr,
 )
 from hanclf.metrics import calibration_error, describe, fit_temperature, log_loss, tune_thresholds
-from hanclf.model import PAD, members
+from hanclf.model import PAD, HANConfig, members
 from hanclf.module import HANClassifier
 from hanclf.resume import (
     LAST_CHECKPOINT, CheckpointsBeside, check_same_data, checkpoint_to_resume, data_digest, finished,
@@ -410,6 +410,8 @@ def _train(
     log: Callable[[str], None],
     primary: bool = True,
 ) -> dict[str, Any] | None:
+    """The run, in each process of a distributed run: only the first (`primary`) writes the work
+    directory's files and the model; the others take part in fit and validation."""
     _quiet_lightning()
     t = config.train
     pl.seed_everything(t.seed, workers=True, verbose=False)
@@ -418,25 +420,79 @@ def _train(
     # Before reading and tokenizing, which take minutes on millions of rows: a device that is
     # not there, or a strategy we refuse, fails at once.
     trainer, checkpoint, epoch_log = _trainer(t, work, progress, log)
+    datamodule, weights = _prepared_data(data, valid, config)
+    digest = data_digest(datamodule)
+    if resume_from is not None:
+        # By every process of a distributed run, so that none goes on into fit alone.
+        check_same_data(work, digest, data)
+    han_config = config.han_config(len(datamodule.vocab), len(datamodule.labels))
+    module = _classifier(han_config, t, datamodule, weights, resumed=resume_from is not None, log=log)
+    _log_setup(datamodule, config, han_config.members, weights, time.perf_counter() - start, log)
+
+    if primary:
+        start_work_dir(work, config, digest, resuming=resume_from is not None)
+    _fit(trainer, module, datamodule, t.batch_size, resume_from, work, primary)
+    epochs_run = trainer.current_epoch
+    history = run_history(work, epochs_run) if primary else None  # before the validation below
+    best_epoch = _validate_best(trainer, module, datamodule, Path(checkpoint.best_model_path))
+    if not primary:  # the first process writes the model
+        return None
+    labels = datamodule.labels
+    calibration = _tune_on_valid(module, labels, t)
+    metrics = {
+        "valid": module.valid_report,
+        "calibration": calibration,
+        "best_epoch": best_epoch,
+        "epochs_run": epochs_run,
+        "train_documents": len(datamodule.train_set),
+        "valid_documents": len(datamodule.valid_set),
+        "vocab_size": len(datamodule.vocab),
+        "class_weights": None if weights is None else dict(zip(labels.names, weights)),
+        # This call's: after --resume, not the interrupted call's epochs.
+        "train_seconds": round(time.perf_counter() - start, 1),
+        "epoch_seconds": epoch_log.seconds,
+        "epochs_before_resume": epochs_run - len(epoch_log.seconds),
+        # The strategy's device: Lightning has moved the module back to the CPU by now.
+        "device": str(trainer.strategy.root_device),
+        "processes": trainer.world_size,
+        "hanclf_version": __version__,
+        "torch_version": torch.__version__,
+        "pytorch_lightning_version": pl.__version__,
+    }
+    with atomic_output(output, force, directory=True) as tmp_out:
+        save(tmp_out, Artifact(module.model.cpu(), config, datamodule.vocab, labels, metrics))
+        history.to_csv(tmp_out / HISTORY, index=False)
+        (tmp_out / DATA_DIGEST).write_text(digest, encoding="utf-8")
+    return metrics
+
+
+def _prepared_data(
+    data: Path, valid: Path | None, config: Config
+) -> tuple[HANDataModule, list[float] | None]:
+    """The DataModule, read and encoded, and the loss weight of each label (train.class_weights)."""
+    t = config.train
+    # Each member of an ensemble draws batches of its own, unless train.shared_batches.
     member_batches = 1 if t.shared_batches else config.model["members"]
     datamodule = HANDataModule(data, valid, config.data, t.batch_size, t.seed, member_batches)
     datamodule.read()
-    labels = datamodule.labels
     # Before tokenizing, which takes minutes on millions of rows: a weights file naming a label
     # the data lacks fails at once.
-    weights = class_weights(t.class_weights, labels, datamodule.train_targets, data)
+    weights = class_weights(t.class_weights, datamodule.labels, datamodule.train_targets, data)
     datamodule.setup("fit")
-    vocab = datamodule.vocab
-    fingerprint = data_digest(datamodule)
-    if resume_from is not None:
-        # By every process of a distributed run, so that none goes on into fit alone.
-        check_same_data(work, fingerprint, data)
-    han_config = config.han_config(len(vocab), len(labels))
+    return datamodule, weights
+
+
+def _classifier(
+    han_config: HANConfig, t: TrainConfig, datamodule: HANDataModule, weights: list[float] | None,
+    resumed: bool, log: Callable[[str], None],
+) -> HANClassifier:
+    """The LightningModule, its embeddings set as train.embeddings and train.freeze_embeddings say."""
+    labels = datamodule.labels
     module = HANClassifier(
         dataclasses.asdict(han_config), dataclasses.asdict(t), labels.names, labels.multi_label, weights
     )
-    if resume_from is None:  # a resumed run's weights come from its checkpoint
-        initial = initial_embeddings(t.embeddings, t.embeddings_file, vocab,
+    if not resumed:  # a resumed run's weights come from its checkpoint
+        initial = initial_embeddings(t.embeddings, t.embeddings_file, datamodule.vocab,
                                      datamodule.train_set.docs, han_config.embed_dim, t.seed, log)
         if initial is not None:
             for member in members(module.model):
@@ -444,10 +500,20 @@ def _train(
     if t.freeze_embeddings:
         for member in members(module.model):
             member.embedding.weight.requires_grad_(False)
+    return module
+
+
+def _log_setup(
+    datamodule: HANDataModule, config: Config, ensemble: int, weights: list[float] | None,
+    seconds: float, log: Callable[[str], None],
+) -> None:
+    """What the user reads before the first epoch: the data's size, the class weights, and notes
+    on what looks amiss in the labels, the documents' length or the settings."""
+    labels, t = datamodule.labels, config.train
     log(
         f"{len(datamodule.train_set)} train / {len(datamodule.valid_set)} valid documents, "
-        f"{len(labels)} labels, vocabulary {len(vocab)} "
-        f"(prepared in {time.perf_counter() - start:.1f}s)"
+        f"{len(labels)} labels, vocabulary {len(datamodule.vocab)} "
+        f"(prepared in {seconds:.1f}s)"
     )
     if weights is not None:
         log("class weights: " + ", ".join(f"{n} {w:.3g}" for n, w in zip(labels.names, weights)))
@@ -463,60 +529,49 @@ def _train(
             f"data.max_words): {truncation.unread_share:.0%} of the training words are past them, in "
             f"{truncation.cut} of {truncation.documents} documents; raise them where labels may "
             "depend on what long documents say late")
-    if han_config.members > 1:  # the presets' ensembles surprise users at prediction time
-        log(f"note: an ensemble of {han_config.members} models (model.members): {han_config.members}x one "
+    if ensemble > 1:  # the presets' ensembles surprise users at prediction time
+        log(f"note: an ensemble of {ensemble} models (model.members): {ensemble}x one "
             "model's work here and in every prediction; --set model.members=1 trains one")
 
+
+def _fit(
+    trainer: pl.Trainer, module: HANClassifier, datamodule: HANDataModule, batch_size: int,
+    resume_from: Path | None, work: Path, primary: bool,
+) -> None:
+    """Run the epochs (from `resume_from`'s, where given). A run stopped before its first
+    checkpoint leaves no work directory: there is nothing --resume could continue from."""
     # A logged row every 50 steps, or per epoch where an epoch has fewer.
-    trainer.log_every_n_steps = max(1, min(50, len(datamodule.train_set) // t.batch_size))
-    if primary:
-        start_work_dir(work, config, fingerprint, resuming=resume_from is not None)
+    trainer.log_every_n_steps = max(1, min(50, len(datamodule.train_set) // batch_size))
     try:
         with _interrupts_raised():
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
     except BaseException:
-        if primary and not (work / LAST_CHECKPOINT).is_file():  # nothing --resume could continue from
+        if primary and not (work / LAST_CHECKPOINT).is_file():
             shutil.rmtree(work, ignore_errors=True)
         raise
-    epochs_run = trainer.current_epoch
-    history = run_history(work, epochs_run) if primary else None  # before the validation below
-    state, best_epoch = load_checkpoint(Path(checkpoint.best_model_path))
+
+
+def _validate_best(
+    trainer: pl.Trainer, module: HANClassifier, datamodule: HANDataModule, best: Path
+) -> int:
+    """Load the best epoch's weights (checkpoint `best`) into `module` and validate them once
+    more, every process taking part, so that the saved metrics are those of the saved model;
+    the epoch's number."""
+    state, best_epoch = load_checkpoint(best)
     module.model.load_state_dict(state)
-    # Validate the kept weights once more (every process takes part): the saved metrics are
-    # those of the saved model.
     with _interrupts_raised():
         trainer.validate(module, datamodule=datamodule, verbose=False)
-    if not primary:  # the first process writes the model
-        return None
+    return best_epoch
+
+
+def _tune_on_valid(module: HANClassifier, labels: Labels, t: TrainConfig) -> dict[str, Any] | None:
+    """Fit what the model directory keeps besides the weights to the valid predictions: a
+    multi-label model's thresholds (its valid report then at those), a single-label model's
+    temperature (train.calibrate). The calibration figures for metrics.json, or None."""
     if labels.multi_label:
         # For the measure epochs were kept on: micro-F1 (select_on accuracy) or macro-F1.
         measure = "micro_f1" if t.select_on == "accuracy" else "macro_f1"
         labels.thresholds = tune_thresholds(module.valid_probs, module.valid_targets, measure)
         module.labels.thresholds = labels.thresholds
         module.valid_report = module.metrics_of(module.valid_probs, module.valid_targets)
-    calibration = _calibrate(labels, module.valid_log_probs, module.valid_targets) if t.calibrate else None
-    metrics = {
-        "valid": module.valid_report,
-        "calibration": calibration,
-        "best_epoch": best_epoch,
-        "epochs_run": epochs_run,
-        "train_documents": len(datamodule.train_set),
-        "valid_documents": len(datamodule.valid_set),
-        "vocab_size": len(vocab),
-        "class_weights": None if weights is None else dict(zip(labels.names, weights)),
-        # This call's: after --resume, not the interrupted call's epochs.
-        "train_seconds": round(time.perf_counter() - start, 1),
-        "epoch_seconds": epoch_log.seconds,
-        "epochs_before_resume": epochs_run - len(epoch_log.seconds),
-        # The strategy's device: Lightning has moved the module back to the CPU by now.
-        "device": str(trainer.strategy.root_device),
-        "processes": trainer.world_size,
-        "hanclf_version": __version__,
-        "torch_version": torch.__version__,
-        "pytorch_lightning_version": pl.__version__,
-    }
-    with atomic_output(output, force, directory=True) as tmp_out:
-        save(tmp_out, Artifact(module.model.cpu(), config, vocab, labels, metrics))
-        history.to_csv(tmp_out / HISTORY, index=False)
-        (tmp_out / DATA_DIGEST).write_text(fingerprint, encoding="utf-8")
-    return metrics
+    return _calibrate(labels, module.valid_log_probs, module.valid_targets) if t.calibrate else None
