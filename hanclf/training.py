@@ -52,126 +52,6 @@ from hanclf.workers import threads_within_quota
 MONITORS = {"accuracy": "val_score", "macro_f1": "val_macro_f1"}  # val_score: micro-F1 for multi-label
 
 
-def _quiet_lightning() -> None:
-    # Lightning's start-up banners and the num_workers hint are noise here: data is encoded in
-    # memory up front, so DataLoader workers would only add process start-up time.
-    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    # The work directory is ours and holds the run's config (and, on --resume, its checkpoints).
-    warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
-    # Validation metrics are computed over every process's documents already (module.py), and
-    # a small data set has fewer batches than the logging interval: both hints are noise.
-    warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
-    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
-    logging.getLogger("lightning_fabric").setLevel(logging.WARNING)
-
-
-@contextlib.contextmanager
-def _caller_state_kept() -> Iterator[None]:
-    """Training seeds the global random generators (Lightning's seed_everything), sets
-    PL_GLOBAL_SEED and PL_SEED_WORKERS, quiets Lightning's loggers and filters some of its
-    warnings; afterwards the caller has all of these as before, so that train() in a loop
-    (cross-validation, a notebook) leaves the caller's random draws and warnings alone. CUDA's
-    generators are given back where CUDA was started before; where training starts it, they
-    stay as training left them."""
-    generators = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    # Only where CUDA is up already: asking for its generators would start it.
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
-    environment = {name: os.environ.get(name) for name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")}
-    levels = {name: logging.getLogger(name).level for name in ("pytorch_lightning", "lightning_fabric")}
-    try:
-        with warnings.catch_warnings():
-            yield
-    finally:
-        random.setstate(generators[0])
-        np.random.set_state(generators[1])
-        torch.set_rng_state(generators[2])
-        if cuda is not None:
-            torch.cuda.set_rng_state_all(cuda)
-        for name, value in environment.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
-
-
-class CallersSigterm(pl.Callback):
-    """In a distributed run, SIGTERM goes back to the handler the caller had (the CLI's raises
-    KeyboardInterrupt: Lightning then kills the other processes and ends fit). Lightning's own
-    handler broadcasts the signal to them, and waits for ever where they are blocked in a
-    gradient all-reduce meanwhile: a job stopped with SIGTERM never ended."""
-
-    def __init__(self) -> None:
-        self.handler = signal.getsignal(signal.SIGTERM)
-
-    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        # After Lightning registered its handler (fit's start); it puts the caller's back at the end.
-        if trainer.world_size > 1 and self.handler is not None:
-            signal.signal(signal.SIGTERM, self.handler)
-
-
-class EpochLog(pl.Callback):
-    """One line per epoch through `log`: readable in CI logs and files, where bars are not;
-    with `steps_logged` (no progress bar), also a line on the epoch's steps every
-    PROGRESS_LOG_SECONDS, as a CPU epoch can take an hour. Keeps each epoch's wall seconds (its
-    training and validation) in `seconds`: the whole call's time also holds reading, tokenizing
-    and start-up, which a GPU epoch can be a fraction of."""
-
-    def __init__(self, log: Callable[[str], None], steps_logged: bool = False) -> None:
-        self.write, self.steps_logged = log, steps_logged
-        self.seconds: list[float] = []
-
-    def on_fit_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        # The Trainer is made before the data is read: the epochs' clock starts with fit.
-        self.started = time.perf_counter()
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        self.epoch_started = self.logged = time.perf_counter()
-
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        now = time.perf_counter()
-        if not self.steps_logged or now - self.logged < PROGRESS_LOG_SECONDS:
-            return
-        self.logged = now
-        done, steps = batch_idx + 1, trainer.num_training_batches
-        left = (steps - done) * (now - self.epoch_started) / done
-        loss = trainer.callback_metrics.get("loss")
-        self.write(
-            f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: step {done} of {steps}"
-            f"{'' if loss is None else f', loss {float(loss):.4f}'}, {time_left(left)} in the epoch"
-        )
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        self.seconds.append(round(time.perf_counter() - self.epoch_started, 2))
-        m = trainer.callback_metrics  # validation has run by now (Lightning 2: end of epoch)
-        loss = f"train loss {m['train_loss']:.4f}, " if "train_loss" in m else ""
-        self.write(
-            f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {loss}valid "
-            f"{describe(module.valid_report)} ({time.perf_counter() - self.started:.0f}s)"
-        )
-
-
-def distributed_worker(num_nodes: int) -> bool:
-    """True in the extra processes of a distributed run (started by Lightning's DDP launcher or
-    torchrun, which set WORLD_SIZE, or on another machine of a --num-nodes run): they train, and
-    leave every file to the first process."""
-    ranks = {name: os.environ[name] for name in ("RANK", "LOCAL_RANK", "NODE_RANK")
-             if os.environ.get(name, "0").strip() not in ("", "0")}
-    world_size = os.environ.get("WORLD_SIZE", "").strip()
-    if ranks and not (world_size.isdigit() and int(world_size) > 1) and num_nodes <= 1:
-        # Lightning would take this process for another's helper too, and log nothing: the
-        # run exited 0 without a model (a pod template's stray RANK=1).
-        setting = ", ".join(f"{name}={value}" for name, value in ranks.items())
-        raise UsageError(f"{setting} is set, but this is no distributed run (WORLD_SIZE is not a number "
-                         "above 1, --num-nodes is 1): unset it, or start the run with torchrun or --strategy ddp")
-    return bool(ranks)
-
-
 def train(
     data: str | Path,
     output: str | Path,
@@ -251,151 +131,20 @@ def train(
         return metrics
 
 
-@torch.no_grad()
-def _set_embeddings(weight: torch.Tensor, vectors: np.ndarray, ids: np.ndarray) -> None:
-    # Words without a given vector start at the given vectors' scale, not nn.Embedding's N(0, 1).
-    weight.normal_(0.0, float(vectors.std()))
-    weight[PAD] = 0.0
-    weight[torch.from_numpy(ids)] = torch.from_numpy(vectors)
-
-
-def class_weights(
-    setting: str | dict[str, float] | None, labels: Labels, targets: list, data: Path
-) -> list[float] | None:
-    """The loss weight of each label, in id order, for train.class_weights (see TrainConfig)."""
-    if setting is None:
-        return None
-    if isinstance(setting, dict):
-        unknown = sorted(set(setting) - labels.index.keys())
-        if unknown:
-            raise UsageError(f"train.class_weights: label {unknown[0]!r} is not among the labels "
-                             f"of {data} ({', '.join(labels.names)})")
-        return [setting.get(name, 1.0) for name in labels.names]
-    if labels.multi_label:
-        positives = np.stack(targets).sum(axis=0)
-        negatives = len(targets) - positives
-        # A label on every document has nothing to balance against: weight 1.
-        return [float(n / p) if n and p else 1.0 for n, p in zip(negatives, positives)]
-    counts = np.bincount(targets, minlength=len(labels))
-    return [float(len(targets) / (len(labels) * c)) for c in counts]
-
-
-RARE_LABEL_ROWS = 2  # a label on this few training rows is worth a look
-MISSING_WORDS = {"na", "n/a", "nan", "none", "null", "nil"}
-
-
-def label_notes(labels: Labels, targets: list, data: DataConfig) -> list[str]:
-    """What looks wrong in the training labels, which are taken as written: typos, missing
-    values written as words, a header row repeated in the data (files joined), and sets of
-    labels read as one label."""
-    if labels.multi_label:
-        counts = np.stack(targets).sum(axis=0).astype(int)
-    else:
-        counts = np.bincount(targets, minlength=len(labels))
-    notes = []
-    alike = labels.differing_in_case()
-    if alike:
-        notes.append("labels that differ only in case are separate labels: "
-                     + "; ".join(" / ".join(names) for names in alike))
-    rare = [f"{name} ({count})" for name, count in zip(labels.names, counts) if count <= RARE_LABEL_ROWS]
-    if rare and len(targets) > 10 * len(labels):
-        notes.append(f"labels on {RARE_LABEL_ROWS} training rows or fewer: {', '.join(rare[:10])}"
-                     f"{', ...' if len(rare) > 10 else ''}; a typo, or a stray row?")
-    missing = [name for name in labels.names if name.casefold() in MISSING_WORDS]
-    if missing:
-        way_out = ("leave the cell empty for a document with no label" if labels.multi_label
-                   else "drop those rows if they have no label")
-        notes.append(f"label(s) {', '.join(map(repr, missing))} read as labels, not as missing "
-                     f"values; {way_out}")
-    if data.label_column in labels.index:
-        notes.append(f"label '{data.label_column}' is the label column's own name: a header row "
-                     "repeated inside the data (files joined)?")
-    by_separator = {sep: [name for name in labels.names if sep in name] for sep in (",", ";", "|")}
-    sep, joined = max(by_separator.items(), key=lambda item: len(item[1]))
-    if len(joined) >= 2:
-        # (Multi-label labels never hold data.label_separator: split on it, or refused.)
-        flags = [] if labels.multi_label else ["--multi-label"]
-        flags += [f"--label-separator '{sep}'"] if sep != data.label_separator else []
-        notes.append(f"{len(joined)} labels hold '{sep}' ({', '.join(map(repr, joined[:3]))}"
-                     f"{', ...' if len(joined) > 3 else ''}): if they are sets of labels, train "
-                     f"with {' '.join(flags)}")
-    return notes
-
-
-def _calibrate(labels: Labels, log_probs: np.ndarray, targets: np.ndarray) -> dict[str, Any] | None:
-    """Fit `labels.temperature` (single-label) to the valid log-probabilities; the figures for
-    metrics.json, or None where it is not fitted (see metrics.fit_temperature)."""
-    temperature = None if labels.multi_label else fit_temperature(log_probs, targets)
-    if temperature is None:
-        return None
-    labels.temperature = temperature
-    return {"temperature": round(temperature, 4),
-            "valid_log_loss": [round(log_loss(log_probs, targets, t), 4) for t in (1.0, temperature)],
-            "valid_calibration_error": [round(calibration_error(log_probs, targets, t), 4)
-                                        for t in (1.0, temperature)]}
-
-
-@contextlib.contextmanager
-def _interrupts_raised() -> Iterator[None]:
-    """Lightning ends fit() and validate() on Ctrl-C or SIGTERM with SystemExit(1): raise the
-    KeyboardInterrupt that the CLI reports (exit 130, or 143 for SIGTERM) instead."""
-    try:
-        yield
-    except SystemExit:
-        raise KeyboardInterrupt from None
-
-
-def _trainer(
-    t: TrainConfig, work: Path, progress: bool, log: Callable[[str], None]
-) -> tuple[pl.Trainer, ModelCheckpoint, EpochLog]:
-    """The Trainer of a run, with the callbacks whose state the run reads afterwards: the
-    checkpoint of its best epoch and its epochs' log."""
-    monitor = MONITORS[t.select_on]
-    checkpoint = ModelCheckpoint(
-        dirpath=work, filename="best", monitor=monitor, mode="max", enable_version_counter=False,
-    )
-    # Every epoch's, for --resume: Lightning's save_last writes only when the best one changes.
-    last = ModelCheckpoint(dirpath=work, filename="last", enable_version_counter=False)
-    epoch_log = EpochLog(log, steps_logged=not progress)
-    callbacks: list[pl.Callback] = [
-        checkpoint,
-        last,
-        EarlyStopping(monitor=monitor, mode="max", patience=t.patience),
-        epoch_log,
-        CallersSigterm(),
-    ]
-    if progress:
-        callbacks.append(RichProgressBar(console_kwargs={"stderr": True}))
-    try:
-        trainer = pl.Trainer(
-            accelerator=t.accelerator,
-            devices=t.devices,
-            num_nodes=t.num_nodes,
-            strategy=t.strategy,
-            # Our batch sampler shards itself across processes (data.BucketBatchSampler).
-            use_distributed_sampler=False,
-            precision=t.precision,
-            max_epochs=t.max_epochs,
-            gradient_clip_val=t.grad_clip or None,
-            callbacks=callbacks,
-            plugins=[CheckpointsBeside()],
-            logger=CSVLogger(work, name="", version=""),
-            enable_progress_bar=progress,
-            enable_model_summary=False,
-        )
-    except (ValueError, MisconfigurationException) as e:
-        raise UsageError(f"Trainer settings (accelerator, devices, precision): {e}") from None
-    # ddp_spawn, and what Lightning picks for several devices in a notebook (ddp_fork), train in
-    # processes of Python's multiprocessing: the metrics and thresholds are theirs, and this
-    # process, which writes the model, would save none.
-    start_method = getattr(trainer.strategy, "_start_method", "popen")
-    if trainer.world_size > 1 and start_method != "popen":
-        raise UsageError(
-            f"training on {trainer.world_size} devices in processes started by {start_method} "
-            "(--strategy ddp_spawn, or several devices in a notebook) is not supported: use "
-            "`hanclf train --strategy ddp` from a terminal or script, or train on one device"
-        )
-    return trainer, checkpoint, epoch_log
+def distributed_worker(num_nodes: int) -> bool:
+    """True in the extra processes of a distributed run (started by Lightning's DDP launcher or
+    torchrun, which set WORLD_SIZE, or on another machine of a --num-nodes run): they train, and
+    leave every file to the first process."""
+    ranks = {name: os.environ[name] for name in ("RANK", "LOCAL_RANK", "NODE_RANK")
+             if os.environ.get(name, "0").strip() not in ("", "0")}
+    world_size = os.environ.get("WORLD_SIZE", "").strip()
+    if ranks and not (world_size.isdigit() and int(world_size) > 1) and num_nodes <= 1:
+        # Lightning would take this process for another's helper too, and log nothing: the
+        # run exited 0 without a model (a pod template's stray RANK=1).
+        setting = ", ".join(f"{name}={value}" for name, value in ranks.items())
+        raise UsageError(f"{setting} is set, but this is no distributed run (WORLD_SIZE is not a number "
+                         "above 1, --num-nodes is 1): unset it, or start the run with torchrun or --strategy ddp")
+    return bool(ranks)
 
 
 def _train(
@@ -464,6 +213,59 @@ def _train(
         history.to_csv(tmp_out / HISTORY, index=False)
         (tmp_out / DATA_DIGEST).write_text(digest, encoding="utf-8")
     return metrics
+
+
+def _trainer(
+    t: TrainConfig, work: Path, progress: bool, log: Callable[[str], None]
+) -> tuple[pl.Trainer, ModelCheckpoint, EpochLog]:
+    """The Trainer of a run, with the callbacks whose state the run reads afterwards: the
+    checkpoint of its best epoch and its epochs' log."""
+    monitor = MONITORS[t.select_on]
+    checkpoint = ModelCheckpoint(
+        dirpath=work, filename="best", monitor=monitor, mode="max", enable_version_counter=False,
+    )
+    # Every epoch's, for --resume: Lightning's save_last writes only when the best one changes.
+    last = ModelCheckpoint(dirpath=work, filename="last", enable_version_counter=False)
+    epoch_log = EpochLog(log, steps_logged=not progress)
+    callbacks: list[pl.Callback] = [
+        checkpoint,
+        last,
+        EarlyStopping(monitor=monitor, mode="max", patience=t.patience),
+        epoch_log,
+        CallersSigterm(),
+    ]
+    if progress:
+        callbacks.append(RichProgressBar(console_kwargs={"stderr": True}))
+    try:
+        trainer = pl.Trainer(
+            accelerator=t.accelerator,
+            devices=t.devices,
+            num_nodes=t.num_nodes,
+            strategy=t.strategy,
+            # Our batch sampler shards itself across processes (data.BucketBatchSampler).
+            use_distributed_sampler=False,
+            precision=t.precision,
+            max_epochs=t.max_epochs,
+            gradient_clip_val=t.grad_clip or None,
+            callbacks=callbacks,
+            plugins=[CheckpointsBeside()],
+            logger=CSVLogger(work, name="", version=""),
+            enable_progress_bar=progress,
+            enable_model_summary=False,
+        )
+    except (ValueError, MisconfigurationException) as e:
+        raise UsageError(f"Trainer settings (accelerator, devices, precision): {e}") from None
+    # ddp_spawn, and what Lightning picks for several devices in a notebook (ddp_fork), train in
+    # processes of Python's multiprocessing: the metrics and thresholds are theirs, and this
+    # process, which writes the model, would save none.
+    start_method = getattr(trainer.strategy, "_start_method", "popen")
+    if trainer.world_size > 1 and start_method != "popen":
+        raise UsageError(
+            f"training on {trainer.world_size} devices in processes started by {start_method} "
+            "(--strategy ddp_spawn, or several devices in a notebook) is not supported: use "
+            "`hanclf train --strategy ddp` from a terminal or script, or train on one device"
+        )
+    return trainer, checkpoint, epoch_log
 
 
 def _prepared_data(
@@ -575,3 +377,201 @@ def _tune_on_valid(module: HANClassifier, labels: Labels, t: TrainConfig) -> dic
         module.labels.thresholds = labels.thresholds
         module.valid_report = module.metrics_of(module.valid_probs, module.valid_targets)
     return _calibrate(labels, module.valid_log_probs, module.valid_targets) if t.calibrate else None
+
+
+def class_weights(
+    setting: str | dict[str, float] | None, labels: Labels, targets: list, data: Path
+) -> list[float] | None:
+    """The loss weight of each label, in id order, for train.class_weights (see TrainConfig)."""
+    if setting is None:
+        return None
+    if isinstance(setting, dict):
+        unknown = sorted(set(setting) - labels.index.keys())
+        if unknown:
+            raise UsageError(f"train.class_weights: label {unknown[0]!r} is not among the labels "
+                             f"of {data} ({', '.join(labels.names)})")
+        return [setting.get(name, 1.0) for name in labels.names]
+    if labels.multi_label:
+        positives = np.stack(targets).sum(axis=0)
+        negatives = len(targets) - positives
+        # A label on every document has nothing to balance against: weight 1.
+        return [float(n / p) if n and p else 1.0 for n, p in zip(negatives, positives)]
+    counts = np.bincount(targets, minlength=len(labels))
+    return [float(len(targets) / (len(labels) * c)) for c in counts]
+
+
+RARE_LABEL_ROWS = 2  # a label on this few training rows is worth a look
+MISSING_WORDS = {"na", "n/a", "nan", "none", "null", "nil"}
+
+
+def label_notes(labels: Labels, targets: list, data: DataConfig) -> list[str]:
+    """What looks wrong in the training labels, which are taken as written: typos, missing
+    values written as words, a header row repeated in the data (files joined), and sets of
+    labels read as one label."""
+    if labels.multi_label:
+        counts = np.stack(targets).sum(axis=0).astype(int)
+    else:
+        counts = np.bincount(targets, minlength=len(labels))
+    notes = []
+    alike = labels.differing_in_case()
+    if alike:
+        notes.append("labels that differ only in case are separate labels: "
+                     + "; ".join(" / ".join(names) for names in alike))
+    rare = [f"{name} ({count})" for name, count in zip(labels.names, counts) if count <= RARE_LABEL_ROWS]
+    if rare and len(targets) > 10 * len(labels):
+        notes.append(f"labels on {RARE_LABEL_ROWS} training rows or fewer: {', '.join(rare[:10])}"
+                     f"{', ...' if len(rare) > 10 else ''}; a typo, or a stray row?")
+    missing = [name for name in labels.names if name.casefold() in MISSING_WORDS]
+    if missing:
+        way_out = ("leave the cell empty for a document with no label" if labels.multi_label
+                   else "drop those rows if they have no label")
+        notes.append(f"label(s) {', '.join(map(repr, missing))} read as labels, not as missing "
+                     f"values; {way_out}")
+    if data.label_column in labels.index:
+        notes.append(f"label '{data.label_column}' is the label column's own name: a header row "
+                     "repeated inside the data (files joined)?")
+    by_separator = {sep: [name for name in labels.names if sep in name] for sep in (",", ";", "|")}
+    sep, joined = max(by_separator.items(), key=lambda item: len(item[1]))
+    if len(joined) >= 2:
+        # (Multi-label labels never hold data.label_separator: split on it, or refused.)
+        flags = [] if labels.multi_label else ["--multi-label"]
+        flags += [f"--label-separator '{sep}'"] if sep != data.label_separator else []
+        notes.append(f"{len(joined)} labels hold '{sep}' ({', '.join(map(repr, joined[:3]))}"
+                     f"{', ...' if len(joined) > 3 else ''}): if they are sets of labels, train "
+                     f"with {' '.join(flags)}")
+    return notes
+
+
+@torch.no_grad()
+def _set_embeddings(weight: torch.Tensor, vectors: np.ndarray, ids: np.ndarray) -> None:
+    # Words without a given vector start at the given vectors' scale, not nn.Embedding's N(0, 1).
+    weight.normal_(0.0, float(vectors.std()))
+    weight[PAD] = 0.0
+    weight[torch.from_numpy(ids)] = torch.from_numpy(vectors)
+
+
+def _calibrate(labels: Labels, log_probs: np.ndarray, targets: np.ndarray) -> dict[str, Any] | None:
+    """Fit `labels.temperature` (single-label) to the valid log-probabilities; the figures for
+    metrics.json, or None where it is not fitted (see metrics.fit_temperature)."""
+    temperature = None if labels.multi_label else fit_temperature(log_probs, targets)
+    if temperature is None:
+        return None
+    labels.temperature = temperature
+    return {"temperature": round(temperature, 4),
+            "valid_log_loss": [round(log_loss(log_probs, targets, t), 4) for t in (1.0, temperature)],
+            "valid_calibration_error": [round(calibration_error(log_probs, targets, t), 4)
+                                        for t in (1.0, temperature)]}
+
+
+def _quiet_lightning() -> None:
+    # Lightning's start-up banners and the num_workers hint are noise here: data is encoded in
+    # memory up front, so DataLoader workers would only add process start-up time.
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    # The work directory is ours and holds the run's config (and, on --resume, its checkpoints).
+    warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+    # Validation metrics are computed over every process's documents already (module.py), and
+    # a small data set has fewer batches than the logging interval: both hints are noise.
+    warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    logging.getLogger("lightning_fabric").setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def _caller_state_kept() -> Iterator[None]:
+    """Training seeds the global random generators (Lightning's seed_everything), sets
+    PL_GLOBAL_SEED and PL_SEED_WORKERS, quiets Lightning's loggers and filters some of its
+    warnings; afterwards the caller has all of these as before, so that train() in a loop
+    (cross-validation, a notebook) leaves the caller's random draws and warnings alone. CUDA's
+    generators are given back where CUDA was started before; where training starts it, they
+    stay as training left them."""
+    generators = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    # Only where CUDA is up already: asking for its generators would start it.
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    environment = {name: os.environ.get(name) for name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")}
+    levels = {name: logging.getLogger(name).level for name in ("pytorch_lightning", "lightning_fabric")}
+    try:
+        with warnings.catch_warnings():
+            yield
+    finally:
+        random.setstate(generators[0])
+        np.random.set_state(generators[1])
+        torch.set_rng_state(generators[2])
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+        for name, value in environment.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+@contextlib.contextmanager
+def _interrupts_raised() -> Iterator[None]:
+    """Lightning ends fit() and validate() on Ctrl-C or SIGTERM with SystemExit(1): raise the
+    KeyboardInterrupt that the CLI reports (exit 130, or 143 for SIGTERM) instead."""
+    try:
+        yield
+    except SystemExit:
+        raise KeyboardInterrupt from None
+
+
+class CallersSigterm(pl.Callback):
+    """In a distributed run, SIGTERM goes back to the handler the caller had (the CLI's raises
+    KeyboardInterrupt: Lightning then kills the other processes and ends fit). Lightning's own
+    handler broadcasts the signal to them, and waits for ever where they are blocked in a
+    gradient all-reduce meanwhile: a job stopped with SIGTERM never ended."""
+
+    def __init__(self) -> None:
+        self.handler = signal.getsignal(signal.SIGTERM)
+
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        # After Lightning registered its handler (fit's start); it puts the caller's back at the end.
+        if trainer.world_size > 1 and self.handler is not None:
+            signal.signal(signal.SIGTERM, self.handler)
+
+
+class EpochLog(pl.Callback):
+    """One line per epoch through `log`: readable in CI logs and files, where bars are not;
+    with `steps_logged` (no progress bar), also a line on the epoch's steps every
+    PROGRESS_LOG_SECONDS, as a CPU epoch can take an hour. Keeps each epoch's wall seconds (its
+    training and validation) in `seconds`: the whole call's time also holds reading, tokenizing
+    and start-up, which a GPU epoch can be a fraction of."""
+
+    def __init__(self, log: Callable[[str], None], steps_logged: bool = False) -> None:
+        self.write, self.steps_logged = log, steps_logged
+        self.seconds: list[float] = []
+
+    def on_fit_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        # The Trainer is made before the data is read: the epochs' clock starts with fit.
+        self.started = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self.epoch_started = self.logged = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        now = time.perf_counter()
+        if not self.steps_logged or now - self.logged < PROGRESS_LOG_SECONDS:
+            return
+        self.logged = now
+        done, steps = batch_idx + 1, trainer.num_training_batches
+        left = (steps - done) * (now - self.epoch_started) / done
+        loss = trainer.callback_metrics.get("loss")
+        self.write(
+            f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: step {done} of {steps}"
+            f"{'' if loss is None else f', loss {float(loss):.4f}'}, {time_left(left)} in the epoch"
+        )
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self.seconds.append(round(time.perf_counter() - self.epoch_started, 2))
+        m = trainer.callback_metrics  # validation has run by now (Lightning 2: end of epoch)
+        loss = f"train loss {m['train_loss']:.4f}, " if "train_loss" in m else ""
+        self.write(
+            f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {loss}valid "
+            f"{describe(module.valid_report)} ({time.perf_counter() - self.started:.0f}s)"
+        )
