@@ -275,7 +275,8 @@ def run_history(work: Path, epochs_run: int) -> pd.DataFrame:
     """Every epoch of the run, one row each, from all the calls that ran them: the model's
     history.csv. Read before the validation after fit, which logs a row of its own."""
     # No new file where the interrupted call had run every epoch already.
-    history = _joined_history(_read_history(work / EARLIER_HISTORY), _read_history(work / EPOCHS_LOG), epochs_run)
+    earlier, this_call = _read_history(work / EARLIER_HISTORY), _read_history(work / EPOCHS_LOG)
+    history = _joined_history(earlier, this_call, epochs_run)
     if history is None:  # every epoch ran before, and a kill emptied their file
         history = pd.DataFrame({"epoch": pd.Series([], dtype="int64")})
     # Lightning writes an epoch's training and validation figures as rows of their own.

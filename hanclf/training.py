@@ -1,6 +1,12 @@
 """`train`: build the DataModule and the LightningModule from a config, let the Trainer run the
 loop, keep the epoch with the best validation score (train.select_on), and save it as a model
-directory."""
+directory.
+
+`train` checks the inputs and the output and decides whether the run starts or resumes (the work
+directory and --resume are hanclf.resume's); `_train` is the run itself, in every process of a
+distributed run, one short function per step. Below them: the notes on the training data that
+the user reads before the first epoch, and what keeps Lightning quiet and the caller's state,
+signals and exit codes as they were."""
 
 from __future__ import annotations
 
@@ -48,8 +54,9 @@ from hanclf.resume import (
 from hanclf.vocab import Labels
 from hanclf.workers import threads_within_quota
 
-# What train.select_on names, as logged by the module.
-MONITORS = {"accuracy": "val_score", "macro_f1": "val_macro_f1"}  # val_score: micro-F1 for multi-label
+# The figure HANClassifier logs for each train.select_on: early stopping and the best checkpoint
+# watch it. val_score is accuracy, or micro-F1 for a multi-label model.
+MONITORS = {"accuracy": "val_score", "macro_f1": "val_macro_f1"}
 
 
 def train(
@@ -79,6 +86,7 @@ def train(
     valid = as_path(valid, "valid", data=True)
     if isinstance(config, (str, os.PathLike)):  # train(data, out, "yelp"), as --config yelp
         config = load_config(str(config))
+    # The settings the caller gave, if any: --resume refuses those that differ from the run's.
     given = None if config is None else with_absolute_embeddings(config)
     config = given or default_config()
     check_input(data)
@@ -108,16 +116,7 @@ def train(
     with created_parents(output), one_training_at_a_time(output):
         if resume and not force and finished(output):
             return finished_metrics(output, data, valid, given, log)
-        check_output(output, force, directory=True)
-        if output.is_dir() and any(output.iterdir()) and missing_files(output):
-            raise UsageError(f"{output}: holds no hanclf model, and --force replaces only a model; "
-                             "name another directory")
-        # Hidden files (.DS_Store, .ipynb_checkpoints) are a file browser's or editor's, not the user's work.
-        others = sorted(p.name for p in output.iterdir() if p.name not in MODEL_FILES and not p.name.startswith(".")) if output.is_dir() else []
-        if others:
-            raise UsageError(f"{output}: holds files besides the model's ({', '.join(others[:5])}"
-                             f"{', ...' if len(others) > 5 else ''}), which --force would delete "
-                             "with it; move them, or name another directory")
+        _check_model_output(output, force)
         work = work_dir(output)
         resume_from = checkpoint_to_resume(work, resume, force, log)
         if resume_from is not None:
@@ -129,6 +128,22 @@ def train(
             metrics = _train(data, output, config, valid, work, resume_from, force, progress, log)
         shutil.rmtree(work)
         return metrics
+
+
+def _check_model_output(output: Path, force: bool) -> None:
+    """Refuse an `output` that the model may not replace: an existing one without `force`, a
+    folder that holds no model, or a model directory that holds the user's files too."""
+    check_output(output, force, directory=True)
+    if output.is_dir() and any(output.iterdir()) and missing_files(output):
+        raise UsageError(f"{output}: holds no hanclf model, and --force replaces only a model; "
+                         "name another directory")
+    # Hidden files (.DS_Store, .ipynb_checkpoints) are a file browser's or editor's, not the user's work.
+    others = sorted(p.name for p in output.iterdir()
+                    if p.name not in MODEL_FILES and not p.name.startswith(".")) if output.is_dir() else []
+    if others:
+        raise UsageError(f"{output}: holds files besides the model's ({', '.join(others[:5])}"
+                         f"{', ...' if len(others) > 5 else ''}), which --force would delete "
+                         "with it; move them, or name another directory")
 
 
 def distributed_worker(num_nodes: int) -> bool:
@@ -168,7 +183,7 @@ def _train(
     start = time.perf_counter()
     # Before reading and tokenizing, which take minutes on millions of rows: a device that is
     # not there, or a strategy we refuse, fails at once.
-    trainer, checkpoint, epoch_log = _trainer(t, work, progress, log)
+    trainer, best_checkpoint, epoch_log = _trainer(t, work, progress, log)
     datamodule, weights = _prepared_data(data, valid, config)
     digest = data_digest(datamodule)
     if resume_from is not None:
@@ -183,7 +198,7 @@ def _train(
     _fit(trainer, module, datamodule, t.batch_size, resume_from, work, primary)
     epochs_run = trainer.current_epoch
     history = run_history(work, epochs_run) if primary else None  # before the validation below
-    best_epoch = _validate_best(trainer, module, datamodule, Path(checkpoint.best_model_path))
+    best_epoch = _validate_best(trainer, module, datamodule, Path(best_checkpoint.best_model_path))
     if not primary:  # the first process writes the model
         return None
     labels = datamodule.labels
@@ -221,15 +236,16 @@ def _trainer(
     """The Trainer of a run, with the callbacks whose state the run reads afterwards: the
     checkpoint of its best epoch and its epochs' log."""
     monitor = MONITORS[t.select_on]
-    checkpoint = ModelCheckpoint(
+    best_checkpoint = ModelCheckpoint(
         dirpath=work, filename="best", monitor=monitor, mode="max", enable_version_counter=False,
     )
-    # Every epoch's, for --resume: Lightning's save_last writes only when the best one changes.
-    last = ModelCheckpoint(dirpath=work, filename="last", enable_version_counter=False)
+    # Every epoch's, for --resume (LAST_CHECKPOINT): Lightning's save_last writes only when the
+    # best one changes.
+    last_checkpoint = ModelCheckpoint(dirpath=work, filename="last", enable_version_counter=False)
     epoch_log = EpochLog(log, steps_logged=not progress)
     callbacks: list[pl.Callback] = [
-        checkpoint,
-        last,
+        best_checkpoint,
+        last_checkpoint,
         EarlyStopping(monitor=monitor, mode="max", patience=t.patience),
         epoch_log,
         CallersSigterm(),
@@ -249,6 +265,7 @@ def _trainer(
             gradient_clip_val=t.grad_clip or None,
             callbacks=callbacks,
             plugins=[CheckpointsBeside()],
+            # No name or version: its metrics.csv goes straight into `work` (resume.EPOCHS_LOG).
             logger=CSVLogger(work, name="", version=""),
             enable_progress_bar=progress,
             enable_model_summary=False,
@@ -265,7 +282,7 @@ def _trainer(
             "(--strategy ddp_spawn, or several devices in a notebook) is not supported: use "
             "`hanclf train --strategy ddp` from a terminal or script, or train on one device"
         )
-    return trainer, checkpoint, epoch_log
+    return trainer, best_checkpoint, epoch_log
 
 
 def _prepared_data(
@@ -401,7 +418,7 @@ def class_weights(
 
 
 RARE_LABEL_ROWS = 2  # a label on this few training rows is worth a look
-MISSING_WORDS = {"na", "n/a", "nan", "none", "null", "nil"}
+MISSING_WORDS = {"na", "n/a", "nan", "none", "null", "nil"}  # a missing value, written as a label
 
 
 def label_notes(labels: Labels, targets: list, data: DataConfig) -> list[str]:
@@ -444,6 +461,7 @@ def label_notes(labels: Labels, targets: list, data: DataConfig) -> list[str]:
 
 @torch.no_grad()
 def _set_embeddings(weight: torch.Tensor, vectors: np.ndarray, ids: np.ndarray) -> None:
+    """Start an embedding table from initial_embeddings: the words `ids` at `vectors`."""
     # Words without a given vector start at the given vectors' scale, not nn.Embedding's N(0, 1).
     weight.normal_(0.0, float(vectors.std()))
     weight[PAD] = 0.0
@@ -464,6 +482,7 @@ def _calibrate(labels: Labels, log_probs: np.ndarray, targets: np.ndarray) -> di
 
 
 def _quiet_lightning() -> None:
+    """Silence Lightning's logs and warnings that tell a hanclf user nothing."""
     # Lightning's start-up banners and the num_workers hint are noise here: data is encoded in
     # memory up front, so DataLoader workers would only add process start-up time.
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
