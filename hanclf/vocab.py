@@ -197,8 +197,8 @@ class Labels:
         multi_label = bool(data.get("multi_label", False))
         thresholds = [float(t) for t in data["thresholds"]] if multi_label else None
         temperature = float(data.get("temperature", 1.0))  # models saved before calibration: 1
-        if not temperature > 0:  # also NaN
-            raise ValueError(f"temperature {temperature}: must be above 0")
+        if not (temperature > 0 and math.isfinite(temperature)):  # NaN fails both
+            raise ValueError(f"temperature {temperature}: must be a number above 0")
         return cls(data["labels"], multi_label, thresholds, temperature)
 
 

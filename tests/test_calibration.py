@@ -79,9 +79,9 @@ def test_a_temperature_that_is_not_above_0_is_a_damaged_file(model_dir, tmp_path
     copy = tmp_path / "model"
     shutil.copytree(model_dir, copy)
     labels = json.loads((copy / "labels.json").read_text())
-    for bad in (0, -1.5, "nan"):
+    for bad in (0, -1.5, "nan", "inf"):
         (copy / "labels.json").write_text(json.dumps({**labels, "temperature": bad}))
-        with pytest.raises(HanclfError, match=r"labels.json: damaged \(temperature .*: must be above 0\)"):
+        with pytest.raises(HanclfError, match=r"labels.json: damaged \(temperature .*: must be a number above 0\)"):
             load(copy)
 
 
