@@ -390,8 +390,8 @@ def evaluate(
 
     def action() -> dict[str, Any]:
         if output is not None:
+            check_not_model_file(output)  # first: --force, which check_output advises, would not do
             check_output(output, force, reads=data)
-            check_not_model_file(output)
         if split is None and data.exists() and SPLIT_COLUMN in column_names(data):
             # Scoring training rows along with the rest flatters the model.
             _log(f"note: {data} has a '{SPLIT_COLUMN}' column; every row is scored "

@@ -241,8 +241,8 @@ def explain_file(
     check_input(input_path)
     for path in (output, html):
         if path is not None:
+            check_not_model_file(path)  # first: --force, which check_output advises, would not do
             check_output(path, force, reads=input_path)
-            check_not_model_file(path)
     predictor = Predictor(model_dir, device, batch_size)
     check_multi_label_options(predictor.labels, threshold, label_separator)
     rows, columns = (token_rows, TOKEN_COLUMNS) if level == "token" else (sentence_rows, SENTENCE_COLUMNS)

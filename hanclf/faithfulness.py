@@ -264,8 +264,8 @@ def check_json_output(
             raise UsageError(f"{output}: named for both {flag} and --faithfulness; give each its own file")
     if output.suffix.lower() != ".json":
         raise UsageError(f"{output}: the figures are written as JSON; name it *.json")
+    check_not_model_file(output)  # first: --force, which check_output advises, would not do
     check_output(output, force, reads=input_path)
-    check_not_model_file(output)
 
 
 def faithfulness_file(

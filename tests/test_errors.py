@@ -276,6 +276,10 @@ CASES = [
     Case("train-force-output-is-file", lambda e: existing(e, "model.txt") and train(e, e.data / "train.csv", "--force", out="model.txt"), 2, ("model.txt", "is a file")),
     Case("train-force-model-holds-other-files", lambda e: existing(e, "model") and (e.out / "model" / "NOTES.txt").write_text("mine") and train(e, e.data / "train.csv", "--force"), 2, ("model", "NOTES.txt", "would delete")),
     Case("evaluate-output-over-a-models-own-file", lambda e: evaluate(e, e.data / "test.parquet", "-o", str(e.model_copy() / "metrics.json"), "--force"), 2, ("metrics.json", "model directory")),
+    # Without --force too: "already exists; pass --force" sent the user to a flag that is refused.
+    Case("evaluate-output-over-a-models-own-file-without-force", lambda e: evaluate(e, e.data / "test.parquet", "-o", str(e.model_copy() / "metrics.json")), 2, ("metrics.json", "model directory")),
+    Case("explain-output-over-a-models-own-file", lambda e: ["explain", str(e.model), str(csv_with_text(e)), "-o", str(e.model_copy() / "history.csv")], 2, ("history.csv", "model directory")),
+    Case("explain-faithfulness-over-a-models-own-file", lambda e: ["explain", str(e.model), str(e.data / "test.parquet"), "--faithfulness", str(e.model_copy() / "labels.json")], 2, ("labels.json", "model directory")),
     Case("explain-faithfulness-same-path-as-csv", lambda e: explain(e, csv_with_text(e), "--faithfulness", str(e.out / "att.csv"), "--force"), 2, ("att.csv", "--faithfulness")),
     Case("explain-faithfulness-not-json", lambda e: explain(e, csv_with_text(e), "--faithfulness", str(e.out / "f.csv")), 2, ("f.csv", "JSON")),
     Case("evaluate-force-output-is-a-pipe", lambda e: os.mkfifo(e.out / "fifo") or evaluate(e, e.data / "test.parquet", "-o", str(e.out / "fifo"), "--force"), 2, ("fifo", "not a regular file")),
