@@ -238,8 +238,13 @@ def train(
     resumed = f", resumed after epoch {metrics['epochs_before_resume']}" if metrics["epochs_before_resume"] else ""
     # A multi-label model's figures here are at its tuned thresholds, the epoch lines' at 0.5.
     tuned = " at thresholds tuned on valid" if metrics["valid"].get("multi_label") else ""
+    calibration = metrics["calibration"]
+    calibrated = "" if calibration is None else (
+        f"; probabilities calibrated on valid (temperature {calibration['temperature']:.2f}, calibration "
+        "error {:.1%} -> {:.1%})".format(*calibration["valid_calibration_error"]))
     _log(f"saved {output}: valid {describe(metrics['valid'])}{tuned} "
-         f"(epoch {metrics['best_epoch'] + 1} of {metrics['epochs_run']}, {metrics['train_seconds']:.0f}s{resumed})")
+         f"(epoch {metrics['best_epoch'] + 1} of {metrics['epochs_run']}, {metrics['train_seconds']:.0f}s{resumed})"
+         f"{calibrated}")
 
 
 @app.command()

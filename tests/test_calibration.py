@@ -103,3 +103,18 @@ def test_evaluate_reports_how_far_pred_prob_is_from_how_often_it_is_right(review
             expected += inside.mean() * abs(right[inside].mean() - top[inside].mean())
     assert result["calibration_error"] == pytest.approx(expected, abs=1e-6)
     assert 0 < expected < 1
+
+
+def test_train_says_the_probabilities_were_calibrated_and_by_how_much(reviews, tmp_path):
+    from typer.testing import CliRunner
+
+    from hanclf.cli.main import app
+
+    flags = [f"--set={key}={value}" for key, value in TINY.items()]
+    result = CliRunner().invoke(app, ["train", str(reviews), "-o", str(tmp_path / "m"), "-q", *flags])
+    assert result.exit_code == 0, result.output
+    calibration = json.loads((tmp_path / "m" / "metrics.json").read_text())["calibration"]
+    before, after = calibration["valid_calibration_error"]
+    assert result.output.splitlines()[-1].endswith(
+        f"; probabilities calibrated on valid (temperature {calibration['temperature']:.2f}, "
+        f"calibration error {before:.1%} -> {after:.1%})")
