@@ -214,10 +214,8 @@ def fit_temperature(log_probs: np.ndarray, targets: np.ndarray) -> float | None:
         return None
     if (log_probs.argmax(axis=1) == targets).all():
         return None
-    rows = np.arange(len(targets))
-
     def loss(inverse: float) -> float:
-        return -_tempered_log_probs(log_probs, 1 / inverse)[rows, targets].mean()
+        return log_loss(log_probs, targets, 1 / inverse)
 
     low, high = 1 / TEMPERATURE_RANGE[1], 1 / TEMPERATURE_RANGE[0]
     ratio = (np.sqrt(5) - 1) / 2
