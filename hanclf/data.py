@@ -73,6 +73,13 @@ class Truncation:
     def unread_share(self) -> float:
         return self.unread / max(1, self.words)
 
+    def past_the_caps(self, config: DataConfig, whose: str) -> str:
+        """The head of train's and predict's notes on it: the caps, then the share of `whose`
+        words past them and the documents cut."""
+        return (f"the model reads {config.max_sentences} sentences of {config.max_words} words at most "
+                f"(data.max_sentences, data.max_words): {self.unread_share:.0%} of {whose} words are "
+                f"past them, in {self.cut} of {self.documents} documents")
+
 
 class TokenizedDocs(NamedTuple):
     """Tokenized documents as ids into a list of their distinct words: arrays plus each word

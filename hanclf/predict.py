@@ -150,9 +150,8 @@ def _unread_note(truncation: Truncation, data: DataConfig) -> str:
     cut = truncation.cut / max(1, truncation.documents)
     # A few pasted logs among short tickets can hold a tenth of the words: not "0%" of documents.
     cut_share = f"{cut:.0%}" if cut >= 0.01 else "under 1%"
-    return (f"note: the model reads {data.max_sentences} sentences of {data.max_words} words at most "
-            f"(data.max_sentences, data.max_words): {truncation.unread_share:.0%} of the input's words are "
-            f"past them, in {truncation.cut} of {truncation.documents} documents ({cut_share}), labelled from "
+    head = truncation.past_the_caps(data, "the input's")
+    return (f"note: {head} ({cut_share}), labelled from "
             "their beginnings alone; train on such documents with larger caps (--set data.max_sentences=... "
             "--set data.max_words=...), or split them into parts")
 

@@ -343,11 +343,8 @@ def _log_setup(
         log(f"note: {note}")
     truncation = datamodule.train_truncation
     if truncation.unread_share >= UNREAD_NOTE_SHARE:
-        d = config.data
-        log(f"note: the model reads {d.max_sentences} sentences of {d.max_words} words at most (data.max_sentences, "
-            f"data.max_words): {truncation.unread_share:.0%} of the training words are past them, in "
-            f"{truncation.cut} of {truncation.documents} documents; raise them where labels may "
-            "depend on what long documents say late")
+        log(f"note: {truncation.past_the_caps(config.data, 'the training')}; raise them where labels "
+            "may depend on what long documents say late")
     if ensemble > 1:  # the presets' ensembles surprise users at prediction time
         log(f"note: an ensemble of {ensemble} models (model.members): {ensemble}x one "
             "model's work here and in every prediction; --set model.members=1 trains one")
