@@ -70,7 +70,7 @@ def _run(action: Callable[[], T], resumable: Path | None = None, written: Sequen
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(e.exit_code) from None
         hint = " (the same command with --resume continues)" if resumable and resumable.is_file() else ""
-        how, code = ("terminated (SIGTERM)", 143) if _terminated.is_set() else ("interrupted", 130)
+        how, code = _how_stopped()
         kept = f"only {' and '.join(map(str, written))} had been written" if written else "no output was written"
         typer.echo(f"{how}: {kept}{hint}", err=True)
         raise typer.Exit(code) from None
@@ -88,6 +88,11 @@ def _run(action: Callable[[], T], resumable: Path | None = None, written: Sequen
 _terminated = threading.Event()
 _work_began = threading.Event()  # a command called into the library: outputs may exist
 _stop_pending = threading.Event()  # signalled before that: stopped when the work begins
+
+
+def _how_stopped() -> tuple[str, int]:
+    """What stopped the command, as its message says it, and its exit code."""
+    return ("terminated (SIGTERM)", 143) if _terminated.is_set() else ("interrupted", 130)
 
 
 def _on_stop_signal(signum: int, frame: object) -> None:
@@ -472,7 +477,7 @@ def main() -> None:
     try:
         app()
     except SystemExit as e:
-        how, code = ("terminated (SIGTERM)", 143) if _terminated.is_set() else ("interrupted", 130)
+        how, code = _how_stopped()
         if _stop_pending.is_set() and not _work_began.is_set():  # it ended before its work began
             typer.echo(f"{how}: no output was written", err=True)
             raise SystemExit(code) from None
