@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import json
 import subprocess
 import sys
@@ -500,8 +501,20 @@ def test_a_hive_table_folder_reads_its_extensionless_data_files(tmp_path):
 @pytest.mark.parametrize("term, shown", [("xterm-256color", True), ("dumb", False)])
 def test_a_progress_bar_shows_on_terminals_that_redraw_lines(monkeypatch, term, shown):
     # On TERM=dumb rich draws no bar, and a command that chose the bar printed no progress at all.
-    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # as a terminal would be
+    # stderr's isatty() says terminal or not (TTY_COMPATIBLE, which would too, is rich>=14 only).
+    for forcing in ("TTY_COMPATIBLE", "FORCE_COLOR"):
+        monkeypatch.delenv(forcing, raising=False)
     monkeypatch.setenv("TERM", term)
+    monkeypatch.setattr(sys, "stderr", _Stream(tty=True))  # as a terminal would be
     assert bar_on_stderr() is shown
-    monkeypatch.setenv("TTY_COMPATIBLE", "0")  # a file or a pipe
+    monkeypatch.setattr(sys, "stderr", _Stream(tty=False))  # a file or a pipe
     assert bar_on_stderr() is False
+
+
+class _Stream(io.StringIO):
+    def __init__(self, tty: bool):
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
