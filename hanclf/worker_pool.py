@@ -167,6 +167,7 @@ def write_in_workers(
     try:
         return job.write(path, labelled())
     except BrokenProcessPool:
+        _unblock_broken_pool(pool)
         raise worker_died() from None
     except KeyboardInterrupt:
         _stop_workers(pool)
@@ -187,6 +188,18 @@ def worker_died() -> HanclfError:
     script = not cli and getattr(main, "__file__", None) is not None
     causes = f"{GUARD_MAIN}; or {memory}" if script else memory
     return HanclfError(f"a predict worker process died (its own error, if any, is printed above): {causes}")
+
+
+def _unblock_broken_pool(pool: ProcessPoolExecutor) -> None:
+    """Before Python 3.11.5 (CPython gh-94777), a pool whose worker died never finished shutting
+    down when a task was being written to its call queue's pipe, which no process reads any
+    more: each task of WORKER_ROWS texts outgrows the pipe's buffer, and predict_file hung for
+    ever instead of saying that a worker died (seen on 3.10.13). Closing this process's end of
+    the pipe, as later Pythons do themselves, fails that write and lets the shutdown go on."""
+    if sys.version_info < (3, 11, 5):
+        reader = getattr(getattr(pool, "_call_queue", None), "_reader", None)  # CPython's own
+        if reader is not None:
+            reader.close()
 
 
 def _stop_workers(pool: ProcessPoolExecutor, seconds: float = 2.0) -> None:
