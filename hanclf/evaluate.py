@@ -18,11 +18,11 @@ from hanclf.metrics import (
     CALIBRATION_BINS, calibration_bins, calibration_error_of, confusion_matrix, multilabel_counts,
     multilabel_report, report,
 )
-from hanclf.predictor import Predictor, check_multi_label_options
+from hanclf.predictor import PREDICT_CHUNK_ROWS, Predictor, check_multi_label_options
 from hanclf.progress import RowProgress
 from hanclf.vocab import Labels, joined_sets_hint, normalize_labels
 
-BATCH_ROWS = 8_192  # rows read and scored at a time, as many as predict reads
+BATCH_ROWS = PREDICT_CHUNK_ROWS  # rows read and scored at a time, as many as predict reads
 UNKNOWN_LABELS_SHOWN = 5  # in the warning on labels the model does not know
 
 
