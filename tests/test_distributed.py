@@ -110,7 +110,9 @@ def test_sigterm_stops_a_ddp_run(tmp_path):
                 proc.send_signal(signal.SIGTERM)
                 break
         rest = proc.stderr.read()
-        assert proc.wait(timeout=60) == 143
+        # The message is its stderr: one run of the suite in a fresh clone ended here with SIGABRT
+        # (-6), cause unknown (once in about 20 such runs; 12 tries since, idle or loaded: 143).
+        assert proc.wait(timeout=60) == 143, rest
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
