@@ -119,7 +119,8 @@ def test_evaluate_scores_labels_the_model_never_saw_as_scikit_learn_does(model_d
     ]
 
     out = tmp_path / "metrics.json"
-    run = CliRunner().invoke(cli_main.app, ["evaluate", str(model_dir), str(data), "-o", str(out), "-q"])
+    run = CliRunner().invoke(cli_main.app, ["evaluate", str(model_dir), str(data), "-o", str(out), "-q",
+                                              "--device", "cpu"])  # as `result`, computed on the CPU
     assert run.exit_code == 0, run.output
     assert run.stderr.splitlines() == lines  # one line, however wide the terminal
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
