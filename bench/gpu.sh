@@ -18,7 +18,7 @@
 #   6. the yelp preset's ensemble of three against one of five, seeds 42/1/2 side by side on the
 #      GPU, selected on valid by the rule written there (test read only if it holds);
 #   r. the README's first block (train, predict, explain, evaluate on sample_data) on the GPU;
-#   t. the whole test suite with the GPU present (predict's tests default to it; 6 of them
+#   t. the whole test suite with the GPU present (predict and evaluate default to it; 8 tests
 #      compared its bf16 output with the CPU's until they were pinned to the CPU).
 # Usage, from the repository root: bench/gpu.sh IMDB_PARQUET [OUT_DIR]
 # Where hanclf is not installed (a lent machine's python has torch only), first run
