@@ -61,6 +61,11 @@ class TrainConfig:
     embeddings: str = "random"
     embeddings_file: str | None = None
     freeze_embeddings: bool = False
+    # Distillation: a trained model directory (e.g. an ensemble) whose probabilities on the
+    # training documents this model learns from too; teacher_weight is their share of each
+    # document's target, the rest is its label.
+    teacher: str | None = None
+    teacher_weight: float = 0.5
     max_epochs: int = 10
     # An ensemble's members (model.members) train on the same batches in the same order, or,
     # false, each on its own draw of batches, as separately trained models would.
@@ -232,6 +237,8 @@ def _check_range(key: str, value: Any) -> None:
         raise UsageError(f"config key {key}: must be > 0, got {value!r}")
     if key in unit and not 0 <= value < 1:
         raise UsageError(f"config key {key}: must be in [0, 1), got {value!r}")
+    if key == "train.teacher_weight" and not 0 <= value <= 1:
+        raise UsageError(f"config key {key}: must be in [0, 1], got {value!r}")
     if key == "data.label_separator" and not value:
         raise UsageError(f"config key {key}: must not be empty (e.g. ',' or '|')")
     if key == "data.valid_fraction" and not 0 < value < 1:

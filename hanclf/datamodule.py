@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
@@ -29,6 +30,7 @@ from hanclf.data import (
     vocabulary,
 )
 from hanclf.errors import UsageError
+from hanclf.predictor import Predictor
 from hanclf.vocab import Labels, Vocab
 from hanclf.workers import release_freed_memory
 
@@ -47,16 +49,23 @@ class HANDataModule(pl.LightningDataModule):
     and encodes both sets (setup).
 
     With `member_batches` > 1 every training step is a list of that many batches, one for each
-    member of an ensemble, each member with its own order (MemberBatchSampler)."""
+    member of an ensemble, each member with its own order (MemberBatchSampler).
+
+    With a `teacher` (a model directory, run on `device`), each training document's target is
+    its label (one-hot, or multi-hot) mixed with the teacher's probabilities on its text,
+    `teacher_weight` of it the teacher's: distillation, e.g. of an ensemble into one model.
+    Valid keeps the labels alone, so that epochs are kept on how often the model is right."""
 
     def __init__(
         self, train_path: Path, valid_path: Path | None, config: DataConfig, batch_size: int, seed: int,
-        member_batches: int = 1,
+        member_batches: int = 1, teacher: Path | None = None, teacher_weight: float = 0.5,
+        device: str = "cpu",
     ) -> None:
         super().__init__()
         self.train_path, self.valid_path = train_path, valid_path
         self.config, self.batch_size, self.seed = config, batch_size, seed
         self.member_batches = member_batches
+        self.teacher_path, self.teacher_weight, self.device = teacher, teacher_weight, device
         self.vocab: Vocab | None = None
         self.labels: Labels | None = None
 
@@ -96,6 +105,35 @@ class HANDataModule(pl.LightningDataModule):
             train_targets = self.labels.ids(train.labels, train.where)
         self.train_targets, self.valid_targets = train_targets, valid_targets
         self._texts = [train.texts, valid.texts]  # until setup encodes them
+        # Loaded now: a teacher that is no model, or one of other labels, fails before tokenizing.
+        self._teacher = None if self.teacher_path is None else self._checked_teacher()
+
+    def _checked_teacher(self) -> Predictor:
+        teacher = Predictor(self.teacher_path, self.device)
+        kind = {False: "single-label", True: "multi-label"}
+        if teacher.labels.multi_label != self.labels.multi_label:
+            raise UsageError(f"--teacher {self.teacher_path}: a {kind[teacher.labels.multi_label]} "
+                             f"model, and this one is {kind[self.labels.multi_label]}; give a teacher "
+                             "trained for the same task")
+        if teacher.labels.names != self.labels.names:  # both sorted (Labels.build): equal sets, equal order
+            def listed(names: list[str]) -> str:
+                return ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+            raise UsageError(f"--teacher {self.teacher_path}: its labels ({listed(teacher.labels.names)}) "
+                             f"are not those of the training data ({listed(self.labels.names)}); give a "
+                             "teacher trained on the same labels")
+        return teacher
+
+    def _training_targets(self, texts: list[str]) -> list:
+        """The targets of the training documents: their labels, or with a teacher, the labels
+        mixed with its probabilities on `texts` (float32 rows)."""
+        if self._teacher is None:
+            return self.train_targets
+        teacher, self._teacher = self._teacher, None  # its memory goes once it has labelled
+        probs = teacher.predict_proba(texts)
+        truth = (np.asarray(self.train_targets, np.float32) if self.labels.multi_label
+                 else np.eye(len(self.labels), dtype=np.float32)[self.train_targets])
+        mixed = (1 - self.teacher_weight) * truth + self.teacher_weight * probs
+        return list(mixed.astype(np.float32))
 
     def setup(self, stage: str | None = None) -> None:
         if self.vocab is not None:
@@ -105,12 +143,13 @@ class HANDataModule(pl.LightningDataModule):
         # used, and their memory handed back: all of them held to the end, with the texts
         # freed but kept by the C heap, were ~2.5 KiB an IMDb review (bench/results/train-memory-cpu.md).
         texts, self._texts = self._texts, None
+        train_targets = self._training_targets(texts[0])
         train_parts = tokenize_in_parallel(texts.pop(0), self.config)
         release_freed_memory()
         self.vocab = vocabulary(train_parts, self.config)
         # What the caps (max_sentences, max_words) keep from the model: train says so when much.
         self.train_truncation = sum((part.truncation() for part in train_parts), Truncation())
-        self.train_set = LabelledDocs(_encoded(train_parts, self.vocab), self.train_targets)
+        self.train_set = LabelledDocs(_encoded(train_parts, self.vocab), train_targets)
         valid_parts = tokenize_in_parallel(texts.pop(), self.config)
         release_freed_memory()
         self.valid_set = LabelledDocs(_encoded(valid_parts, self.vocab), self.valid_targets)

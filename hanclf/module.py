@@ -61,14 +61,16 @@ class HANClassifier(pl.LightningModule):
         weights = None if self.class_weights is None else self.class_weights.float()
         if self.labels.multi_label:
             return F.binary_cross_entropy_with_logits(logits.float(), labels, pos_weight=weights)
+        # `labels`: class ids (B,), or with a teacher (train.teacher) target probabilities (B, C).
         smoothing = self.train_config.label_smoothing
         if weights is None:
             return F.cross_entropy(logits.float(), labels, label_smoothing=smoothing)
         losses = F.cross_entropy(logits.float(), labels, reduction="none", label_smoothing=smoothing)  # (B,)
-        # Each document's loss weighted by its class's weight. cross_entropy(weight=) also
-        # weights each class's share of the smoothing by that class's weight, which pulls every
-        # document towards a heavily weighted rare class.
-        return (losses * weights[labels]).sum() / weights[labels].sum()
+        # Each document's loss weighted by its class's weight (a target's mean weight over its
+        # classes). cross_entropy(weight=) also weights each class's share of the smoothing by
+        # that class's weight, which pulls every document towards a heavily weighted rare class.
+        doc_weights = weights[labels] if labels.dim() == 1 else labels @ weights  # (B,)
+        return (losses * doc_weights).sum() / doc_weights.sum()
 
     def training_step(self, batch: dict[str, torch.Tensor] | list[dict[str, torch.Tensor]], batch_idx: int) -> torch.Tensor:
         if isinstance(batch, list):  # one batch for each member of the ensemble (shared_batches false)

@@ -151,19 +151,18 @@ def _saved_config(path: Path, given: Config | None, refusal: str) -> Config:
     """The config a run saved in `path`; a `given` one that differs is refused with `refusal`.
     (Runs interrupted before config.yaml named embeddings files absolutely name theirs
     relatively.)"""
-    saved = with_absolute_embeddings(config_from_dict(yaml.safe_load(path.read_text(encoding="utf-8"))))
+    saved = with_absolute_paths(config_from_dict(yaml.safe_load(path.read_text(encoding="utf-8"))))
     if given is not None and given.to_dict() != saved.to_dict():
         raise UsageError(refusal)
     return saved
 
 
-def with_absolute_embeddings(config: Config) -> Config:
-    """`config` naming its embeddings file by an absolute path: it is saved in config.yaml,
-    and a run repeated from another directory must find the same file."""
-    if not config.train.embeddings_file:
-        return config
-    resolved = str(Path(config.train.embeddings_file).resolve())
-    return dataclasses.replace(config, train=dataclasses.replace(config.train, embeddings_file=resolved))
+def with_absolute_paths(config: Config) -> Config:
+    """`config` naming its embeddings file and teacher by absolute paths: they are saved in
+    config.yaml, and a run repeated from another directory must find the same ones."""
+    paths = {name: str(Path(getattr(config.train, name)).resolve())
+             for name in ("embeddings_file", "teacher") if getattr(config.train, name)}
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, **paths)) if paths else config
 
 
 def why_unreadable(checkpoint: Path) -> str | None:
@@ -227,11 +226,14 @@ def data_digest(datamodule: HANDataModule) -> str:
     silently)."""
     tables = [datamodule.vocab.to_json(), datamodule.labels.to_json()]
     digest = hashlib.sha256(json.dumps(tables, sort_keys=True).encode())
-    for dataset in (datamodule.train_set, datamodule.valid_set):
+    sets = ((datamodule.train_set, datamodule.train_targets), (datamodule.valid_set, datamodule.valid_targets))
+    for dataset, labels in sets:
         for doc in dataset.docs:
             digest.update(doc.ids.tobytes())
             digest.update(doc.lengths.tobytes())
-        digest.update(np.asarray(dataset.targets).tobytes())
+        # The labels, not a teacher's share of the targets (train.teacher): on another device
+        # its probabilities differ in the last bits, and the teacher is in the compared config.
+        digest.update(np.asarray(labels).tobytes())
     return digest.hexdigest()
 
 

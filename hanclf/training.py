@@ -49,7 +49,7 @@ from hanclf.module import HANClassifier
 from hanclf.resume import (
     LAST_CHECKPOINT, CheckpointsBeside, check_same_data, checkpoint_to_resume, data_digest, finished,
     finished_metrics, one_training_at_a_time, resumed_config, run_history, start_work_dir,
-    why_unreadable, with_absolute_embeddings, work_dir,
+    why_unreadable, with_absolute_paths, work_dir,
 )
 from hanclf.vocab import Labels
 from hanclf.workers import threads_within_quota
@@ -87,7 +87,7 @@ def train(
     if isinstance(config, (str, os.PathLike)):  # train(data, out, "yelp"), as --config yelp
         config = load_config(str(config))
     # The settings the caller gave, if any: --resume refuses those that differ from the run's.
-    given = None if config is None else with_absolute_embeddings(config)
+    given = None if config is None else with_absolute_paths(config)
     config = given or default_config()
     check_input(data)
     if valid is not None:
@@ -184,7 +184,7 @@ def _train(
     # Before reading and tokenizing, which take minutes on millions of rows: a device that is
     # not there, or a strategy we refuse, fails at once.
     trainer, best_checkpoint, epoch_log = _trainer(t, work, progress, log)
-    datamodule, weights = _prepared_data(data, valid, config)
+    datamodule, weights = _prepared_data(data, valid, config, str(trainer.strategy.root_device))
     digest = data_digest(datamodule)
     if resume_from is not None:
         # By every process of a distributed run, so that none goes on into fit alone.
@@ -286,13 +286,16 @@ def _trainer(
 
 
 def _prepared_data(
-    data: Path, valid: Path | None, config: Config
+    data: Path, valid: Path | None, config: Config, device: str
 ) -> tuple[HANDataModule, list[float] | None]:
-    """The DataModule, read and encoded, and the loss weight of each label (train.class_weights)."""
+    """The DataModule, read and encoded (a teacher's probabilities computed on `device`), and
+    the loss weight of each label (train.class_weights)."""
     t = config.train
     # Each member of an ensemble draws batches of its own, unless train.shared_batches.
     member_batches = 1 if t.shared_batches else config.model["members"]
-    datamodule = HANDataModule(data, valid, config.data, t.batch_size, t.seed, member_batches)
+    teacher = None if t.teacher is None else Path(t.teacher)
+    datamodule = HANDataModule(data, valid, config.data, t.batch_size, t.seed, member_batches,
+                               teacher, t.teacher_weight, device)
     datamodule.read()
     # Before tokenizing, which takes minutes on millions of rows: a weights file naming a label
     # the data lacks fails at once.
@@ -339,6 +342,9 @@ def _log_setup(
         if t.select_on == "accuracy" and not labels.multi_label:
             log("note: epochs are kept on valid accuracy, which favours the common classes that "
                 "class weights hold back; --set train.select_on=macro_f1 keeps them on macro-F1")
+    if t.teacher is not None:
+        log(f"teacher {t.teacher}: its probabilities are {t.teacher_weight:.0%} of each training "
+            "document's target, the label the rest")
     for note in label_notes(labels, datamodule.train_targets, config.data):
         log(f"note: {note}")
     truncation = datamodule.train_truncation
