@@ -62,10 +62,12 @@ class TrainConfig:
     embeddings_file: str | None = None
     freeze_embeddings: bool = False
     # Distillation: a trained model directory (e.g. an ensemble) whose probabilities on the
-    # training documents this model learns from too; teacher_weight is their share of each
-    # document's target, the rest is its label.
+    # training documents this model learns from too, softened by teacher_temperature (1: as
+    # the teacher gives them); teacher_weight is their share of each document's target, the
+    # rest is its label.
     teacher: str | None = None
     teacher_weight: float = 0.5
+    teacher_temperature: float = 2.0
     max_epochs: int = 10
     # An ensemble's members (model.members) train on the same batches in the same order, or,
     # false, each on its own draw of batches, as separately trained models would.
@@ -230,7 +232,7 @@ def _check_range(key: str, value: Any) -> None:
         "data.max_sentences", "data.max_words", "data.min_count", "data.max_vocab",
         "model.embed_dim", "model.word_hidden", "model.sent_hidden", "model.word_att_dim",
         "model.sent_att_dim", "model.members", "train.batch_size", "train.max_epochs", "train.lr",
-        "train.patience", "train.num_nodes",
+        "train.patience", "train.num_nodes", "train.teacher_temperature",
     }
     unit = {"model.dropout", "train.label_smoothing", "train.warmup_fraction"}
     if key in positive and value <= 0:

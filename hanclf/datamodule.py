@@ -44,6 +44,16 @@ def _encoded(parts: list[TokenizedDocs], vocab: Vocab) -> list[EncodedDoc]:
     return docs
 
 
+def softened(probs: np.ndarray, temperature: float, multi_label: bool) -> np.ndarray:
+    """`probs` at `temperature`: softmax(log p / T) of each row (multi-label: sigmoid(logit p / T)
+    of each probability). Above 1 it spreads them and keeps their order: a teacher's targets
+    then say more than which label wins (Hinton et al., 2015)."""
+    raised = probs.astype(np.float64) ** (1 / temperature)
+    if multi_label:
+        return raised / (raised + (1 - probs.astype(np.float64)) ** (1 / temperature))
+    return raised / raised.sum(axis=1, keepdims=True)
+
+
 class HANDataModule(pl.LightningDataModule):
     """Reads the training data and builds the labels from `train` (read), then the vocabulary,
     and encodes both sets (setup).
@@ -52,20 +62,22 @@ class HANDataModule(pl.LightningDataModule):
     member of an ensemble, each member with its own order (MemberBatchSampler).
 
     With a `teacher` (a model directory, run on `device`), each training document's target is
-    its label (one-hot, or multi-hot) mixed with the teacher's probabilities on its text,
-    `teacher_weight` of it the teacher's: distillation, e.g. of an ensemble into one model.
+    its label (one-hot, or multi-hot) mixed with the teacher's probabilities on its text at
+    `teacher_temperature` (softened), `teacher_weight` of it the teacher's: distillation, e.g.
+    of an ensemble into one model.
     Valid keeps the labels alone, so that epochs are kept on how often the model is right."""
 
     def __init__(
         self, train_path: Path, valid_path: Path | None, config: DataConfig, batch_size: int, seed: int,
         member_batches: int = 1, teacher: Path | None = None, teacher_weight: float = 0.5,
-        device: str = "cpu",
+        teacher_temperature: float = 1.0, device: str = "cpu",
     ) -> None:
         super().__init__()
         self.train_path, self.valid_path = train_path, valid_path
         self.config, self.batch_size, self.seed = config, batch_size, seed
         self.member_batches = member_batches
         self.teacher_path, self.teacher_weight, self.device = teacher, teacher_weight, device
+        self.teacher_temperature = teacher_temperature
         self.vocab: Vocab | None = None
         self.labels: Labels | None = None
 
@@ -129,7 +141,7 @@ class HANDataModule(pl.LightningDataModule):
         if self._teacher is None:
             return self.train_targets
         teacher, self._teacher = self._teacher, None  # its memory goes once it has labelled
-        probs = teacher.predict_proba(texts)
+        probs = softened(teacher.predict_proba(texts), self.teacher_temperature, self.labels.multi_label)
         truth = (np.asarray(self.train_targets, np.float32) if self.labels.multi_label
                  else np.eye(len(self.labels), dtype=np.float32)[self.train_targets])
         mixed = (1 - self.teacher_weight) * truth + self.teacher_weight * probs

@@ -295,7 +295,7 @@ def _prepared_data(
     member_batches = 1 if t.shared_batches else config.model["members"]
     teacher = None if t.teacher is None else Path(t.teacher)
     datamodule = HANDataModule(data, valid, config.data, t.batch_size, t.seed, member_batches,
-                               teacher, t.teacher_weight, device)
+                               teacher, t.teacher_weight, t.teacher_temperature, device)
     datamodule.read()
     # Before tokenizing, which takes minutes on millions of rows: a weights file naming a label
     # the data lacks fails at once.
@@ -343,8 +343,8 @@ def _log_setup(
             log("note: epochs are kept on valid accuracy, which favours the common classes that "
                 "class weights hold back; --set train.select_on=macro_f1 keeps them on macro-F1")
     if t.teacher is not None:
-        log(f"teacher {t.teacher}: its probabilities are {t.teacher_weight:.0%} of each training "
-            "document's target, the label the rest")
+        log(f"teacher {t.teacher}: its probabilities at temperature {t.teacher_temperature:g} are "
+            f"{t.teacher_weight:.0%} of each training document's target, the label the rest")
     for note in label_notes(labels, datamodule.train_targets, config.data):
         log(f"note: {note}")
     truncation = datamodule.train_truncation

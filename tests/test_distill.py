@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from conftest import make_reviews
 from hanclf.cli.main import app
 from hanclf.config import load_config
-from hanclf.datamodule import HANDataModule
+from hanclf.datamodule import HANDataModule, softened
 from hanclf.errors import UsageError
 from hanclf.evaluate import evaluate_file
 from hanclf.module import HANClassifier
@@ -62,13 +62,17 @@ def test_a_student_learns_the_teachers_labels_not_its_datas_noise(data_dir, nois
     assert test["alone"]["accuracy"] < 0.6 and alone["valid"]["accuracy"] < 0.6
 
 
-@pytest.mark.parametrize("weight", [0.0, 0.25, 1.0])
-def test_each_target_is_the_label_mixed_with_the_teachers_probabilities(model_dir, noisy_labels, weight):
+@pytest.mark.parametrize(("weight", "temperature"), [(0.0, 2.0), (0.25, 1.0), (0.25, 3.0), (1.0, 1.0)])
+def test_each_target_is_the_label_mixed_with_the_teachers_softened_probabilities(model_dir, noisy_labels, weight,
+                                                                                temperature):
     config = load_config(None, TINY).data
-    datamodule = HANDataModule(noisy_labels, None, config, 64, 42, teacher=model_dir, teacher_weight=weight)
+    datamodule = HANDataModule(noisy_labels, None, config, 64, 42, teacher=model_dir, teacher_weight=weight,
+                               teacher_temperature=temperature)
     datamodule.setup()
     rows = pd.read_csv(noisy_labels).query("split == 'train'")
     teacher = Predictor(model_dir, "cpu").predict_proba(rows["text"].tolist())
+    # softmax(log p / T), by hand
+    teacher = np.exp(np.log(teacher) / temperature) / np.exp(np.log(teacher) / temperature).sum(1, keepdims=True)
     one_hot = np.eye(3)[[datamodule.labels.index[label] for label in rows["label"]]]
     targets = np.stack(datamodule.train_set.targets)
     assert targets.dtype == np.float32 and targets.shape == (240, 3)
@@ -86,15 +90,29 @@ def test_a_multi_label_student_mixes_each_labels_probability(tmp_path):
     config = load_config(None, {**TINY, "data.multi_label": True, "train.max_epochs": 2})
     train(tmp_path / "tags.csv", tmp_path / "teacher", config, progress=False)
     datamodule = HANDataModule(tmp_path / "tags.csv", None, config.data, 64, 42, teacher=tmp_path / "teacher",
-                               teacher_weight=0.5)
+                               teacher_weight=0.5, teacher_temperature=2.0)
     datamodule.setup()
     targets = np.stack(datamodule.train_set.targets)
     teacher = Predictor(tmp_path / "teacher", "cpu").predict_proba(rows["text"][:72].tolist())
+    teacher = 1 / (1 + np.exp(-np.log(teacher / (1 - teacher)) / 2.0))  # sigmoid(logit p / T), by hand
     assert datamodule.labels.names == ["food", "service"]
     # make_reviews cycles pos, neg, mix: food, service, food+service.
     multi_hot = np.array([[1, 0], [0, 1], [1, 1]])[[i % 3 for i in range(72)]]
     np.testing.assert_allclose(targets, 0.5 * multi_hot + 0.5 * teacher, atol=1e-6)
     assert ((targets > 0) & (targets < 1)).any() and targets.min() >= 0 and targets.max() <= 1
+
+
+def test_softening_spreads_probabilities_and_keeps_their_order():
+    probs = np.array([[0.7, 0.2, 0.1], [0.0, 0.999, 0.001]])
+    np.testing.assert_allclose(softened(probs, 1.0, multi_label=False), probs)
+    warm = softened(probs, 2.0, multi_label=False)
+    np.testing.assert_allclose(warm[0], np.sqrt(probs[0]) / np.sqrt(probs[0]).sum())
+    assert (np.argsort(warm, axis=1) == np.argsort(probs, axis=1)).all() and warm[0, 0] < 0.7 and warm[1, 0] == 0
+    # Multi-label: each probability on its own, 0.5 stays 0.5, 0 and 1 stay put.
+    tags = np.array([[0.9, 0.5, 0.1, 0.0, 1.0]])
+    np.testing.assert_allclose(softened(tags, 3.0, multi_label=True),
+                               [[0.9 ** (1 / 3) / (0.9 ** (1 / 3) + 0.1 ** (1 / 3)), 0.5,
+                                 0.1 ** (1 / 3) / (0.1 ** (1 / 3) + 0.9 ** (1 / 3)), 0.0, 1.0]])
 
 
 def test_soft_targets_of_one_label_give_the_labels_loss_with_smoothing_and_class_weights():
@@ -130,9 +148,11 @@ def test_a_teacher_of_other_labels_or_another_task_is_refused(model_dir, tmp_pat
 
 
 @pytest.mark.parametrize("weight", [-0.1, 1.5])
-def test_a_teacher_weight_outside_0_to_1_is_refused(weight):
+def test_a_teacher_weight_outside_0_to_1_or_a_temperature_of_0_is_refused(weight):
     with pytest.raises(UsageError, match=rf"config key train.teacher_weight: must be in \[0, 1\], got {weight}"):
         load_config(None, {"train.teacher_weight": weight})
+    with pytest.raises(UsageError, match=r"config key train.teacher_temperature: must be > 0, got 0.0"):
+        load_config(None, {"train.teacher_temperature": 0})
 
 
 def test_the_cli_flag_saves_the_teachers_absolute_path_and_refuses_a_missing_one(model_dir, data_dir, tmp_path,
@@ -142,9 +162,11 @@ def test_the_cli_flag_saves_the_teachers_absolute_path_and_refuses_a_missing_one
     run = CliRunner().invoke(app, ["train", str(data_dir / "train.csv"), "-o", str(tmp_path / "s"), "-q",
                                    "--teacher", model_dir.name, *overrides])
     assert run.exit_code == 0, run.output
-    assert f"teacher {model_dir}: its probabilities are 50% of each training document's target" in run.stderr
+    assert (f"teacher {model_dir}: its probabilities at temperature 2 are 50% of each training document's "
+            "target, the label the rest") in run.stderr
     saved = yaml.safe_load((tmp_path / "s" / "config.yaml").read_text(encoding="utf-8"))["train"]
     assert saved["teacher"] == str(model_dir) and saved["teacher_weight"] == 0.5
+    assert saved["teacher_temperature"] == 2.0
     run = CliRunner().invoke(app, ["train", str(data_dir / "train.csv"), "-o", str(tmp_path / "t"), "-q",
                                    "--teacher", "no-such-model", *overrides])
     assert run.exit_code == 2
