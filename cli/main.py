@@ -192,7 +192,7 @@ def train(
     id_column: Annotated[Optional[str], typer.Option(help="Id column; predict and explain then copy it by default.")] = None,
     valid_fraction: Annotated[Optional[float], typer.Option(help="Share held out for validation when there is no split column or --valid [default: 0.1].")] = None,
     embeddings: Annotated[Optional[str], typer.Option(help="Initial word vectors: random, word2vec (trained on the training text first; needs gensim) or the path of a .vec/GloVe/word2vec text file [default: random, or the preset's].")] = None,
-    teacher: Annotated[Optional[Path], typer.Option(help="A trained model (e.g. an ensemble) to distil: each training document's target mixes its label with the teacher's probabilities, softened (--set train.teacher_weight, default 0.5; train.teacher_temperature, default 2).")] = None,
+    teacher: Annotated[Optional[Path], typer.Option(help="A trained model (e.g. an ensemble) to distil: each training document's target mixes its label with the teacher's probabilities, softened (--set train.teacher_weight, default 1: the teacher's alone; train.teacher_temperature, default 2).")] = None,
     class_weights: Annotated[Optional[str], typer.Option(help="Loss weight of each class: balanced (for imbalanced classes, as scikit-learn's), none, or a JSON/YAML file of label: weight [default: none, or the preset's].")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed [default: 42].")] = None,
     max_epochs: Annotated[Optional[int], typer.Option(help="Epochs at most (early stopping may end sooner) [default: 10, or the preset's].")] = None,

@@ -66,7 +66,7 @@ class TrainConfig:
     # the teacher gives them); teacher_weight is their share of each document's target, the
     # rest is its label.
     teacher: str | None = None
-    teacher_weight: float = 0.5
+    teacher_weight: float = 1.0
     teacher_temperature: float = 2.0
     max_epochs: int = 10
     # An ensemble's members (model.members) train on the same batches in the same order, or,

@@ -69,8 +69,8 @@ class HANDataModule(pl.LightningDataModule):
 
     def __init__(
         self, train_path: Path, valid_path: Path | None, config: DataConfig, batch_size: int, seed: int,
-        member_batches: int = 1, teacher: Path | None = None, teacher_weight: float = 0.5,
-        teacher_temperature: float = 1.0, device: str = "cpu",
+        member_batches: int = 1, teacher: Path | None = None, teacher_weight: float = 1.0,
+        teacher_temperature: float = 2.0, device: str = "cpu",
     ) -> None:
         super().__init__()
         self.train_path, self.valid_path = train_path, valid_path

@@ -162,10 +162,10 @@ def test_the_cli_flag_saves_the_teachers_absolute_path_and_refuses_a_missing_one
     run = CliRunner().invoke(app, ["train", str(data_dir / "train.csv"), "-o", str(tmp_path / "s"), "-q",
                                    "--teacher", model_dir.name, *overrides])
     assert run.exit_code == 0, run.output
-    assert (f"teacher {model_dir}: its probabilities at temperature 2 are 50% of each training document's "
+    assert (f"teacher {model_dir}: its probabilities at temperature 2 are 100% of each training document's "
             "target, the label the rest") in run.stderr
     saved = yaml.safe_load((tmp_path / "s" / "config.yaml").read_text(encoding="utf-8"))["train"]
-    assert saved["teacher"] == str(model_dir) and saved["teacher_weight"] == 0.5
+    assert saved["teacher"] == str(model_dir) and saved["teacher_weight"] == 1.0
     assert saved["teacher_temperature"] == 2.0
     run = CliRunner().invoke(app, ["train", str(data_dir / "train.csv"), "-o", str(tmp_path / "t"), "-q",
                                    "--teacher", "no-such-model", *overrides])
