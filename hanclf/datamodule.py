@@ -64,8 +64,8 @@ class HANDataModule(pl.LightningDataModule):
     With a `teacher` (a model directory, run on `device`), each training document's target is
     its label (one-hot, or multi-hot) mixed with the teacher's probabilities on its text at
     `teacher_temperature` (softened), `teacher_weight` of it the teacher's: distillation, e.g.
-    of an ensemble into one model.
-    Valid keeps the labels alone, so that epochs are kept on how often the model is right."""
+    of an ensemble into one model. Valid keeps the labels alone, so that epochs are kept on how
+    often the model is right."""
 
     def __init__(
         self, train_path: Path, valid_path: Path | None, config: DataConfig, batch_size: int, seed: int,
@@ -121,6 +121,7 @@ class HANDataModule(pl.LightningDataModule):
         self._teacher = None if self.teacher_path is None else self._checked_teacher()
 
     def _checked_teacher(self) -> Predictor:
+        """The teacher, loaded; refused where it was trained for another task or other labels."""
         teacher = Predictor(self.teacher_path, self.device)
         kind = {False: "single-label", True: "multi-label"}
         if teacher.labels.multi_label != self.labels.multi_label:
