@@ -29,7 +29,7 @@ from hanclf.data import (
     training_sets,
     vocabulary,
 )
-from hanclf.errors import UsageError
+from hanclf.errors import HanclfError, UsageError
 from hanclf.predictor import Predictor
 from hanclf.vocab import Labels, Vocab
 from hanclf.workers import release_freed_memory
@@ -122,7 +122,10 @@ class HANDataModule(pl.LightningDataModule):
 
     def _checked_teacher(self) -> Predictor:
         """The teacher, loaded; refused where it was trained for another task or other labels."""
-        teacher = Predictor(self.teacher_path, self.device)
+        try:
+            teacher = Predictor(self.teacher_path, self.device)
+        except HanclfError as e:  # the message names the directory, not which flag gave it
+            raise type(e)(f"--teacher {e}") from None
         kind = {False: "single-label", True: "multi-label"}
         if teacher.labels.multi_label != self.labels.multi_label:
             raise UsageError(f"--teacher {self.teacher_path}: a {kind[teacher.labels.multi_label]} "

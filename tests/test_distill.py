@@ -170,5 +170,5 @@ def test_the_cli_flag_saves_the_teachers_absolute_path_and_refuses_a_missing_one
     run = CliRunner().invoke(app, ["train", str(data_dir / "train.csv"), "-o", str(tmp_path / "t"), "-q",
                                    "--teacher", "no-such-model", *overrides])
     assert run.exit_code == 2
-    assert run.stderr.strip() == (f"error: {model_dir.parent / 'no-such-model'}: not a model directory "
+    assert run.stderr.strip() == (f"error: --teacher {model_dir.parent / 'no-such-model'}: not a model directory "
                                   "(train one with `hanclf train`)")
