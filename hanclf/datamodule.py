@@ -48,9 +48,10 @@ def softened(probs: np.ndarray, temperature: float, multi_label: bool) -> np.nda
     """`probs` at `temperature`: softmax(log p / T) of each row (multi-label: sigmoid(logit p / T)
     of each probability). Above 1 it spreads them and keeps their order: a teacher's targets
     then say more than which label wins (Hinton et al., 2015)."""
-    raised = probs.astype(np.float64) ** (1 / temperature)
+    probs = probs.astype(np.float64)
+    raised = probs ** (1 / temperature)
     if multi_label:
-        return raised / (raised + (1 - probs.astype(np.float64)) ** (1 / temperature))
+        return raised / (raised + (1 - probs) ** (1 / temperature))
     return raised / raised.sum(axis=1, keepdims=True)
 
 
