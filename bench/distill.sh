@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # Distilling a preset's ensemble into one model (`train --teacher`), on valid only. For each seed:
 # the preset as it is (an ensemble: the teacher), the preset's one model (--set model.members=1),
-# and one model trained with that seed's ensemble as its teacher at each teacher weight. Prints
-# each run's valid accuracy and training time; test is left to `hanclf evaluate` once a setting
-# is chosen. A run whose model directory exists is kept (a cut-off run picks up where it was).
+# and one model trained with that seed's ensemble as its teacher at each teacher temperature and
+# weight. Prints each run's valid accuracy and training time; test is left to `hanclf evaluate`
+# once a setting is chosen. A run whose model directory exists is kept (a cut-off run picks up where it was).
 # Usage: bench/distill.sh DATA PRESET OUT_DIR [train flags for every run, before its own...]
-# Environment: SEEDS ("42 1"), WEIGHTS ("0.5 1.0"), PARALLEL (runs at a time; 2), HANCLF (the
-# command; "hanclf", or "python3 -m hanclf" where it is not installed).
+# Environment: SEEDS ("42 1"), TEMPS ("2"), WEIGHTS ("0.5 1.0"), PARALLEL (runs at a time; 2),
+# HANCLF (the command; "hanclf", or "python3 -m hanclf" where it is not installed).
 set -euo pipefail
 data=${1:?usage: bench/distill.sh DATA PRESET OUT_DIR [train flags...]}
 preset=${2:?preset}
 out=${3:?out dir}
 shift 3
 seeds=${SEEDS:-42 1}
+temps=${TEMPS:-2}
 weights=${WEIGHTS:-0.5 1.0}
 hanclf=${HANCLF:-hanclf}
 mkdir -p "$out"
@@ -37,18 +38,22 @@ for seed in $seeds; do
 done
 wait
 for seed in $seeds; do
-  for weight in $weights; do
-    start_run "student_w${weight}_s$seed" --seed "$seed" --set model.members=1 \
-      --teacher "$out/teacher_s$seed" --set "train.teacher_weight=$weight"
+  for temp in $temps; do
+    for weight in $weights; do
+      start_run "student_T${temp}_w${weight}_s$seed" --seed "$seed" --set model.members=1 \
+        --teacher "$out/teacher_s$seed" --set "train.teacher_weight=$weight" \
+        --set "train.teacher_temperature=$temp"
+    done
   done
 done
 wait
 
-python3 - "$out" "$seeds" "$weights" <<'EOF'
+python3 - "$out" "$seeds" "$temps" "$weights" <<'EOF'
 import json, statistics, sys
 from pathlib import Path
-out, seeds, weights = Path(sys.argv[1]), sys.argv[2].split(), sys.argv[3].split()
-names = {"the preset (teacher)": "teacher", "one model": "one"} | {f"one model, teacher weight {w}": f"student_w{w}" for w in weights}
+out, seeds, temps, weights = Path(sys.argv[1]), *(arg.split() for arg in sys.argv[2:])
+names = {"the preset (teacher)": "teacher", "one model": "one"} | {
+    f"one model, teacher temperature {t}, weight {w}": f"student_T{t}_w{w}" for t in temps for w in weights}
 print("| run | " + " | ".join(f"valid, seed {s}" for s in seeds) + " | mean | train_seconds |")
 print("|---|" + "---:|" * (len(seeds) + 2))
 for label, stem in names.items():
