@@ -3,7 +3,11 @@ model's probabilities (distillation, e.g. of an ensemble into one model)."""
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -46,21 +50,47 @@ def noisy_labels(tmp_path_factory):
     return path
 
 
+# A teacher sure of its labels: conftest's tiny model (6 epochs) gives the right one only about
+# 0.5, which softened leaves a student too little to learn in a few epochs.
+SURE = {**TINY, "train.max_epochs": 12}
+
+
+@pytest.fixture(scope="module")
+def sure_teacher(data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sure") / "teacher"
+    train(data_dir / "train.csv", out, load_config(None, SURE), progress=False)
+    return out
+
+
 @pytest.mark.slow
-def test_a_student_learns_the_teachers_labels_not_its_datas_noise(data_dir, noisy_labels, tmp_path):
-    # A teacher sure of its labels: conftest's tiny model (6 epochs) gives the right one only
-    # about 0.5, which softened leaves a student too little to learn in a few epochs.
-    config = {**TINY, "train.max_epochs": 12}
-    train(data_dir / "train.csv", tmp_path / "teacher", load_config(None, config), progress=False)
-    alone = train(noisy_labels, tmp_path / "alone", load_config(None, config), progress=False)
+def test_a_student_learns_the_teachers_labels_not_its_datas_noise(data_dir, noisy_labels, sure_teacher, tmp_path):
+    alone = train(noisy_labels, tmp_path / "alone", load_config(None, SURE), progress=False)
     student = train(noisy_labels, tmp_path / "student", load_config(None, {
-        **config, "train.teacher": str(tmp_path / "teacher"), "train.teacher_weight": 1.0}), progress=False)
-    test = {name: evaluate_file(tmp_path / name, data_dir / "test.parquet", device="cpu", progress=False)
-            for name in ("teacher", "alone", "student")}
+        **SURE, "train.teacher": str(sure_teacher), "train.teacher_weight": 1.0}), progress=False)
+    models = {"teacher": sure_teacher, "alone": tmp_path / "alone", "student": tmp_path / "student"}
+    test = {name: evaluate_file(path, data_dir / "test.parquet", device="cpu", progress=False)
+            for name, path in models.items()}
     # The teacher labels every test document right; shuffled labels teach nothing.
     assert test["teacher"]["accuracy"] == 1.0
     assert test["student"]["accuracy"] >= 0.9 and student["valid"]["accuracy"] >= 0.9
     assert test["alone"]["accuracy"] < 0.6 and alone["valid"]["accuracy"] < 0.6
+
+
+# Each process labels the training texts with the teacher, then trains on its share of the
+# batches: the targets must follow the documents into either share.
+@pytest.mark.slow
+def test_a_student_learns_the_teachers_labels_in_two_ddp_processes(data_dir, noisy_labels, sure_teacher, tmp_path):
+    settings = [arg for key, value in SURE.items() if key != "train.accelerator" for arg in ("--set", f"{key}={value}")]
+    command = [sys.executable, "-m", "hanclf", "train", str(noisy_labels), "-o", str(tmp_path / "student"),
+               "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--teacher", str(sure_teacher),
+               "--quiet", *settings]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE")}
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "student" / "metrics.json").read_text())
+    assert metrics["processes"] == 2
+    test = evaluate_file(tmp_path / "student", data_dir / "test.parquet", device="cpu", progress=False)
+    assert test["accuracy"] >= 0.9 and metrics["valid"]["accuracy"] >= 0.9
 
 
 @pytest.mark.parametrize(("weight", "temperature"), [(0.0, 2.0), (0.25, 1.0), (0.25, 3.0), (1.0, 1.0)])
