@@ -137,13 +137,18 @@ def _check_model_output(output: Path, force: bool) -> None:
     if output.is_dir() and any(output.iterdir()) and missing_files(output):
         raise UsageError(f"{output}: holds no hanclf model, and --force replaces only a model; "
                          "name another directory")
-    # Hidden files (.DS_Store, .ipynb_checkpoints) are a file browser's or editor's, not the user's work.
     others = sorted(p.name for p in output.iterdir()
-                    if p.name not in MODEL_FILES and not p.name.startswith(".")) if output.is_dir() else []
+                    if p.name not in MODEL_FILES and not _clutter(p.name)) if output.is_dir() else []
     if others:
         raise UsageError(f"{output}: holds files besides the model's ({', '.join(others[:5])}"
                          f"{', ...' if len(others) > 5 else ''}), which --force would delete "
                          "with it; move them, or name another directory")
+
+
+def _clutter(name: str) -> bool:
+    """A file browser's or notebook's own file, not the user's work. Any other hidden file
+    (.git, .env) is the user's and blocks --force."""
+    return name in (".DS_Store", ".ipynb_checkpoints") or name.startswith("._")
 
 
 def distributed_worker(num_nodes: int) -> bool:

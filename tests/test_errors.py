@@ -33,6 +33,8 @@ from typer.testing import CliRunner
 
 from hanclf.artifact import REQUIRED
 from hanclf.cli.main import app
+from hanclf.errors import UsageError
+from hanclf.training import _check_model_output
 
 pytestmark = pytest.mark.slow  # ~40 s: 70 CLI runs, 3 of them in a fresh interpreter, 1 training
 
@@ -275,6 +277,8 @@ CASES = [
     Case("evaluate-force-output-is-directory", lambda e: folder(e, "m.json") and evaluate(e, e.data / "test.parquet", "-o", str(e.out / "m.json"), "--force"), 2, ("m.json", "is a directory")),
     Case("train-force-output-is-file", lambda e: existing(e, "model.txt") and train(e, e.data / "train.csv", "--force", out="model.txt"), 2, ("model.txt", "is a file")),
     Case("train-force-model-holds-other-files", lambda e: existing(e, "model") and (e.out / "model" / "NOTES.txt").write_text("mine") and train(e, e.data / "train.csv", "--force"), 2, ("model", "NOTES.txt", "would delete")),
+    # Hidden ones too (.git, .env): --force deleted them without a word.
+    Case("train-force-model-holds-hidden-files", lambda e: existing(e, "model") and (e.out / "model" / ".git").mkdir() is None and (e.out / "model" / ".env").write_text("KEY=1") and train(e, e.data / "train.csv", "--force"), 2, ("model", ".env, .git", "would delete")),
     Case("evaluate-output-over-a-models-own-file", lambda e: evaluate(e, e.data / "test.parquet", "-o", str(e.model_copy() / "metrics.json"), "--force"), 2, ("metrics.json", "model directory")),
     # Without --force too: "already exists; pass --force" sent the user to a flag that is refused.
     Case("evaluate-output-over-a-models-own-file-without-force", lambda e: evaluate(e, e.data / "test.parquet", "-o", str(e.model_copy() / "metrics.json")), 2, ("metrics.json", "model directory")),
@@ -522,3 +526,15 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(command: str, tmp_path, data
     lines = [line for line in outcome.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: no space left on the device"), outcome.stderr
     assert list(env.out.iterdir()) == []
+
+
+def test_force_replaces_a_model_beside_file_browser_clutter(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    for name in (*REQUIRED, ".DS_Store", "._model.safetensors"):
+        (model / name).write_text("x")
+    (model / ".ipynb_checkpoints").mkdir()
+    _check_model_output(model, force=True)  # nothing of the user's to lose
+    (model / ".gitignore").write_text("*")
+    with pytest.raises(UsageError, match=r"\.gitignore"):
+        _check_model_output(model, force=True)
