@@ -340,9 +340,9 @@ def explain(
         documents_shown += 1
         ranks = doc.sentence_ranks()
         for s in sorted(range(len(ranks)), key=ranks.__getitem__)[:top_sentences]:
-            table.add_row(str(doc.doc_id), str(ranks[s]), f"{doc.attention.sent_att[s]:.3f}",
-                          " ".join(doc.attention.sentences[s]), f"{doc.pred_label} ({doc.pred_prob:.2f})",
-                          doc.true_label or "", end_section=ranks[s] == min(top_sentences, len(ranks)))
+            table.add_row(Text(str(doc.doc_id)), str(ranks[s]), f"{doc.attention.sent_att[s]:.3f}",
+                          Text(" ".join(doc.attention.sentences[s])), Text(f"{doc.pred_label} ({doc.pred_prob:.2f})"),
+                          Text(doc.true_label or ""), end_section=ranks[s] == min(top_sentences, len(ranks)))
 
     written = [path for path in (output, html) if path is not None]
     # With only the table to show, one document past it is read (to say that more follow), not
@@ -434,13 +434,15 @@ def _print_report(result: dict[str, Any]) -> None:
         # A label in the data that the model does not know has no threshold: it is never predicted.
         cuts = result.get("thresholds", {})
         extra = [f"{cuts[label]:.2f}" if label in cuts else "-"] if multi_label else []
-        per_class.add_row(label, *(f"{row[k]:.4f}" for k in ("precision", "recall", "f1")), str(row["support"]), *extra)
+        per_class.add_row(Text(label), *(f"{row[k]:.4f}" for k in ("precision", "recall", "f1")), str(row["support"]), *extra)
     tables = [summary, per_class]
     if not multi_label:
         labels = result["labels"]
-        confusion = Table("true \\ predicted", *labels, title="confusion matrix")
+        confusion = Table("true \\ predicted", title="confusion matrix")
+        for label in labels:
+            confusion.add_column(Text(label))
         for label, counts in zip(labels, result["confusion_matrix"]):
-            confusion.add_row(label, *(str(c) for c in counts))
+            confusion.add_row(Text(label), *(str(c) for c in counts))
         # A matrix wider than the terminal is squeezed into it by rich, its counts cut to "1…"
         # or blanked and its labels lost (40 labels need ~400 columns): said instead. (Its
         # minimum width is not enough: rich shrinks columns unevenly and still cuts some.) One

@@ -967,3 +967,21 @@ def test_explain_csv_says_which_documents_were_cut_and_by_how_much(model_dir, tm
     assert frame.columns[-1] == "unseen_tokens"
     unseen = frame.groupby("doc_id", sort=False)["unseen_tokens"].agg(["min", "max"])
     assert unseen["min"].to_dict() == unseen["max"].to_dict() == {"short": 0, "long": 15, "wordy": 8, "empty": 0}
+
+
+def test_labels_and_ids_in_square_brackets_are_printed_as_written(data_dir, tmp_path):
+    # rich read table cells as markup: [pos] vanished, [bold]mix became "mix" and [/neg] failed
+    # evaluate with a MarkupError traceback.
+    brackets = {"pos": "[pos]", "neg": "[/neg]", "mix": "[bold]mix"}
+    rows = make_reviews(120).assign(label=lambda d: d["label"].map(brackets), id=lambda d: "[" + d["id"] + "]")
+    rows.to_csv(tmp_path / "train.csv", index=False)
+    config = load_config(None, {"model.embed_dim": 16, "model.word_hidden": 8, "model.sent_hidden": 8,
+                                "train.max_epochs": 2, "train.accelerator": "cpu", "data.min_count": 1})
+    train(tmp_path / "train.csv", tmp_path / "model", config, progress=False)
+    printed = invoke("evaluate", tmp_path / "model", tmp_path / "train.csv", "--device", "cpu")
+    per_class = printed[printed.index("per class"):]
+    for label in brackets.values():
+        assert per_class.count(label) >= 2  # its row, and its row and column of the confusion matrix
+    printed = invoke("explain", tmp_path / "model", tmp_path / "train.csv", "--top-sentences", "1",
+                     "--id-column", "id", "--limit", "2", "--device", "cpu")
+    assert "[d0000]" in printed and "[d0001]" in printed
