@@ -11,6 +11,7 @@ import contextlib
 import csv
 import functools
 import glob
+import itertools
 import json
 import os
 import shutil
@@ -237,15 +238,29 @@ def _header_schema(path: Path, fmt: str) -> pa.Schema:
         raise _unreadable(path, fmt, e) from None
 
 
+# JSON Lines has no header: its columns are the keys of its first objects. Not of the first
+# alone: Spark's writer leaves null fields out, so a first row without a text was a file
+# "without a text column".
+JSONL_HEADER_RECORDS = 1000
+
+
 def column_names(path: Path) -> list[str]:
-    """Column names of a table, read from its header or footer only."""
+    """Column names of a table, read from its header or footer only (JSONL: the keys of its
+    first JSONL_HEADER_RECORDS objects)."""
     fmt = check_input(path)
     if fmt != "jsonl":
         return _header_schema(path, fmt).names
+    return _jsonl_keys(path, JSONL_HEADER_RECORDS)
+
+
+def _jsonl_keys(path: Path, records: int | None) -> list[str]:
+    """The keys of the first `records` objects of a JSON Lines file (None: of all), in the order
+    first seen."""
     try:
-        return list(next(_jsonl_records(path), {}))
+        return list(dict.fromkeys(key for record in itertools.islice(_jsonl_records(path), records)
+                                  for key in record))
     except (ValueError, OSError, UnicodeDecodeError) as e:
-        raise _unreadable(path, fmt, e) from None
+        raise _unreadable(path, "jsonl", e) from None
 
 
 def empty_batch(path: Path, columns: list[str]) -> pa.RecordBatch:
@@ -265,6 +280,8 @@ def require_columns(path: Path, wanted: dict[str, TextColumns | None]) -> None:
     names = column_names(path)
     for flag, columns in wanted.items():
         for column in text_columns(columns) if columns is not None else []:
+            if column not in names and input_format(path) == "jsonl":
+                names = _jsonl_keys(path, None)  # before an error, every object is looked at
             if column not in names:
                 # An export with a title line above the header: names mostly empty.
                 title = sum(not name.strip() for name in names) * 2 >= len(names) > 1

@@ -15,6 +15,7 @@ import pytest
 
 from hanclf.errors import HanclfError, UsageError
 from hanclf.io import (
+    JSONL_HEADER_RECORDS,
     LOCK_NAME,
     _unreadable,
     atomic_output,
@@ -150,6 +151,27 @@ def test_jsonl_with_a_byte_order_mark_is_read_as_csv_is(tmp_path):
     assert column_names(path) == ["text", "label"]
     assert read_table(path, ["text", "label"]).to_pylist() == [
         {"text": "Good.", "label": "pos"}, {"text": "Bad.", "label": "neg"}]
+
+
+def test_a_jsonl_files_columns_are_the_keys_of_its_objects_not_of_its_first(tmp_path):
+    # Spark writes no null fields: a first row without a text made the file one "without a
+    # text column", and one without a label a file "without a label column".
+    path = tmp_path / "spark.jsonl"
+    records = [{"id": "a"}, {"id": "b", "text": "Good.", "label": "pos"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert column_names(path) == ["id", "text", "label"]
+    require_columns(path, {"--text-column": "text", "--label-column": "label"})
+    assert read_table(path, ["id", "text"]).to_pylist() == [{"id": "a", "text": None}, {"id": "b", "text": "Good."}]
+
+
+def test_a_jsonl_key_seen_only_past_the_first_objects_is_found_before_an_error(tmp_path):
+    path = tmp_path / "late.jsonl"
+    records = [{"text": f"t{i}"} for i in range(JSONL_HEADER_RECORDS)] + [{"text": "last", "note": "x"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert column_names(path) == ["text"]  # the header's share only
+    require_columns(path, {"--id-column": "note"})  # yet the whole file is looked at before a refusal
+    with pytest.raises(UsageError, match=r"no column 'label' \(columns: text, note\)"):
+        require_columns(path, {"--label-column": "label"})
 
 
 def test_header_only_is_an_error(tmp_path):
