@@ -497,7 +497,8 @@ def check_output(path: Path, force: bool, directory: bool = False, reads: Path |
 def check_writable(path: Path) -> None:
     """Refuse `path` if it cannot be written: missing folders (out/2026-11-27/) are made as the
     output is written, so the nearest one that exists must be a directory that can take them."""
-    parent = next(p for p in path.parents if os.path.lexists(p))  # a broken link counts: refused
+    # Absolute: "." (or "", which is ".") has no parents of its own.
+    parent = next(p for p in path.absolute().parents if os.path.lexists(p))  # a broken link counts: refused
     if not parent.is_dir():
         raise UsageError(f"{path}: {parent} is not a directory")
     if not os.access(parent, os.W_OK):

@@ -34,6 +34,7 @@ from typer.testing import CliRunner
 from hanclf.artifact import REQUIRED
 from hanclf.cli.main import app
 from hanclf.errors import UsageError
+from tests.conftest import SAMPLE_DATA
 from hanclf.training import _check_model_output
 
 pytestmark = pytest.mark.slow  # ~40 s: 70 CLI runs, 3 of them in a fresh interpreter, 1 training
@@ -538,3 +539,12 @@ def test_force_replaces_a_model_beside_file_browser_clutter(tmp_path):
     (model / ".gitignore").write_text("*")
     with pytest.raises(UsageError, match=r"\.gitignore"):
         _check_model_output(model, force=True)
+
+
+@pytest.mark.parametrize("out", ["", "."], ids=["empty", "dot"])
+def test_train_into_the_current_directory_is_one_line(tmp_path, monkeypatch, out):
+    # An unset $OUT in `-o "$OUT"`: a StopIteration traceback (Path(".") has no parents).
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["train", str(SAMPLE_DATA / "train.csv"), "-o", out, "--force"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.output.strip() == "error: .: holds the current directory; name another directory to write"
