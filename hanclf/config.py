@@ -143,13 +143,30 @@ def _load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_TextKeysLoader)
 
 
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """PyYAML's complaint on one line, with the line and column it points at."""
+    if not isinstance(e, yaml.MarkedYAMLError) or e.problem_mark is None:
+        return str(e).splitlines()[0]
+    parts = [(e.context, e.context_mark), (e.problem, e.problem_mark)]
+    return ": ".join(f"{what} at line {mark.line + 1}, column {mark.column + 1}" if mark else what
+                     for what, mark in parts if what)
+
+
+def _read_text(path: Path) -> str:
+    """A YAML or JSON file the user wrote: UTF-8, or a one-line error (PowerShell 5 writes UTF-16)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{path}: not UTF-8 text (byte {e.start} is not UTF-8); save it as UTF-8") from None
+
+
 def _read_yaml(source: str) -> tuple[str, dict[str, Any]]:
     """`source` is a preset name or a path to a YAML file."""
     path = Path(source)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise UsageError(f"{source}: config file not found")
-        text, where = path.read_text(encoding="utf-8"), str(path)
+        text, where = _read_text(path), str(path)
     else:
         preset = resources.files("hanclf.configs") / f"{source}.yaml"
         if not preset.is_file():
@@ -161,7 +178,7 @@ def _read_yaml(source: str) -> tuple[str, dict[str, Any]]:
     try:
         loaded = _load_yaml(text) or {}
     except yaml.YAMLError as e:
-        raise UsageError(f"{where}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise UsageError(f"{where}: not valid YAML ({_yaml_problem(e)})") from None
     if not isinstance(loaded, dict):
         raise UsageError(f"{where}: expected a mapping of sections (data, model, train)")
     return where, loaded
@@ -323,9 +340,9 @@ def class_weights_option(value: str) -> str | dict[str, float] | None:
         raise UsageError(f"--class-weights {value}: no such file (give balanced, none, or a "
                          "JSON/YAML file of label: weight)")
     try:
-        weights = _load_yaml(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise UsageError(f"{path}: not valid JSON or YAML ({str(e).splitlines()[0]})") from None
+        weights = _load_yaml(_read_text(path))
+    except yaml.YAMLError as e:
+        raise UsageError(f"{path}: not valid JSON or YAML ({_yaml_problem(e)})") from None
     if not isinstance(weights, dict):
         raise UsageError(f'{path}: expected a mapping of labels to weights, e.g. {{"1": 2.0, "5": 0.5}}')
     return checked_weights(weights, str(path))
@@ -340,10 +357,13 @@ def load_config(
         where, loaded = _read_yaml(source)
         for section, values in loaded.items():
             values = {} if values is None else values  # a section with every key commented out
-            if section not in SECTIONS or not isinstance(values, dict):
+            if section not in SECTIONS:
                 raise UsageError(
                     f"{where}: unknown section '{section}' (sections: data, model, train)"
                 )
+            if not isinstance(values, dict):
+                raise UsageError(f"{where}: section '{section}' is {values!r}, not a mapping of keys "
+                                 f"to values (e.g. '{section}:' then an indented line 'key: value')")
             for name, value in values.items():
                 _apply(config, f"{section}.{name}", value)
     for key, value in (overrides or {}).items():

@@ -323,6 +323,13 @@ CASES = [
     Case("train-config-yaml-invalid", lambda e: train(e, e.data / "train.csv", "--config", str(e.file("bad.yaml", "model: [embed_dim: 3\n"))), 2, ("bad.yaml", "YAML")),
     Case("train-config-yaml-unknown-key", lambda e: train(e, e.data / "train.csv", "--config", str(e.file("my.yaml", "model:\n  embed_size: 64\n"))), 2, ("model.embed_size", "embed_dim")),
     Case("train-config-yaml-unknown-section", lambda e: train(e, e.data / "train.csv", "--config", str(e.file("my.yaml", "optim:\n  lr: 0.1\n"))), 2, ("my.yaml", "'optim'")),
+    # A section that is no mapping was "unknown section 'model' (sections: data, model, train)".
+    Case("train-config-yaml-section-not-a-mapping", lambda e: train(e, e.data / "train.csv", "--config", str(e.file("my.yaml", "model: 3\n"))), 2, ("my.yaml", "section 'model' is 3, not a mapping")),
+    # Where the YAML breaks: PyYAML's line and column were cut from the message.
+    Case("train-config-yaml-invalid-says-where", lambda e: train(e, e.data / "train.csv", "--config", str(e.file("bad.yaml", "train:\n  lr: [0.1\n"))), 2, ("bad.yaml", "at line 2, column 7", "expected ',' or ']'")),
+    # PowerShell 5's `>` writes UTF-16; a Latin-1 accent in a comment: UnicodeDecodeError tracebacks.
+    Case("train-config-yaml-utf16", lambda e: train(e, e.data / "train.csv", "--config", str(e.file("ps.yaml", "model:\n  dropout: 0.3\n".encode("utf-16")))), 2, ("ps.yaml", "not UTF-8", "save it as UTF-8")),
+    Case("train-class-weights-latin1", lambda e: train(e, e.data / "train.csv", "--class-weights", str(e.file("w.yaml", "# r\xe9glages\npos: 2\n".encode("latin-1")))), 2, ("w.yaml", "not UTF-8", "save it as UTF-8")),
     Case("train-set-unknown-key", lambda e: train(e, e.data / "train.csv", "--set", "train.epochs=3"), 2, ("train.epochs", "max_epochs")),
     Case("train-set-negative-size", lambda e: train(e, e.data / "train.csv", "--set", "model.embed_dim=-5"), 2, ("model.embed_dim", "-5", "> 0")),
     Case("train-set-wrong-type", lambda e: train(e, e.data / "train.csv", "--set", "data.max_words=abc"), 2, ("data.max_words", "int", "abc")),
