@@ -29,8 +29,9 @@ from pathlib import Path
 # functions, found by name) and what a caller's main module imports with it (rich). Not
 # "__main__": run in the server, a script that calls predict_file without
 # `if __name__ == "__main__":` would start doing so there. Each worker imports the main module
-# itself, as a spawned one would (the CLI's takes ~0.1 s once hanclf is loaded).
-PRELOAD = ["hanclf.predict"]
+# itself, as a spawned one would (the CLI's takes ~0.1 s once hanclf is loaded). And the
+# server's own error hook (hanclf.forkserver_hook).
+PRELOAD = ["hanclf.predict", "hanclf.forkserver_hook"]
 MIN_ROWS_PER_PROCESS = 1_024  # 2 workers already beat one process at 1,500 rows (forked workers)
 TEXT_BYTES_PER_ROW = 500  # rows of CSV/JSONL, estimated from the size: a few hundred bytes each
 # The smallest input that the default gives two workers, by that estimate (~1 MB).

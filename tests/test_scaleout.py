@@ -472,6 +472,35 @@ def test_ctrl_c_while_the_fork_server_starts_is_not_lost(tmp_path):
     assert (result.returncode, result.stdout, result.stderr) == (0, "interrupted\n", "")
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="no fork server on Windows")
+def test_a_worker_started_after_its_pool_was_stopped_fails_silently(tmp_path):
+    # Ctrl-C while the fork server started a worker: the worker found the pool's semaphores
+    # removed and printed a 15-line traceback under predict's "interrupted" line. Its error, as
+    # a fork server's child reports it (sys.excepthook), in the pool's own code and elsewhere:
+    script = tmp_path / "hook.py"
+    script.write_text(
+        "import os, sys\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from hanclf.workers import context\n"
+        "def report(filename):\n"
+        "    code = compile('def __setstate__():\\n    raise FileNotFoundError(2, \"gone\")\\n', filename, 'exec')\n"
+        "    space = {}\n"
+        "    exec(code, space)\n"
+        "    try:\n"
+        "        space['__setstate__']()\n"
+        "    except FileNotFoundError:\n"
+        "        sys.excepthook(*sys.exc_info())\n"
+        "    return sys.excepthook.__module__\n"
+        "if __name__ == '__main__':\n"
+        "    with ProcessPoolExecutor(1, mp_context=context()) as pool:\n"
+        "        print(pool.submit(report, '/usr/lib/python3/multiprocessing/synchronize.py').result())\n"
+        "        print(pool.submit(report, '/home/me/mine.py').result())\n"
+    )
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout == "hanclf.forkserver_hook\n" * 2
+    assert result.stderr.count("FileNotFoundError: [Errno 2] gone") == 1 and "mine.py" in result.stderr
+
+
 @pytest.mark.slow
 def test_ray_data_map_batches_recipe(model_dir, reviews, tmp_path):
     ray = pytest.importorskip("ray", reason="ray not installed (pip install 'hanclf[ray]')")
