@@ -436,6 +436,9 @@ def _unreadable(path: Path, fmt: str, error: BaseException) -> HanclfError:
             "process's memory or thread limit is too low; raise it, or run fewer processes "
             "(predict --devices)"
         )
+    if fmt != "parquet" and _utf16_or_32(path):
+        return HanclfError(f"{path}: is UTF-16 or UTF-32 text (Excel's \"Unicode Text\" and PowerShell 5 "
+                           "save so), not UTF-8; save it as UTF-8")
     if fmt in _DELIMITERS and "Expected 1 columns" in text:
         with open(path, encoding="utf-8", errors="replace", newline="") as lines:
             header = next(csv.reader(lines, delimiter=_DELIMITERS[fmt]), [])
@@ -448,6 +451,12 @@ def _unreadable(path: Path, fmt: str, error: BaseException) -> HanclfError:
             return HanclfError(f"{path}: line {line} is not valid UTF-8; save the file as UTF-8")
     hint = "save it as UTF-8" if "utf" in text.lower() else f"check that it is a valid {fmt} file"
     return HanclfError(f"{path}: cannot read as {fmt} ({reason}); {hint}")
+
+
+def _utf16_or_32(path: Path) -> bool:
+    """Whether a text file opens with a UTF-16 or UTF-32 byte order mark."""
+    with open(path, "rb") as file:
+        return file.read(4).startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff"))
 
 
 def _first_line_not_utf8(path: Path) -> int | None:
