@@ -404,6 +404,13 @@ def text_values(where: object, text_column: TextColumns, table: pa.RecordBatch |
             array = array.cast(array.type.value_type)
         if array.null_count == len(array):  # no text at all (an empty pandas column is float64)
             array = pa.nulls(len(array), pa.string())
+        if pa.types.is_binary(array.type) or pa.types.is_large_binary(array.type):
+            # Hive and Impala write strings as Parquet's plain binary, not marked as UTF-8.
+            try:
+                array = array.cast(pa.large_string())
+            except pa.ArrowInvalid:
+                raise UsageError(f"{where}: column '{column}' holds bytes that are not UTF-8 text; "
+                                 "write the texts as UTF-8 strings") from None
         if array.type not in STRING_TYPES:
             # A file's reader has --text-column; a Predictor reads the column the model was
             # trained on, and its caller (Ray, Spark) has no such flag to reach for.

@@ -540,3 +540,13 @@ class _Stream(io.StringIO):
 
     def isatty(self) -> bool:
         return self.tty
+
+
+def test_a_text_column_of_utf8_bytes_is_read_as_text(tmp_path):
+    # Hive and Impala write strings as Parquet's plain binary: "holds binary, not text; choose
+    # the text column with --text-column", of the text column itself.
+    table = pa.table({"text": pa.array([b"Caf\xc3\xa9 cr\xc3\xa8me.", None], pa.binary())})
+    assert text_values(tmp_path / "t.parquet", "text", table) == ["Café crème.", None]
+    table = pa.table({"text": pa.array([b"Good.", b"Caf\xe9"], pa.large_binary())})
+    with pytest.raises(UsageError, match="column 'text' holds bytes that are not UTF-8 text"):
+        text_values(tmp_path / "t.parquet", "text", table)
