@@ -362,7 +362,8 @@ class Predictor:
             frame = predictions.to_pandas()
             for field in predictions.schema:  # lists, not NumPy arrays: comparable, and Ray converts them
                 if pa.types.is_list(field.type):
-                    frame[field.name] = predictions.column(field.name).to_pylist()
+                    # object dtype, also with no rows (pandas makes an empty list float64)
+                    frame[field.name] = pd.Series(predictions.column(field.name).to_pylist(), frame.index, object)
             return pd.concat([batch, frame.set_axis(batch.index)], axis=1)
         table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
         predictions = self.predict_table(text_values("the batch", self.text_column, table), top_k, threshold)

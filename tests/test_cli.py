@@ -388,6 +388,14 @@ def test_predictor_call_on_the_batches_pandas_and_ray_users_have(model_dir):
     category = predictor(pd.DataFrame({"text": pd.Series(texts, dtype="category")}), top_k=2)
     pd.testing.assert_frame_equal(category.drop(columns="text"), plain.drop(columns="text"))
     assert len(predictor(pd.DataFrame({"text": []}))) == 0  # an empty column is float64
+    # A batch without rows has the columns and types of one with rows: Ray's empty blocks, a
+    # day's empty partition, concatenated with the others (its list columns were float64).
+    empty = predictor(pd.DataFrame({"text": pd.Series([], dtype=object)}), top_k=2)
+    assert list(empty.columns) == list(plain.columns)
+    assert (empty.dtypes == plain.dtypes).drop("text").all()
+    both = pa.concat_tables([pa.Table.from_pandas(frame.drop(columns="text"), preserve_index=False)
+                             for frame in (empty, plain)], promote_options="default")  # null -> list, not double
+    assert both.schema.field("top_labels").type == pa.list_(pa.string()) and both.num_rows == 3
     with pytest.raises(TypeError, match="batch_format='pyarrow'"):
         predictor({"text": np.array(texts, dtype=object)})  # Ray's default batches
     with pytest.raises(UsageError) as error:
