@@ -398,13 +398,13 @@ def evaluate(
     from hanclf.artifact import check_not_model_file
     from hanclf.data import SPLIT_COLUMN
     from hanclf.evaluate import evaluate_file
-    from hanclf.io import atomic_output, check_output, column_names, write_json
+    from hanclf.io import atomic_output, check_output, has_column, write_json
 
     def action() -> dict[str, Any]:
         if output is not None:
             check_not_model_file(output)  # first: --force, which check_output advises, would not do
             check_output(output, force, reads=data)
-        if split is None and data.exists() and SPLIT_COLUMN in column_names(data):
+        if split is None and data.exists() and has_column(data, SPLIT_COLUMN):
             # Scoring training rows along with the rest flatters the model.
             _log(f"note: {data} has a '{SPLIT_COLUMN}' column; every row is scored "
                  "(--split test scores the test rows only)")

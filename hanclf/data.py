@@ -27,11 +27,11 @@ from torch.utils.data import Dataset, Sampler
 from hanclf.config import DataConfig
 from hanclf.errors import UsageError
 from hanclf.io import (
-    column_names, read_table, release_unused_arrow_memory, require_columns, same_file, text_columns, text_values,
+    has_column, read_table, release_unused_arrow_memory, require_columns, same_file, text_columns, text_values,
 )
 from hanclf.model import PAD, UNK
 from hanclf.tokenize import gc_paused, tokenize
-from hanclf.vocab import Vocab, normalize_labels
+from hanclf.vocab import Vocab, as_text, normalize_labels
 from hanclf.workers import become_worker, cores
 
 SPLIT_COLUMN = "split"
@@ -415,7 +415,7 @@ def collate_members(batches: list[list[tuple[EncodedDoc, Target]]]) -> list[dict
 
 
 def require_split_column(path: Path, split: str | None) -> None:
-    if split is not None and SPLIT_COLUMN not in column_names(path):
+    if split is not None and not has_column(path, SPLIT_COLUMN):
         raise UsageError(f"{path}: --split {split} given but the file has no '{SPLIT_COLUMN}' column")
 
 
@@ -426,14 +426,14 @@ VALID_SYNONYMS = ", ".join(SPLIT_SYNONYMS)  # for messages
 
 
 def _split_name(value: object) -> str:
-    name = str(value).strip().lower()
+    name = as_text(value).strip().lower()
     return SPLIT_SYNONYMS.get(name, name)
 
 
 def check_split_values(path: Path, values: list) -> None:
     """Refuse split values other than train, valid (or a synonym) and test: those rows would be
     left out of training and validation without a word."""
-    others = Counter("null" if v is None else repr(str(v).strip()) for v in values
+    others = Counter("null" if v is None else repr(as_text(v).strip()) for v in values
                      if v is None or _split_name(v) not in SPLITS)
     if others:
         shown = ", ".join(f"{name} ({n} row{'s' * (n > 1)})" for name, n in others.most_common(5))
@@ -482,7 +482,7 @@ def read_labelled(path: Path, config: DataConfig, split: str | None = None) -> L
         "--label-column": config.label_column,
         "--id-column": config.id_column,
     })
-    has_split = split is not None and SPLIT_COLUMN in column_names(path)
+    has_split = split is not None and has_column(path, SPLIT_COLUMN)
     text_names = text_columns(config.text_column)
     columns = [*text_names, config.label_column] + ([SPLIT_COLUMN] if has_split else [])
     table = read_table(path, columns)
@@ -542,7 +542,7 @@ def training_sets(
 ) -> tuple[LabelledSet, LabelledSet]:
     """Train and valid sets: from --valid, else the split column, else a seeded random share."""
     if valid_path is not None and same_file(valid_path, train_path) and (
-        SPLIT_COLUMN not in column_names(train_path)
+        not has_column(train_path, SPLIT_COLUMN)
     ):
         raise UsageError(
             f"{valid_path}: --valid names the training file, which has no '{SPLIT_COLUMN}' "
@@ -557,7 +557,7 @@ def training_sets(
                 f"{valid_path}: its '{SPLIT_COLUMN}' column has no 'valid' row (nor {VALID_SYNONYMS}), and "
                 f"--valid reads only those (every row of a file without a '{SPLIT_COLUMN}' column)"
             )
-    elif SPLIT_COLUMN in column_names(train_path):
+    elif has_column(train_path, SPLIT_COLUMN):
         valid = read_labelled(train_path, config, split="valid")
     else:
         valid = None

@@ -253,6 +253,24 @@ def column_names(path: Path) -> list[str]:
     return _jsonl_keys(path, JSONL_HEADER_RECORDS)
 
 
+def has_column(path: Path, name: str) -> bool:
+    """Whether the table has column `name`; in a JSON Lines file, in any of its objects. For a
+    column that decides which rows are used (split): one that appears only past the first
+    objects still counts, or the test rows would be trained on."""
+    return name in column_names(path) or input_format(path) == "jsonl" and name in _every_jsonl_key(path)
+
+
+def _every_jsonl_key(path: Path) -> tuple[str, ...]:
+    stat = path.stat()
+    return _every_jsonl_key_of_version(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _every_jsonl_key_of_version(path: Path, mtime_ns: int, size: int) -> tuple[str, ...]:
+    """The keys of all the file's objects, once per version of it: train asks for each split."""
+    return tuple(_jsonl_keys(path, None))
+
+
 def _jsonl_keys(path: Path, records: int | None) -> list[str]:
     """The keys of the first `records` objects of a JSON Lines file (None: of all), in the order
     first seen."""
@@ -281,7 +299,7 @@ def require_columns(path: Path, wanted: dict[str, TextColumns | None]) -> None:
     for flag, columns in wanted.items():
         for column in text_columns(columns) if columns is not None else []:
             if column not in names and input_format(path) == "jsonl":
-                names = _jsonl_keys(path, None)  # before an error, every object is looked at
+                names = list(_every_jsonl_key(path))  # before an error, every object is looked at
             if column not in names:
                 # An export with a title line above the header: names mostly empty.
                 title = sum(not name.strip() for name in names) * 2 >= len(names) > 1
@@ -461,9 +479,13 @@ def _unreadable(path: Path, fmt: str, error: BaseException) -> HanclfError:
 
 
 def _utf16_or_32(path: Path) -> bool:
-    """Whether a text file opens with a UTF-16 or UTF-32 byte order mark."""
-    with open(path, "rb") as file:
-        return file.read(4).startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff"))
+    """Whether a text file opens with a UTF-16 or UTF-32 byte order mark (False for a file that
+    cannot be read: the reader's own error says why)."""
+    try:
+        with open(path, "rb") as file:
+            return file.read(4).startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff"))
+    except OSError:
+        return False
 
 
 def _first_line_not_utf8(path: Path) -> int | None:

@@ -54,13 +54,19 @@ _INTEGER = re.compile(r"0|-?[1-9][0-9]*", re.ASCII)
 _WHOLE_DECIMAL = re.compile(r"(-?[0-9]+)\.0+", re.ASCII)
 
 
+def as_text(value: Any) -> str:
+    """str(value), with bytes read as UTF-8: Hive and Impala write strings as Parquet's plain
+    binary, whose b'pos' is the label pos, not "b'pos'"."""
+    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else str(value)
+
+
 def normalize_label(value: Any) -> str | None:
     """Labels are compared as text: 4, 4.0 and '4' are the same label; None/NaN/'' are missing."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    text = str(value).strip()
+    text = as_text(value).strip()
     # "4.0" from a CSV written out of a float column is the label 4, as the float 4.0 is.
     whole = _WHOLE_DECIMAL.fullmatch(text)
     if whole:
@@ -73,8 +79,8 @@ def normalize_label_set(value: Any, separator: str) -> list[str]:
     joined by `separator` ("food,service"). Null, "" and [] are the empty set: no label applies."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return []
-    if isinstance(value, str):
-        value = _listed(value)
+    if isinstance(value, (str, bytes)):
+        value = _listed(as_text(value))
     parts = value.split(separator) if isinstance(value, str) else value
     if not isinstance(parts, Sequence):
         parts = [parts]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import multiprocessing.pool
 import subprocess
 import sys
@@ -11,6 +12,8 @@ from collections import Counter
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import hanclf.data
@@ -672,3 +675,28 @@ def test_setup_lets_go_of_the_training_texts_before_the_valid_set(tmp_path, monk
     monkeypatch.setattr(hanclf.datamodule, "tokenize_in_parallel", watched)
     datamodule.setup("fit")
     assert len(given) == 2 and (len(datamodule.train_set), len(datamodule.valid_set)) == (10, 10)
+
+
+def test_binary_string_columns_are_read_as_their_text(tmp_path):
+    # Hive and Impala write every string as Parquet's plain binary: labels came out "b'pos'"
+    # (evaluate then found none of the model's labels), split values were refused as unknown.
+    rows = {"text": ["Good food.", "Bad food.", "Fine.", "Awful."], "label": ["pos", "neg", "pos", "neg"],
+            "split": ["train", "train", "valid", "train"]}
+    table = pa.table({name: pa.array([v.encode() for v in values], pa.binary()) for name, values in rows.items()})
+    pq.write_table(table, tmp_path / "hive.parquet")
+    train, valid = training_sets(tmp_path / "hive.parquet", None, DataConfig(), seed=0)
+    assert (train.texts, train.labels) == (["Good food.", "Bad food.", "Awful."], ["pos", "neg", "neg"])
+    assert (valid.texts, valid.labels) == (["Fine."], ["pos"])
+
+
+def test_a_jsonl_split_key_first_seen_past_the_first_objects_still_splits(tmp_path):
+    # The split column was looked for in the first 1,000 objects only: past them, its test rows
+    # went into training without a word.
+    path = tmp_path / "late.jsonl"
+    records = [{"text": f"Review {i}.", "label": "pos", "split": None} for i in range(1_000)]
+    records += [{"text": "Held out.", "label": "neg", "split": "test"}]
+    path.write_text("".join(json.dumps({k: v for k, v in r.items() if v is not None}) + "\n" for r in records))
+    with pytest.raises(UsageError, match=r"column 'split' holds null \(1000 rows\)"):
+        training_sets(path, None, DataConfig(), seed=0)
+    with pytest.raises(UsageError, match="holds null"):  # not "--split test given but the file has no 'split' column"
+        read_labelled(path, DataConfig(), split="test")

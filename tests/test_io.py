@@ -18,6 +18,7 @@ from hanclf.io import (
     JSONL_HEADER_RECORDS,
     LOCK_NAME,
     _unreadable,
+    _utf16_or_32,
     atomic_output,
     bar_on_stderr,
     check_input,
@@ -550,3 +551,10 @@ def test_a_text_column_of_utf8_bytes_is_read_as_text(tmp_path):
     table = pa.table({"text": pa.array([b"Good.", b"Caf\xe9"], pa.large_binary())})
     with pytest.raises(UsageError, match="column 'text' holds bytes that are not UTF-8 text"):
         text_values(tmp_path / "t.parquet", "text", table)
+
+
+def test_a_file_that_cannot_be_opened_is_no_utf16_file(tmp_path):
+    # Sniffing the byte order mark inside the error handler raised its own PermissionError.
+    assert not _utf16_or_32(tmp_path)  # a directory: open() fails
+    (tmp_path / "u16.csv").write_bytes("text\n".encode("utf-16"))
+    assert _utf16_or_32(tmp_path / "u16.csv")
