@@ -479,7 +479,7 @@ def test_a_worker_started_after_its_pool_was_stopped_fails_silently(tmp_path):
     # a fork server's child reports it (sys.excepthook), in the pool's own code and elsewhere:
     script = tmp_path / "hook.py"
     script.write_text(
-        "import os, sys\n"
+        "import sys\n"
         "from concurrent.futures import ProcessPoolExecutor\n"
         "from hanclf.workers import context\n"
         "def report(filename):\n"
