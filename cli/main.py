@@ -228,6 +228,8 @@ def train(
         elif embeddings is not None:
             flags.update({"train.embeddings": "file", "train.embeddings_file": embeddings})
         overrides.update({k: v for k, v in flags.items() if v is not None})
+        if embeddings in ("random", "word2vec"):  # over a config that names a file, too
+            overrides["train.embeddings_file"] = None
         if class_weights is not None:  # after the others: "none" sets null
             overrides["train.class_weights"] = class_weights_option(class_weights)
         # With --resume and no setting given, the interrupted run's saved settings are used.

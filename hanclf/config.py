@@ -264,6 +264,8 @@ def _check_range(key: str, value: Any) -> None:
         raise UsageError(f"config key {key}: must be in (0, 1), got {value!r}")
     if key in ("train.weight_decay", "train.grad_clip", "train.seed") and value < 0:
         raise UsageError(f"config key {key}: must be >= 0, got {value!r}")
+    if key == "train.seed" and value > 2**32 - 1:  # NumPy's seeds are 32-bit
+        raise UsageError(f"config key {key}: must be at most {2**32 - 1}, got {value!r}")
     if key == "train.class_weights" and isinstance(value, str) and value != "balanced":
         raise UsageError(f"config key {key}: expected balanced, a mapping of labels to "
                          f"weights, or null; got {value!r}")
@@ -368,6 +370,10 @@ def load_config(
                 _apply(config, f"{section}.{name}", value)
     for key, value in (overrides or {}).items():
         _apply(config, key, value)
+    if config.train.embeddings_file and config.train.embeddings != "file":
+        raise UsageError(f"config key train.embeddings_file: {config.train.embeddings_file} is read only with "
+                         f"train.embeddings=file, and it is {config.train.embeddings}; pass --embeddings "
+                         "PATH, or also set train.embeddings=file")
     if config.model["doc_pooling"] != "encoded" and config.model["architecture"] != "han":
         raise UsageError("config key model.doc_pooling: only the han architecture has sentence "
                          "vectors to pool; leave it at 'encoded' for the flat model")

@@ -59,10 +59,11 @@ class HANClassifier(pl.LightningModule):
             return torch.stack([self._loss(member_logits, labels) for member_logits in logits]).mean()
         # fp32 weights too: Lightning's half-precision settings convert buffers.
         weights = None if self.class_weights is None else self.class_weights.float()
-        if self.labels.multi_label:
-            return F.binary_cross_entropy_with_logits(logits.float(), labels, pos_weight=weights)
-        # `labels`: class ids (B,), or with a teacher (train.teacher) target probabilities (B, C).
         smoothing = self.train_config.label_smoothing
+        if self.labels.multi_label:  # smoothing moves each label's 0/1 target towards 1/2
+            targets = labels * (1 - smoothing) + smoothing / 2 if smoothing else labels
+            return F.binary_cross_entropy_with_logits(logits.float(), targets, pos_weight=weights)
+        # `labels`: class ids (B,), or with a teacher (train.teacher) target probabilities (B, C).
         if weights is None:
             return F.cross_entropy(logits.float(), labels, label_smoothing=smoothing)
         losses = F.cross_entropy(logits.float(), labels, reduction="none", label_smoothing=smoothing)  # (B,)

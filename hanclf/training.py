@@ -275,7 +275,7 @@ def _trainer(
             enable_progress_bar=progress,
             enable_model_summary=False,
         )
-    except (ValueError, MisconfigurationException) as e:
+    except (ValueError, TypeError, MisconfigurationException) as e:  # TypeError: --devices -1 on the CPU
         raise UsageError(f"Trainer settings (accelerator, devices, precision): {e}") from None
     # ddp_spawn, and what Lightning picks for several devices in a notebook (ddp_fork), train in
     # processes of Python's multiprocessing: the metrics and thresholds are theirs, and this

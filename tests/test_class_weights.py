@@ -189,3 +189,14 @@ def test_a_weight_for_an_unknown_label_fails_before_tokenizing(tmp_path, monkeyp
     config = load_config(None, {"train.class_weights": {"rarre": 4.0}, "train.accelerator": "cpu"})
     with pytest.raises(UsageError, match="label 'rarre' is not among the labels"):
         train(tmp_path / "train.csv", tmp_path / "m", config, progress=False)
+
+
+def test_label_smoothing_moves_each_multi_label_target_towards_one_half():
+    # It was ignored for multi-label models: the same weights with and without it.
+    torch.manual_seed(0)
+    logits, targets = torch.randn(5, 3), torch.tensor([[1, 0, 1], [0, 0, 0], [1, 1, 1], [0, 1, 0], [1, 0, 0]]).float()
+    module = HANClassifier(SMALL, {"label_smoothing": 0.2}, ["a", "b", "c"], multi_label=True)
+    by_hand = F.binary_cross_entropy_with_logits(logits, targets * 0.8 + 0.1)
+    assert module._loss(logits, targets).item() == pytest.approx(by_hand.item(), rel=1e-6)
+    plain = HANClassifier(SMALL, {"label_smoothing": 0.0}, ["a", "b", "c"], multi_label=True)
+    assert plain._loss(logits, targets).item() == pytest.approx(F.binary_cross_entropy_with_logits(logits, targets).item())

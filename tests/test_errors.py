@@ -326,6 +326,12 @@ CASES = [
     Case("train-config-file-missing", lambda e: train(e, e.data / "train.csv", "--config", str(e.root / "nope.yaml")), 2, ("nope.yaml", "not found")),
     Case("train-config-yaml-invalid", lambda e: train(e, e.data / "train.csv", "--config", str(e.file("bad.yaml", "model: [embed_dim: 3\n"))), 2, ("bad.yaml", "YAML")),
     Case("train-config-yaml-unknown-key", lambda e: train(e, e.data / "train.csv", "--config", str(e.file("my.yaml", "model:\n  embed_size: 64\n"))), 2, ("model.embed_size", "embed_dim")),
+    # Lightning raises TypeError for these on the CPU: a traceback.
+    Case("train-devices-negative", lambda e: train(e, e.data / "train.csv", "--devices", "-1"), 2, ("devices", "int > 0")),
+    # NumPy's seeds are 32-bit: a traceback from seed_everything.
+    Case("train-seed-too-large", lambda e: train(e, e.data / "train.csv", "--seed", "99999999999"), 2, ("train.seed", "4294967295")),
+    # Ignored: the model trained from random vectors while its config named the file.
+    Case("train-embeddings-file-without-file-source", lambda e: train(e, e.data / "train.csv", "--set", f"train.embeddings_file={e.file('v.vec', 'good 0.1 0.2')}"), 2, ("train.embeddings_file", "--embeddings PATH")),
     Case("train-config-yaml-unknown-section", lambda e: train(e, e.data / "train.csv", "--config", str(e.file("my.yaml", "optim:\n  lr: 0.1\n"))), 2, ("my.yaml", "'optim'")),
     # A section that is no mapping was "unknown section 'model' (sections: data, model, train)".
     Case("train-config-yaml-section-not-a-mapping", lambda e: train(e, e.data / "train.csv", "--config", str(e.file("my.yaml", "model: 3\n"))), 2, ("my.yaml", "section 'model' is 3, not a mapping")),
