@@ -49,10 +49,14 @@ def softened(probs: np.ndarray, temperature: float, multi_label: bool) -> np.nda
     of each probability). Above 1 it spreads them and keeps their order: a teacher's targets
     then say more than which label wins (Hinton et al., 2015)."""
     probs = probs.astype(np.float64)
-    raised = probs ** (1 / temperature)
-    if multi_label:
-        return raised / (raised + (1 - probs) ** (1 / temperature))
-    return raised / raised.sum(axis=1, keepdims=True)
+    # In log space: p ** (1 / T) underflowed to 0 / 0 for a small T. A p of 0 or 1 has the
+    # infinite log its limit wants.
+    with np.errstate(divide="ignore", over="ignore"):
+        if multi_label:
+            return 1 / (1 + np.exp((np.log1p(-probs) - np.log(probs)) / temperature))
+        scaled = np.log(probs) / temperature
+        raised = np.exp(scaled - scaled.max(axis=1, keepdims=True))
+        return raised / raised.sum(axis=1, keepdims=True)
 
 
 class HANDataModule(pl.LightningDataModule):

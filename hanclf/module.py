@@ -86,7 +86,9 @@ class HANClassifier(pl.LightningModule):
             raise HanclfError(
                 f"training loss became {loss.item()} at epoch {self.current_epoch + 1}, step "
                 f"{self.global_step + 1}; lower the learning rate (e.g. --set train.lr="
-                f"{self.train_config.lr / 10:g}) and train again"
+                f"{self.train_config.lr / 10:g}) and train again, or undo settings far from the "
+                f"defaults (train.weight_decay is {self.train_config.weight_decay:g}; an embeddings "
+                "file's values)"
             )
         # The bar shows each step's loss; history.csv and the epoch's log line get its mean.
         self.log("loss", loss, prog_bar=True, logger=False, batch_size=documents)

@@ -144,6 +144,11 @@ def test_softening_spreads_probabilities_and_keeps_their_order():
     np.testing.assert_allclose(softened(tags, 3.0, multi_label=True),
                                [[0.9 ** (1 / 3) / (0.9 ** (1 / 3) + 0.1 ** (1 / 3)), 0.5,
                                  0.1 ** (1 / 3) / (0.1 ** (1 / 3) + 0.9 ** (1 / 3)), 0.0, 1.0]])
+    # A temperature near 0 sharpens to the winner: p ** (1 / T) underflowed to 0 / 0, and the
+    # student's loss was nan at its first step.
+    unsure = np.array([[0.4, 0.35, 0.25], [0.0, 0.999, 0.001]])
+    np.testing.assert_allclose(softened(unsure, 0.001, multi_label=False), [[1, 0, 0], [0, 1, 0]], atol=1e-12)
+    np.testing.assert_allclose(softened(tags, 0.0001, multi_label=True), [[1, 0.5, 0, 0, 1]], atol=1e-12)
 
 
 def test_soft_targets_of_one_label_give_the_labels_loss_with_smoothing_and_class_weights():
