@@ -93,6 +93,8 @@ class HANDataModule(pl.LightningDataModule):
             return
         train, valid = training_sets(self.train_path, self.valid_path, self.config, self.seed)
         column = f"column '{self.config.label_column}'"
+        unlearnt = (f" in {column}: no training row has them, so the model could never predict them; add "
+                    "training rows with them, or drop those valid rows")
         if self.config.multi_label:
             self.labels = Labels.build([x for labels in train.labels for x in labels], multi_label=True)
             if not self.labels.names:
@@ -108,7 +110,7 @@ class HANDataModule(pl.LightningDataModule):
                     f"{separator!r}, which joins a document's labels in explain's output; train with "
                     "--label-separator set to a character that no label holds, or rename the label"
                 )
-            valid_targets = self.labels.multi_hot(valid.labels, valid.where, known_as="the training labels")
+            valid_targets = self.labels.multi_hot(valid.labels, valid.where, "the training labels", unlearnt)
             train_targets = self.labels.multi_hot(train.labels, train.where)
         else:
             self.labels = Labels.build(train.labels)
@@ -118,7 +120,7 @@ class HANDataModule(pl.LightningDataModule):
                     "a classifier needs at least two (for tags that may or may not apply, "
                     "use --multi-label)"
                 )
-            valid_targets = self.labels.ids(valid.labels, valid.where, known_as="the training labels")
+            valid_targets = self.labels.ids(valid.labels, valid.where, "the training labels", unlearnt)
             train_targets = self.labels.ids(train.labels, train.where)
         self.train_targets, self.valid_targets = train_targets, valid_targets
         self._texts = [train.texts, valid.texts]  # until setup encodes them

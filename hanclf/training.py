@@ -413,8 +413,8 @@ def class_weights(
     if isinstance(setting, dict):
         unknown = sorted(set(setting) - labels.index.keys())
         if unknown:
-            raise UsageError(f"train.class_weights: label {unknown[0]!r} is not among the labels "
-                             f"of {data} ({', '.join(labels.names)})")
+            raise UsageError(f"train.class_weights (--class-weights): label {unknown[0]!r} is not among "
+                             f"the labels of {data} ({', '.join(labels.names)}); correct or remove it")
         return [setting.get(name, 1.0) for name in labels.names]
     if labels.multi_label:
         positives = np.stack(targets).sum(axis=0)

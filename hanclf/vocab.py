@@ -138,23 +138,23 @@ class Labels:
     def __len__(self) -> int:
         return len(self.names)
 
-    def ids(self, values: Sequence[str], where: str, known_as: str = "the model's labels") -> list[int]:
+    def ids(self, values: Sequence[str], where: str, known_as: str = "the model's labels", advice: str = "") -> list[int]:
         unknown = sorted(set(values) - self.index.keys())
         if unknown:
             shown = ", ".join(repr(u) for u in unknown[:5])
             raise UsageError(
                 f"{where}: label(s) {shown} not among {known_as} ({', '.join(self.names)})"
-                + joined_sets_hint(unknown, self.multi_label)
+                + (joined_sets_hint(unknown, self.multi_label) or advice)
             )
         return [self.index[v] for v in values]
 
     def multi_hot(
-        self, sets: Sequence[list[str]], where: str, known_as: str = "the model's labels"
+        self, sets: Sequence[list[str]], where: str, known_as: str = "the model's labels", advice: str = ""
     ) -> np.ndarray:
         """(len(sets), len(labels)) float32, 1 where the document has the label."""
         targets = np.zeros((len(sets), len(self.names)), dtype=np.float32)
         for row, labels in enumerate(sets):
-            targets[row, self.ids(labels, where, known_as)] = 1
+            targets[row, self.ids(labels, where, known_as, advice)] = 1
         return targets
 
     def cuts(self, threshold: float | None = None) -> list[float]:

@@ -327,6 +327,9 @@ CASES = [
     Case("train-config-yaml-invalid", lambda e: train(e, e.data / "train.csv", "--config", str(e.file("bad.yaml", "model: [embed_dim: 3\n"))), 2, ("bad.yaml", "YAML")),
     Case("train-config-yaml-unknown-key", lambda e: train(e, e.data / "train.csv", "--config", str(e.file("my.yaml", "model:\n  embed_size: 64\n"))), 2, ("model.embed_size", "embed_dim")),
     # Lightning raises TypeError for these on the CPU: a traceback.
+    # Said what to do: the message ended at the list of labels.
+    Case("train-valid-label-unseen-in-training", lambda e: train(e, e.data / "train.csv", "--valid", str(e.file("v.csv", "text,label\nSo so.,neutral\n"))), 2, ("v.csv", "'neutral'", "column 'label'", "drop those valid rows")),
+    Case("train-class-weights-label-unknown", lambda e: train(e, e.data / "train.csv", "--class-weights", str(e.file("w.json", '{"mixd": 3}'))), 2, ("--class-weights", "'mixd'", "correct or remove it")),
     Case("train-devices-negative", lambda e: train(e, e.data / "train.csv", "--devices", "-1"), 2, ("devices", "int > 0")),
     # NumPy's seeds are 32-bit: a traceback from seed_everything.
     Case("train-seed-too-large", lambda e: train(e, e.data / "train.csv", "--seed", "99999999999"), 2, ("train.seed", "4294967295")),
