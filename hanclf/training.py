@@ -94,6 +94,7 @@ def train(
         check_input(valid)
     if config.train.embeddings == "word2vec":
         require_gensim()
+    check_cluster(config.train.num_nodes)
     # The first process has checked the output and made `work` for the others.
     if distributed_worker(config.train.num_nodes):
         if resume and not force and finished(output):  # the first process trains nothing either
@@ -149,6 +150,19 @@ def _clutter(name: str) -> bool:
     """A file browser's or notebook's own file, not the user's work. Any other hidden file
     (.git, .env) is the user's and blocks --force."""
     return name in (".DS_Store", ".ipynb_checkpoints") or name.startswith("._")
+
+
+# Set on every node by the launchers Lightning reads (torchrun, SLURM, LSF, MPI), or by hand.
+CLUSTER_VARIABLES = ("MASTER_ADDR", "TORCHELASTIC_RUN_ID", "SLURM_NTASKS", "LSB_JOBID", "OMPI_COMM_WORLD_SIZE")
+
+
+def check_cluster(num_nodes: int) -> None:
+    """Refuse several nodes where nothing says where the others are: the process waited for
+    them for ever, deaf to Ctrl-C and SIGTERM."""
+    if num_nodes > 1 and not any(os.environ.get(name) for name in CLUSTER_VARIABLES):
+        raise UsageError(f"--num-nodes {num_nodes}: MASTER_ADDR is not set, so this machine would wait for "
+                         "the others for ever; start the command on every machine with MASTER_ADDR, "
+                         "MASTER_PORT and NODE_RANK set (or under torchrun or SLURM), or train on one node")
 
 
 def distributed_worker(num_nodes: int) -> bool:

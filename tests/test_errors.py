@@ -330,6 +330,8 @@ CASES = [
     # Said what to do: the message ended at the list of labels.
     Case("train-valid-label-unseen-in-training", lambda e: train(e, e.data / "train.csv", "--valid", str(e.file("v.csv", "text,label\nSo so.,neutral\n"))), 2, ("v.csv", "'neutral'", "column 'label'", "drop those valid rows")),
     Case("train-class-weights-label-unknown", lambda e: train(e, e.data / "train.csv", "--class-weights", str(e.file("w.json", '{"mixd": 3}'))), 2, ("--class-weights", "'mixd'", "correct or remove it")),
+    # Waited for the other nodes for ever, and ignored SIGTERM meanwhile.
+    Case("train-num-nodes-without-a-cluster", lambda e: train(e, e.data / "train.csv", "--num-nodes", "2"), 2, ("--num-nodes 2", "MASTER_ADDR")),
     Case("train-devices-negative", lambda e: train(e, e.data / "train.csv", "--devices", "-1"), 2, ("devices", "int > 0")),
     # NumPy's seeds are 32-bit: a traceback from seed_everything.
     Case("train-seed-too-large", lambda e: train(e, e.data / "train.csv", "--seed", "99999999999"), 2, ("train.seed", "4294967295")),
