@@ -254,6 +254,11 @@ def _trainer(
 ) -> tuple[pl.Trainer, ModelCheckpoint, EpochLog]:
     """The Trainer of a run, with the callbacks whose state the run reads afterwards: the
     checkpoint of its best epoch and its epochs' log."""
+    gpu = torch.cuda.is_available() or torch.backends.mps.is_available()
+    if t.precision in ("16-mixed", "16") and (t.accelerator == "cpu" or t.accelerator == "auto" and not gpu):
+        # Lightning trains bf16-mixed instead, with a warning, while config.yaml said 16-mixed.
+        raise UsageError(f"--precision {t.precision}: float16 needs a GPU, and this run is on the CPU; "
+                         "pass --precision bf16-mixed (or 32-true) there")
     monitor = MONITORS[t.select_on]
     best_checkpoint = ModelCheckpoint(
         dirpath=work, filename="best", monitor=monitor, mode="max", enable_version_counter=False,

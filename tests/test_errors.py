@@ -332,6 +332,8 @@ CASES = [
     Case("train-class-weights-label-unknown", lambda e: train(e, e.data / "train.csv", "--class-weights", str(e.file("w.json", '{"mixd": 3}'))), 2, ("--class-weights", "'mixd'", "correct or remove it")),
     # Waited for the other nodes for ever, and ignored SIGTERM meanwhile.
     Case("train-num-nodes-without-a-cluster", lambda e: train(e, e.data / "train.csv", "--num-nodes", "2"), 2, ("--num-nodes 2", "MASTER_ADDR")),
+    # Lightning ran bf16-mixed instead, with a warning, and config.yaml kept 16-mixed.
+    Case("train-precision-16-on-the-cpu", lambda e: train(e, e.data / "train.csv", "--precision", "16-mixed", "--accelerator", "cpu"), 2, ("--precision 16-mixed", "bf16-mixed")),
     Case("train-devices-negative", lambda e: train(e, e.data / "train.csv", "--devices", "-1"), 2, ("devices", "int > 0")),
     # NumPy's seeds are 32-bit: a traceback from seed_everything.
     Case("train-seed-too-large", lambda e: train(e, e.data / "train.csv", "--seed", "99999999999"), 2, ("train.seed", "4294967295")),
