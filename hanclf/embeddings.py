@@ -52,21 +52,28 @@ def read_vectors(path: Path, vocab: Vocab, dim: int) -> tuple[np.ndarray, np.nda
     (lower-cased when it is); the first vector of a word wins."""
     if not path.is_file():
         raise UsageError(f"{path}: no such embeddings file (--embeddings)")
+    _check_is_text(path)
     found: dict[int, np.ndarray] = {}
-    file_dim = None
-    with path.open(encoding="utf-8", errors="replace") as lines:
+    file_dim = header = None
+    vectors = 0
+    # utf-8-sig: a byte order mark (Windows' Notepad) glued to the header made it no header.
+    with path.open(encoding="utf-8-sig", errors="replace") as lines:
         for number, line in enumerate(lines, 1):
             parts = line.split()
             if not parts:
                 continue
             if file_dim is None:
                 if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
-                    file_dim = int(parts[1])  # the header of a .vec file
+                    file_dim = header = int(parts[1])  # the header of a .vec file
                     continue
                 file_dim = _numbers_at_end(parts)
                 if file_dim == 0:
                     raise UsageError(f"{path}: line {number} has no numbers; a word-vector file has "
                                      "lines of a word and its vector (word v1 ... vN)")
+            vectors += 1
+            if vectors == 1 and header is not None and _numbers_at_end(parts) != header:
+                raise UsageError(f"{path}: line {number} has {_numbers_at_end(parts)} numbers, and the "
+                                 f"header (line 1) says the vectors have {header}; correct the header")
             if file_dim != dim:
                 raise UsageError(
                     f"{path}: vectors of {file_dim} numbers, model.embed_dim is {dim}; "
@@ -86,10 +93,30 @@ def read_vectors(path: Path, vocab: Vocab, dim: int) -> tuple[np.ndarray, np.nda
             if not np.isfinite(vector).all():
                 raise UsageError(f"{path}: line {number} has a value that is not a finite number")
             found[i] = vector
+    if not vectors:
+        raise UsageError(f"{path}: holds no word vectors (lines of a word and its numbers)")
     if not found:
         raise UsageError(f"{path}: none of its words are in the training vocabulary; check the file")
     ids = np.fromiter(found, dtype=np.int64)
     return np.stack([found[i] for i in ids]), ids
+
+
+# The first bytes of compressed files, which must be decompressed to be read as text.
+_COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ": "xz", b"PK\x03\x04": "zip"}
+
+
+def _check_is_text(path: Path) -> None:
+    """Refuse a compressed or binary file, which read as text gave a misleading complaint
+    about its first lines."""
+    with path.open("rb") as file:
+        start = file.read(1 << 16)
+    for magic, kind in _COMPRESSED.items():
+        if start.startswith(magic):
+            raise UsageError(f"{path}: is {kind}-compressed; decompress it first (the text file of "
+                             "vectors is read as it is)")
+    if b"\x00" in start:
+        raise UsageError(f"{path}: holds binary data (word2vec's binary format?); save the vectors as "
+                         "text (gensim: save_word2vec_format(path, binary=False))")
 
 
 def _numbers_at_end(parts: list[str]) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import numpy as np
@@ -129,3 +130,27 @@ def test_word2vec_without_gensim_fails_before_reading_the_data(tmp_path, monkeyp
     assert result.exit_code == 2
     assert "pip install 'hanclf[word2vec]'" in result.output and "train.embeddings=random" in result.output
     assert not (tmp_path / "m").exists() and "Traceback" not in result.output
+
+
+def test_read_vectors_says_what_is_wrong_with_files_people_have(tmp_path):
+    # Each was misread: a byte order mark hid the header ("vectors of 1 numbers ... pass --set
+    # model.embed_dim=1"); a header that disagrees with the vectors, an empty file and a header
+    # alone gave "none of its words are in the vocabulary"; gzip and word2vec's binary format
+    # complained about their first lines' numbers.
+    bom = tmp_path / "bom.vec"
+    bom.write_text("2 3\nfood 1 2 3\ngreat 4 5 6\n", encoding="utf-8-sig")
+    vectors, ids = read_vectors(bom, VOCAB, dim=3)
+    assert ids.tolist() == [3, 5] and vectors.tolist() == [[1, 2, 3], [4, 5, 6]]
+    with pytest.raises(UsageError, match=r"line 2 has 4 numbers, and the header \(line 1\) says the vectors have 3"):
+        read_vectors(vec_file(tmp_path, ["2 3", "food 1 2 3 4"]), VOCAB, dim=3)
+    for lines in ([""], ["2 3"]):
+        with pytest.raises(UsageError, match="holds no word vectors"):
+            read_vectors(vec_file(tmp_path, lines), VOCAB, dim=3)
+    packed = tmp_path / "v.vec.gz"
+    packed.write_bytes(gzip.compress(b"food 1 2 3\n"))
+    with pytest.raises(UsageError, match="is gzip-compressed; decompress it first"):
+        read_vectors(packed, VOCAB, dim=3)
+    binary = tmp_path / "v.bin"
+    binary.write_bytes(b"1 3\nfood " + np.array([1, 0, 2], np.float32).tobytes() + b"\n")
+    with pytest.raises(UsageError, match="binary data .word2vec's binary format"):
+        read_vectors(binary, VOCAB, dim=3)
