@@ -64,10 +64,11 @@ class Truncation:
     cut: int = 0  # documents with words past the caps
     words: int = 0  # all their words, read or not
     unread: int = 0  # words past the caps
+    empty: int = 0  # documents with no words at all (markup or invisible characters only)
 
     def __add__(self, other: Truncation) -> Truncation:
         return Truncation(self.documents + other.documents, self.cut + other.cut,
-                          self.words + other.words, self.unread + other.unread)
+                          self.words + other.words, self.unread + other.unread, self.empty + other.empty)
 
     @property
     def unread_share(self) -> float:
@@ -96,7 +97,8 @@ class TokenizedDocs(NamedTuple):
     cut: int  # documents with such tokens
 
     def truncation(self) -> Truncation:
-        return Truncation(len(self.sentences), self.cut, len(self.ids) + self.unread, self.unread)
+        return Truncation(len(self.sentences), self.cut, len(self.ids) + self.unread, self.unread,
+                          int((self.sentences == 0).sum()))
 
     def encoded(self, vocab: Vocab) -> list[EncodedDoc]:
         """Each document's ids in `vocab`. A document with no tokens is one sentence of a single

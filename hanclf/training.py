@@ -375,6 +375,10 @@ def _log_setup(
     if truncation.unread_share >= UNREAD_NOTE_SHARE:
         log(f"note: {truncation.past_the_caps(config.data, 'the training')}; raise them where labels "
             "may depend on what long documents say late")
+    if truncation.empty:  # text of whitespace alone is refused; these only look like text
+        log(f"note: {truncation.empty} of {truncation.documents} training documents have no words once "
+            "cleaned (markup or invisible characters only, e.g. '<br />'): the model learns its biases "
+            "from them; drop them if they are mistakes (predict marks such rows empty_text)")
     if ensemble > 1:  # the presets' ensembles surprise users at prediction time
         log(f"note: an ensemble of {ensemble} models (model.members): {ensemble}x one "
             "model's work here and in every prediction; --set model.members=1 trains one")

@@ -90,3 +90,19 @@ def test_train_notes_documents_the_caps_leave_mostly_unread(tmp_path):
     assert notes == ["note: the model reads 3 sentences of 3 words at most (data.max_sentences, data.max_words): "
                      "83% of the training words are past them, in 30 of 30 documents; raise them where labels "
                      "may depend on what long documents say late"]
+
+
+def test_train_notes_documents_left_without_words_once_cleaned(tmp_path):
+    """Whitespace alone is refused as an empty text, but markup or invisible characters alone
+    passed as text and trained as empty documents without a word."""
+    rows = [{"text": ["<br /><br />", "\u200b", "&nbsp;"][i % 3] if i < 6 else f"Review number {i} was fine.",
+             "label": "a" if i % 2 else "b", "split": "train" if i < 32 else "valid"} for i in range(40)]
+    pd.DataFrame(rows).to_csv(tmp_path / "d.csv", index=False)
+    config = load_config(None, {"model.embed_dim": 8, "model.word_hidden": 4, "model.sent_hidden": 4,
+                                "train.max_epochs": 1, "train.accelerator": "cpu"})
+    lines: list[str] = []
+    train(tmp_path / "d.csv", tmp_path / "m", config, progress=False, log=lines.append)
+    notes = [line for line in lines if "no words once cleaned" in line]
+    assert notes == ["note: 6 of 32 training documents have no words once cleaned (markup or invisible "
+                     "characters only, e.g. '<br />'): the model learns its biases from them; drop them "
+                     "if they are mistakes (predict marks such rows empty_text)"]
