@@ -494,7 +494,7 @@ def label_notes(labels: Labels, targets: list, data: DataConfig) -> list[str]:
 def _set_embeddings(weight: torch.Tensor, vectors: np.ndarray, ids: np.ndarray) -> None:
     """Start an embedding table from initial_embeddings: the words `ids` at `vectors`."""
     # Words without a given vector start at the given vectors' scale, not nn.Embedding's N(0, 1).
-    weight.normal_(0.0, float(vectors.std()))
+    weight.normal_(0.0, float(vectors.std(dtype=np.float64)))  # float32 squares of 1e20 and up overflow
     weight[PAD] = 0.0
     weight[torch.from_numpy(ids)] = torch.from_numpy(vectors)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -154,3 +155,16 @@ def test_read_vectors_says_what_is_wrong_with_files_people_have(tmp_path):
     binary.write_bytes(b"1 3\nfood " + np.array([1, 0, 2], np.float32).tobytes() + b"\n")
     with pytest.raises(UsageError, match="binary data .word2vec's binary format"):
         read_vectors(binary, VOCAB, dim=3)
+
+
+def test_huge_vectors_set_the_unknown_words_scale_without_numpy_warnings():
+    # Their float32 standard deviation overflowed: numpy's raw RuntimeWarning on the terminal.
+    from hanclf.training import _set_embeddings
+
+    weight = torch.empty(6, 2)
+    vectors = np.array([[1e30, -1e30], [3e30, -3e30]], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _set_embeddings(weight, vectors, np.array([2, 3]))
+    assert weight[0].tolist() == [0, 0] and torch.equal(weight[3], torch.from_numpy(vectors[1]))
+    assert torch.isfinite(weight).all() and 1e29 < weight[4:].abs().max() < 1e32
