@@ -58,16 +58,21 @@ def test_sets_of_labels_read_as_single_labels():
         "--label-separator '|'"]
 
 
+def train_log(tmp_path, rows: list[dict], settings: dict) -> list[str]:
+    """The lines train logs for `rows`, a tiny model trained one epoch with `settings`."""
+    pd.DataFrame(rows).to_csv(tmp_path / "d.csv", index=False)
+    config = load_config(None, {"model.embed_dim": 8, "model.word_hidden": 4, "model.sent_hidden": 4,
+                                "train.max_epochs": 1, "train.accelerator": "cpu", **settings})
+    lines: list[str] = []
+    train(tmp_path / "d.csv", tmp_path / "m", config, progress=False, log=lines.append)
+    return lines
+
+
 def test_train_logs_the_notes(tmp_path):
     rows = [{"text": f"The order {i} was {'late' if i % 2 else 'fine'}.", "label": "late" if i % 2 else "fine"}
             for i in range(60)]
     rows.append({"text": "The order was lost.", "label": "lsot"})
-    pd.DataFrame(rows).to_csv(tmp_path / "d.csv", index=False)
-    config = load_config(None, {"model.embed_dim": 8, "model.word_hidden": 4, "model.sent_hidden": 4,
-                                "train.max_epochs": 1, "train.accelerator": "cpu",
-                                "data.valid_fraction": 0.2})
-    lines: list[str] = []
-    train(tmp_path / "d.csv", tmp_path / "m", config, progress=False, log=lines.append)
+    lines = train_log(tmp_path, rows, {"data.valid_fraction": 0.2})
     assert "note: labels on 2 training rows or fewer: lsot (1); a typo, or a stray row?" in lines
     assert [line for line in lines if line.startswith("note:")] == [  # one model: no ensemble note
         "note: labels on 2 training rows or fewer: lsot (1); a typo, or a stray row?"]
@@ -78,12 +83,7 @@ def test_train_notes_documents_the_caps_leave_mostly_unread(tmp_path):
     the model never reads, and where to change it; short documents get no such note."""
     rows = [{"text": " ".join(["The order was late."] * 5 + ["More words here in a sentence of many words."] * 4)
              if i % 2 else "The order was fine.", "label": "late" if i % 2 else "fine"} for i in range(40)]
-    pd.DataFrame(rows).to_csv(tmp_path / "d.csv", index=False)
-    config = load_config(None, {"model.embed_dim": 8, "model.word_hidden": 4, "model.sent_hidden": 4,
-                                "train.max_epochs": 1, "train.accelerator": "cpu", "data.valid_fraction": 0.25,
-                                "data.max_sentences": 3, "data.max_words": 3})
-    lines: list[str] = []
-    train(tmp_path / "d.csv", tmp_path / "m", config, progress=False, log=lines.append)
+    lines = train_log(tmp_path, rows, {"data.valid_fraction": 0.25, "data.max_sentences": 3, "data.max_words": 3})
     # 15 long training documents of 5 x 5 + 4 x 10 = 65 tokens (9 read) and 15 short ones of
     # 5 (3 read): (15 * 56 + 15 * 2) / (15 * 65 + 15 * 5) = 870 / 1050 unread, in all 30.
     notes = [line for line in lines if "data.max_words" in line]
@@ -97,11 +97,7 @@ def test_train_notes_documents_left_without_words_once_cleaned(tmp_path):
     passed as text and trained as empty documents without a word."""
     rows = [{"text": ["<br /><br />", "\u200b", "&nbsp;"][i % 3] if i < 6 else f"Review number {i} was fine.",
              "label": "a" if i % 2 else "b", "split": "train" if i < 32 else "valid"} for i in range(40)]
-    pd.DataFrame(rows).to_csv(tmp_path / "d.csv", index=False)
-    config = load_config(None, {"model.embed_dim": 8, "model.word_hidden": 4, "model.sent_hidden": 4,
-                                "train.max_epochs": 1, "train.accelerator": "cpu"})
-    lines: list[str] = []
-    train(tmp_path / "d.csv", tmp_path / "m", config, progress=False, log=lines.append)
+    lines = train_log(tmp_path, rows, {})
     notes = [line for line in lines if "no words once cleaned" in line]
     assert notes == ["note: 6 of 32 training documents have no words once cleaned (markup or invisible "
                      "characters only, e.g. '<br />'): the model learns its biases from them; drop them "

@@ -425,12 +425,20 @@ def test_the_cli_starts_the_fork_server_early_only_when_workers_are_likely(tmp_p
     assert not likely_to_use_workers(large, None)  # one core: the default is one process
 
 
+def run_script(tmp_path, source: str) -> subprocess.CompletedProcess:
+    """`source` run as a script of its own, in a session of its own (a process group that its
+    signals reach alone)."""
+    script = tmp_path / "script.py"
+    script.write_text(source)
+    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          start_new_session=True)
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="no fork server on Windows")
 def test_ctrl_c_while_the_fork_server_imports_torch_does_not_kill_it(tmp_path):
     # A terminal's Ctrl-C reaches the whole process group, the fork server included, possibly
     # during its imports; the main process handles it, the server must live on silently.
-    script = tmp_path / "interrupt.py"
-    script.write_text(
+    result = run_script(tmp_path,
         "import os, signal, time\n"
         "from concurrent.futures import ProcessPoolExecutor\n"
         "from hanclf.workers import context, start_server\n"
@@ -442,8 +450,6 @@ def test_ctrl_c_while_the_fork_server_imports_torch_does_not_kill_it(tmp_path):
         "    with ProcessPoolExecutor(1, mp_context=context()) as pool:\n"
         "        print(pool.submit(os.getppid).result() != os.getpid())\n"
     )
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                            timeout=120, start_new_session=True)
     assert (result.returncode, result.stdout, result.stderr) == (0, "True\n", "")
 
 
@@ -451,8 +457,7 @@ def test_ctrl_c_while_the_fork_server_imports_torch_does_not_kill_it(tmp_path):
 def test_ctrl_c_while_the_fork_server_starts_is_not_lost(tmp_path):
     # The server was started with Ctrl-C ignored in this process: one that came meanwhile was
     # dropped, and predict ran on to its end and exited 0.
-    script = tmp_path / "interrupt.py"
-    script.write_text(
+    result = run_script(tmp_path,
         "import multiprocessing.forkserver, os, signal\n"
         "from hanclf.workers import start_server\n"
         "if __name__ == '__main__':\n"
@@ -467,8 +472,6 @@ def test_ctrl_c_while_the_fork_server_starts_is_not_lost(tmp_path):
         "    except KeyboardInterrupt:\n"
         "        print('interrupted')\n"
     )
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                            timeout=120, start_new_session=True)
     assert (result.returncode, result.stdout, result.stderr) == (0, "interrupted\n", "")
 
 
@@ -477,8 +480,7 @@ def test_a_worker_started_after_its_pool_was_stopped_fails_silently(tmp_path):
     # Ctrl-C while the fork server started a worker: the worker found the pool's semaphores
     # removed and printed a 15-line traceback under predict's "interrupted" line. Its error, as
     # a fork server's child reports it (sys.excepthook), in the pool's own code and elsewhere:
-    script = tmp_path / "hook.py"
-    script.write_text(
+    result = run_script(tmp_path,
         "import sys\n"
         "from concurrent.futures import ProcessPoolExecutor\n"
         "from hanclf.workers import context\n"
@@ -496,7 +498,6 @@ def test_a_worker_started_after_its_pool_was_stopped_fails_silently(tmp_path):
         "        print(pool.submit(report, '/usr/lib/python3/multiprocessing/synchronize.py').result())\n"
         "        print(pool.submit(report, '/home/me/mine.py').result())\n"
     )
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout == "hanclf.forkserver_hook\n" * 2
     assert result.stderr.count("FileNotFoundError: [Errno 2] gone") == 1 and "mine.py" in result.stderr
 
