@@ -71,9 +71,9 @@ def read_vectors(path: Path, vocab: Vocab, dim: int) -> tuple[np.ndarray, np.nda
                     raise UsageError(f"{path}: line {number} has no numbers; a word-vector file has "
                                      "lines of a word and its vector (word v1 ... vN)")
             vectors += 1
-            if vectors == 1 and header is not None and _numbers_at_end(parts) != header:
-                raise UsageError(f"{path}: line {number} has {_numbers_at_end(parts)} numbers, and the "
-                                 f"header (line 1) says the vectors have {header}; correct the header")
+            if vectors == 1 and header is not None and (numbers := _numbers_at_end(parts)) != header:
+                raise UsageError(f"{path}: line {number} has {numbers} numbers, and the header (line 1) "
+                                 f"says the vectors have {header}; correct the header")
             if file_dim != dim:
                 raise UsageError(
                     f"{path}: vectors of {file_dim} numbers, model.embed_dim is {dim}; "
