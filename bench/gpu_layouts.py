@@ -1,0 +1,189 @@
+"""Training-step and inference time of hanclf's HAN on a GPU with other layouts of the padded
+GRU encoder (BiGRUEncoder.padded), to see whether any is worth moving into the model:
+
+- shifted: hanclf's; the bidirectional GRU over the rows and a copy shifted so that each
+  row's words end it (2R rows, each direction keeps the half it read in order).
+- one_each: a forward GRU over the rows and a backward GRU over each row reversed within its
+  length (R rows each: half the arithmetic, two calls).
+- ...+bucketsK: the word level's rows sorted by length and run in K groups of equal rows, each
+  padded to its own longest sentence only (less padding, K times the sequential steps).
+
+Every layout gives the same outputs (checked on the CPU in fp32 before timing); only the time
+differs. IMDb reviews, the imdb preset's model (one member), bf16 autocast on a GPU.
+
+    python bench/gpu_layouts.py --data local_data/imdb_reviews.parquet [--rows 8192]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_profile import per_batch_ms  # noqa: E402
+
+from hanclf import model as han_model  # noqa: E402
+from hanclf.config import load_config  # noqa: E402
+from hanclf.data import BucketBatchSampler, collate, doc_size, tokenize_texts, vocabulary  # noqa: E402
+from hanclf.model import BiGRUEncoder, HANConfig, build_model  # noqa: E402
+from hanclf.vocab import Labels  # noqa: E402
+
+SHIFTED = BiGRUEncoder.padded
+
+
+def one_direction_each(self: BiGRUEncoder, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """padded's result from two one-direction GRUs (copies of the bidirectional GRU's weights)."""
+    R, T, _ = x.shape
+    H = self.gru.hidden_size
+    steps = torch.arange(T, device=x.device)
+    # Slot t of a row's reversal: its word length-1-t; padding slots map among themselves.
+    flip = ((lengths.unsqueeze(1) - 1 - steps) % T).unsqueeze(-1)  # (R, T, 1), its own inverse
+    forward, _ = self.forward_gru(x)  # (R, T, H)
+    backward, _ = self.backward_gru(x.gather(1, flip.expand_as(x)))  # (R, T, H), reversed rows
+    backward = backward.gather(1, flip.expand(R, T, H))
+    is_word = (steps < lengths.unsqueeze(1)).unsqueeze(-1)
+    return torch.cat([forward, backward], dim=-1) * is_word
+
+
+def split_directions(encoder: BiGRUEncoder) -> None:
+    """Gives `encoder` forward_gru and backward_gru: one-direction GRUs with its weights."""
+    g = encoder.gru
+    for name, suffix in (("forward_gru", ""), ("backward_gru", "_reverse")):
+        one = nn.GRU(g.input_size, g.hidden_size, batch_first=True).to(g.weight_hh_l0.device)
+        with torch.no_grad():
+            for p in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+                getattr(one, p).copy_(getattr(g, p + suffix))
+        setattr(encoder, name, one)
+
+
+def bucketed(inner, groups: int):
+    """A layout that runs `inner` on the rows sorted by length, in `groups` groups of equal rows,
+    each cut to its own longest row (one host sync a batch for the groups' lengths)."""
+
+    def padded(self: BiGRUEncoder, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        R, T, _ = x.shape
+        order = lengths.argsort(descending=True)
+        bounds = [R * g // groups for g in range(groups + 1)]
+        longest = lengths[order[torch.tensor(bounds[:-1], device=x.device)]].tolist()
+        out = x.new_zeros(R, T, 2 * self.gru.hidden_size)
+        for start, end, t in zip(bounds, bounds[1:], longest):
+            rows = order[start:end]
+            out[rows, :t] = inner(self, x[rows, :t], lengths[rows]).to(out.dtype)
+        return out
+
+    return padded
+
+
+LAYOUTS = {
+    "shifted": SHIFTED,
+    "one_each": one_direction_each,
+    "shifted+buckets2": bucketed(SHIFTED, 2),
+    "one_each+buckets2": bucketed(one_direction_each, 2),
+    "one_each+buckets4": bucketed(one_direction_each, 4),
+}
+
+
+def use_layout(model: nn.Module, name: str) -> None:
+    """The word encoder takes layout `name` (buckets on the word level only: the sentence
+    level's documents are already batched by size); the sentence encoder its one_each part."""
+    layout = LAYOUTS[name]
+    sentence_layout = one_direction_each if name.startswith("one_each") else SHIFTED
+    model.word_encoder.padded = layout.__get__(model.word_encoder)
+    model.sent_encoder.padded = sentence_layout.__get__(model.sent_encoder)
+
+
+def check_same_outputs(model: nn.Module, batch: dict) -> None:
+    """Every layout's logits equal shifted's, fp32 on the CPU with the padded path forced."""
+    cpu_model = build_model(model.config)
+    cpu_model.load_state_dict({k: v.cpu() for k, v in model.state_dict().items()})
+    for encoder in (cpu_model.word_encoder, cpu_model.sent_encoder):
+        split_directions(encoder)
+    cpu_model.eval()
+    packed_on, han_model.packed_on = han_model.packed_on, lambda device: False
+    try:
+        results = {}
+        for name in LAYOUTS:
+            use_layout(cpu_model, name)
+            with torch.no_grad():
+                results[name] = cpu_model(**batch)[0]
+    finally:
+        han_model.packed_on = packed_on
+    for name, logits in results.items():
+        gap = (logits - results["shifted"]).abs().max().item()
+        print(f"{name}: largest logit gap to shifted {gap:.2e}")
+        assert gap < 1e-4, name
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="IMDb Parquet: text, sentiment, split")
+    parser.add_argument("--rows", type=int, default=8_192)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 1024, 2048])
+    parser.add_argument("--steps", type=int, default=10, help="batches timed per measurement")
+    parser.add_argument("--layouts", nargs="+", default=list(LAYOUTS), choices=list(LAYOUTS))
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    autocast = torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda")
+    config = load_config("imdb", {})
+
+    table = pq.read_table(args.data, columns=["text", "sentiment", "split"])
+    table = table.filter(pc.field("split") == "train").slice(0, args.rows)
+    tokenized = tokenize_texts(table.column("text").to_pylist(), config.data)
+    vocab = vocabulary([tokenized], config.data)
+    docs = tokenized.encoded(vocab)
+    values = table.column("sentiment").to_pylist()
+    targets = torch.tensor(Labels.build(values).ids(values, "data"))
+    han = HANConfig(vocab_size=len(vocab), num_classes=2, **{**config.model, "members": 1})
+    model = build_model(han).to(device)
+    check_same_outputs(model, collate(docs[:32]))
+    for encoder in (model.word_encoder, model.sent_encoder):
+        split_directions(encoder)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    print(f"{device} {torch.cuda.get_device_name(0) if device.type == 'cuda' else ''}, "
+          f"torch {torch.__version__}, {len(docs)} documents")
+    sizes = [doc_size(d) for d in docs]
+
+    def on_device(batch):
+        inputs, labels = batch
+        return {k: v.to(device, non_blocking=True) for k, v in inputs.items()}, labels.to(device)
+
+    def train_step(batch) -> None:
+        inputs, labels = on_device(batch)
+        with autocast:
+            logits, _, _ = model(**inputs)
+        loss = F.cross_entropy(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+
+    def inference(batch) -> None:
+        inputs, _ = on_device(batch)
+        with torch.inference_mode(), autocast:
+            logits, _, _ = model(**inputs)
+            logits.float().softmax(-1).cpu()
+
+    print("\n| batch | layout | train step ms | train docs/s | inference ms | inference docs/s |")
+    print("|---:|---|---:|---:|---:|---:|")
+    for batch_size in args.batch_sizes:
+        groups = list(BucketBatchSampler(sizes, batch_size, shuffle=True, seed=0))[: args.steps]
+        batches = [(collate([docs[i] for i in g]), targets[g]) for g in groups]
+        for name in args.layouts:
+            use_layout(model, name)
+            model.train()
+            step_ms = per_batch_ms(train_step, batches, device)
+            model.eval()
+            inference_ms = per_batch_ms(inference, batches, device)
+            print(f"| {batch_size} | {name} | {step_ms:.1f} | {batch_size / step_ms * 1000:,.0f} | "
+                  f"{inference_ms:.1f} | {batch_size / inference_ms * 1000:,.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
