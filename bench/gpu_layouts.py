@@ -1,10 +1,10 @@
 """Training-step and inference time of hanclf's HAN on a GPU with other layouts of the padded
 GRU encoder (BiGRUEncoder.padded), to see whether any is worth moving into the model:
 
-- shifted: hanclf's; the bidirectional GRU over the rows and a copy shifted so that each
-  row's words end it (2R rows, each direction keeps the half it read in order).
-- one_each: a forward GRU over the rows and a backward GRU over each row reversed within its
-  length (R rows each: half the arithmetic, two calls).
+- shifted: hanclf's until 361c5a0; one bidirectional GRU over the rows and a copy shifted so
+  that each row's words end it (2R rows, each direction keeps the half it read in order).
+- one_each: hanclf's since; a forward GRU over the rows and a backward GRU over each row
+  reversed within its length (R rows each: half the arithmetic, two calls).
 - ...+bucketsK: the word level's rows sorted by length and run in K groups of equal rows, each
   padded to its own longest sentence only (less padding, K times the sequential steps).
 
@@ -35,32 +35,31 @@ from hanclf.data import BucketBatchSampler, collate, doc_size, tokenize_texts, v
 from hanclf.model import BiGRUEncoder, HANConfig, build_model  # noqa: E402
 from hanclf.vocab import Labels  # noqa: E402
 
-SHIFTED = BiGRUEncoder.padded
+ONE_EACH = BiGRUEncoder.padded
 
 
-def one_direction_each(self: BiGRUEncoder, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """padded's result from two one-direction GRUs (copies of the bidirectional GRU's weights)."""
+def shifted(self: BiGRUEncoder, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """padded's result as hanclf computed it until 361c5a0, with `bigru` (add_bidirectional)."""
     R, T, _ = x.shape
-    H = self.gru.hidden_size
+    H = self.forward_gru.hidden_size
     steps = torch.arange(T, device=x.device)
-    # Slot t of a row's reversal: its word length-1-t; padding slots map among themselves.
-    flip = ((lengths.unsqueeze(1) - 1 - steps) % T).unsqueeze(-1)  # (R, T, 1), its own inverse
-    forward, _ = self.forward_gru(x)  # (R, T, H)
-    backward, _ = self.backward_gru(x.gather(1, flip.expand_as(x)))  # (R, T, H), reversed rows
-    backward = backward.gather(1, flip.expand(R, T, H))
+    shift = (T - lengths).unsqueeze(1)  # (R, 1) padding slots of each row
+    shifted = x.gather(1, ((steps - shift) % T).unsqueeze(-1).expand_as(x))  # words at the end
+    out, _ = self.bigru(torch.cat([x, shifted]))  # (2R, T, 2H)
+    backward = out[R:, :, H:].gather(1, ((steps + shift) % T).unsqueeze(-1).expand(R, T, H))
     is_word = (steps < lengths.unsqueeze(1)).unsqueeze(-1)
-    return torch.cat([forward, backward], dim=-1) * is_word
+    return torch.cat([out[:R, :, :H], backward], dim=-1) * is_word
 
 
-def split_directions(encoder: BiGRUEncoder) -> None:
-    """Gives `encoder` forward_gru and backward_gru: one-direction GRUs with its weights."""
-    g = encoder.gru
-    for name, suffix in (("forward_gru", ""), ("backward_gru", "_reverse")):
-        one = nn.GRU(g.input_size, g.hidden_size, batch_first=True).to(g.weight_hh_l0.device)
-        with torch.no_grad():
+def add_bidirectional(encoder: BiGRUEncoder) -> None:
+    """Gives `encoder` bigru: one bidirectional GRU holding its two directions' weights."""
+    g = encoder.forward_gru
+    bigru = nn.GRU(g.input_size, g.hidden_size, batch_first=True, bidirectional=True)
+    with torch.no_grad():
+        for suffix, direction in (("", encoder.forward_gru), ("_reverse", encoder.backward_gru)):
             for p in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
-                getattr(one, p).copy_(getattr(g, p + suffix))
-        setattr(encoder, name, one)
+                getattr(bigru, p + suffix).copy_(getattr(direction, p))
+    encoder.bigru = bigru.to(g.weight_hh_l0.device)
 
 
 def bucketed(inner, groups: int):
@@ -72,7 +71,7 @@ def bucketed(inner, groups: int):
         order = lengths.argsort(descending=True)
         bounds = [R * g // groups for g in range(groups + 1)]
         longest = lengths[order[torch.tensor(bounds[:-1], device=x.device)]].tolist()
-        out = x.new_zeros(R, T, 2 * self.gru.hidden_size)
+        out = x.new_zeros(R, T, 2 * self.forward_gru.hidden_size)
         for start, end, t in zip(bounds, bounds[1:], longest):
             rows = order[start:end]
             out[rows, :t] = inner(self, x[rows, :t], lengths[rows]).to(out.dtype)
@@ -82,11 +81,11 @@ def bucketed(inner, groups: int):
 
 
 LAYOUTS = {
-    "shifted": SHIFTED,
-    "one_each": one_direction_each,
-    "shifted+buckets2": bucketed(SHIFTED, 2),
-    "one_each+buckets2": bucketed(one_direction_each, 2),
-    "one_each+buckets4": bucketed(one_direction_each, 4),
+    "shifted": shifted,
+    "one_each": ONE_EACH,
+    "shifted+buckets2": bucketed(shifted, 2),
+    "one_each+buckets2": bucketed(ONE_EACH, 2),
+    "one_each+buckets4": bucketed(ONE_EACH, 4),
 }
 
 
@@ -94,7 +93,7 @@ def use_layout(model: nn.Module, name: str) -> None:
     """The word encoder takes layout `name` (buckets on the word level only: the sentence
     level's documents are already batched by size); the sentence encoder its one_each part."""
     layout = LAYOUTS[name]
-    sentence_layout = one_direction_each if name.startswith("one_each") else SHIFTED
+    sentence_layout = ONE_EACH if name.startswith("one_each") else shifted
     model.word_encoder.padded = layout.__get__(model.word_encoder)
     model.sent_encoder.padded = sentence_layout.__get__(model.sent_encoder)
 
@@ -104,7 +103,7 @@ def check_same_outputs(model: nn.Module, batch: dict) -> None:
     cpu_model = build_model(model.config)
     cpu_model.load_state_dict({k: v.cpu() for k, v in model.state_dict().items()})
     for encoder in (cpu_model.word_encoder, cpu_model.sent_encoder):
-        split_directions(encoder)
+        add_bidirectional(encoder)
     cpu_model.eval()
     packed_on, han_model.packed_on = han_model.packed_on, lambda device: False
     try:
@@ -144,7 +143,7 @@ def main() -> None:
     model = build_model(han).to(device)
     check_same_outputs(model, collate(docs[:32]))
     for encoder in (model.word_encoder, model.sent_encoder):
-        split_directions(encoder)
+        add_bidirectional(encoder)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     print(f"{device} {torch.cuda.get_device_name(0) if device.type == 'cuda' else ''}, "
           f"torch {torch.__version__}, {len(docs)} documents")

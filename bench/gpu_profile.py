@@ -118,9 +118,9 @@ def main() -> None:
               f"{sentences:.0f} | {words:.0f} |")
 
     # The word GRU alone on one batch's shapes (forward + backward): packed (hanclf on the CPU);
-    # padded with the bidirectional GRU over the rows and their shifted copies, 2n rows
-    # (hanclf on a GPU: BiGRUEncoder.padded); and two one-direction GRUs over n rows each, which
-    # does half that arithmetic (the backward one would read the shifted copy, flipped).
+    # padded with the bidirectional GRU over the rows and their shifted copies, 2n rows (hanclf
+    # on a GPU until 361c5a0); and two one-direction GRUs over n rows each, half that
+    # arithmetic (BiGRUEncoder.padded since; bench/gpu_layouts.py times the whole model).
     n, steps = 900, 50
     gru = nn.GRU(han.embed_dim, han.word_hidden, batch_first=True, bidirectional=True).to(device)
     forward_gru, backward_gru = (nn.GRU(han.embed_dim, han.word_hidden, batch_first=True).to(device)

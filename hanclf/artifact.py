@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save as safetensors_bytes
 from hanclf.config import Config, config_from_dict
 from hanclf.errors import HanclfError, HanclfWarning, UsageError
 from hanclf.io import write_json
-from hanclf.model import HAN, Ensemble, FlatAttention, build_model
+from hanclf.model import HAN, Ensemble, FlatAttention, build_model, renamed_bidirectional_weights
 from hanclf.tokenize import TOKENIZER_VERSION
 from hanclf.vocab import Labels, Vocab
 
@@ -109,7 +109,7 @@ def load(directory: Path) -> Artifact:
     metrics = read(METRICS, json.loads) if (directory / METRICS).is_file() else {}
     model = build_model(config.han_config(len(vocab), len(labels)))
     try:
-        state = load_file(directory / WEIGHTS)
+        state = renamed_bidirectional_weights(load_file(directory / WEIGHTS))
     except (SafetensorError, OSError) as e:
         raise HanclfError(f"{directory / WEIGHTS}: not a readable safetensors file ({e})") from None
     expected = model.state_dict()

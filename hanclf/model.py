@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import re
 from dataclasses import dataclass
 
 import torch
@@ -100,12 +101,56 @@ def packed_on(device: torch.device) -> bool:
     return device.type == "cpu"
 
 
+def reversal(lengths: torch.Tensor, T: int) -> torch.Tensor:
+    """(R, T) indices that read each of R rows backwards within its length: slot t takes the
+    row's step lengths-1-t, and the padding slots take each other's places. Applying it twice
+    gives the rows back."""
+    steps = torch.arange(T, device=lengths.device)
+    return (lengths.unsqueeze(1) - 1 - steps) % T
+
+
+def packed_reversal(words: PackedSequence) -> torch.Tensor:
+    """(Nw,) indices that read each row of a packed sequence backwards (as `reversal`).
+    Packed data holds step t of its batch_sizes[t] longest rows at offset sum_{<t}."""
+    sizes = words.batch_sizes  # (T,) on the CPU
+    starts = torch.cumsum(sizes, 0) - sizes  # (T,)
+    step = torch.repeat_interleave(torch.arange(len(sizes)), sizes)  # (Nw,)
+    row = torch.arange(len(step)) - starts[step]  # (Nw,) rank of the row by length
+    row_lengths = (sizes.unsqueeze(0) > torch.arange(int(sizes[0])).unsqueeze(1)).sum(1)  # (R,)
+    return (starts[row_lengths[row] - 1 - step] + row).to(words.data.device)
+
+
+class ReadBackwards(torch.autograd.Function):
+    """x.gather(dim, index) for an index of `reversal` or `packed_reversal`. Gathering twice
+    gives x back, so the gradient is gathered the same way; autograd's own gradient of gather
+    (a scatter-add into zeros) made training on the CPU ~5% slower."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Tensor:
+        ctx.dim = dim
+        ctx.save_for_backward(index)
+        return x.gather(dim, index)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (index,) = ctx.saved_tensors
+        return grad.gather(ctx.dim, index), None, None
+
+
 class BiGRUEncoder(nn.Module):
-    """A bidirectional GRU in which padding never enters the recurrence before a real step."""
+    """A bidirectional GRU in which padding never enters the recurrence before a real step: one
+    GRU reads each row from its first word, the other from its last.
+
+    Two one-direction GRUs rather than nn.GRU(bidirectional=True), so that the backward one can
+    read rows reversed within their lengths: with padding, a bidirectional GRU would have to
+    read the rows and a reversed copy of them, twice the arithmetic (a training step took 1.2x,
+    inference 1.5x the time at 2,048 IMDb reviews on an H200; bench/gpu_layouts.py). Created in
+    this order, they draw the same initial weights from a seed as one bidirectional GRU does."""
 
     def __init__(self, in_dim: int, hidden: int) -> None:
         super().__init__()
-        self.gru = nn.GRU(in_dim, hidden, batch_first=True, bidirectional=True)
+        self.forward_gru = nn.GRU(in_dim, hidden, batch_first=True)
+        self.backward_gru = nn.GRU(in_dim, hidden, batch_first=True)
         # (2, V, 3H) or None: see precompute_input_gates. A plain tensor, never saved.
         self.input_gates: torch.Tensor | None = None
 
@@ -116,26 +161,28 @@ class BiGRUEncoder(nn.Module):
     def packed(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """forward's result on packed sequences: the recurrence runs on the real steps only."""
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out, _ = self.gru(packed)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
+        out, _ = pad_packed_sequence(self.both_directions(packed), batch_first=True, total_length=x.size(1))
         return out
 
+    def both_directions(self, words: PackedSequence) -> PackedSequence:
+        # packed data (Nw, in_dim)  ->  packed data (Nw, 2H): forward and backward states
+        flip = packed_reversal(words).unsqueeze(1)  # (Nw, 1)
+        forward, _ = self.forward_gru(words)
+        backward, _ = self.backward_gru(
+            words._replace(data=ReadBackwards.apply(words.data, 0, flip.expand_as(words.data))))
+        backward = ReadBackwards.apply(backward.data, 0, flip.expand_as(backward.data))
+        return words._replace(data=torch.cat([forward.data, backward], dim=-1))
+
     def padded(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """forward's result without packing. Each direction must meet a row's words before its
-        padding: the forward direction reads x as it is (words first); the backward one, which
-        starts at the last slot, reads a copy with each row shifted right so that its words end
-        it. Both go through the GRU as one batch of 2R rows, and each keeps the direction that
-        read it in order (twice the arithmetic, still far less time than packing on a GPU)."""
+        """forward's result without packing: the forward GRU reads x as it is (words first, its
+        states over the padding after them are dropped), the backward one each row reversed
+        within its length (words first again)."""
         R, T, _ = x.shape
-        H = self.gru.hidden_size
-        steps = torch.arange(T, device=x.device)
-        shift = (T - lengths).unsqueeze(1)  # (R, 1) padding slots of each row
-        # Row r of the shifted copy holds x[r, t - shift] at t: words at the end, padding first.
-        shifted = x.gather(1, ((steps - shift) % T).unsqueeze(-1).expand_as(x))  # (R, T, in_dim)
-        out, _ = self.gru(torch.cat([x, shifted]))  # (2R, T, 2H)
-        forward = out[:R, :, :H]  # (R, T, H)
-        backward = out[R:, :, H:].gather(1, ((steps + shift) % T).unsqueeze(-1).expand(R, T, H))
-        is_word = (steps < lengths.unsqueeze(1)).unsqueeze(-1)  # (R, T, 1)
+        flip = reversal(lengths, T).unsqueeze(-1)  # (R, T, 1)
+        forward, _ = self.forward_gru(x)  # (R, T, H)
+        backward, _ = self.backward_gru(ReadBackwards.apply(x, 1, flip.expand_as(x)))  # (R, T, H)
+        backward = ReadBackwards.apply(backward, 1, flip.expand_as(backward))  # in reading order
+        is_word = (torch.arange(T, device=x.device) < lengths.unsqueeze(1)).unsqueeze(-1)  # (R, T, 1)
         return torch.cat([forward, backward], dim=-1) * is_word
 
     @torch.no_grad()
@@ -143,10 +190,8 @@ class BiGRUEncoder(nn.Module):
         """For inference on the CPU: the GRU's input term W_i e_w + b_i depends on the word w
         alone, so it is computed once per vocabulary entry here instead of once per occurrence
         (most of the model's arithmetic). Used by encode_ids while the module is in eval mode."""
-        g = self.gru
         self.input_gates = torch.stack(  # (2, V, 3H): forward and backward direction
-            [embedding.weight @ g.weight_ih_l0.T + g.bias_ih_l0,
-             embedding.weight @ g.weight_ih_l0_reverse.T + g.bias_ih_l0_reverse]
+            [embedding.weight @ g.weight_ih_l0.T + g.bias_ih_l0 for g in (self.forward_gru, self.backward_gru)]
         )
 
     def encode_ids(
@@ -154,21 +199,21 @@ class BiGRUEncoder(nn.Module):
     ) -> PackedSequence:
         # words: packed word ids, data (Nw,)  ->  packed GRU outputs, data (Nw, 2H)
         if self.input_gates is None or self.training:
-            h, _ = self.gru(words._replace(data=dropout(embedding(words.data))))
-            return h
+            return self.both_directions(words._replace(data=dropout(embedding(words.data))))
         return words._replace(data=self._recur(words))
 
     def _recur(self, words: PackedSequence) -> torch.Tensor:
         """nn.GRU's recurrence with the input terms looked up in input_gates; same numbers.
         Packed data holds time step t of its batch_sizes[t] longest rows at offset sum_{<t}."""
-        g, H = self.gru, self.gru.hidden_size
+        H = self.forward_gru.hidden_size
         sizes = words.batch_sizes.tolist()
         starts = [0, *itertools.accumulate(sizes)]
         out = words.data.new_empty((len(words.data), 2, H), dtype=self.input_gates.dtype)
-        for d, w_h, b_h, steps in (
-            (0, g.weight_hh_l0, g.bias_hh_l0, range(len(sizes))),
-            (1, g.weight_hh_l0_reverse, g.bias_hh_l0_reverse, reversed(range(len(sizes)))),
+        for d, g, steps in (
+            (0, self.forward_gru, range(len(sizes))),
+            (1, self.backward_gru, reversed(range(len(sizes)))),
         ):
+            w_h, b_h = g.weight_hh_l0, g.bias_hh_l0
             i_all = self.input_gates[d].index_select(0, words.data)  # (Nw, 3H)  W_i x + b_i
             # The backward direction meets each row at its last word, with a zero state.
             h = out.new_zeros(sizes[0], H)
@@ -183,6 +228,15 @@ class BiGRUEncoder(nn.Module):
                 h[:n] = cand + z * (h[:n] - cand)
                 out[starts[t] : starts[t + 1], d] = h[:n]
         return out.view(len(words.data), 2 * H)
+
+
+def renamed_bidirectional_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` with the GRU weights of models saved while BiGRUEncoder held one bidirectional
+    nn.GRU (hanclf 0.1.0 to 361c5a0: `...encoder.gru.weight_ih_l0`, `..._l0_reverse`) under
+    today's names; the same numbers, so those models load and predict as before."""
+    old = re.compile(r"(^|\.)gru\.(\w+_l0)(_reverse)?$")
+    return {old.sub(lambda m: f"{m[1]}{'backward' if m[3] else 'forward'}_gru.{m[2]}", key): value
+            for key, value in state.items()}
 
 
 class Attention(nn.Module):

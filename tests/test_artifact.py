@@ -194,6 +194,22 @@ def test_garbage_weights(saved):
     assert str(directory / "model.safetensors") in str(err.value)
 
 
+def test_a_model_saved_with_one_bidirectional_gru_an_encoder_loads_as_before(saved):
+    """Until 361c5a0 each encoder held one nn.GRU(bidirectional=True): its model.safetensors
+    names the directions gru.weight_ih_l0 and gru.weight_ih_l0_reverse."""
+    directory, original = saved
+    old_names = {}
+    for name, tensor in original.model.state_dict().items():
+        name = name.replace("forward_gru.", "gru.")
+        if "backward_gru." in name:
+            name = name.replace("backward_gru.", "gru.") + "_reverse"
+        old_names[name] = tensor
+    assert "word_encoder.gru.weight_hh_l0_reverse" in old_names
+    save_file(old_names, directory / "model.safetensors")
+    with torch.no_grad():
+        assert torch.equal(load(directory).model(**batch())[0], original.model(**batch())[0])
+
+
 def test_wrong_tensor_names(saved):
     directory, original = saved
     state = dict(original.model.state_dict())

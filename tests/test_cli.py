@@ -599,7 +599,7 @@ def test_train_cli_with_valid_file_overrides_and_saved_config(data_dir, tmp_path
     artifact = load(out)
     assert artifact.config.model["word_hidden"] == 6 and artifact.config.data.text_column == "body"
     assert artifact.config.train.seed == 3 and artifact.config.train.max_epochs == 1
-    assert artifact.model.word_encoder.gru.hidden_size == 6
+    assert artifact.model.word_encoder.forward_gru.hidden_size == 6
     assert artifact.metrics["train_documents"] == 200 and artifact.metrics["valid_documents"] == 40
     # the id column given at training is copied by predict without being named again
     invoke("predict", out, valid_path, "-o", tmp_path / "p.parquet")

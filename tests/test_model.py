@@ -5,10 +5,15 @@ hidden state leaking between sentences, uninitialised parameters."""
 import numpy as np
 import pytest
 import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from hanclf.data import EncodedDoc, collate
 import hanclf.model
-from hanclf.model import HAN, PAD, BiGRUEncoder, FlatAttention, HANConfig, build_model, masked_softmax
+from hanclf.model import (
+    HAN, PAD, BiGRUEncoder, FlatAttention, HANConfig, ReadBackwards, build_model, masked_softmax,
+    packed_reversal, reversal,
+)
 
 VOCAB = 40
 
@@ -77,6 +82,17 @@ def test_document_output_is_the_same_alone_and_in_a_padded_batch(model):
         torch.testing.assert_close(alone_word[0], word_att[b, :S, :W], atol=1e-5, rtol=1e-5)
 
 
+def torch_bigru(encoder: BiGRUEncoder) -> nn.GRU:
+    """torch's own bidirectional GRU holding the encoder's two directions."""
+    g = encoder.forward_gru
+    bigru = nn.GRU(g.input_size, g.hidden_size, batch_first=True, bidirectional=True)
+    with torch.no_grad():
+        for suffix, direction in (("", encoder.forward_gru), ("_reverse", encoder.backward_gru)):
+            for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+                getattr(bigru, name + suffix).copy_(getattr(direction, name))
+    return bigru
+
+
 def reference_forward(model: HAN, d: EncodedDoc) -> tuple[torch.Tensor, list, torch.Tensor]:
     """Yang et al.'s equations for one document, one sentence at a time, nothing padded: what the
     batched, packed forward must equal."""
@@ -90,12 +106,12 @@ def reference_forward(model: HAN, d: EncodedDoc) -> tuple[torch.Tensor, list, to
     sent_vecs, word_alphas = [], []
     for ids in sentences:
         x = model.embedding.weight[torch.from_numpy(ids.astype(np.int64))]  # (T, E)
-        h, _ = model.word_encoder.gru(x.unsqueeze(0))  # (1, T, 2Hw)
+        h, _ = torch_bigru(model.word_encoder)(x.unsqueeze(0))  # (1, T, 2Hw)
         s, alpha = attend(model.word_attention, h[0], h[0])
         sent_vecs.append(s)
         word_alphas.append(alpha)
     s = torch.stack(sent_vecs)  # (S, 2Hw)
-    h, _ = model.sent_encoder.gru(s.unsqueeze(0))  # (1, S, 2Hs)
+    h, _ = torch_bigru(model.sent_encoder)(s.unsqueeze(0))  # (1, S, 2Hs)
     pooled = s if model.config.doc_pooling == "sentences" else h[0]
     v, sent_alpha = attend(model.sent_attention, h[0], pooled)
     return model.classifier(v), word_alphas, sent_alpha
@@ -251,8 +267,48 @@ def test_the_padded_bigru_reads_each_row_from_its_own_ends():
     x[torch.arange(9) >= lengths.unsqueeze(1)] = 100.0  # what lies in the padding must not matter
     torch.testing.assert_close(encoder.padded(x, lengths), expected, atol=1e-6, rtol=1e-5)
     # a row alone: its backward state at word 0 has read every word, from the last one
-    alone, _ = encoder.gru(x[2:3, :4])
+    alone, _ = torch_bigru(encoder)(x[2:3, :4])
     torch.testing.assert_close(encoder.padded(x, lengths)[2, :4], alone[0], atol=1e-6, rtol=1e-5)
+
+
+def test_a_seed_gives_the_initial_weights_one_bidirectional_gru_had():
+    """The encoder's two one-direction GRUs replaced one nn.GRU(bidirectional=True): a seed
+    must still give the same initial weights, or every seeded result in the README moves."""
+    torch.manual_seed(5)
+    encoder = BiGRUEncoder(7, 3)
+    torch.manual_seed(5)
+    bigru = nn.GRU(7, 3, batch_first=True, bidirectional=True)
+    for name, value in torch_bigru(encoder).state_dict().items():
+        assert torch.equal(value, bigru.state_dict()[name]), name
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+def test_reading_backwards_has_the_gradient_of_gather(packed):
+    """ReadBackwards gathers its gradient instead of scattering it: right only because its
+    indices reverse rows, which this checks against autograd's gradient of gather."""
+    torch.manual_seed(0)
+    lengths = torch.tensor([5, 2, 4])
+    if packed:
+        x = torch.randn(11, 3, dtype=torch.float64, requires_grad=True)  # 11 packed words
+        words = pack_padded_sequence(torch.zeros(3, 5), lengths, batch_first=True, enforce_sorted=False)
+        dim, index = 0, packed_reversal(words).unsqueeze(1).expand(11, 3)
+    else:
+        x = torch.randn(3, 5, 2, dtype=torch.float64, requires_grad=True)
+        dim, index = 1, reversal(lengths, 5).unsqueeze(-1).expand(3, 5, 2)
+    weights = torch.randn_like(x)
+    ours, = torch.autograd.grad((ReadBackwards.apply(x, dim, index) * weights).sum(), x)
+    theirs, = torch.autograd.grad((x.gather(dim, index) * weights).sum(), x)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+
+
+def test_packed_reversal_reads_each_row_backwards():
+    lengths = torch.tensor([3, 1, 4, 2])
+    ids = torch.tensor([[1, 2, 3, 0], [4, 0, 0, 0], [5, 6, 7, 8], [9, 10, 0, 0]])
+    words = pack_padded_sequence(ids, lengths, batch_first=True, enforce_sorted=False)
+    flip = packed_reversal(words)
+    backwards, _ = pad_packed_sequence(words._replace(data=words.data[flip]), batch_first=True)
+    assert backwards.tolist() == [[3, 2, 1, 0], [4, 0, 0, 0], [8, 7, 6, 5], [10, 9, 0, 0]]
+    assert torch.equal(words.data[flip][flip], words.data)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bench/gpu.sh runs it)")
