@@ -120,6 +120,13 @@ def packed_reversal(words: PackedSequence) -> torch.Tensor:
     return (starts[row_lengths[row] - 1 - step] + row).to(words.data.device)
 
 
+# In training on a GPU, a GRU call over at least 2 x ROWS_PER_LENGTH_GROUP rows runs in groups
+# of rows of similar length (BiGRUEncoder.grouped): in practice the word level of batches of
+# ~500 documents and more. Measured by bench/gpu_layouts.py on an H200.
+ROWS_PER_LENGTH_GROUP = 3_200
+MAX_LENGTH_GROUPS = 4
+
+
 class ReadBackwards(torch.autograd.Function):
     """x.gather(dim, index) for an index of `reversal` or `packed_reversal`. Gathering twice
     gives x back, so the gradient is gathered the same way; autograd's own gradient of gather
@@ -156,7 +163,10 @@ class BiGRUEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # x: (R, T, in_dim), lengths: (R,) all >= 1  ->  (R, T, 2*hidden), zeros past each length
-        return self.packed(x, lengths) if packed_on(x.device) else self.padded(x, lengths)
+        if packed_on(x.device):
+            return self.packed(x, lengths)
+        groups = min(MAX_LENGTH_GROUPS, len(x) // ROWS_PER_LENGTH_GROUP) if self.training else 1
+        return self.grouped(x, lengths, groups) if groups > 1 else self.padded(x, lengths)
 
     def packed(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """forward's result on packed sequences: the recurrence runs on the real steps only."""
@@ -184,6 +194,22 @@ class BiGRUEncoder(nn.Module):
         backward = ReadBackwards.apply(backward, 1, flip.expand_as(backward))  # in reading order
         is_word = (torch.arange(T, device=x.device) < lengths.unsqueeze(1)).unsqueeze(-1)  # (R, T, 1)
         return torch.cat([forward, backward], dim=-1) * is_word
+
+    def grouped(self, x: torch.Tensor, lengths: torch.Tensor, groups: int) -> torch.Tensor:
+        """padded's result from the rows sorted by length in `groups` groups of equal rows, each
+        cut to its own longest row: the GRUs run over less padding (a training step took 0.74x
+        the time at 2,048 IMDb reviews, a word level of 26,000 sentences, on an H200; slower
+        below ~3,000 rows a group). Reading the groups' lengths waits for the GPU once, which
+        predict's queued batches must not: training only."""
+        R, T, _ = x.shape
+        order = lengths.argsort(descending=True)  # (R,)
+        bounds = [R * g // groups for g in range(groups + 1)]
+        longest = lengths[order[bounds[:-1]]].tolist()  # each group's first row is its longest
+        parts = [
+            nn.functional.pad(self.padded(x[order[a:b], :t], lengths[order[a:b]]), (0, 0, 0, T - t))
+            for a, b, t in zip(bounds, bounds[1:], longest)
+        ]  # (b - a, T, 2H) each
+        return torch.cat(parts)[order.argsort()]  # rows back in their order
 
     @torch.no_grad()
     def precompute_input_gates(self, embedding: nn.Embedding) -> None:

@@ -271,6 +271,36 @@ def test_the_padded_bigru_reads_each_row_from_its_own_ends():
     torch.testing.assert_close(encoder.padded(x, lengths)[2, :4], alone[0], atol=1e-6, rtol=1e-5)
 
 
+def test_training_on_a_gpu_groups_rows_by_length_and_computes_the_same(monkeypatch):
+    """In training, the padded path runs large batches in groups of rows of similar length
+    (BiGRUEncoder.grouped); outputs and gradients must be those of one call over all rows. Not
+    in eval mode: predict's batches must not wait for the GPU."""
+    torch.manual_seed(0)
+    encoder = BiGRUEncoder(5, 4).train()
+    x = torch.randn(10, 9, 5, requires_grad=True)
+    lengths = torch.tensor([9, 1, 4, 7, 2, 9, 3, 3, 8, 5])
+    weights = torch.randn(10, 9, 8)
+    monkeypatch.setattr(hanclf.model, "packed_on", lambda device: False)
+    calls = []
+    grouped = BiGRUEncoder.grouped
+    monkeypatch.setattr(BiGRUEncoder, "grouped", lambda self, *args: calls.append(args[2]) or grouped(self, *args))
+
+    def outputs_and_gradients():
+        out = encoder(x, lengths)
+        return [out, *torch.autograd.grad((out * weights).sum(), [x, *encoder.parameters()])]
+
+    one_call = outputs_and_gradients()
+    assert calls == []  # 10 rows: below two groups of ROWS_PER_LENGTH_GROUP
+    monkeypatch.setattr(hanclf.model, "ROWS_PER_LENGTH_GROUP", 3)
+    in_groups = outputs_and_gradients()
+    assert calls == [3]
+    for got, want in zip(in_groups, one_call):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    encoder.eval()
+    encoder(x, lengths)
+    assert calls == [3]
+
+
 def test_a_seed_gives_the_initial_weights_one_bidirectional_gru_had():
     """The encoder's two one-direction GRUs replaced one nn.GRU(bidirectional=True): a seed
     must still give the same initial weights, or every seeded result in the README moves."""
