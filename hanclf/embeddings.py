@@ -14,6 +14,7 @@ import numpy as np
 
 from hanclf.data import EncodedDoc
 from hanclf.errors import UsageError
+from hanclf.io import utf16_or_32
 from hanclf.model import PAD, UNK
 from hanclf.vocab import Vocab
 
@@ -114,6 +115,8 @@ def _check_is_text(path: Path) -> None:
         if start.startswith(magic):
             raise UsageError(f"{path}: is {kind}-compressed; decompress it first (the text file of "
                              "vectors is read as it is)")
+    if utf16_or_32(path):  # its NUL bytes would read as binary data below
+        raise UsageError(f"{path}: is UTF-16 or UTF-32 text, not UTF-8; save it as UTF-8")
     if b"\x00" in start:
         raise UsageError(f"{path}: holds binary data (word2vec's binary format?); save the vectors as "
                          "text (gensim: save_word2vec_format(path, binary=False))")

@@ -461,7 +461,7 @@ def _unreadable(path: Path, fmt: str, error: BaseException) -> HanclfError:
             "process's memory or thread limit is too low; raise it, or run fewer processes "
             "(predict --devices)"
         )
-    if fmt != "parquet" and _utf16_or_32(path):
+    if fmt != "parquet" and utf16_or_32(path):
         return HanclfError(f"{path}: is UTF-16 or UTF-32 text (Excel's \"Unicode Text\" and PowerShell 5 "
                            "save so), not UTF-8; save it as UTF-8")
     if fmt in _DELIMITERS and "Expected 1 columns" in text:
@@ -478,7 +478,7 @@ def _unreadable(path: Path, fmt: str, error: BaseException) -> HanclfError:
     return HanclfError(f"{path}: cannot read as {fmt} ({reason}); {hint}")
 
 
-def _utf16_or_32(path: Path) -> bool:
+def utf16_or_32(path: Path) -> bool:
     """Whether a text file opens with a UTF-16 or UTF-32 byte order mark (False for a file that
     cannot be read: the reader's own error says why)."""
     try:

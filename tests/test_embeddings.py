@@ -155,6 +155,10 @@ def test_read_vectors_says_what_is_wrong_with_files_people_have(tmp_path):
     binary.write_bytes(b"1 3\nfood " + np.array([1, 0, 2], np.float32).tobytes() + b"\n")
     with pytest.raises(UsageError, match="binary data .word2vec's binary format"):
         read_vectors(binary, VOCAB, dim=3)
+    utf16 = tmp_path / "u16.vec"  # PowerShell 5's `>` writes UTF-16
+    utf16.write_text("1 3\nfood 1 2 3\n", encoding="utf-16")
+    with pytest.raises(UsageError, match="is UTF-16 or UTF-32 text, not UTF-8; save it as UTF-8"):
+        read_vectors(utf16, VOCAB, dim=3)
 
 
 def test_huge_vectors_set_the_unknown_words_scale_without_numpy_warnings():

@@ -18,7 +18,7 @@ from hanclf.io import (
     JSONL_HEADER_RECORDS,
     LOCK_NAME,
     _unreadable,
-    _utf16_or_32,
+    utf16_or_32,
     atomic_output,
     bar_on_stderr,
     check_input,
@@ -555,6 +555,6 @@ def test_a_text_column_of_utf8_bytes_is_read_as_text(tmp_path):
 
 def test_a_file_that_cannot_be_opened_is_no_utf16_file(tmp_path):
     # Sniffing the byte order mark inside the error handler raised its own PermissionError.
-    assert not _utf16_or_32(tmp_path)  # a directory: open() fails
+    assert not utf16_or_32(tmp_path)  # a directory: open() fails
     (tmp_path / "u16.csv").write_bytes("text\n".encode("utf-16"))
-    assert _utf16_or_32(tmp_path / "u16.csv")
+    assert utf16_or_32(tmp_path / "u16.csv")
