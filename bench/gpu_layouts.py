@@ -23,20 +23,15 @@ import dataclasses
 import sys
 from pathlib import Path
 
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_profile import per_batch_ms  # noqa: E402
+from gpu_profile import imdb_sample, per_batch_ms, step_functions  # noqa: E402
 
 from hanclf import model as han_model  # noqa: E402
-from hanclf.config import load_config  # noqa: E402
-from hanclf.data import BucketBatchSampler, collate, doc_size, tokenize_texts, vocabulary  # noqa: E402
-from hanclf.model import BiGRUEncoder, HANConfig, build_model  # noqa: E402
-from hanclf.vocab import Labels  # noqa: E402
+from hanclf.data import BucketBatchSampler, collate, doc_size  # noqa: E402
+from hanclf.model import BiGRUEncoder, build_model  # noqa: E402
 
 ONE_EACH = BiGRUEncoder.padded
 
@@ -137,44 +132,15 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     autocast = torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda")
-    config = load_config("imdb", {})
-
-    table = pq.read_table(args.data, columns=["text", "sentiment", "split"])
-    table = table.filter(pc.field("split") == "train").slice(0, args.rows)
-    tokenized = tokenize_texts(table.column("text").to_pylist(), config.data)
-    vocab = vocabulary([tokenized], config.data)
-    docs = tokenized.encoded(vocab)
-    values = table.column("sentiment").to_pylist()
-    targets = torch.tensor(Labels.build(values).ids(values, "data"))
-    han = HANConfig(vocab_size=len(vocab), num_classes=2, **{**config.model, "members": 1})
+    docs, targets, han = imdb_sample(args.data, args.rows)
     model = build_model(han).to(device)
     check_same_outputs(model, collate(docs[:32]))
     for encoder in (model.word_encoder, model.sent_encoder):
         add_bidirectional(encoder)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     print(f"{device} {torch.cuda.get_device_name(0) if device.type == 'cuda' else ''}, "
           f"torch {torch.__version__}, {len(docs)} documents")
     sizes = [doc_size(d) for d in docs]
-
-    def on_device(batch):
-        inputs, labels = batch
-        return {k: v.to(device, non_blocking=True) for k, v in inputs.items()}, labels.to(device)
-
-    def train_step(batch) -> None:
-        inputs, labels = on_device(batch)
-        with autocast:
-            logits, _, _ = model(**inputs)
-        loss = F.cross_entropy(logits.float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        optimizer.step()
-
-    def inference(batch) -> None:
-        inputs, _ = on_device(batch)
-        with torch.inference_mode(), autocast:
-            logits, _, _ = model(**inputs)
-            logits.float().softmax(-1).cpu()
+    _, train_step, inference = step_functions(model, device, autocast)
 
     print("\n| batch | layout | train step ms | train docs/s | inference ms | inference docs/s |")
     print("|---:|---|---:|---:|---:|---:|")

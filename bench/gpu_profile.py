@@ -43,35 +43,24 @@ def per_batch_ms(run, batches: list, device: torch.device) -> float:
     return 1000 * (time.perf_counter() - start) / len(batches)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, required=True, help="IMDb Parquet: text, sentiment, split")
-    parser.add_argument("--rows", type=int, default=5_000)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256, 512])
-    parser.add_argument("--steps", type=int, default=20, help="batches timed per measurement")
-    parser.add_argument("--autocast", choices=["bf16", "fp16", "off"], default="bf16",
-                        help="on a GPU: the autocast dtype (hanclf trains with bf16), or none")
-    args = parser.parse_args()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.float16 if args.autocast == "fp16" else torch.bfloat16
-    use_autocast = device.type == "cuda" and args.autocast != "off"
-    autocast = torch.autocast(device.type, dtype, enabled=use_autocast)
+def imdb_sample(data: Path, rows: int) -> tuple[list, torch.Tensor, HANConfig]:
+    """The first `rows` training reviews of IMDb encoded as the imdb preset does, their
+    sentiment as class ids, and the config of one member of the preset's model."""
     config = load_config("imdb", {})
-
-    table = pq.read_table(args.data, columns=["text", "sentiment", "split"])
-    table = table.filter(pc.field("split") == "train").slice(0, args.rows)
+    table = pq.read_table(data, columns=["text", "sentiment", "split"])
+    table = table.filter(pc.field("split") == "train").slice(0, rows)
     tokenized = tokenize_texts(table.column("text").to_pylist(), config.data)
     vocab = vocabulary([tokenized], config.data)
-    docs = tokenized.encoded(vocab)
     values = table.column("sentiment").to_pylist()
     targets = torch.tensor(Labels.build(values).ids(values, "data"))
-    # The imdb preset's model, one member of its ensemble.
     han = HANConfig(vocab_size=len(vocab), num_classes=2, **{**config.model, "members": 1})
-    model = build_model(han).to(device)
+    return tokenized.encoded(vocab), targets, han
+
+
+def step_functions(model: nn.Module, device: torch.device, autocast: torch.autocast):
+    """on_device, train_step and inference, each of a (collated batch, targets) pair: the
+    training step is Lightning's (forward, backward, clipping, AdamW) written out."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    print(f"{device} {torch.cuda.get_device_name(0) if device.type == 'cuda' else ''}, "
-          f"torch {torch.__version__}, {len(docs)} documents, vocabulary {len(vocab)}, "
-          f"autocast {args.autocast if use_autocast else 'off'}")
 
     def on_device(batch):
         inputs, labels = batch
@@ -87,16 +76,39 @@ def main() -> None:
         nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         optimizer.step()
 
-    def train_forward(batch) -> None:
-        inputs, _ = on_device(batch)
-        with autocast:
-            model(**inputs)
-
     def inference(batch) -> None:
         inputs, _ = on_device(batch)
         with torch.inference_mode(), autocast:
             logits, _, _ = model(**inputs)
             logits.float().softmax(-1).cpu()
+
+    return on_device, train_step, inference
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="IMDb Parquet: text, sentiment, split")
+    parser.add_argument("--rows", type=int, default=5_000)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256, 512])
+    parser.add_argument("--steps", type=int, default=20, help="batches timed per measurement")
+    parser.add_argument("--autocast", choices=["bf16", "fp16", "off"], default="bf16",
+                        help="on a GPU: the autocast dtype (hanclf trains with bf16), or none")
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.float16 if args.autocast == "fp16" else torch.bfloat16
+    use_autocast = device.type == "cuda" and args.autocast != "off"
+    autocast = torch.autocast(device.type, dtype, enabled=use_autocast)
+    docs, targets, han = imdb_sample(args.data, args.rows)
+    model = build_model(han).to(device)
+    print(f"{device} {torch.cuda.get_device_name(0) if device.type == 'cuda' else ''}, "
+          f"torch {torch.__version__}, {len(docs)} documents, vocabulary {han.vocab_size}, "
+          f"autocast {args.autocast if use_autocast else 'off'}")
+    on_device, train_step, inference = step_functions(model, device, autocast)
+
+    def train_forward(batch) -> None:
+        inputs, _ = on_device(batch)
+        with autocast:
+            model(**inputs)
 
     sizes = [doc_size(d) for d in docs]
     print("\n| batch | collate ms | train step ms | train docs/s | train forward ms | inference ms | inference docs/s | sentences | words |")
