@@ -97,7 +97,8 @@ def probabilities(logits: torch.Tensor, multi_label: bool, temperature: float = 
 def packed_on(device: torch.device) -> bool:
     """Whether the GRUs run on packed sequences on `device`. On the CPU packing skips the
     padding's arithmetic; on a GPU that arithmetic is nearly free and packing is not (cuDNN ran a
-    word GRU 8x slower packed than padded on an H200, bench/results/throughput-gpu.md)."""
+    word GRU 5.5-8x slower packed than padded on an H100 and an H200,
+    bench/results/throughput-gpu.md)."""
     return device.type == "cpu"
 
 
