@@ -172,8 +172,8 @@ class BiGRUEncoder(nn.Module):
     def packed(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """forward's result on packed sequences: the recurrence runs on the real steps only."""
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out, _ = pad_packed_sequence(self.both_directions(packed), batch_first=True, total_length=x.size(1))
-        return out
+        out = self.both_directions(packed)
+        return pad_packed_sequence(out, batch_first=True, total_length=x.size(1))[0]
 
     def both_directions(self, words: PackedSequence) -> PackedSequence:
         # packed data (Nw, in_dim)  ->  packed data (Nw, 2H): forward and backward states
@@ -193,8 +193,8 @@ class BiGRUEncoder(nn.Module):
         forward, _ = self.forward_gru(x)  # (R, T, H)
         backward, _ = self.backward_gru(ReadBackwards.apply(x, 1, flip.expand_as(x)))  # (R, T, H)
         backward = ReadBackwards.apply(backward, 1, flip.expand_as(backward))  # in reading order
-        is_word = (torch.arange(T, device=x.device) < lengths.unsqueeze(1)).unsqueeze(-1)  # (R, T, 1)
-        return torch.cat([forward, backward], dim=-1) * is_word
+        is_word = torch.arange(T, device=x.device) < lengths.unsqueeze(1)  # (R, T)
+        return torch.cat([forward, backward], dim=-1) * is_word.unsqueeze(-1)
 
     def grouped(self, x: torch.Tensor, lengths: torch.Tensor, groups: int) -> torch.Tensor:
         """padded's result from the rows sorted by length in `groups` groups of equal rows, each
@@ -217,9 +217,10 @@ class BiGRUEncoder(nn.Module):
         """For inference on the CPU: the GRU's input term W_i e_w + b_i depends on the word w
         alone, so it is computed once per vocabulary entry here instead of once per occurrence
         (most of the model's arithmetic). Used by encode_ids while the module is in eval mode."""
-        self.input_gates = torch.stack(  # (2, V, 3H): forward and backward direction
-            [embedding.weight @ g.weight_ih_l0.T + g.bias_ih_l0 for g in (self.forward_gru, self.backward_gru)]
-        )
+        self.input_gates = torch.stack([  # (2, V, 3H): forward and backward direction
+            embedding.weight @ g.weight_ih_l0.T + g.bias_ih_l0
+            for g in (self.forward_gru, self.backward_gru)
+        ])
 
     def encode_ids(
         self, words: PackedSequence, embedding: nn.Embedding, dropout: nn.Dropout
