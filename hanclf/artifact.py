@@ -146,4 +146,4 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], int]:
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     prefix = "model."
     state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
-    return state, int(checkpoint["epoch"])
+    return renamed_bidirectional_weights(state), int(checkpoint["epoch"])

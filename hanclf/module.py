@@ -19,7 +19,9 @@ import torch.nn.functional as F
 from hanclf.config import TrainConfig
 from hanclf.errors import HanclfError
 from hanclf.metrics import confusion_matrix, multilabel_counts, multilabel_report, report
-from hanclf.model import HANConfig, build_model, log_probabilities, members, probabilities
+from hanclf.model import (
+    HANConfig, build_model, log_probabilities, members, probabilities, renamed_bidirectional_weights,
+)
 from hanclf.vocab import Labels
 
 
@@ -153,6 +155,8 @@ class HANClassifier(pl.LightningModule):
             checkpoint["cuda_rng_state"] = torch.cuda.get_rng_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A work directory left by a run of hanclf before 951bbbb (`--resume` after an upgrade).
+        checkpoint["state_dict"] = renamed_bidirectional_weights(checkpoint["state_dict"])
         if "torch_rng_state" in checkpoint:
             torch.set_rng_state(checkpoint["torch_rng_state"])
         if "cuda_rng_state" in checkpoint and torch.cuda.is_available():

@@ -15,7 +15,7 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from hanclf.artifact import REQUIRED, Artifact, load, save
+from hanclf.artifact import REQUIRED, Artifact, load, load_checkpoint, save
 from hanclf.config import load_config
 from hanclf.data import EncodedDoc, collate
 from hanclf.errors import HanclfError, HanclfWarning, UsageError
@@ -208,6 +208,20 @@ def test_a_model_saved_with_one_bidirectional_gru_an_encoder_loads_as_before(sav
     save_file(old_names, directory / "model.safetensors")
     with torch.no_grad():
         assert torch.equal(load(directory).model(**batch())[0], original.model(**batch())[0])
+
+
+def test_a_best_epochs_checkpoint_written_with_one_bidirectional_gru_loads(tmp_path):
+    """train's last step reloads the best epoch's checkpoint (load_checkpoint); one left by a run
+    of hanclf before 951bbbb, resumed after an upgrade, names the GRUs' directions the old way."""
+    model = make_artifact().model
+    old_names = {}
+    for name, tensor in model.state_dict().items():
+        if "backward_gru." in name:
+            name = name.replace("backward_gru.", "gru.") + "_reverse"
+        old_names["model." + name.replace("forward_gru.", "gru.")] = tensor
+    torch.save({"state_dict": old_names, "epoch": 3}, tmp_path / "best.ckpt")
+    state, epoch = load_checkpoint(tmp_path / "best.ckpt")
+    assert epoch == 3 and state.keys() == model.state_dict().keys()
 
 
 def test_wrong_tensor_names(saved):

@@ -91,6 +91,34 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(tmp_path):
     pd.testing.assert_frame_equal(*(v[["epoch", "val_acc", "val_loss"]] for v in validations))
 
 
+def test_resume_reads_checkpoints_written_with_one_bidirectional_gru(tmp_path):
+    """A run killed under hanclf before 951bbbb, resumed after an upgrade: its checkpoints name
+    each encoder's directions gru.weight_ih_l0 and gru.weight_ih_l0_reverse (as its saved
+    models do, test_artifact.py). Both the last epoch's and the best epoch's are read."""
+    out, work = tmp_path / "model", tmp_path / ".model.training"
+    run = hanclf("train", str(SAMPLE_DATA / "train.csv"), "-o", str(out), *SMALL)
+    for line in run.stderr:
+        if line.startswith("epoch 2/6"):
+            os.kill(run.pid, signal.SIGKILL)
+            break
+    run.wait()
+    for name in ("last.ckpt", "best.ckpt"):
+        checkpoint = torch.load(work / name, weights_only=True)
+        old_names = {}
+        for key, tensor in checkpoint["state_dict"].items():
+            if ".backward_gru." in key:
+                key = key.replace(".backward_gru.", ".gru.") + "_reverse"
+            old_names[key.replace(".forward_gru.", ".gru.")] = tensor
+        assert "model.word_encoder.gru.weight_hh_l0_reverse" in old_names
+        torch.save({**checkpoint, "state_dict": old_names}, work / name)
+    resumed = hanclf("train", str(SAMPLE_DATA / "train.csv"), "-o", str(out), *SMALL, "--resume")
+    _, err = resumed.communicate()
+    assert resumed.returncode == 0, err[-2000:]
+    straight = hanclf("train", str(SAMPLE_DATA / "train.csv"), "-o", str(tmp_path / "straight"), *SMALL)
+    straight.communicate()
+    assert_same_weights(out, tmp_path / "straight")
+
+
 def test_resume_continues_after_the_last_epoch_not_the_best_one(tmp_path):
     # A learning rate too small to move valid accuracy: the first epoch stays the best one.
     out, work = tmp_path / "model", tmp_path / ".model.training"
