@@ -341,9 +341,10 @@ def explain(
             return
         documents_shown += 1
         ranks = doc.sentence_ranks()
+        predicted = doc.pred_label if doc.pred_prob is None else f"{doc.pred_label} ({doc.pred_prob:.2f})"
         for s in sorted(range(len(ranks)), key=ranks.__getitem__)[:top_sentences]:
             table.add_row(Text(str(doc.doc_id)), str(ranks[s]), f"{doc.attention.sent_att[s]:.3f}",
-                          Text(" ".join(doc.attention.sentences[s])), Text(f"{doc.pred_label} ({doc.pred_prob:.2f})"),
+                          Text(" ".join(doc.attention.sentences[s])), Text(predicted),
                           Text(doc.true_label or ""), end_section=ranks[s] == min(top_sentences, len(ranks)))
 
     written = [path for path in (output, html) if path is not None]

@@ -60,8 +60,13 @@ class Explained:
     attention: DocAttention
     predicted: list[int]  # label ids: one, or for multi-label those over their thresholds
     pred_label: str  # their names (multi-label: joined by the label separator, in id order)
-    pred_prob: float  # the highest label probability
+    # The predicted label's probability (multi-label: the highest of the predicted labels', as
+    # the HTML report shows it; None where no label is predicted).
+    pred_prob: float | None
     true_label: str | None  # as pred_label, from the input's label column
+
+    def pred_prob_cell(self) -> str:
+        return "" if self.pred_prob is None else f"{self.pred_prob:.6f}"
 
     def sentence_ranks(self) -> list[int]:
         """Rank of each sentence by attention, 1 = most attended."""
@@ -74,7 +79,7 @@ class Explained:
 def _prediction_only(doc: Explained, columns: Sequence[str]) -> list[Any]:
     """The one row of a document with no word: its id and prediction, the other columns empty."""
     known = {"doc_id": doc.doc_id, "pred_label": doc.pred_label,
-             "pred_prob": f"{doc.pred_prob:.6f}", "true_label": doc.true_label or "",
+             "pred_prob": doc.pred_prob_cell(), "true_label": doc.true_label or "",
              "unseen_tokens": doc.attention.unseen_tokens}
     return [known.get(column, "") for column in columns]
 
@@ -87,7 +92,7 @@ def token_rows(doc: Explained) -> Iterator[list[Any]]:
         for w, (token, known, word_att, weight) in enumerate(zip(sentence, att.in_vocab[s], att.word_att[s], weights)):
             yield [
                 doc.doc_id, s, w, token, f"{word_att:.6f}", f"{sent_att:.6f}",
-                f"{weight:.6f}", doc.pred_label, f"{doc.pred_prob:.6f}",
+                f"{weight:.6f}", doc.pred_label, doc.pred_prob_cell(),
                 doc.true_label or "", bool(known), att.unseen_tokens,
             ]
 
@@ -99,7 +104,7 @@ def sentence_rows(doc: Explained) -> Iterator[list[Any]]:
     for s, (sentence, rank) in enumerate(zip(att.sentences, doc.sentence_ranks())):
         yield [
             doc.doc_id, s, " ".join(sentence), f"{att.sent_att[s]:.6f}", rank,
-            doc.pred_label, f"{doc.pred_prob:.6f}", doc.true_label or "", att.unseen_tokens,
+            doc.pred_label, doc.pred_prob_cell(), doc.true_label or "", att.unseen_tokens,
         ]
 
 
@@ -186,7 +191,8 @@ def iter_explained(
         for doc_id, true, att in zip(ids, truth, predictor.attend(texts)):
             predicted = labels.chosen(att.probs, threshold)
             pred_label = separator.join(labels.names[i] for i in predicted)
-            yield Explained(doc_id, att, predicted, pred_label, float(att.probs.max()), true)
+            pred_prob = float(att.probs[predicted].max()) if predicted else None
+            yield Explained(doc_id, att, predicted, pred_label, pred_prob, true)
 
 
 def _documents_to_explain(input_path: Path, split: str | None, limit: int | None) -> int | None:

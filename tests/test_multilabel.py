@@ -218,6 +218,19 @@ def test_explain_threshold_predicts_what_predict_threshold_does(model, tmp_path)
     assert tuned.str.count(",").sum() < explained.str.count(",").sum()  # 0.05 lets more labels through
 
 
+def test_explain_gives_the_predicted_labels_probability_as_predict_does(model, tmp_path):
+    # explain's pred_prob was the highest probability of any label, predicted or not: beside
+    # pred_label it read as that label's, and differed from predict's and the HTML report's.
+    invoke("predict", model, TEST, "-o", tmp_path / "pred.parquet", "--id-column", "id", "--threshold", "0.5")
+    predicted = pd.read_parquet(tmp_path / "pred.parquet").set_index("id")["pred_probs"]
+    invoke("explain", model, TEST, "-o", tmp_path / "s.csv", "--level", "sentence", "--id-column", "id",
+           "--threshold", "0.5")
+    explained = pd.read_csv(tmp_path / "s.csv", keep_default_na=False).groupby("doc_id")["pred_prob"].first()
+    expected = predicted.map(lambda probs: f"{max(probs):.6f}" if len(probs) else "")
+    assert (expected == "").any() and (expected != "").any()
+    assert explained.astype(str).to_dict() == expected.to_dict()
+
+
 def test_explain_reads_true_sets_joined_by_another_separator(model, tmp_path):
     # evaluate had --label-separator; explain refused the same file as holding unknown labels.
     frame = pd.read_parquet(TEST).head(10)
