@@ -479,11 +479,7 @@ class LabelledSet(NamedTuple):
 
 def read_labelled(path: Path, config: DataConfig, split: str | None = None) -> LabelledSet:
     """Texts and labels of `path`; with `split`, only rows whose split column has that value."""
-    require_columns(path, {
-        "--text-column": config.text_column,
-        "--label-column": config.label_column,
-        "--id-column": config.id_column,
-    })
+    require_columns(path, {"--text-column": config.text_column, "--label-column": config.label_column})
     has_split = split is not None and has_column(path, SPLIT_COLUMN)
     text_names = text_columns(config.text_column)
     columns = [*text_names, config.label_column] + ([SPLIT_COLUMN] if has_split else [])
@@ -551,6 +547,8 @@ def training_sets(
             "column: every row would be validated on after training on it; give another file, "
             "or leave out --valid to hold out a random share"
         )
+    # The id column is predict's to copy: checked where training reads it from, not in --valid.
+    require_columns(train_path, {"--id-column": config.id_column})
     train = read_labelled(train_path, config, split="train")
     if valid_path is not None:
         valid = read_labelled(valid_path, config, split="valid")

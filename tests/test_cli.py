@@ -608,6 +608,18 @@ def test_train_cli_with_valid_file_overrides_and_saved_config(data_dir, tmp_path
     assert pred["id"].tolist() == frame["id"].iloc[200:].tolist()
 
 
+def test_train_id_column_is_not_asked_of_the_valid_file(data_dir, tmp_path):
+    # Only predict copies the id column; train refused a --valid file without it.
+    train_path, valid_path = tmp_path / "train.csv", tmp_path / "valid.csv"
+    frame = pd.read_csv(data_dir / "train.csv")
+    frame.iloc[:200].to_csv(train_path, index=False)
+    frame.iloc[200:].drop(columns="id").to_csv(valid_path, index=False)
+    out = tmp_path / "model"
+    invoke("train", train_path, "--valid", valid_path, "-o", out, "--id-column", "id", "--max-epochs", "1",
+           "--quiet", "--set", "model.word_hidden=6", "--set", "model.embed_dim=12")
+    assert load(out).config.data.id_column == "id" and load(out).metrics["valid_documents"] == 40
+
+
 def test_explain_sentence_level_ranks_sentences_by_attention(model_dir, data_dir, tmp_path):
     out = tmp_path / "sentences.csv"
     invoke("explain", model_dir, data_dir / "test.parquet", "-o", out, "--level", "sentence",

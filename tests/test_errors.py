@@ -222,6 +222,7 @@ CASES = [
     Case("train-header-only-csv", lambda e: train(e, e.file("header.csv", "id,text,label\n")), 2, ("header.csv", "no rows")),
     Case("predict-missing-text-column", lambda e: predict(e, e.file("body.csv", "id,body\n1,Nice place.\n")), 2, ("body.csv", "'text'", "id, body", "--text-column")),
     Case("predict-title-line-above-header", lambda e: predict(e, e.file("export.csv", "Support tickets export 2024-05-01,,\nid,text,label\n1,Good.,pos\n")), 2, ("export.csv", "no column 'text'", "first line looks like a title", "remove the lines above the header")),
+    Case("train-missing-id-column", lambda e: train(e, e.data / "train.csv", "--id-column", "doc"), 2, ("train.csv", "'doc'", "--id-column")),
     Case("train-missing-label-column", lambda e: train(e, e.table("stars.csv", e.reviews().rename(columns={"label": "stars"}))), 2, ("stars.csv", "'label'", "stars", "--label-column")),
     Case("train-empty-text-row", bad_text_row("", 5), 2, ("train.csv", "row 5 (iloc 4)", "'text'")),
     Case("train-whitespace-text-row", bad_text_row("   ", 7), 2, ("train.csv", "row 7", "'text'")),
