@@ -57,7 +57,7 @@ def predict_file(
     output: str | Path,
     text_column: TextColumns | None = None,
     id_column: str | None = None,
-    keep_columns: Sequence[str] | str = (),
+    keep_columns: Sequence[str] | str | None = (),
     top_k: int = 1,
     threshold: float | None = None,
     batch_size: int | None = None,
@@ -104,6 +104,7 @@ def predict_file(
     text_column, id_column = predictor.input_columns(input_path, text_column, id_column)
     if isinstance(keep_columns, str):  # one column's name, not its letters
         keep_columns = [keep_columns]
+    keep_columns = keep_columns or []  # None: as the other optional arguments take it
     passed = [id_column] if id_column else []
     passed += [c for c in keep_columns if c not in passed]
     ours = [*predictor.output_schema(top_k).names, *([] if id_column else [ROW_ID])]

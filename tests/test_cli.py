@@ -409,6 +409,8 @@ def test_python_arguments_as_users_pass_them(model_dir, data_dir, tmp_path, monk
     monkeypatch.chdir(model_dir.parent)
     predict_file(model_dir.name, data_dir / "test.parquet", out, keep_columns="label", device="cpu")
     assert pq.read_table(out).column_names[:2] == ["row_id", "label"]  # one column, not l, a, b ...
+    predict_file(model_dir.name, data_dir / "test.parquet", out, keep_columns=None, device="cpu", force=True)
+    assert pq.read_table(out).column_names[0] == "row_id" and "label" not in pq.read_table(out).column_names
     meta = json.loads(pq.read_schema(out).metadata[b"hanclf"])
     assert meta["model"] == str(model_dir.resolve())  # where it came from, wherever it is read
     predictor = Predictor(model_dir, device="cpu")
