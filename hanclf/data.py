@@ -124,9 +124,13 @@ def _starts(counts: Counts) -> Counts:
     return counts.cumsum(0) - counts
 
 
-def index_tokens(docs: Iterable[list[list[str]]], config: DataConfig) -> TokenizedDocs:
+def index_tokens(
+    docs: Iterable[list[list[str]]], config: DataConfig, read_partly: Sequence[int] = ()
+) -> TokenizedDocs:
     """Tokenized documents as TokenizedDocs, keeping the part the model sees: the first
-    config.max_sentences sentences of each, the first config.max_words words of each."""
+    config.max_sentences sentences of each, the first config.max_words words of each.
+    `read_partly`: the documents whose text was cut before tokenizing (`readable`); their
+    unread tokens are not known, and count as one each."""
     tokens: list[str] = []
     lengths: list[int] = []
     sentences: list[int] = []
@@ -159,8 +163,8 @@ def index_tokens(docs: Iterable[list[list[str]]], config: DataConfig) -> Tokeniz
         ids=(codes[kept_word] + 1).astype(np.int32),
         lengths=np.minimum(word_lengths, config.max_words)[kept_sentence].astype(np.int32),
         sentences=np.minimum(doc_sentences, config.max_sentences).astype(np.int32),
-        unread=int(len(kept_word) - kept_word.sum()),
-        cut=len(np.unique(doc_of_sentence[cut_sentence])),
+        unread=int(len(kept_word) - kept_word.sum()) + len(read_partly),
+        cut=len(np.union1d(doc_of_sentence[cut_sentence], np.asarray(read_partly, dtype=np.int64))),
     )
 
 
@@ -179,9 +183,18 @@ def readable(text: str | None, config: DataConfig) -> str | None:
     return text[:limit] if isinstance(text, str) and len(text) > limit else text
 
 
+def read_partly(texts: Sequence[str | None], config: DataConfig) -> list[int]:
+    """The positions of the texts that `readable` cuts: what follows the cut is never read
+    (say, a review after an inline image's 150,000 characters of base64), and must not pass
+    for a document read whole."""
+    limit = CHARS_PER_SLOT * config.max_sentences * config.max_words
+    return [i for i, text in enumerate(texts) if isinstance(text, str) and len(text) > limit]
+
+
 def tokenize_texts(texts: Sequence[str | None], config: DataConfig) -> TokenizedDocs:
     with gc_paused():
-        return index_tokens((tokenize(readable(text, config)) for text in texts), config)
+        tokens = (tokenize(readable(text, config)) for text in texts)
+        return index_tokens(tokens, config, read_partly(texts, config))
 
 
 def vocabulary(parts: Iterable[TokenizedDocs], config: DataConfig) -> Vocab:

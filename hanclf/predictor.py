@@ -16,7 +16,8 @@ import torch
 
 from hanclf.artifact import load
 from hanclf.data import (
-    EncodedDoc, Truncation, WordBatch, index_tokens, pad, readable, size_batches, tokenize_texts, truncate,
+    EncodedDoc, Truncation, WordBatch, index_tokens, pad, read_partly, readable, size_batches, tokenize_texts,
+    truncate,
 )
 from hanclf.errors import UsageError
 from hanclf.io import TextColumns, as_path, column_names, text_columns, text_values
@@ -238,7 +239,9 @@ class Predictor:
     def attend(self, texts: Sequence[str | None]) -> list[DocAttention]:
         """Probabilities plus word and sentence attention for each text."""
         vocab, config = self.artifact.vocab, self.artifact.config.data
-        whole = tokenize_all(readable(text, config) for text in one_per_text(texts))
+        texts = one_per_text(texts)
+        partly = set(read_partly(texts, config))
+        whole = tokenize_all(readable(text, config) for text in texts)
         tokens = [truncate(doc, config) for doc in whole]
         docs = index_tokens(tokens, config).encoded(vocab)
         out: list[DocAttention | None] = [None] * len(docs)
@@ -253,7 +256,7 @@ class Predictor:
                     probs=probs[row].numpy(),
                     # (A document with no word is encoded as one sentence of padding: no flags.)
                     in_vocab=np.split(docs[i].ids != UNK, np.cumsum(docs[i].lengths)[:-1]) if sentences else [],
-                    unseen_tokens=sum(map(len, whole[i])) - sum(map(len, sentences)),
+                    unseen_tokens=sum(map(len, whole[i])) - sum(map(len, sentences)) + (i in partly),
                 )
         return out  # type: ignore[return-value]
 

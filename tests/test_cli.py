@@ -404,6 +404,20 @@ def test_predictor_call_on_the_batches_pandas_and_ray_users_have(model_dir):
                                 "(str, or None for a missing one)")
 
 
+def test_a_text_cut_before_tokenizing_is_not_said_to_be_read_whole(model_dir):
+    # A review after an inline image's base64 longer than the part tokenized: predict and
+    # explain said 0 unread tokens, 0 documents cut.
+    from hanclf.data import CHARS_PER_SLOT
+
+    predictor = Predictor(model_dir, device="cpu")
+    data = predictor.artifact.config.data
+    imaged = "QUJD" * (CHARS_PER_SLOT * data.max_sentences * data.max_words // 4) + " The food was great."
+    attention = predictor.attend([imaged, "The food was great."])
+    assert [a.unseen_tokens for a in attention] == [1, 0]
+    predictor.predict_table([imaged, "The food was great."])
+    assert (predictor.truncation.cut, predictor.truncation.unread) == (1, 1)
+
+
 def test_python_arguments_as_users_pass_them(model_dir, data_dir, tmp_path, monkeypatch):
     out = tmp_path / "p.parquet"
     monkeypatch.chdir(model_dir.parent)

@@ -84,6 +84,18 @@ def test_a_huge_text_is_tokenized_only_as_far_as_the_model_could_read(monkeypatc
     assert docs.sentences.tolist() == [3, 1, 0]
 
 
+def test_a_text_cut_before_tokenizing_counts_as_cut():
+    # An inline image's base64 longer than the part tokenized: the review after it was never
+    # read, and the counts said the document had been read whole (0 unread, 0 cut).
+    config = DataConfig(max_sentences=3, max_words=4)  # 1,200 characters tokenized
+    imaged = "QUJD" * 400 + " The salmon was superb."  # the cut part: one word, within the caps
+    long_and_capped = "A b c d e f. " * 1_000  # cut by the caps too: one document, counted once
+    docs = tokenize_texts([imaged, "Short text.", long_and_capped], config)
+    assert docs.cut == 2
+    capped_only = tokenize_texts([long_and_capped[:1_200]], config)
+    assert docs.unread == 1 + capped_only.unread + 1
+
+
 def plain_encode(doc: list[list[str]], vocab: Vocab, config: DataConfig) -> tuple[list, list]:
     """The reference: truncate, then look every kept word up, one at a time."""
     kept = [sentence[: config.max_words] for sentence in doc[: config.max_sentences]] or [[PAD_TOKEN]]
