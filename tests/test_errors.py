@@ -245,6 +245,7 @@ CASES = [
     Case("predict-csv-utf16", lambda e: predict(e, e.file("u16.csv", "id,text\n1,Good.\n2,Caf\xe9 cr\xe8me!\n".encode("utf-16"))), 1, ("u16.csv", "UTF-16", "save it as UTF-8")),
     Case("train-tsv-utf16", lambda e: train(e, e.file("u16.tsv", ("text\tlabel\n" + "Good.\tpos\nBad.\tneg\n" * 10).encode("utf-16"))), 1, ("u16.tsv", "UTF-16", "save it as UTF-8")),
     Case("predict-jsonl-utf16", lambda e: predict(e, e.file("u16.jsonl", '{"text": "Good."}\n'.encode("utf-16"))), 1, ("u16.jsonl", "UTF-16", "save it as UTF-8")),
+    Case("predict-jsonl-lone-surrogate-escape", lambda e: predict(e, e.file("cut.jsonl", '{"text": "Fine."}\n{"text": "Great food \\ud83d"}\n')), 2, ("cut.jsonl", "line 2", "half of a character", "remove it")),
     Case("predict-jsonl-not-utf8", lambda e: predict(e, e.file("latin1.jsonl", '{"text": "Good."}\n{"text": "Caf\xe9"}\n'.encode("latin-1"))), 1, ("latin1.jsonl", "line 2", "UTF-8")),
     Case("predict-csv-ragged-row", lambda e: predict(e, e.file("ragged.csv", "id,text\n1,Good.\n2,Bad.,extra\n")), 1, ("ragged.csv", "csv")),
     # Spreadsheet exports repeat column names; pyarrow's KeyError escaped as a traceback.
