@@ -368,7 +368,7 @@ def _jsonl_records(path: Path) -> Iterator[dict]:
                     f"{path}: line {number} is a JSON {type(record).__name__}, not an object; "
                     "each line must be one object such as {\"text\": ..., \"label\": ...}"
                 )
-            if ("\\ud" in line or "\\uD" in line) and not _encodable(record):
+            if ("\\ud" in line or "\\uD" in line) and not encodable(record):
                 raise UsageError(
                     f"{path}: line {number} holds half of a character (a lone \\ud800-\\udfff "
                     "escape, as a text cut in the middle of an emoji gives), which is no text; "
@@ -377,10 +377,11 @@ def _jsonl_records(path: Path) -> Iterator[dict]:
             yield record
 
 
-def _encodable(record: dict) -> bool:
-    """Whether `record` holds text only: JSON's escapes can spell half a UTF-16 surrogate pair."""
+def encodable(value: Any) -> bool:
+    """Whether the strings of `value` (a str, or a JSON object's keys and values) are all text:
+    JSON's escapes and Python's strings can hold half of a UTF-16 surrogate pair."""
     try:
-        json.dumps(record, ensure_ascii=False).encode("utf-8")
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         return False
     return True

@@ -20,7 +20,7 @@ from hanclf.data import (
     truncate,
 )
 from hanclf.errors import UsageError
-from hanclf.io import TextColumns, as_path, column_names, text_columns, text_values
+from hanclf.io import TextColumns, as_path, column_names, encodable, text_columns, text_values
 from hanclf.model import UNK, probabilities
 from hanclf.tokenize import tokenize_all
 from hanclf.vocab import Labels
@@ -359,7 +359,7 @@ class Predictor:
         if isinstance(batch, pd.DataFrame):
             try:
                 texts = pa.Table.from_pandas(batch[text_columns(self.text_column)], preserve_index=False)
-            except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+            except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeEncodeError) as e:
                 raise UsageError(_not_text(batch, text_columns(self.text_column), e)) from None
             predictions = self.predict_table(text_values("the batch", self.text_column, texts), top_k, threshold)
             frame = predictions.to_pandas()
@@ -380,7 +380,11 @@ def _not_text(frame: pd.DataFrame, columns: list[str], error: Exception) -> str:
     index label (Arrow's own message quotes a good text, not the bad one)."""
     for column in columns:
         for label, value in frame[column].items():
-            if not (value is None or isinstance(value, str) or pd.api.types.is_scalar(value) and pd.isna(value)):
+            if isinstance(value, str):
+                if not encodable(value):
+                    return (f"the batch's column '{column}' holds half of a character (a lone "
+                            f"\\ud800-\\udfff surrogate) at index {label!r}; remove or replace it")
+            elif not (value is None or pd.api.types.is_scalar(value) and pd.isna(value)):
                 return (f"the batch's column '{column}' holds {type(value).__name__} {value!r:.40} at index "
                         f"{label!r}, not text (str, or None for a missing one)")
     return f"the batch's text column(s) {', '.join(columns)} cannot be read as text ({str(error).splitlines()[0]})"

@@ -402,6 +402,9 @@ def test_predictor_call_on_the_batches_pandas_and_ray_users_have(model_dir):
         predictor(pd.DataFrame({"text": ["A long and perfectly good review.", 3.5]}, index=["a", "b"]))
     assert str(error.value) == ("the batch's column 'text' holds float 3.5 at index 'b', not text "
                                 "(str, or None for a missing one)")
+    cut_emoji = pd.Series(["Fine.", "Great food \ud83d"], index=["a", "b"], dtype=object)  # half of 😀
+    with pytest.raises(UsageError, match="holds half of a character .* at index 'b'; remove or replace it"):
+        predictor(pd.DataFrame({"text": cut_emoji}))
 
 
 def test_a_text_cut_before_tokenizing_is_not_said_to_be_read_whole(model_dir):
