@@ -261,7 +261,7 @@ def predict(
     model: ModelDir,
     input: Annotated[Path, typer.Argument(metavar="INPUT", help="Texts to label: .parquet, .csv, .tsv, .jsonl, or a folder of Parquet files.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Parquet file to write.")],
-    id_column: Annotated[Optional[str], typer.Option(help="Column copied to the output to join on [default: the model's id column if the input has it, else a row_id column is added].")] = None,
+    id_column: Annotated[Optional[str], typer.Option(help="Column copied to the output to join on [default: the model's id column if the input has it, else a row_id column is added; '' for row_id].")] = None,
     keep_columns: Annotated[
         Optional[list[str]], typer.Option(metavar="COLUMNS", help="More input columns to copy, comma-separated or repeated.")
     ] = None,
@@ -306,7 +306,7 @@ def explain(
     faithfulness: Annotated[Optional[Path], typer.Option(help="Also measure whether the most attended sentences are the ones the prediction needs (ERASER comprehensiveness and sufficiency against random sentences) and write the figures as JSON.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Explain only the first N rows.")] = None,
     split: Annotated[Optional[str], typer.Option(help="Only rows whose 'split' column has this value, e.g. test.")] = None,
-    id_column: Annotated[Optional[str], typer.Option(help="Column used as doc_id [default: the model's id column if the input has it, else the row number].")] = None,
+    id_column: Annotated[Optional[str], typer.Option(help="Column used as doc_id [default: the model's id column if the input has it, else the row number; '' for the row number].")] = None,
     label_column: Annotated[Optional[str], typer.Option(help="Column with true labels [default: the model's, if present; '' for none].")] = None,
     threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Multi-label models: the probability a label needs to be predicted [default: each label's own, tuned on valid].")] = None,
     label_separator: Annotated[Optional[str], typer.Option(help="Multi-label: separator of labels in one string of the label column [default: the model's].")] = None,

@@ -139,11 +139,12 @@ class Predictor:
         self, path: Path, text_column: TextColumns | None, id_column: str | None
     ) -> tuple[TextColumns, str | None]:
         """Text and id columns to read from `path`: those given, else the ones the model was
-        trained with (the id column only where the file has it)."""
+        trained with (the id column only where the file has it); an id column of '' is none,
+        not the model's (as explain's --label-column '')."""
         data = self.artifact.config.data
         if id_column is None and data.id_column and data.id_column in column_names(path):
             id_column = data.id_column
-        return text_column or data.text_column, id_column
+        return text_column or data.text_column, id_column or None
 
     def batches(self, texts: Sequence[str | None]) -> Iterator[Batch]:
         """The model's inputs for `texts`, made as they are needed: the CPU's part of predicting

@@ -625,6 +625,11 @@ def test_train_cli_with_valid_file_overrides_and_saved_config(data_dir, tmp_path
     pred = pd.read_parquet(tmp_path / "p.parquet")
     assert pred.columns[0] == "id" and "row_id" not in pred.columns
     assert pred["id"].tolist() == frame["id"].iloc[200:].tolist()
+    # --id-column '': the row number instead of the model's id column, as explain's --label-column ''
+    invoke("predict", out, valid_path, "-o", tmp_path / "p.parquet", "--id-column", "", "--force")
+    assert pd.read_parquet(tmp_path / "p.parquet")["row_id"].tolist() == list(range(40))
+    invoke("explain", out, valid_path, "-o", tmp_path / "s.csv", "--level", "sentence", "--id-column", "")
+    assert pd.read_csv(tmp_path / "s.csv")["doc_id"].unique().tolist() == list(range(40))
 
 
 def test_train_id_column_is_not_asked_of_the_valid_file(data_dir, tmp_path):
