@@ -2,7 +2,9 @@
 # The GPU figures of the speed targets in one run (a lent GPU machine gives minutes, not hours):
 #   0. the GPU-only test: HAN's forward pass makes no synchronizing call (needs pytest);
 #   1. bench/gpu_profile.py: milliseconds per batch of a training step and of inference at
-#      batches of 64 to 2,048 documents, without Lightning, and where the time goes;
+#      batches of 64 to 2,048 documents, without Lightning, and where the time goes; then
+#      bench/gpu_layouts.py: the same with the GRU encoder's layouts (hanclf's, with its length
+#      groups in training, against one call over all rows and the old bidirectional layout);
 #   2. training batch size against time to accuracy: the imdb preset's model alone (the preset
 #      trains an ensemble of three) on the whole training split with random initial embeddings
 #      (word2vec's pre-training runs on one core for minutes), at its batch of 64 and at 512, 1,024 and 2,048 with the learning rates and
@@ -70,6 +72,8 @@ wanted t && step "t. the test suite, GPU present" && timeout "${TEST_SECONDS:-40
   -p no:cacheprovider -q -rfE tests 2>&1 | grep -E "passed|failed|FAILED|ERROR"
 
 wanted 1 && step "1. gpu_profile.py" && timeout 150 "$py" bench/gpu_profile.py --data "$data" --rows 8192 --batch-sizes 64 256 1024 2048 2>&1 | grep -v Warning
+wanted 1 && step "1. gpu_layouts.py" && timeout 150 "$py" bench/gpu_layouts.py --data "$data" --rows 20000 \
+  --batch-sizes 256 1024 2048 --layouts shifted one_each hanclf 2>&1 | grep -v Warning
 
 wanted 2 && step "2. batch size against time to accuracy (imdb preset, random initial embeddings, $precision)"
 # Declared before the runs; test read once each. Larger batches take fewer steps an epoch, so
