@@ -5,6 +5,7 @@ predict, explain and evaluate label with.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +104,7 @@ class Predictor:
 
     `truncation` adds up, over all the texts given to it so far (to label, or to batch for a
     model elsewhere), the documents that the model's caps (data.max_sentences, data.max_words)
-    cut and the words they leave unread.
+    cut and the words they leave unread; threads sharing the predictor each add theirs.
     """
 
     def __init__(self, model_dir: str | Path, device: str = "auto", batch_size: int | None = None) -> None:
@@ -125,6 +126,20 @@ class Predictor:
         self.batch_size = batch_size or (1024 if self.device.type == "cuda" else 64)
         self.max_batch_slots = MAX_BATCH_SLOTS
         self.truncation = Truncation()
+        self._truncation_lock = threading.Lock()
+
+    def add_truncation(self, counts: Truncation) -> None:
+        # `+=` reads, adds and writes back: two threads adding at once lost one's counts.
+        with self._truncation_lock:
+            self.truncation += counts
+
+    def __getstate__(self) -> dict:
+        # Ray and Spark ship a predictor to their workers by pickling it; a lock cannot be.
+        return {name: value for name, value in self.__dict__.items() if name != "_truncation_lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._truncation_lock = threading.Lock()
 
     def __repr__(self) -> str:
         shown = ", ".join(map(str, self.labels.names[:5])) + (", ..." if len(self.labels) > 5 else "")
@@ -151,7 +166,7 @@ class Predictor:
         (tokens, ids, batches of similar-size documents), which predict's workers do for a model
         on a GPU."""
         tokenized = tokenize_texts(one_per_text(texts), self.artifact.config.data)
-        self.truncation += tokenized.truncation()
+        self.add_truncation(tokenized.truncation())
         return self._batches(tokenized.encoded(self.artifact.vocab))
 
     def _batches(self, docs: list[EncodedDoc]) -> Iterator[Batch]:

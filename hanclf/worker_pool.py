@@ -141,7 +141,7 @@ def write_in_workers(
         def done() -> Iterator[tuple[pa.RecordBatch, pa.Table]]:
             part, result = in_flight.popleft()
             made, truncation = result.result()
-            predictor.truncation += truncation
+            predictor.add_truncation(truncation)
             if not model_here:
                 yield part, made
                 return

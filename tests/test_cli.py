@@ -421,6 +421,22 @@ def test_a_text_cut_before_tokenizing_is_not_said_to_be_read_whole(model_dir):
     assert (predictor.truncation.cut, predictor.truncation.unread) == (1, 1)
 
 
+def test_threads_sharing_a_predictor_count_every_cut_document(model_dir, monkeypatch):
+    # `truncation += ...` reads, adds and writes back: two threads adding at once lost a count.
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hanclf.data import Truncation
+
+    predictor = Predictor(model_dir, device="cpu")
+    add = Truncation.__add__
+    monkeypatch.setattr(Truncation, "__add__", lambda self, other: time.sleep(0.002) or add(self, other))
+    long_text = "The food was great. " + "word " * 500  # past the caps: one cut document a call
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: predictor.predict_proba([long_text]), range(40)))
+    assert (predictor.truncation.documents, predictor.truncation.cut) == (40, 40)
+
+
 def test_python_arguments_as_users_pass_them(model_dir, data_dir, tmp_path, monkeypatch):
     out = tmp_path / "p.parquet"
     monkeypatch.chdir(model_dir.parent)
