@@ -435,6 +435,12 @@ def test_threads_sharing_a_predictor_count_every_cut_document(model_dir, monkeyp
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda _: predictor.predict_proba([long_text]), range(40)))
     assert (predictor.truncation.documents, predictor.truncation.cut) == (40, 40)
+    # Ray and Spark pickle a predictor to ship it: its counts go along, its lock is made anew.
+    import pickle
+
+    shipped = pickle.loads(pickle.dumps(predictor))
+    shipped.predict_proba([long_text])
+    assert shipped.truncation.cut == 41 and predictor.truncation.cut == 40
 
 
 def test_python_arguments_as_users_pass_them(model_dir, data_dir, tmp_path, monkeypatch):
