@@ -331,7 +331,7 @@ def iter_batches(path: Path, columns: list[str], batch_rows: int) -> Iterator[pa
                     yield block.slice(start, batch_rows).select(columns)
         else:  # JSONL: objects cannot repeat a key
             records: list[dict] = []
-            for record in _jsonl_records(path):
+            for record in _jsonl_records(path, columns):
                 records.append(record)
                 if len(records) == batch_rows:
                     yield _records_to_batch(records, columns)
@@ -350,8 +350,9 @@ def _check_named_once(path: Path, names: list[str], columns: list[str]) -> None:
                          "among its columns; rename the copies so that each name is used once")
 
 
-def _jsonl_records(path: Path) -> Iterator[dict]:
-    """The objects of a JSON Lines file, one per non-blank line; a bad line names its number."""
+def _jsonl_records(path: Path, columns: Sequence[str] = ()) -> Iterator[dict]:
+    """The objects of a JSON Lines file, one per non-blank line; a bad line names its number,
+    as does one whose `columns` hold half of a character (other fields are not read)."""
     with open(path, encoding="utf-8-sig") as lines:  # a byte order mark (Windows tools) is skipped
         for number, line in enumerate(lines, 1):
             if not line.strip():
@@ -368,7 +369,7 @@ def _jsonl_records(path: Path) -> Iterator[dict]:
                     f"{path}: line {number} is a JSON {type(record).__name__}, not an object; "
                     "each line must be one object such as {\"text\": ..., \"label\": ...}"
                 )
-            if ("\\ud" in line or "\\uD" in line) and not encodable(record):
+            if ("\\ud" in line or "\\uD" in line) and not encodable([record.get(c) for c in columns]):
                 raise UsageError(
                     f"{path}: line {number} holds half of a character (a lone \\ud800-\\udfff "
                     "escape, as a text cut in the middle of an emoji gives), which is no text; "

@@ -558,3 +558,16 @@ def test_a_file_that_cannot_be_opened_is_no_utf16_file(tmp_path):
     assert not utf16_or_32(tmp_path)  # a directory: open() fails
     (tmp_path / "u16.csv").write_bytes("text\n".encode("utf-16"))
     assert utf16_or_32(tmp_path / "u16.csv")
+
+
+def test_half_a_character_in_a_jsonl_field_not_read_is_left_alone(tmp_path):
+    # A lone surrogate escape (a text cut mid-emoji) is refused in the columns read, with its
+    # line; in a field, key or nested list that is not read it refused the whole file.
+    path = tmp_path / "notes.jsonl"
+    path.write_text('{"text": "Fine.", "note": "cut \\ud83d"}\n'
+                    '{"text": "Good \\ud83d\\ude00", "tags": ["a", ["b\\ud83d"]], "k\\udc00": 1}\n')
+    rows = [row for batch in iter_batches(path, ["text"], 10) for row in batch.column("text").to_pylist()]
+    assert rows == ["Fine.", "Good \U0001f600"]
+    assert "note" in column_names(path)
+    with pytest.raises(UsageError, match="line 1 holds half of a character"):
+        list(iter_batches(path, ["text", "note"], 10))
