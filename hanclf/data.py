@@ -561,7 +561,8 @@ def training_sets(
             "or leave out --valid to hold out a random share"
         )
     # The id column is predict's to copy: checked where training reads it from, not in --valid.
-    require_columns(train_path, {"--id-column": config.id_column})
+    # '' is none (as predict's and explain's --id-column ''), e.g. over a config that names one.
+    require_columns(train_path, {"--id-column": config.id_column or None})
     train = read_labelled(train_path, config, split="train")
     if valid_path is not None:
         valid = read_labelled(valid_path, config, split="valid")

@@ -664,6 +664,11 @@ def test_train_id_column_is_not_asked_of_the_valid_file(data_dir, tmp_path):
     invoke("train", train_path, "--valid", valid_path, "-o", out, "--id-column", "id", "--max-epochs", "1",
            "--quiet", "--set", "model.word_hidden=6", "--set", "model.embed_dim=12")
     assert load(out).config.data.id_column == "id" and load(out).metrics["valid_documents"] == 40
+    # --id-column '' at training: no id column (as for predict and explain), not "no column ''"
+    invoke("train", train_path, "--valid", valid_path, "-o", out, "--id-column", "", "--max-epochs", "1",
+           "--quiet", "--force", "--set", "model.word_hidden=6", "--set", "model.embed_dim=12")
+    invoke("predict", out, train_path, "-o", tmp_path / "p.parquet")
+    assert pd.read_parquet(tmp_path / "p.parquet").columns[0] == "row_id"
 
 
 def test_explain_sentence_level_ranks_sentences_by_attention(model_dir, data_dir, tmp_path):
