@@ -189,7 +189,7 @@ def train(
     label_column: Annotated[Optional[str], typer.Option(help="Label column [default: label, or the preset's].")] = None,
     multi_label: Annotated[Optional[bool], typer.Option("--multi-label", help="Each document has a set of labels: a list column, or labels joined by --label-separator.", show_default=False)] = None,
     label_separator: Annotated[Optional[str], typer.Option(help="Separator of multi-label labels in one string [default: ,].")] = None,
-    id_column: Annotated[Optional[str], typer.Option(help="Id column; predict and explain then copy it by default.")] = None,
+    id_column: Annotated[Optional[str], typer.Option(help="Id column; predict and explain then copy it by default ('' for none, over a config's).")] = None,
     valid_fraction: Annotated[Optional[float], typer.Option(help="Share held out for validation when there is no split column or --valid [default: 0.1].")] = None,
     embeddings: Annotated[Optional[str], typer.Option(help="Initial word vectors: random, word2vec (trained on the training text first; needs gensim) or the path of a .vec/GloVe/word2vec text file [default: random, or the preset's].")] = None,
     teacher: Annotated[Optional[Path], typer.Option(help="A trained model (e.g. an ensemble) to distil: each training document's target mixes its label with the teacher's probabilities, softened (--set train.teacher_weight, default 1: the teacher's alone; train.teacher_temperature, default 2).")] = None,
