@@ -379,8 +379,8 @@ def _jsonl_records(path: Path, columns: Sequence[str] = ()) -> Iterator[dict]:
 
 
 def encodable(value: Any) -> bool:
-    """Whether the strings of `value` (a str, or a JSON object's keys and values) are all text:
-    JSON's escapes and Python's strings can hold half of a UTF-16 surrogate pair."""
+    """Whether the strings in `value` (a str, or lists and dicts of them as JSON gives) are all
+    text: JSON's escapes and Python's strings can hold half of a UTF-16 surrogate pair."""
     try:
         json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
