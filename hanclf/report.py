@@ -149,7 +149,8 @@ class HtmlReport:
                 f'<span class="sa">{sa:.2f}</span>{" ".join(words)}</p>'
             )
         if attention.unseen_tokens:
-            out.append(f'<p class="cut">&hellip; and {attention.unseen_tokens} more tokens past '
+            tokens = "token" if attention.unseen_tokens == 1 else "tokens"
+            out.append(f'<p class="cut">&hellip; and {attention.unseen_tokens} more {tokens} past '
                        "the model's sentence and word limits: not seen</p>")
         return "".join(out)
 

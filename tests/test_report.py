@@ -275,6 +275,17 @@ def test_empty_document_and_empty_report(tmp_path):
     assert "No documents." in render(tmp_path, HtmlReport(LABELS, "t"))
 
 
+def test_one_unseen_token_is_one_token(tmp_path):
+    # A text cut before tokenizing counts one unread token: the page said "1 more tokens".
+    import dataclasses
+
+    report = HtmlReport(LABELS, "t")
+    report.add("a", dataclasses.replace(even([["ok"]], [0.8, 0.2]), unseen_tokens=1), "neg")
+    report.add("b", dataclasses.replace(even([["ok"]], [0.8, 0.2]), unseen_tokens=2), "neg")
+    page = render(tmp_path, report)
+    assert "and 1 more token past" in page and "and 2 more tokens past" in page
+
+
 # --- escaping and self-containment --------------------------------------------------------
 
 
