@@ -177,9 +177,14 @@ def index_tokens(
 CHARS_PER_SLOT = 100
 
 
+def _readable_chars(config: DataConfig) -> int:
+    """How many characters of a text are tokenized (see CHARS_PER_SLOT)."""
+    return CHARS_PER_SLOT * config.max_sentences * config.max_words
+
+
 def readable(text: str | None, config: DataConfig) -> str | None:
     """The part of `text` that is tokenized (see CHARS_PER_SLOT)."""
-    limit = CHARS_PER_SLOT * config.max_sentences * config.max_words
+    limit = _readable_chars(config)
     return text[:limit] if isinstance(text, str) and len(text) > limit else text
 
 
@@ -187,7 +192,7 @@ def read_partly(texts: Sequence[str | None], config: DataConfig) -> list[int]:
     """The positions of the texts that `readable` cuts: what follows the cut is never read
     (say, a review after an inline image's 150,000 characters of base64), and must not pass
     for a document read whole."""
-    limit = CHARS_PER_SLOT * config.max_sentences * config.max_words
+    limit = _readable_chars(config)
     return [i for i, text in enumerate(texts) if isinstance(text, str) and len(text) > limit]
 
 
