@@ -33,6 +33,19 @@ def make_reviews(n: int, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def with_bidirectional_names(state: dict) -> dict:
+    """`state` under the names hanclf saved before 951bbbb, when each encoder held one
+    nn.GRU(bidirectional=True): `...forward_gru.weight_ih_l0` as `...gru.weight_ih_l0`,
+    `...backward_gru.weight_ih_l0` as `...gru.weight_ih_l0_reverse` (model.py's
+    renamed_bidirectional_weights goes the other way)."""
+    old = {}
+    for name, value in state.items():
+        if "backward_gru." in name:
+            name = name.replace("backward_gru.", "gru.") + "_reverse"
+        old[name.replace("forward_gru.", "gru.")] = value
+    return old
+
+
 def words_past_the_caps(texts: list[str | None], max_sentences: int, max_words: int) -> tuple[int, int, int]:
     """(documents cut, words, words unread) of `texts` under the caps, counted on their tokens."""
     cut = words = unread = 0

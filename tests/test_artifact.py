@@ -22,6 +22,7 @@ from hanclf.errors import HanclfError, HanclfWarning, UsageError
 from hanclf.model import HAN
 from hanclf.tokenize import TOKENIZER_VERSION
 from hanclf.vocab import Labels, Vocab
+from tests.conftest import with_bidirectional_names
 
 SMALL = {"model.embed_dim": 8, "model.word_hidden": 4, "model.sent_hidden": 6,
          "model.word_att_dim": 5, "model.sent_att_dim": 7, "data.max_words": 9,
@@ -198,12 +199,7 @@ def test_a_model_saved_with_one_bidirectional_gru_an_encoder_loads_as_before(sav
     """Until 361c5a0 each encoder held one nn.GRU(bidirectional=True): its model.safetensors
     names the directions gru.weight_ih_l0 and gru.weight_ih_l0_reverse."""
     directory, original = saved
-    old_names = {}
-    for name, tensor in original.model.state_dict().items():
-        name = name.replace("forward_gru.", "gru.")
-        if "backward_gru." in name:
-            name = name.replace("backward_gru.", "gru.") + "_reverse"
-        old_names[name] = tensor
+    old_names = with_bidirectional_names(original.model.state_dict())
     assert "word_encoder.gru.weight_hh_l0_reverse" in old_names
     save_file(old_names, directory / "model.safetensors")
     with torch.no_grad():
@@ -214,11 +210,8 @@ def test_a_best_epochs_checkpoint_written_with_one_bidirectional_gru_loads(tmp_p
     """train's last step reloads the best epoch's checkpoint (load_checkpoint); one left by a run
     of hanclf before 951bbbb, resumed after an upgrade, names the GRUs' directions the old way."""
     model = make_artifact().model
-    old_names = {}
-    for name, tensor in model.state_dict().items():
-        if "backward_gru." in name:
-            name = name.replace("backward_gru.", "gru.") + "_reverse"
-        old_names["model." + name.replace("forward_gru.", "gru.")] = tensor
+    old_names = with_bidirectional_names({"model." + k: v for k, v in model.state_dict().items()})
+    assert "model.word_encoder.gru.weight_hh_l0_reverse" in old_names
     torch.save({"state_dict": old_names, "epoch": 3}, tmp_path / "best.ckpt")
     state, epoch = load_checkpoint(tmp_path / "best.ckpt")
     assert epoch == 3 and state.keys() == model.state_dict().keys()

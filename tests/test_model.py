@@ -14,6 +14,7 @@ from hanclf.model import (
     HAN, PAD, BiGRUEncoder, FlatAttention, HANConfig, ReadBackwards, build_model, masked_softmax,
     packed_reversal, reversal,
 )
+from tests.conftest import with_bidirectional_names
 
 VOCAB = 40
 
@@ -86,10 +87,8 @@ def torch_bigru(encoder: BiGRUEncoder) -> nn.GRU:
     """torch's own bidirectional GRU holding the encoder's two directions."""
     g = encoder.forward_gru
     bigru = nn.GRU(g.input_size, g.hidden_size, batch_first=True, bidirectional=True)
-    with torch.no_grad():
-        for suffix, direction in (("", encoder.forward_gru), ("_reverse", encoder.backward_gru)):
-            for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
-                getattr(bigru, name + suffix).copy_(getattr(direction, name))
+    old_names = with_bidirectional_names(encoder.state_dict())  # gru.weight_ih_l0, ..._reverse
+    bigru.load_state_dict({name.removeprefix("gru."): value for name, value in old_names.items()})
     return bigru
 
 

@@ -17,7 +17,7 @@ import yaml
 from safetensors.torch import load_file
 
 from hanclf.errors import HanclfError
-from tests.conftest import SAMPLE_DATA
+from tests.conftest import SAMPLE_DATA, with_bidirectional_names
 
 pytestmark = pytest.mark.slow
 
@@ -104,11 +104,7 @@ def test_resume_reads_checkpoints_written_with_one_bidirectional_gru(tmp_path):
     run.wait()
     for name in ("last.ckpt", "best.ckpt"):
         checkpoint = torch.load(work / name, weights_only=True)
-        old_names = {}
-        for key, tensor in checkpoint["state_dict"].items():
-            if ".backward_gru." in key:
-                key = key.replace(".backward_gru.", ".gru.") + "_reverse"
-            old_names[key.replace(".forward_gru.", ".gru.")] = tensor
+        old_names = with_bidirectional_names(checkpoint["state_dict"])
         assert "model.word_encoder.gru.weight_hh_l0_reverse" in old_names
         torch.save({**checkpoint, "state_dict": old_names}, work / name)
     resumed = hanclf("train", str(SAMPLE_DATA / "train.csv"), "-o", str(out), *SMALL, "--resume")
