@@ -50,6 +50,9 @@ class DocAttention:
     probs: np.ndarray  # (labels,)
     in_vocab: list[np.ndarray]  # per sentence, (words,) bool: False where the model read <unk>
     unseen_tokens: int = 0  # tokens past the model's sentence and word limits (data.max_*)
+    # The text is longer than the part tokenized (data.read_partly): its tokens past that part
+    # are not counted, so unseen_tokens is a lower bound (one for that rest).
+    read_partly: bool = False
 
     def display_weights(self) -> list[np.ndarray]:
         """Per sentence, (words,): sqrt(sent_att) * word_att, the HAN paper's display weight,
@@ -273,6 +276,7 @@ class Predictor:
                     # (A document with no word is encoded as one sentence of padding: no flags.)
                     in_vocab=np.split(docs[i].ids != UNK, np.cumsum(docs[i].lengths)[:-1]) if sentences else [],
                     unseen_tokens=sum(map(len, whole[i])) - sum(map(len, sentences)) + (i in partly),
+                    read_partly=i in partly,
                 )
         return out  # type: ignore[return-value]
 

@@ -150,8 +150,10 @@ class HtmlReport:
             )
         if attention.unseen_tokens:
             tokens = "token" if attention.unseen_tokens == 1 else "tokens"
-            out.append(f'<p class="cut">&hellip; and {attention.unseen_tokens} more {tokens} past '
-                       "the model's sentence and word limits: not seen</p>")
+            at_least, rest = ("at least ", " (the text is longer than the part tokenized)") \
+                if attention.read_partly else ("", "")
+            out.append(f'<p class="cut">&hellip; and {at_least}{attention.unseen_tokens} more {tokens} '
+                       f"past the model's sentence and word limits: not seen{rest}</p>")
         return "".join(out)
 
     def write(self, path: Path) -> None:

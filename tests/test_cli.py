@@ -417,6 +417,7 @@ def test_a_text_cut_before_tokenizing_is_not_said_to_be_read_whole(model_dir):
     imaged = "QUJD" * (CHARS_PER_SLOT * data.max_sentences * data.max_words // 4) + " The food was great."
     attention = predictor.attend([imaged, "The food was great."])
     assert [a.unseen_tokens for a in attention] == [1, 0]
+    assert [a.read_partly for a in attention] == [True, False]  # the report says "at least"
     predictor.predict_table([imaged, "The food was great."])
     assert (predictor.truncation.cut, predictor.truncation.unread) == (1, 1)
 

@@ -286,6 +286,18 @@ def test_one_unseen_token_is_one_token(tmp_path):
     assert "and 1 more token past" in page and "and 2 more tokens past" in page
 
 
+def test_a_text_longer_than_the_part_tokenized_says_at_least(tmp_path):
+    # Its words past the part tokenized are not counted: the count is a lower bound.
+    import dataclasses
+
+    report = HtmlReport(LABELS, "t")
+    report.add("a", dataclasses.replace(even([["ok"]], [0.8, 0.2]), unseen_tokens=3, read_partly=True), "neg")
+    report.add("b", dataclasses.replace(even([["ok"]], [0.8, 0.2]), unseen_tokens=2), "neg")
+    page = render(tmp_path, report)
+    assert "and at least 3 more tokens past" in page and "longer than the part tokenized" in page
+    assert "and 2 more tokens past the model's sentence and word limits: not seen</p>" in page
+
+
 # --- escaping and self-containment --------------------------------------------------------
 
 
