@@ -27,7 +27,7 @@ from torch.utils.data import Dataset, Sampler
 from hanclf.config import DataConfig
 from hanclf.errors import UsageError
 from hanclf.io import (
-    has_column, read_table, release_unused_arrow_memory, require_columns, same_file, text_columns, text_values,
+    column_values, has_column, read_table, release_unused_arrow_memory, require_columns, same_file, text_columns, text_values,
 )
 from hanclf.model import PAD, UNK
 from hanclf.tokenize import gc_paused, tokenize
@@ -505,7 +505,7 @@ def read_labelled(path: Path, config: DataConfig, split: str | None = None) -> L
     where = str(path)
     rows: Sequence[int] = range(table.num_rows)  # the file's positions of the rows kept, for messages
     if has_split:
-        splits = table.column(SPLIT_COLUMN).to_pylist()
+        splits = column_values(path, table, SPLIT_COLUMN)
         check_split_values(path, splits)
         rows = rows_in_split(splits, split)
         where = f"{path} (split={split})"
@@ -519,7 +519,7 @@ def read_labelled(path: Path, config: DataConfig, split: str | None = None) -> L
         table = table.filter(pa.array(kept))
         release_unused_arrow_memory()
     texts = text_values(path, config.text_column, table)
-    raw_labels = table.column(config.label_column).to_pylist()
+    raw_labels = column_values(path, table, config.label_column)
     del table
     # The Arrow table took as much memory as the strings made of it; Arrow's allocator would
     # keep it from the rest of the training otherwise.

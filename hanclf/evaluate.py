@@ -12,7 +12,7 @@ import numpy as np
 
 from hanclf.data import SPLIT_COLUMN, no_label, no_rows_in_split, require_split_column, rows_in_split
 from hanclf.io import (
-    TextColumns, as_path, check_input, iter_batches, require_columns, text_columns, text_values, to_stderr,
+    TextColumns, as_path, check_input, column_values, iter_batches, require_columns, text_columns, text_values, to_stderr,
 )
 from hanclf.metrics import (
     CALIBRATION_BINS, calibration_bins, calibration_error_of, confusion_matrix, multilabel_counts,
@@ -76,8 +76,8 @@ def evaluate_file(
     with RowProgress.of_input(data, progress, log, "read") as rows_read:
         for batch in iter_batches(data, columns, BATCH_ROWS):
             texts = text_values(data, text_column, batch)
-            raw = batch.column(label_column).to_pylist()
-            keep = rows_in_split(batch.column(SPLIT_COLUMN).to_pylist(), split, seen) if split else range(len(texts))
+            raw = column_values(data, batch, label_column)
+            keep = rows_in_split(column_values(data, batch, SPLIT_COLUMN), split, seen) if split else range(len(texts))
             where = f"{data} column '{label_column}'"
             values = normalize_labels([raw[i] for i in keep], labels.multi_label, separator)
             if not labels.multi_label:

@@ -28,6 +28,7 @@ from hanclf.io import (
     check_input,
     check_output,
     column_names,
+    column_values,
     iter_batches,
     known_rows,
     require_columns,
@@ -164,11 +165,11 @@ def iter_rows(
     row = docs = 0  # rows read, rows yielded
     seen: set[str | None] = set()  # split values
     for batch in iter_batches(input_path, columns, BATCH_ROWS):
-        keep = rows_in_split(batch.column(SPLIT_COLUMN).to_pylist(), split, seen) if split else range(batch.num_rows)
+        keep = rows_in_split(column_values(input_path, batch, SPLIT_COLUMN), split, seen) if split else range(batch.num_rows)
         keep = list(keep)[: None if limit is None else limit - docs]
         texts = text_values(input_path, text_column, batch)
-        ids = batch.column(id_column).to_pylist() if id_column else range(row, row + len(texts))
-        truth = batch.column(label_column).to_pylist() if label_column else None
+        ids = column_values(input_path, batch, id_column) if id_column else range(row, row + len(texts))
+        truth = column_values(input_path, batch, label_column) if label_column else None
         if keep:
             true_labels = [None if truth is None else as_label(truth[i], row + i) for i in keep]
             yield [texts[i] for i in keep], [ids[i] for i in keep], true_labels

@@ -444,8 +444,7 @@ def text_values(where: object, text_column: TextColumns, table: pa.RecordBatch |
             try:
                 array = array.cast(pa.large_string())
             except pa.ArrowInvalid:
-                raise UsageError(f"{where}: column '{column}' holds bytes that are not UTF-8 text; "
-                                 "write the texts as UTF-8 strings") from None
+                raise UsageError(_not_utf8(where, column, array)) from None
         if array.type not in STRING_TYPES:
             # A file's reader has --text-column; a Predictor reads the column the model was
             # trained on, and its caller (Ray, Spark) has no such flag to reach for.
@@ -453,12 +452,42 @@ def text_values(where: object, text_column: TextColumns, table: pa.RecordBatch |
                       "the model reads its text from this column: put the texts there as strings "
                       "(None for a missing one), e.g. by casting or renaming a column")
             raise UsageError(f"{where}: column '{column}' holds {array.type}, not text; {advice}")
-        values.append(array.to_pylist())
+        values.append(_python_values(where, column, array))
     if len(values) == 1:
         return values[0]
     # Not pyarrow's binary_join_element_wise: pyarrow 26 drops the rows where every value is
     # null from its result, which would shift every later row.
     return [COLUMN_SEPARATOR.join(filter(None, row)) or None for row in zip(*values)]
+
+
+def column_values(where: object, table: pa.RecordBatch | pa.Table, column: str) -> list:
+    """Column `column` of `table` as Python values (labels, splits, ids)."""
+    return _python_values(where, column, table.column(column))
+
+
+def _python_values(where: object, column: str, array: pa.Array | pa.ChunkedArray) -> list:
+    # Arrow does not check that a string column holds UTF-8 (Hive and Spark may write Latin-1
+    # bytes into one); Python's decoding does, which was a traceback.
+    try:
+        return array.to_pylist()
+    except UnicodeDecodeError:
+        raise UsageError(_not_utf8(where, column, array)) from None
+
+
+def _not_utf8(where: object, column: str, array: pa.Array | pa.ChunkedArray) -> str:
+    """The error for a column of text with bytes that are not UTF-8, quoting the first such value."""
+    if pa.types.is_dictionary(array.type):
+        array = array.cast(array.type.value_type)
+    first = b""
+    for value in array.cast(pa.large_binary()).to_pylist():
+        try:
+            (value or b"").decode("utf-8")
+        except UnicodeDecodeError:
+            first = value
+            break
+    quoted = '"' + first[:60].decode("utf-8", errors="backslashreplace") + ('..."' if len(first) > 60 else '"')
+    return (f"{where}: column '{column}' holds bytes that are not UTF-8 text, first in {quoted}; "
+            "write the column as UTF-8 (re-encoded from its source's encoding, e.g. Latin-1)")
 
 
 # What a reader says when the process, not the file, ran short: of threads (ulimit -u, a

@@ -155,6 +155,20 @@ def bad_text_row(value: object, row: int, suffix: str = ".csv") -> Callable[[Env
     return build
 
 
+def latin1_in(column: str) -> Callable[[Env], Path]:
+    """Reviews in Parquet whose string `column` holds Latin-1 bytes on row 5 (Hive and Spark
+    write such columns; Arrow does not check them)."""
+    def build(env: Env) -> Path:
+        frame = env.reviews(30)
+        values = [str(v).encode() for v in frame[column]]
+        values[4] = "Caf\xe9 cr\xe8me".encode("latin-1")
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        latin1 = pa.array(values, pa.binary()).view(pa.string())
+        return env.table("latin1.parquet", table.set_column(table.schema.get_field_index(column), column, latin1))
+
+    return build
+
+
 def tampered_model(change: Callable[[Path], None], command=None) -> Callable[[Env], list[str]]:
     """A copy of the tiny model with `change` applied, given to predict (or `command`)."""
 
@@ -312,6 +326,11 @@ CASES = [
     # ... nor writes into an input folder, whose Parquet files are all read as data.
     Case("predict-output-inside-input-directory", lambda e: predict(e, (d := parquet_folder(e)), out=str(d / "pred.parquet")), 2, ("pred.parquet", "inside the input directory")),
     Case("explain-force-output-is-input", lambda e: explain(e, (p := csv_with_text(e)), "--force", out=str(p)), 2, ("in.csv", "is the input")),
+    # A string column of bytes that are not UTF-8: Python's decoding raised a traceback.
+    Case("predict-text-not-utf8", lambda e: predict(e, latin1_in("text")(e)), 2, ("latin1.parquet", "column 'text'", "not UTF-8", '"Caf\\xe9 cr\\xe8me"')),
+    Case("explain-text-not-utf8", lambda e: explain(e, latin1_in("text")(e)), 2, ("latin1.parquet", "column 'text'", "not UTF-8")),
+    Case("evaluate-label-not-utf8", lambda e: evaluate(e, latin1_in("label")(e)), 2, ("latin1.parquet", "column 'label'", "not UTF-8")),
+    Case("train-label-not-utf8", lambda e: train(e, latin1_in("label")(e)), 2, ("latin1.parquet", "column 'label'", "not UTF-8", "Latin-1")),
     Case("predict-output-not-parquet", lambda e: predict(e, csv_with_text(e), out="pred.csv"), 2, ("pred.csv", ".parquet")),
     # -- flags of predict / explain / evaluate
     Case("predict-top-k-zero", lambda e: predict(e, csv_with_text(e), "--top-k", "0"), 2, ("--top-k 0",)),
