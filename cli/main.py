@@ -398,15 +398,14 @@ def evaluate(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (a line on the rows read every minute instead, as where stderr is not a terminal).")] = False,
 ) -> None:
     """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix."""
-    from hanclf.artifact import check_not_model_file
     from hanclf.data import SPLIT_COLUMN
     from hanclf.evaluate import evaluate_file
-    from hanclf.io import atomic_output, check_output, has_column, write_json
+    from hanclf.faithfulness import check_json_output
+    from hanclf.io import atomic_output, has_column, write_json
 
     def action() -> dict[str, Any]:
         if output is not None:
-            check_not_model_file(output)  # first: --force, which check_output advises, would not do
-            check_output(output, force, reads=data)
+            check_json_output(output, force, data)
         if split is None and data.exists() and has_column(data, SPLIT_COLUMN):
             # Scoring training rows along with the rest flatters the model.
             _log(f"note: {data} has a '{SPLIT_COLUMN}' column; every row is scored "

@@ -257,15 +257,16 @@ def format_table(result: dict[str, Any]) -> Table:
 def check_json_output(
     output: Path, force: bool, input_path: Path, others: dict[str, Path | None] | None = None
 ) -> None:
-    """Refuse, before any work, a path the figures (JSON) cannot be written to, or one that
-    `others` (the other outputs of the same command, by flag) take already."""
+    """Refuse, before any work, a path the figures (JSON: these, or evaluate's) cannot be
+    written to, or one that `others` (the other outputs of the same command, by flag) take
+    already."""
     for flag, other in (others or {}).items():
         if other is not None and output.resolve() == other.resolve():
             raise UsageError(f"{output}: named for both {flag} and --faithfulness; give each its own file")
+    check_not_model_file(output)  # first: --force, which check_output advises, would not do
+    check_output(output, force, reads=input_path)  # before the name: '-' is not stdout, a FIFO no file
     if output.suffix.lower() != ".json":
         raise UsageError(f"{output}: the figures are written as JSON; name it *.json")
-    check_not_model_file(output)  # first: --force, which check_output advises, would not do
-    check_output(output, force, reads=input_path)
 
 
 def faithfulness_file(
