@@ -163,19 +163,27 @@ def _folder_schema(directory: str, stamps: tuple[tuple[str, int, int], ...]) -> 
     I/O of a folder of many parts."""
     import pyarrow.dataset
 
-    files = [file for file, _, _ in stamps]
-    schema = pyarrow.dataset.dataset(files, format="parquet", partitioning="hive",
-                                     partition_base_dir=directory).schema  # the partition columns too
-    for file in files:  # footers only
+    footers = {}  # footers only
+    for file, _, _ in stamps:
         try:
-            footer = pq.read_schema(file)
+            footers[file] = pq.read_metadata(file)
         except (pa.ArrowException, OSError) as e:
             raise _unreadable(Path(file), "parquet", e) from None
+    # A file without rows has no say in the types (pandas writes an empty partition's columns
+    # as float64: beside text in the others, the folder was unreadable), only in the columns.
+    voting = [file for file, footer in footers.items() if footer.num_rows > 0] or list(footers)
+    schema = pyarrow.dataset.dataset(voting, format="parquet", partitioning="hive",
+                                     partition_base_dir=directory).schema  # the partition columns too
+    for file in voting:
         try:
-            schema = pa.unify_schemas([schema, footer], promote_options="permissive")
+            schema = pa.unify_schemas([schema, footers[file].schema.to_arrow_schema()], promote_options="permissive")
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
             raise UsageError(f"{file}: its column types do not agree with the folder's other files "
                              f"({e}); give every file the same types") from None
+    for footer in footers.values():
+        for field in footer.schema.to_arrow_schema():
+            if field.name not in schema.names:
+                schema = schema.append(field)
     return schema
 
 

@@ -511,6 +511,20 @@ def test_a_parquet_folder_reads_the_columns_of_all_its_files(tmp_path):
         column_names(folder)
 
 
+def test_a_parquet_file_without_rows_has_no_say_in_a_folders_types(tmp_path):
+    # pandas 3 types an empty frame's columns float64: beside text in the other files, the
+    # folder was "part-1.parquet: its column types do not agree" (the file with the data named).
+    folder = tmp_path / "daily"
+    folder.mkdir()
+    pd.DataFrame({"id": pd.Series([], dtype="float64"), "text": pd.Series([], dtype="float64"),
+                  "only_here": pd.Series([], dtype="float64")}).to_parquet(folder / "part-0.parquet")
+    pd.DataFrame({"id": ["a", "b"], "text": ["Great food.", "Awful."]}).to_parquet(folder / "part-1.parquet")
+    assert column_names(folder) == ["id", "text", "only_here"]
+    rows = [row for b in iter_batches(folder, ["id", "text", "only_here"], 100) for row in b.to_pylist()]
+    assert rows == [{"id": "a", "text": "Great food.", "only_here": None},
+                    {"id": "b", "text": "Awful.", "only_here": None}]
+
+
 def test_a_hive_table_folder_reads_its_extensionless_data_files(tmp_path):
     # Hive names its files 000000_0: beside *.parquet ones they were skipped without a word.
     frame = pd.DataFrame({"text": [f"t{i}" for i in range(6)], "label": ["pos", "neg"] * 3})
