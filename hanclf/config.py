@@ -161,14 +161,20 @@ def _read_text(path: Path) -> str:
 
 
 def _read_yaml(source: str) -> tuple[str, dict[str, Any]]:
-    """`source` is a preset name or a path to a YAML file."""
+    """`source` is a preset name or a path to a YAML file. A preset's bare name is the preset,
+    whatever the current folder holds (data kept in a folder `yelp/` hid the yelp preset);
+    `./yelp` is the file."""
     path = Path(source)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    preset = resources.files("hanclf.configs") / f"{source}.yaml"
+    is_preset = source == path.name and not path.suffix and preset.is_file()
+    if not is_preset and (path.suffix in (".yaml", ".yml") or path.exists()):
+        if path.is_dir():
+            raise UsageError(f"{source}: a folder, not a config file; give a .yaml file or a "
+                             f"preset ({', '.join(preset_names())})")
         if not path.is_file():
             raise UsageError(f"{source}: config file not found")
         text, where = _read_text(path), str(path)
     else:
-        preset = resources.files("hanclf.configs") / f"{source}.yaml"
         if not preset.is_file():
             raise UsageError(
                 f"unknown config preset '{source}' (presets: {', '.join(preset_names())}; "

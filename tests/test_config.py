@@ -209,6 +209,18 @@ def test_unknown_preset_and_missing_file(tmp_path):
         load_config(str(tmp_path / "missing.yaml"))
 
 
+def test_a_preset_name_is_the_preset_whatever_the_current_folder_holds(tmp_path, monkeypatch):
+    # Data kept in ./yelp/ made `--config yelp` "yelp: config file not found".
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "yelp").mkdir()
+    (tmp_path / "imdb").write_text("model:\n  dropout: 0.9\n")
+    assert load_config("yelp").model["members"] == 3
+    assert load_config("imdb").model["dropout"] != 0.9  # the preset's, not the file's
+    assert load_config("./imdb").model["dropout"] == 0.9  # a path to the file: the file
+    with pytest.raises(UsageError, match="data: a folder, not a config file; give a .yaml file or a preset"):
+        (tmp_path / "data").mkdir() or load_config("data")
+
+
 def test_yaml_file_as_source(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text("data:\n  label_column: y\nmodel:\n  word_hidden: 16\ntrain:\n  lr: 0.01\n")
