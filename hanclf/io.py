@@ -398,7 +398,8 @@ def encodable(value: Any) -> bool:
 
 def _records_to_batch(records: list[dict], columns: list[str]) -> pa.RecordBatch:
     """Columns typed as Arrow infers them: ints with nulls stay int64 (ids keep every digit).
-    A column mixing types (labels 1 and "pos") is read as text, the JSON of each value."""
+    A column mixing types (labels 1 and "pos") is read as text, the JSON of each value, but
+    booleans as "True"/"False" (vocab.as_text's, as they read in a batch of booleans alone)."""
     arrays = []
     for name in columns:
         values = [record.get(name) for record in records]
@@ -406,10 +407,23 @@ def _records_to_batch(records: list[dict], columns: list[str]) -> pa.RecordBatch
             arrays.append(pa.array(values))
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
             arrays.append(pa.array(
-                [v if v is None or isinstance(v, str) else json.dumps(v) for v in values],
+                [v if v is None or isinstance(v, str) else str(v) if isinstance(v, bool) else json.dumps(v)
+                 for v in values],
                 pa.string(),
             ))
     return pa.RecordBatch.from_arrays(arrays, names=columns)
+
+
+def _as_text(column: pa.ChunkedArray) -> pa.ChunkedArray | pa.Array:
+    """`column` as text, as _records_to_batch reads a column of mixed types: booleans as
+    "True"/"False" (Arrow's cast writes "true"), lists and objects as JSON (Arrow has no cast)."""
+    if pa.types.is_boolean(column.type):
+        import pyarrow.compute as pc
+
+        return pc.if_else(column, "True", "False")
+    if pa.types.is_nested(column.type):
+        return pa.array([None if v is None else json.dumps(v) for v in column.to_pylist()], pa.string())
+    return column.cast(pa.string())
 
 
 def read_table(path: Path, columns: list[str]) -> pa.Table:
@@ -422,8 +436,8 @@ def read_table(path: Path, columns: list[str]) -> pa.Table:
         table = pa.concat_tables(tables, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         # A column that is numbers in one chunk and text in another is compared as text.
-        text = pa.schema([pa.field(name, pa.string()) for name in columns])
-        table = pa.concat_tables([table.cast(text) for table in tables])
+        table = pa.concat_tables([pa.table([_as_text(c) for c in table.columns], names=table.column_names)
+                                  for table in tables])
     # Parquet's decompressed pages are freed by now but held by Arrow's allocator: as much
     # again as the table (bench/results/train-memory-cpu.md).
     release_unused_arrow_memory()

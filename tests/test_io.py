@@ -31,7 +31,7 @@ from hanclf.io import (
     require_columns,
     text_values,
 )
-from hanclf.vocab import normalize_label
+from hanclf.vocab import normalize_label, normalize_labels
 
 FRAME = pd.DataFrame({
     "id": ["a1", "a2", "a3", "a4"],
@@ -585,3 +585,32 @@ def test_half_a_character_in_a_jsonl_field_not_read_is_left_alone(tmp_path):
     assert "note" in column_names(path)
     with pytest.raises(UsageError, match="line 1 holds half of a character"):
         list(iter_batches(path, ["text", "note"], 10))
+
+
+def test_jsonl_booleans_read_alike_in_every_batch(tmp_path, monkeypatch):
+    # A batch holding one non-boolean label read its booleans as JSON's "true", a batch of
+    # booleans alone as "True": one file's rows were two labels each, and accuracy was wrong.
+    import hanclf.io as io
+
+    path = tmp_path / "b.jsonl"
+    labels = [True, False, True, "unsure", False, True]
+    path.write_text("".join(json.dumps({"text": f"t{i}", "label": v}) + "\n" for i, v in enumerate(labels)))
+    read = [v for b in iter_batches(path, ["label"], 3) for v in b.column("label").to_pylist()]
+    assert [normalize_label(v) for v in read] == ["True", "False", "True", "unsure", "False", "True"]
+    # Training reads the file's batches into one table: a boolean batch cast to text said "true".
+    monkeypatch.setattr(io, "iter_batches", lambda p, c, batch_rows: iter_batches(p, c, 3))
+    table = read_table(path, ["label"])
+    assert [normalize_label(v) for v in table.column("label").to_pylist()] == ["True", "False", "True", "unsure", "False", "True"]
+
+
+def test_jsonl_label_lists_in_one_batch_and_strings_in_another_are_read(tmp_path, monkeypatch):
+    # Arrow cannot cast a list to text: joining such batches for training was a traceback.
+    import hanclf.io as io
+
+    path = tmp_path / "m.jsonl"
+    labels = [["a", "b"], ["a"], ["b"], "a,b", "a", "b"]
+    path.write_text("".join(json.dumps({"text": "t", "label": v}) + "\n" for v in labels))
+    monkeypatch.setattr(io, "iter_batches", lambda p, c, batch_rows: iter_batches(p, c, 3))
+    read = read_table(path, ["label"]).column("label").to_pylist()
+    assert normalize_labels(read, multi_label=True, separator=",") == [
+        ["a", "b"], ["a"], ["b"], ["a", "b"], ["a"], ["b"]]
