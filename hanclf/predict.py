@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import multiprocessing
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -214,37 +215,71 @@ class FileJob:
             self.progress(rows)
             if sum(t.num_rows for t in pending) >= ROW_GROUP_ROWS:
                 # Whole row groups only; the rest starts the next (groups of equal size).
-                table = self._joined(pending, writer)
+                writer, table = self._joined(pending, path, writer)
                 whole = table.num_rows - table.num_rows % ROW_GROUP_ROWS
                 writer = _write(path, writer, table.slice(0, whole), self.metadata)
                 pending = [table.slice(whole)] if whole < table.num_rows else []
         if pending:
-            writer = _write(path, writer, self._joined(pending, writer), self.metadata)
+            writer, table = self._joined(pending, path, writer)
+            writer = _write(path, writer, table, self.metadata)
         if writer is not None:
             writer.close()
         return rows
 
-    def _joined(self, tables: list[pa.Table], writer: pq.ParquetWriter | None) -> pa.Table:
-        """`tables` as one, of the types written so far. Types can differ between batches of
-        JSONL lines, typed by what each holds: a column all null in one batch takes the others'
-        type, unless a row group of nulls has been written; other changes are the input's to
-        fix."""
+    def _joined(
+        self, tables: list[pa.Table], path: Path, writer: pq.ParquetWriter | None
+    ) -> tuple[pq.ParquetWriter | None, pa.Table]:
+        """`tables` as one, of the types written so far, and the writer to append it with.
+        Types can differ between batches of JSON Lines, typed by what each holds: a column that
+        is all null (a key the first objects leave out, as Spark writes null fields) or ints
+        in the rows written so far, and text or floats later, takes the later type, the rows
+        written so far being written again with it; other changes are the input's to fix."""
         try:
             table = pa.concat_tables(tables, promote_options="permissive")
-            if writer is not None and not table.schema.equals(writer.schema):
-                table = table.cast(writer.schema)
-            return table
+            if writer is None or table.schema.equals(writer.schema):
+                return writer, table
+            try:
+                return writer, table.cast(writer.schema)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                schema = pa.unify_schemas([writer.schema, table.schema], promote_options="permissive")
+                return _rewritten(path, writer, schema), table.cast(schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as error:
-            types: dict[str, list[str]] = {}
+            types: dict[str, list[pa.DataType]] = {}
             for schema in [t.schema for t in tables] + ([writer.schema] if writer else []):
                 for field in schema:
-                    if str(field.type) not in types.setdefault(field.name, []):
-                        types[field.name].append(str(field.type))
-            changed = ", ".join(f"column '{name}' is {' in some rows, '.join(found)} in others"
-                                for name, found in types.items() if len(found) > 1)
+                    if field.type not in types.setdefault(field.name, []):
+                        types[field.name].append(field.type)
+            changed = ", ".join(f"column '{name}' is {' in some rows, '.join(map(str, found))} in others"
+                                for name, found in types.items() if not _one_type(name, found))
             raise UsageError(f"{self.input_path}: the type of a column changes within the input: "
                              f"{changed or error}; give each column one type (in JSON, all numbers "
                              "or all strings), or convert the input to Parquet") from None
+
+
+def _one_type(name: str, types: list[pa.DataType]) -> bool:
+    """Whether a column of these types in different rows can be written as one (null and text,
+    ints and floats)."""
+    try:
+        pa.unify_schemas([pa.schema([pa.field(name, t)]) for t in types], promote_options="permissive")
+        return True
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return False
+
+
+def _rewritten(path: Path, writer: pq.ParquetWriter, schema: pa.Schema) -> pq.ParquetWriter:
+    """The Parquet file `path` that `writer` wrote, written again with the types of `schema`,
+    one row group at a time; returns the writer that appends to it."""
+    writer.close()
+    written = path.with_name(f"{path.name}.before")  # beside it, in atomic_output's temporary folder
+    os.replace(path, written)
+    source = pq.ParquetFile(written)
+    schema = schema.with_metadata(writer.schema.metadata)
+    rewriter = pq.ParquetWriter(path, schema, compression="zstd")
+    for group in range(source.num_row_groups):
+        rewriter.write_table(source.read_row_group(group).cast(schema), row_group_size=ROW_GROUP_ROWS)
+    source.close()
+    written.unlink()
+    return rewriter
 
 
 def _write(

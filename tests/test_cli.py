@@ -216,6 +216,26 @@ def test_predict_names_a_column_whose_type_changes_within_a_jsonl_input(model_di
     assert list(tmp_path.iterdir()) == [data]
 
 
+def test_predict_keeps_a_jsonl_column_first_met_after_the_first_row_group(model_dir, tmp_path, monkeypatch):
+    # Spark leaves null fields out: a key first met past the first row group (null so far) was
+    # "the type of a column changes", as were ints that turn to floats. Both take the later type.
+    monkeypatch.setattr("hanclf.predict.INPUT_BATCH_ROWS", 10)
+    monkeypatch.setattr("hanclf.predict.ROW_GROUP_ROWS", 20)
+    rows = [{"id": i, "text": "The food was awful.", **({"note": f"n{i}", "score": i + 0.5} if i >= 25 else {"score": i})}
+            for i in range(30)]
+    data = tmp_path / "late.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    predict_file(model_dir, data, tmp_path / "p.parquet", id_column="id", keep_columns=["note", "score"], device="cpu")
+    written = pq.ParquetFile(tmp_path / "p.parquet")
+    assert written.metadata.num_row_groups == 2 and b"hanclf" in written.schema_arrow.metadata
+    table = written.read()
+    assert table.schema.field("note").type == pa.string() and table.schema.field("score").type == pa.float64()
+    assert table["note"].to_pylist() == [None] * 25 + [f"n{i}" for i in range(25, 30)]
+    assert table["score"].to_pylist() == [float(i) for i in range(25)] + [i + 0.5 for i in range(25, 30)]
+    assert table["id"].to_pylist() == list(range(30))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["late.jsonl", "p.parquet"]
+
+
 def test_predict_notes_rows_without_an_id(model_dir, tmp_path):
     source, category = tmp_path / "ids.parquet", tmp_path / "category.parquet"
     frame = pd.DataFrame({"id": ["a", None, "", "d"], "text": ["Ok.", "Good.", "Bad.", "Fine."]})
