@@ -75,6 +75,10 @@ def _run(action: Callable[[], T], resumable: Path | None = None, written: Sequen
         typer.echo(f"{how}: {kept}{hint}", err=True)
         raise typer.Exit(code) from None
     except OSError as e:  # pyarrow's errors carry the reason in the text only
+        if e.errno == errno.ENAMETOOLONG:  # from any look at a path given (exists, stat)
+            typer.echo(f"error: {e.filename}: a name in the path is too long for the file system; "
+                       "shorten it", err=True)
+            raise typer.Exit(2) from None
         if e.errno not in (errno.ENOSPC, errno.EDQUOT) and "No space left on device" not in str(e):
             raise
         typer.echo(f"error: no space left on the device{f' ({e.filename})' if e.filename else ''}; "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import functools
 import glob
 import itertools
@@ -622,6 +623,8 @@ def created_parents(path: Path) -> Iterator[None]:
             if not directory.is_dir():  # or a link to nowhere (a volume not mounted)
                 raise UsageError(f"{path}: {directory} is a broken link or not a directory") from None
             continue
+        except OSError as e:
+            raise cannot_create(directory, e) from None
         created.append(directory)
     try:
         yield
@@ -639,6 +642,15 @@ def write_json(path: Path, data: Any, escape_non_ascii: bool = False) -> None:
     path.write_text(json.dumps(data, indent=1, ensure_ascii=escape_non_ascii) + "\n", encoding="utf-8")
 
 
+def cannot_create(path: Path, error: OSError) -> HanclfError:
+    """The error for an output, or a folder or file made beside it, that the file system refuses
+    (a name too long, a virtual or read-only file system): a traceback before."""
+    if error.errno == errno.ENAMETOOLONG:
+        return UsageError(f"{path}: its name is too long for the file system (hanclf makes files "
+                          "beside it with a few more characters); shorten it")
+    return HanclfError(f"{path}: cannot be created there ({error.strerror or error}); write it elsewhere")
+
+
 @contextlib.contextmanager
 def atomic_output(path: Path, force: bool, directory: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds.
@@ -650,7 +662,10 @@ def atomic_output(path: Path, force: bool, directory: bool = False) -> Iterator[
     check_output(path, force, directory)
     with created_parents(path):
         _remove_abandoned(path)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        except OSError as e:
+            raise cannot_create(path, e) from None
         target = tmp / path.name
         lock = None
         try:

@@ -41,6 +41,7 @@ from hanclf.artifact import CONFIG, DATA_DIGEST, METRICS, WEIGHTS, load_checkpoi
 from hanclf.config import Config, config_from_dict
 from hanclf.datamodule import HANDataModule
 from hanclf.errors import HanclfError, UsageError
+from hanclf.io import cannot_create
 from hanclf.metrics import describe
 
 LAST_CHECKPOINT = "last.ckpt"  # in the work directory: ModelCheckpoint(filename="last")
@@ -64,7 +65,10 @@ def one_training_at_a_time(output: Path) -> Iterator[None]:
         yield
         return
     lock = output.parent / f".{output.name}.training.lock"
-    handle = lock.open("w")
+    try:
+        handle = lock.open("w")
+    except OSError as e:
+        raise cannot_create(output, e) from None
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

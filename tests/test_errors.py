@@ -331,6 +331,9 @@ CASES = [
     Case("explain-text-not-utf8", lambda e: explain(e, latin1_in("text")(e)), 2, ("latin1.parquet", "column 'text'", "not UTF-8")),
     Case("evaluate-label-not-utf8", lambda e: evaluate(e, latin1_in("label")(e)), 2, ("latin1.parquet", "column 'label'", "not UTF-8")),
     Case("train-label-not-utf8", lambda e: train(e, latin1_in("label")(e)), 2, ("latin1.parquet", "column 'label'", "not UTF-8", "Latin-1")),
+    # A name the file system refuses: the folder's own name fits, the lock beside it did not.
+    Case("train-output-name-too-long-for-its-lock", lambda e: train(e, e.data / "train.csv", out="m" * 250), 2, ("m" * 250, "too long", "shorten it")),
+    Case("predict-output-name-too-long", lambda e: predict(e, csv_with_text(e), out="p" * 260 + ".parquet"), 2, ("p" * 260, "too long", "shorten it")),
     Case("evaluate-output-not-json", lambda e: evaluate(e, e.data / "test.parquet", "-o", str(e.out / "metrics.csv")), 2, ("metrics.csv", "*.json")),
     Case("predict-output-not-parquet", lambda e: predict(e, csv_with_text(e), out="pred.csv"), 2, ("pred.csv", ".parquet")),
     # -- flags of predict / explain / evaluate
