@@ -132,6 +132,13 @@ class _TextKeysLoader(yaml.SafeLoader):
     there without a word."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        written: set[str] = set()
+        for key, _ in node.value:  # before merging: a merged key's value may be overridden
+            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                if key.value in written:  # PyYAML keeps the last without a word
+                    raise yaml.constructor.ConstructorError(None, None, f"key '{key.value}' given twice",
+                                                            key.start_mark)
+                written.add(key.value)
         self.flatten_mapping(node)  # a merge key (<<: *defaults) is not a name
         for key, _ in node.value:
             if isinstance(key, yaml.ScalarNode):

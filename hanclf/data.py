@@ -585,7 +585,8 @@ def training_sets(
     if valid is None or not valid.texts:
         train_rows, valid_rows = _held_out(train.labels, config, seed)
         if not valid_rows or len(train_rows) < 2:
-            raise UsageError(f"{train.where}: too few rows to hold out a validation set")
+            raise UsageError(f"{train.where}: too few rows to hold out a validation set; add "
+                             "rows, or give validation rows (--valid FILE, or a split column)")
 
         def subset(rows: list[int], where: str) -> LabelledSet:
             return LabelledSet([train.texts[i] for i in rows], [train.labels[i] for i in rows], where)

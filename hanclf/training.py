@@ -41,7 +41,7 @@ from hanclf.embeddings import initial_embeddings, require_gensim
 from hanclf.errors import UsageError
 from hanclf.io import (
     PROGRESS_LOG_SECONDS, as_path, atomic_output, bar_on_stderr, check_input, check_output, check_writable,
-    created_parents, time_left, to_stderr,
+    created_parents, same_file, time_left, to_stderr,
 )
 from hanclf.metrics import calibration_error, describe, fit_temperature, log_loss, tune_thresholds
 from hanclf.model import PAD, HANConfig, members
@@ -117,7 +117,7 @@ def train(
     with created_parents(output), one_training_at_a_time(output):
         if resume and not force and finished(output):
             return finished_metrics(output, data, valid, given, log)
-        _check_model_output(output, force)
+        _check_model_output(output, force, config.train.teacher)
         work = work_dir(output)
         resume_from = checkpoint_to_resume(work, resume, force, log)
         if resume_from is not None:
@@ -131,10 +131,14 @@ def train(
         return metrics
 
 
-def _check_model_output(output: Path, force: bool) -> None:
-    """Refuse an `output` that the model may not replace: an existing one without `force`, a
-    folder that holds no model, or a model directory that holds the user's files too."""
+def _check_model_output(output: Path, force: bool, teacher: str | None = None) -> None:
+    """Refuse an `output` that the model may not replace: an existing one without `force`, the
+    `teacher` it learns from, a folder that holds no model, or a model directory that holds the
+    user's files too."""
     check_output(output, force, directory=True)
+    if teacher is not None and output.exists() and same_file(output, Path(teacher)):
+        # --force replaced the teacher with its student, whose config.yaml named itself.
+        raise UsageError(f"{output}: is the --teacher; write the student to another directory")
     if output.is_dir() and any(output.iterdir()) and missing_files(output):
         raise UsageError(f"{output}: holds no hanclf model, and --force replaces only a model; "
                          "name another directory")

@@ -530,7 +530,7 @@ def test_random_valid_share_is_seeded(tmp_path):
 def test_too_few_rows_to_hold_out(tmp_path):
     path = tmp_path / "data.csv"
     frame(2).to_csv(path, index=False)
-    with pytest.raises(UsageError, match="too few rows"):
+    with pytest.raises(UsageError, match="too few rows to hold out a validation set; add rows, or give validation rows"):
         training_sets(path, None, DataConfig(), seed=0)
 
 

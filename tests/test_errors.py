@@ -350,6 +350,9 @@ CASES = [
     Case("train-config-unknown-preset", lambda e: train(e, e.data / "train.csv", "--config", "nosuch"), 2, ("'nosuch'", "yelp", ".yaml")),
     Case("train-config-file-missing", lambda e: train(e, e.data / "train.csv", "--config", str(e.root / "nope.yaml")), 2, ("nope.yaml", "not found")),
     Case("train-config-yaml-invalid", lambda e: train(e, e.data / "train.csv", "--config", str(e.file("bad.yaml", "model: [embed_dim: 3\n"))), 2, ("bad.yaml", "YAML")),
+    Case("train-config-yaml-duplicate-key", lambda e: train(e, e.data / "train.csv", "--config", str(e.file("my.yaml", "train:\n  lr: 0.5\n  lr: 0.002\n"))), 2, ("my.yaml", "key 'lr' given twice", "line 3")),
+    # --force replaced the teacher with its student.
+    Case("train-teacher-is-the-output", lambda e: shutil.copytree(e.model, e.out / "model") and train(e, e.data / "train.csv", "--teacher", str(e.out / "model"), "--force"), 2, ("model", "is the --teacher", "another directory")),
     Case("train-config-yaml-unknown-key", lambda e: train(e, e.data / "train.csv", "--config", str(e.file("my.yaml", "model:\n  embed_size: 64\n"))), 2, ("model.embed_size", "embed_dim")),
     # Lightning raises TypeError for these on the CPU: a traceback.
     # Said what to do: the message ended at the list of labels.
