@@ -173,6 +173,12 @@ def _folder_schema(directory: str, stamps: tuple[tuple[str, int, int], ...]) -> 
     # A file without rows has no say in the types (pandas writes an empty partition's columns
     # as float64: beside text in the others, the folder was unreadable), only in the columns.
     voting = [file for file, footer in footers.items() if footer.num_rows > 0] or list(footers)
+    for file in voting:
+        keys = [part.split("=", 1)[0] for part in Path(file).relative_to(directory).parts[:-1] if "=" in part]
+        inside = [key for key in keys if key in footers[file].schema.names]
+        if inside:
+            raise UsageError(f"{file}: column '{inside[0]}' is both inside the file and a key=value "
+                             "folder above it; drop it from the files, or rename the folders")
     schema = pyarrow.dataset.dataset(voting, format="parquet", partitioning="hive",
                                      partition_base_dir=directory).schema  # the partition columns too
     for file in voting:

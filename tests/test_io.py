@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from hanclf.errors import HanclfError, UsageError
@@ -614,3 +615,11 @@ def test_jsonl_label_lists_in_one_batch_and_strings_in_another_are_read(tmp_path
     read = read_table(path, ["label"]).column("label").to_pylist()
     assert normalize_labels(read, multi_label=True, separator=",") == [
         ["a", "b"], ["a"], ["b"], ["a", "b"], ["a"], ["b"]]
+
+
+def test_a_column_both_in_the_files_and_a_key_value_folder_is_named(tmp_path):
+    # It was "cannot read as parquet (Unable to merge ...); check that it is a valid parquet file".
+    (tmp_path / "year=2023").mkdir()
+    pq.write_table(pa.table({"text": ["Great food."], "year": [2023]}), tmp_path / "year=2023" / "part-0.parquet")
+    with pytest.raises(UsageError, match="part-0.parquet: column 'year' is both inside the file and a key=value folder"):
+        column_names(tmp_path)
