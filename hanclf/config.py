@@ -338,6 +338,8 @@ def checked_weights(weights: dict[Any, Any], where: str) -> dict[str, float]:
         name = normalize_label(label)
         if name is None:
             raise UsageError(f"{where}: a label is empty")
+        if name in checked:  # 4 and 4.0, or 'pos' and ' pos': one label, and the last weight won
+            raise UsageError(f"{where}: label {name!r} is given twice ({label!r} is the same label); give it once")
         weight = _number(weight)
         if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight < math.inf:
             raise UsageError(f"{where}: the weight of label {name!r} must be a positive number, got {weight!r}")

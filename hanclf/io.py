@@ -173,14 +173,20 @@ def _folder_schema(directory: str, stamps: tuple[tuple[str, int, int], ...]) -> 
     # A file without rows has no say in the types (pandas writes an empty partition's columns
     # as float64: beside text in the others, the folder was unreadable), only in the columns.
     voting = [file for file, footer in footers.items() if footer.num_rows > 0] or list(footers)
-    for file in voting:
-        keys = [part.split("=", 1)[0] for part in Path(file).relative_to(directory).parts[:-1] if "=" in part]
-        inside = [key for key in keys if key in footers[file].schema.names]
-        if inside:
-            raise UsageError(f"{file}: column '{inside[0]}' is both inside the file and a key=value "
-                             "folder above it; drop it from the files, or rename the folders")
-    schema = pyarrow.dataset.dataset(voting, format="parquet", partitioning="hive",
-                                     partition_base_dir=directory).schema  # the partition columns too
+    try:
+        schema = pyarrow.dataset.dataset(voting, format="parquet", partitioning="hive",
+                                         partition_base_dir=directory).schema  # the partition columns too
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        # A key=value folder's column inside its files too, of a type its values do not take
+        # (year=2023 read as int32, int64 in the files): "cannot read as parquet" said nothing of it.
+        for file in voting:
+            keys = [part.split("=", 1)[0] for part in Path(file).relative_to(directory).parts[:-1] if "=" in part]
+            inside = [key for key in keys if key in footers[file].schema.names]
+            if inside:
+                raise UsageError(f"{file}: column '{inside[0]}' is both inside the file and a key=value "
+                                 "folder above it, of another type; drop it from the files, or rename "
+                                 "the folders") from None
+        raise
     for file in voting:
         try:
             schema = pa.unify_schemas([schema, footers[file].schema.to_arrow_schema()], promote_options="permissive")
@@ -505,17 +511,23 @@ def _python_values(where: object, column: str, array: pa.Array | pa.ChunkedArray
 
 def _not_utf8(where: object, column: str, array: pa.Array | pa.ChunkedArray) -> str:
     """The error for a column of text with bytes that are not UTF-8, quoting the first such value."""
+    import pyarrow.compute as pc
+
+    while pa.types.is_list(array.type) or pa.types.is_large_list(array.type):  # multi-label lists
+        array = pc.list_flatten(array)
     if pa.types.is_dictionary(array.type):
         array = array.cast(array.type.value_type)
-    first = b""
-    for value in array.cast(pa.large_binary()).to_pylist():
-        try:
-            (value or b"").decode("utf-8")
-        except UnicodeDecodeError:
-            first = value
-            break
-    quoted = '"' + first[:60].decode("utf-8", errors="backslashreplace") + ('..."' if len(first) > 60 else '"')
-    return (f"{where}: column '{column}' holds bytes that are not UTF-8 text, first in {quoted}; "
+    first = None
+    with contextlib.suppress(pa.ArrowException):  # where the value cannot be found, none is quoted
+        for value in array.cast(pa.large_binary()).to_pylist():
+            try:
+                (value or b"").decode("utf-8")
+            except UnicodeDecodeError:
+                first = value
+                break
+    quoted = "" if first is None else \
+        ', first in "' + first[:60].decode("utf-8", errors="backslashreplace") + ('..."' if len(first) > 60 else '"')
+    return (f"{where}: column '{column}' holds bytes that are not UTF-8 text{quoted}; "
             "write the column as UTF-8 (re-encoded from its source's encoding, e.g. Latin-1)")
 
 

@@ -238,19 +238,23 @@ class FileJob:
             table = pa.concat_tables(tables, promote_options="permissive")
             if writer is None or table.schema.equals(writer.schema):
                 return writer, table
-            try:
-                return writer, table.cast(writer.schema)
-            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-                schema = pa.unify_schemas([writer.schema, table.schema], promote_options="permissive")
-                return _rewritten(path, writer, schema), table.cast(schema)
+            # Not a cast to the types written: that read the id "007" as the number 7.
+            schema = pa.unify_schemas([writer.schema, table.schema], promote_options="permissive")
+            if not schema.equals(writer.schema):
+                writer = _rewritten(path, writer, schema)
+            return writer, table.cast(schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as error:
             types: dict[str, list[pa.DataType]] = {}
             for schema in [t.schema for t in tables] + ([writer.schema] if writer else []):
                 for field in schema:
                     if field.type not in types.setdefault(field.name, []):
                         types[field.name].append(field.type)
-            changed = ", ".join(f"column '{name}' is {' in some rows, '.join(map(str, found))} in others"
-                                for name, found in types.items() if not _one_type(name, found))
+            differing = {name: found for name, found in types.items() if len(found) > 1}
+            # Those that cannot be one type; else those whose values would not fit the one type
+            # (ints past 2^53 as floats).
+            names = [name for name, found in differing.items() if not _one_type(name, found)] or list(differing)
+            changed = ", ".join(f"column '{name}' is {' in some rows, '.join(map(str, differing[name]))} in others"
+                                for name in names)
             raise UsageError(f"{self.input_path}: the type of a column changes within the input: "
                              f"{changed or error}; give each column one type (in JSON, all numbers "
                              "or all strings), or convert the input to Parquet") from None

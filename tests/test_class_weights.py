@@ -124,6 +124,13 @@ def test_option_reads_a_file(tmp_path):
         class_weights_option(str(tmp_path / "list.json"))
     with pytest.raises(UsageError, match="nope.json: no such file"):
         class_weights_option(str(tmp_path / "nope.json"))
+    # One label spelt twice: the last weight won without a word.
+    (tmp_path / "twice.yaml").write_text("4: 2.0\n4.0: 0.5\n")
+    with pytest.raises(UsageError, match="twice.yaml: label '4' is given twice"):
+        class_weights_option(str(tmp_path / "twice.yaml"))
+    (tmp_path / "twice.json").write_text('{"pos": 2.0, " pos": 0.5}')
+    with pytest.raises(UsageError, match="twice.json: label 'pos' is given twice"):
+        class_weights_option(str(tmp_path / "twice.json"))
 
 
 def imbalanced(n: int = 400, seed: int = 0) -> pd.DataFrame:

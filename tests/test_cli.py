@@ -236,6 +236,33 @@ def test_predict_keeps_a_jsonl_column_first_met_after_the_first_row_group(model_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["late.jsonl", "p.parquet"]
 
 
+@pytest.mark.parametrize("first, late, words", [
+    (0, "007", ["column 'id' is", "int64", "string"]),  # "007" was the number 7
+    (2**60, 0.5, ["column 'id' is", "int64", "double"]),  # ints past 2^53 do not fit floats
+])
+def test_predict_refuses_a_jsonl_type_change_past_the_first_row_group(model_dir, tmp_path, monkeypatch, first, late, words):
+    monkeypatch.setattr("hanclf.predict.INPUT_BATCH_ROWS", 10)
+    monkeypatch.setattr("hanclf.predict.ROW_GROUP_ROWS", 20)
+    rows = [{"id": first + i, "text": "Awful."} for i in range(20)] + [{"id": late, "text": "Awful."}] * 10
+    data = tmp_path / "ids.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(UsageError) as error:
+        predict_file(model_dir, data, tmp_path / "p.parquet", id_column="id", device="cpu")
+    assert all(word in str(error.value) for word in words), str(error.value)
+    assert list(tmp_path.iterdir()) == [data]
+
+
+def test_predict_keeps_a_struct_field_first_met_past_the_first_row_group(model_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr("hanclf.predict.INPUT_BATCH_ROWS", 10)
+    monkeypatch.setattr("hanclf.predict.ROW_GROUP_ROWS", 20)
+    rows = [{"text": "Awful.", "meta": {"a": i, **({"b": "x"} if i >= 25 else {})}} for i in range(30)]
+    data = tmp_path / "meta.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    predict_file(model_dir, data, tmp_path / "p.parquet", keep_columns=["meta"], device="cpu")
+    meta = pq.read_table(tmp_path / "p.parquet")["meta"].to_pylist()
+    assert meta == [{"a": i, "b": None} for i in range(25)] + [{"a": i, "b": "x"} for i in range(25, 30)]
+
+
 def test_predict_notes_rows_without_an_id(model_dir, tmp_path):
     source, category = tmp_path / "ids.parquet", tmp_path / "category.parquet"
     frame = pd.DataFrame({"id": ["a", None, "", "d"], "text": ["Ok.", "Good.", "Bad.", "Fine."]})

@@ -617,9 +617,25 @@ def test_jsonl_label_lists_in_one_batch_and_strings_in_another_are_read(tmp_path
         ["a", "b"], ["a"], ["b"], ["a", "b"], ["a"], ["b"]]
 
 
-def test_a_column_both_in_the_files_and_a_key_value_folder_is_named(tmp_path):
-    # It was "cannot read as parquet (Unable to merge ...); check that it is a valid parquet file".
-    (tmp_path / "year=2023").mkdir()
-    pq.write_table(pa.table({"text": ["Great food."], "year": [2023]}), tmp_path / "year=2023" / "part-0.parquet")
+def test_a_column_both_in_the_files_and_a_key_value_folder(tmp_path):
+    # Of one type (Polars keeps the key in its files), the folder reads as before.
+    for lang in ("en", "fr"):
+        (tmp_path / "a" / f"lang={lang}").mkdir(parents=True)
+        pq.write_table(pa.table({"text": ["Great food."], "lang": [lang]}), tmp_path / "a" / f"lang={lang}" / "part-0.parquet")
+    assert read_table(tmp_path / "a", ["text", "lang"]).column("lang").to_pylist() == ["en", "fr"]
+    # Of two (int32 from the folder's name, int64 in the file), it was "cannot read as parquet
+    # (Unable to merge ...); check that it is a valid parquet file".
+    (tmp_path / "b" / "year=2023").mkdir(parents=True)
+    pq.write_table(pa.table({"text": ["Great food."], "year": [2023]}), tmp_path / "b" / "year=2023" / "part-0.parquet")
     with pytest.raises(UsageError, match="part-0.parquet: column 'year' is both inside the file and a key=value folder"):
-        column_names(tmp_path)
+        column_names(tmp_path / "b")
+
+
+def test_a_list_column_of_bytes_that_are_not_utf8_is_named(tmp_path):
+    # Multi-label labels as lists: finding the value to quote was a cast traceback.
+    from hanclf.io import column_values
+
+    latin1 = pa.array([b"food", "caf\xe9".encode("latin-1")], pa.binary()).view(pa.string())
+    table = pa.table({"labels": pa.ListArray.from_arrays(pa.array([0, 1, 2]), latin1)})
+    with pytest.raises(UsageError, match="x.parquet: column 'labels' holds bytes that are not UTF-8 text, first in \"caf"):
+        column_values(tmp_path / "x.parquet", table, "labels")
