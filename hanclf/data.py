@@ -31,7 +31,7 @@ from hanclf.io import (
 )
 from hanclf.model import PAD, UNK
 from hanclf.tokenize import gc_paused, tokenize
-from hanclf.vocab import Vocab, as_text, normalize_labels
+from hanclf.vocab import NotALabelSet, Vocab, as_text, normalize_labels
 from hanclf.workers import become_worker, cores
 
 SPLIT_COLUMN = "split"
@@ -524,7 +524,10 @@ def read_labelled(path: Path, config: DataConfig, split: str | None = None) -> L
     # The Arrow table took as much memory as the strings made of it; Arrow's allocator would
     # keep it from the rest of the training otherwise.
     release_unused_arrow_memory()
-    labels = normalize_labels(raw_labels, config.multi_label, config.label_separator)
+    try:
+        labels = normalize_labels(raw_labels, config.multi_label, config.label_separator)
+    except NotALabelSet as error:
+        raise not_a_label_set(where, rows[error.index], config.label_column, error) from None
     # Every such row counted, not the first alone: a user deciding to fill or drop them needs
     # to know whether there are 2 or 20,000.
     unlabelled = [rows[i] for i, label in enumerate(labels) if label is None]  # never multi-label: no label is the empty set
@@ -538,6 +541,11 @@ def read_labelled(path: Path, config: DataConfig, split: str | None = None) -> L
             "fill or drop such rows"
         )
     return LabelledSet(texts, labels, where)
+
+
+def not_a_label_set(where: str, row: int, label_column: str, error: NotALabelSet) -> UsageError:
+    return UsageError(f"{where}: {row_name(row)} {error} in column '{label_column}'; give each "
+                      "document's labels as a list of labels, or as text joined by --label-separator")
 
 
 def no_label(where: str, rows: list[int], label_column: str) -> UsageError:

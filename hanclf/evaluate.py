@@ -10,7 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from hanclf.data import SPLIT_COLUMN, no_label, no_rows_in_split, require_split_column, rows_in_split
+from hanclf.data import (
+    SPLIT_COLUMN, no_label, no_rows_in_split, not_a_label_set, require_split_column, rows_in_split,
+)
 from hanclf.io import (
     TextColumns, as_path, check_input, column_values, iter_batches, require_columns, text_columns, text_values, to_stderr,
 )
@@ -20,7 +22,7 @@ from hanclf.metrics import (
 )
 from hanclf.predictor import PREDICT_CHUNK_ROWS, Predictor, check_multi_label_options
 from hanclf.progress import RowProgress
-from hanclf.vocab import Labels, joined_sets_hint, normalize_labels
+from hanclf.vocab import Labels, NotALabelSet, joined_sets_hint, normalize_labels
 
 BATCH_ROWS = PREDICT_CHUNK_ROWS  # rows read and scored at a time, as many as predict reads
 UNKNOWN_LABELS_SHOWN = 5  # in the warning on labels the model does not know
@@ -79,7 +81,10 @@ def evaluate_file(
             raw = column_values(data, batch, label_column)
             keep = rows_in_split(column_values(data, batch, SPLIT_COLUMN), split, seen) if split else range(len(texts))
             where = f"{data} column '{label_column}'"
-            values = normalize_labels([raw[i] for i in keep], labels.multi_label, separator)
+            try:
+                values = normalize_labels([raw[i] for i in keep], labels.multi_label, separator)
+            except NotALabelSet as error:
+                raise not_a_label_set(str(data), row + list(keep)[error.index], label_column, error) from None
             if not labels.multi_label:
                 # The first row only: counting them all would mean reading the whole input first.
                 unlabelled = [row + i for i, value in zip(keep, values) if value is None][:1]

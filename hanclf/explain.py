@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from hanclf.artifact import check_not_model_file
-from hanclf.data import SPLIT_COLUMN, no_rows_in_split, require_split_column, row_name, rows_in_split
+from hanclf.data import SPLIT_COLUMN, no_rows_in_split, not_a_label_set, require_split_column, row_name, rows_in_split
 from hanclf.errors import UsageError
 from hanclf.io import (
     TextColumns,
@@ -39,7 +39,7 @@ from hanclf.io import (
 from hanclf.predictor import DocAttention, Predictor, check_multi_label_options
 from hanclf.progress import RowProgress
 from hanclf.report import HtmlReport
-from hanclf.vocab import normalize_labels
+from hanclf.vocab import NotALabelSet, normalize_labels
 
 TOKEN_COLUMNS = [
     "doc_id", "sent_idx", "tok_idx", "token", "word_att", "sent_att", "weight",
@@ -147,7 +147,10 @@ def iter_rows(
         # A label the model does not know (a category new since training) is written as read:
         # its document shows as misclassified, as evaluate counts it, and where the model
         # looked for the label it gave instead is what a reader of such a document wants.
-        read = normalize_labels([value], labels.multi_label, read_separator)[0]
+        try:
+            read = normalize_labels([value], labels.multi_label, read_separator)[0]
+        except NotALabelSet as error:
+            raise not_a_label_set(str(input_path), position, label_column, error) from None
         if not labels.multi_label:
             return read
         # From a list, or split on another --label-separator: refused, as train refuses it.

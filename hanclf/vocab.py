@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import contextlib
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -74,37 +76,68 @@ def normalize_label(value: Any) -> str | None:
     return text or None
 
 
+class NotALabelSet(ValueError):
+    """A multi-label cell that is neither labels nor a list of them (a mapping, a nested list);
+    `index`: its place among the cells normalize_labels was given."""
+
+    def __init__(self, value: Any) -> None:
+        kind = "a mapping" if isinstance(value, Mapping) else "a list within a list"
+        shown = str(value)
+        super().__init__(f"holds {kind} ({shown[:60]}{'...' if len(shown) > 60 else ''}), not a "
+                         "label or a list of labels")
+        self.index = 0
+
+
 def normalize_label_set(value: Any, separator: str) -> list[str]:
     """A multi-label cell as its labels: a list (Parquet list, JSON array) or a string of labels
-    joined by `separator` ("food,service"). Null, "" and [] are the empty set: no label applies."""
+    joined by `separator` ("food,service"). Null, "" and [] are the empty set: no label applies.
+    A mapping or a list within the list is refused (NotALabelSet): as text, {'food': True, ...}
+    was one label."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return []
     if isinstance(value, (str, bytes)):
         value = _listed(as_text(value))
     parts = value.split(separator) if isinstance(value, str) else value
-    if not isinstance(parts, Sequence):
+    if isinstance(parts, Mapping) or not isinstance(parts, Sequence):
         parts = [parts]
+    if any(isinstance(part, (Mapping, list, tuple, np.ndarray)) for part in parts):
+        raise NotALabelSet(value)
     return sorted({label for label in map(normalize_label, parts) if label is not None})
 
 
 def normalize_labels(values: Iterable[Any], multi_label: bool, separator: str) -> list:
     """The cells of a label column as labels: each a label (None where missing) or, multi-label,
     a sorted list of labels (see normalize_label_set)."""
-    if multi_label:
-        return [normalize_label_set(v, separator) for v in values]
-    return [normalize_label(v) for v in values]
+    if not multi_label:
+        return [normalize_label(v) for v in values]
+    sets = []
+    for index, value in enumerate(values):
+        try:
+            sets.append(normalize_label_set(value, separator))
+        except NotALabelSet as error:
+            error.index = index
+            raise
+    return sets
 
 
-def _listed(text: str) -> str | list:
-    """A list written out as text, as pandas' to_csv writes a list column ("['food', 'price']")
-    or JSON does ('["food", "price"]'), as that list; any other text as it is."""
+def _listed(text: str) -> str | list | dict:
+    """A list written out as text, as JSON writes it ('["food", "price"]', with its escapes:
+    "\\ud83d\\udd25" one emoji, "UI\\/UX", null) or pandas' to_csv writes a list column
+    ("['food', 'price']"), as that list; any other text as it is."""
     stripped = text.strip()
+    if stripped.startswith("{") and stripped.endswith("}"):  # a JSON object, as a mixed JSON Lines batch reads one
+        with contextlib.suppress(ValueError, RecursionError):
+            parsed = json.loads(stripped)
+            return parsed if isinstance(parsed, dict) else text
     if not (stripped.startswith("[") and stripped.endswith("]")):
         return text
     try:
-        parsed = ast.literal_eval(stripped)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        return text
+        parsed = json.loads(stripped)
+    except (ValueError, RecursionError):
+        try:
+            parsed = ast.literal_eval(stripped)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            return text
     return parsed if isinstance(parsed, list) else text
 
 

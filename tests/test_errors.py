@@ -13,6 +13,7 @@ in-process (typer's CliRunner) and checks every invariant; a few cases run again
 from __future__ import annotations
 
 import errno
+import json
 import os
 import pickle
 import random
@@ -334,6 +335,9 @@ CASES = [
     # A name the file system refuses: the folder's own name fits, the lock beside it did not.
     Case("train-output-name-too-long-for-its-lock", lambda e: train(e, e.data / "train.csv", out="m" * 250), 2, ("m" * 250, "too long", "shorten it")),
     Case("predict-output-name-too-long", lambda e: predict(e, csv_with_text(e), out="p" * 260 + ".parquet"), 2, ("p" * 260, "too long", "shorten it")),
+    # A mapping as a document's labels: trained on as the label "{'food': True, ...}" once the
+    # separator it was refused for was changed.
+    Case("train-multi-label-cell-is-a-mapping", lambda e: train(e, e.file("obj.jsonl", "".join(json.dumps({"text": "Good food.", "labels": ["food"] if i != 3 else {"food": True}}) + "\n" for i in range(30))), "--multi-label", "--label-column", "labels"), 2, ("obj.jsonl", "row 4 (iloc 3)", "holds a mapping", "'labels'")),
     Case("evaluate-output-not-json", lambda e: evaluate(e, e.data / "test.parquet", "-o", str(e.out / "metrics.csv")), 2, ("metrics.csv", "*.json")),
     Case("predict-output-not-parquet", lambda e: predict(e, csv_with_text(e), out="pred.csv"), 2, ("pred.csv", ".parquet")),
     # -- flags of predict / explain / evaluate

@@ -242,6 +242,15 @@ def test_explain_reads_true_sets_joined_by_another_separator(model, tmp_path):
     assert truth.to_dict() == frame.set_index("id")["labels"].map(lambda t: ",".join(sorted(t))).to_dict()
 
 
+def test_evaluate_and_explain_name_a_row_whose_labels_are_a_list_within_a_list(model, tmp_path):
+    nested = tmp_path / "nested.jsonl"
+    nested.write_text('{"text": "Good food.", "labels": ["food"]}\n{"text": "Slow.", "labels": [["service", "food"]]}\n')
+    for command in (["evaluate", model, nested], ["explain", model, nested, "-o", tmp_path / "a.csv"]):
+        result = CliRunner().invoke(app, [str(a) for a in command])
+        assert result.exit_code == 2, result.output
+        assert "nested.jsonl: row 2 (iloc 1) holds a list within a list" in result.output
+
+
 def test_list_column_training_data_and_labels_unknown_to_train(tmp_path):
     frame = pd.read_csv(TRAIN, keep_default_na=False)
     frame["labels"] = frame["labels"].map(lambda s: s.split(",") if s else [])

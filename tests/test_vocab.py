@@ -12,7 +12,7 @@ from hanclf.data import index_tokens, vocabulary
 from hanclf.errors import UsageError
 from hanclf.model import PAD, UNK
 from hanclf.tokenize import TOKENIZER_VERSION
-from hanclf.vocab import Labels, Vocab, normalize_label, normalize_label_set
+from hanclf.vocab import Labels, NotALabelSet, Vocab, normalize_label, normalize_label_set, normalize_labels
 
 # counts: the 4, cat 3, sat 2, mat 2, on 2, a 1
 DOCS = [
@@ -168,9 +168,24 @@ def test_normalize_label_keeps_text_and_fractions():
     # "['food'" and "'price']" (which trained silently on made-up labels).
     ("['food', 'price']", ["food", "price"]), ('["service"]', ["service"]), ("[]", []),
     ("[draft]", ["[draft]"]),  # not a list literal: a label like any other
+    # JSON as JSON, not as a Python literal: an emoji written as its two escapes (json.dumps'
+    # default) was two lone surrogates, "\\/" (PHP's) stayed, and a null split the text on ','.
+    ('["\\ud83d\\udd25 urgent"]', ["\U0001f525 urgent"]), ('["UI\\/UX"]', ["UI/UX"]),
+    ('["billing", null]', ["billing"]),
 ])
 def test_normalize_label_set(value, expected):
     assert normalize_label_set(value, ",") == expected
+
+
+@pytest.mark.parametrize("value", [{"food": True, "price": False}, '{"food": true}', [["a", "b"]], '[["a"]]'])
+def test_a_mapping_or_a_list_within_the_list_is_no_set_of_labels(value):
+    # As text, {'food': True, ...} was one label, refused for holding the separator ',', and
+    # trained on as a label once the separator was changed.
+    with pytest.raises(NotALabelSet, match="holds a (mapping|list within a list)"):
+        normalize_label_set(value, ",")
+    with pytest.raises(NotALabelSet) as error:
+        normalize_labels(["a", "b", value], multi_label=True, separator=",")
+    assert error.value.index == 2
 
 
 def test_normalize_label_set_other_separator():
