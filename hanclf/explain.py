@@ -238,7 +238,7 @@ def explain_file(
     the true labels in one string of the input (default: the model's), as evaluate's.
     `progress` and `log`: the documents explained so far, as predict_file's rows."""
     input_path = as_path(input_path, "input_path", data=True)
-    output, html = as_path(output, "output"), as_path(html, "html")
+    output, html = as_path(output, "output", optional=True), as_path(html, "html", optional=True)
     if output is None and html is None and on_document is None:
         raise UsageError("explain_file: nothing to write; give output (a CSV), html (a report) or "
                          "on_document (a function called with each document)")

@@ -116,13 +116,15 @@ def faithfulness(
     then all their perturbed copies in one `predict_tokenized` call (which batches them by
     size). `progress(done, total)` is called after each chunk.
     """
+    if isinstance(k_values, (str, int)):  # "12" was read as k = 1 and k = 2
+        raise TypeError(f"k_values {k_values!r}: give a list of numbers of sentences, e.g. [1, 2, 3]")
     k_values = [int(k) for k in k_values]
     if not k_values or min(k_values) < 1:
-        raise ValueError(f"k_values {k_values}: each k must be at least 1")
+        raise UsageError(f"k_values {k_values}: each k must be at least 1")
     if random_repeats < 1:
-        raise ValueError(f"random_repeats {random_repeats}: must be at least 1")
+        raise UsageError(f"random_repeats {random_repeats}: must be at least 1")
     if batch_docs < 1:
-        raise ValueError(f"batch_docs {batch_docs}: must be at least 1")
+        raise UsageError(f"batch_docs {batch_docs}: must be at least 1")
 
     rng = np.random.default_rng(seed)
     grid = np.linspace(0.0, 1.0, CURVE_POINTS)
@@ -288,7 +290,7 @@ def faithfulness_file(
     """`faithfulness` of the model on the texts of a file (the first `limit` rows of `split`);
     with `output`, also written there as JSON. `progress` and `log`: the documents measured so
     far, as predict_file's rows."""
-    input_path, output = as_path(input_path, "input_path", data=True), as_path(output, "output")
+    input_path, output = as_path(input_path, "input_path", data=True), as_path(output, "output", optional=True)
     if output is not None:
         check_json_output(output, force, input_path)
     predictor = Predictor(model_dir, device, batch_size)

@@ -94,10 +94,10 @@ def to_stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def as_path(value: str | os.PathLike | None, name: str, data: bool = False) -> Path | None:
-    """A path argument of the Python API as a Path (None stays None); anything else is a
-    TypeError, which says what to do with a DataFrame given as `data`."""
-    if value is None or isinstance(value, Path):
+def as_path(value: str | os.PathLike | None, name: str, data: bool = False, optional: bool = False) -> Path | None:
+    """A path argument of the Python API as a Path (None stays None where `optional`); anything
+    else is a TypeError, which says what to do with a DataFrame given as `data`."""
+    if value is None and optional or isinstance(value, Path):
         return value
     if isinstance(value, (str, os.PathLike)):
         return Path(value)
@@ -474,7 +474,7 @@ def text_values(where: object, text_column: TextColumns, table: pa.RecordBatch |
             array = array.cast(array.type.value_type)
         if array.null_count == len(array):  # no text at all (an empty pandas column is float64)
             array = pa.nulls(len(array), pa.string())
-        if pa.types.is_binary(array.type) or pa.types.is_large_binary(array.type):
+        if pa.types.is_binary(array.type) or pa.types.is_large_binary(array.type) or _is_binary_view(array.type):
             # Hive and Impala write strings as Parquet's plain binary, not marked as UTF-8.
             try:
                 array = array.cast(pa.large_string())
@@ -493,6 +493,11 @@ def text_values(where: object, text_column: TextColumns, table: pa.RecordBatch |
     # Not pyarrow's binary_join_element_wise: pyarrow 26 drops the rows where every value is
     # null from its result, which would shift every later row.
     return [COLUMN_SEPARATOR.join(filter(None, row)) or None for row in zip(*values)]
+
+
+def _is_binary_view(type_: pa.DataType) -> bool:
+    is_binary_view = getattr(pa.types, "is_binary_view", None)  # pyarrow 16 and later
+    return is_binary_view is not None and is_binary_view(type_)
 
 
 def column_values(where: object, table: pa.RecordBatch | pa.Table, column: str) -> list:

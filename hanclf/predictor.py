@@ -376,6 +376,10 @@ class Predictor:
         if missing:
             raise UsageError(f"the batch has no column '{missing[0]}', which the model reads its "
                              f"text from (columns: {', '.join(map(str, names))})")
+        twice = [name for name in text_columns(self.text_column) if names.count(name) > 1]
+        if twice:
+            raise UsageError(f"the batch has {names.count(twice[0])} columns named '{twice[0]}', which "
+                             "the model reads its text from; keep one")
         if isinstance(batch, pd.DataFrame):
             try:
                 texts = pa.Table.from_pandas(batch[text_columns(self.text_column)], preserve_index=False)

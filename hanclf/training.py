@@ -83,7 +83,7 @@ def train(
     (default: stderr; `lambda message: None` for none).
     """
     data, output = as_path(data, "data", data=True), as_path(output, "output")
-    valid = as_path(valid, "valid", data=True)
+    valid = as_path(valid, "valid", data=True, optional=True)
     if isinstance(config, (str, os.PathLike)):  # train(data, out, "yelp"), as --config yelp
         config = load_config(str(config))
     # The settings the caller gave, if any: --resume refuses those that differ from the run's.

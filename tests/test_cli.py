@@ -132,6 +132,23 @@ def test_predictor_refuses_a_batch_size_below_one(model_dir, batch_size):
         Predictor(model_dir, device="cpu", batch_size=batch_size)
 
 
+def test_the_api_names_a_missing_model_dir_and_duplicate_text_columns(model_dir, tmp_path):
+    # None reached the library as an AttributeError; two columns named 'text' were pandas'
+    # "Duplicate column names found" or Arrow's KeyError.
+    with pytest.raises(TypeError, match="model_dir: a path .* not NoneType"):
+        Predictor(None)
+    with pytest.raises(TypeError, match="model_dir: a path .* not NoneType"):
+        predict_file(None, tmp_path / "in.parquet", tmp_path / "out.parquet")
+    predictor = Predictor(model_dir, device="cpu")
+    two = pd.DataFrame([["Great food.", "Awful."]], columns=["text", "text"])
+    for batch in (two, pa.table([pa.array(["Great food."]), pa.array(["Awful."])], names=["text", "text"])):
+        with pytest.raises(UsageError, match="the batch has 2 columns named 'text'"):
+            predictor(batch)
+    # Arrow's binary_view reads as text, as binary and large_binary do.
+    viewed = pa.table({"text": pa.array(["Great food.", "Awful."]).cast(pa.binary_view())})
+    assert predictor(viewed)["pred_label"].to_pylist() == predictor.predict_table(["Great food.", "Awful."])["pred_label"].to_pylist()
+
+
 def test_save_load_predict_gives_the_same_probabilities(model_dir, data_dir):
     texts = pd.read_parquet(data_dir / "test.parquet")["text"].tolist()
     first = Predictor(model_dir, device="cpu").predict_proba(texts)

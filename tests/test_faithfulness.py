@@ -17,6 +17,7 @@ import pytest
 from rich.console import Console
 
 from hanclf.faithfulness import faithfulness, format_table
+from hanclf.errors import UsageError
 
 P_GREAT, P_PLAIN, P_PRIOR = 0.9, 0.2, 0.6
 SAMPLE_TEST = Path(__file__).resolve().parents[1] / "sample_data" / "test.parquet"
@@ -222,8 +223,10 @@ def test_perturbed_copies_are_batched():
 
 def test_bad_arguments():
     for kwargs in ({"k_values": (0,)}, {"k_values": ()}, {"random_repeats": 0}, {"batch_docs": 0}):
-        with pytest.raises(ValueError):
+        with pytest.raises(UsageError):  # as the README promises of the API: not a bare ValueError
             faithfulness(RulePredictor(), [DOC], **kwargs)
+    with pytest.raises(TypeError, match="k_values '12': give a list"):  # was k = 1 and k = 2
+        faithfulness(RulePredictor(), [DOC], k_values="12")
 
 
 def test_format_table_shows_the_figures():
