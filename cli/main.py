@@ -44,7 +44,18 @@ stdout = Console()
 stderr = Console(stderr=True, soft_wrap=True)  # messages stay one line each, for logs and grep
 T = TypeVar("T")
 
-ModelDir = Annotated[Path, typer.Argument(metavar="MODEL", help="Model directory written by `hanclf train`.")]
+
+
+def _path(raw: str) -> Path:
+    """A path argument or flag: `~` expanded, as the shell does not in --output=~/x or "~/x"
+    (pyarrow and Lightning did, and an output went half there, half into a folder named ~); an
+    empty one (an unset shell variable) refused, not read as the current folder."""
+    if not raw.strip():
+        raise typer.BadParameter("an empty path (an unset shell variable?)")
+    return Path(raw).expanduser()
+
+
+ModelDir = Annotated[Path, typer.Argument(parser=_path, metavar="MODEL", help="Model directory written by `hanclf train`.")]
 TextColumn = Annotated[
     Optional[list[str]],
     typer.Option(metavar="COLUMNS", help="Column holding the text, or several (comma-separated or repeated: title,text) read as one, each part a new sentence [default: the model's]."),
@@ -177,10 +188,10 @@ def _devices(value: str | None) -> str | int | None:
 
 @app.command(epilog="Example: hanclf train reviews.parquet --label-column stars --config yelp -o model")
 def train(
-    data: Annotated[Path, typer.Argument(metavar="DATA", help="Training data: .csv, .tsv, .parquet, .jsonl, or a folder of Parquet files.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Model directory to write.")],
+    data: Annotated[Path, typer.Argument(parser=_path, metavar="DATA", help="Training data: .csv, .tsv, .parquet, .jsonl, or a folder of Parquet files.")],
+    output: Annotated[Path, typer.Option("--output", "-o", parser=_path, help="Model directory to write.")],
     valid: Annotated[
-        Optional[Path], typer.Option(help="Validation data [default: the split column, else a random share].")
+        Optional[Path], typer.Option(parser=_path, help="Validation data [default: the split column, else a random share].")
     ] = None,
     config: Annotated[
         Optional[str], typer.Option("--config", "-c", help="Preset (default, yelp, imdb, amazon) or a YAML file [default: default]. Flags and --set override it.")
@@ -196,7 +207,7 @@ def train(
     id_column: Annotated[Optional[str], typer.Option(help="Id column; predict and explain then copy it by default ('' for none, over a config's).")] = None,
     valid_fraction: Annotated[Optional[float], typer.Option(help="Share held out for validation when there is no split column or --valid [default: 0.1].")] = None,
     embeddings: Annotated[Optional[str], typer.Option(help="Initial word vectors: random, word2vec (trained on the training text first; needs gensim) or the path of a .vec/GloVe/word2vec text file [default: random, or the preset's].")] = None,
-    teacher: Annotated[Optional[Path], typer.Option(help="A trained model (e.g. an ensemble) to distil: each training document's target mixes its label with the teacher's probabilities, softened (--set train.teacher_weight, default 1: the teacher's alone; train.teacher_temperature, default 2).")] = None,
+    teacher: Annotated[Optional[Path], typer.Option(parser=_path, help="A trained model (e.g. an ensemble) to distil: each training document's target mixes its label with the teacher's probabilities, softened (--set train.teacher_weight, default 1: the teacher's alone; train.teacher_temperature, default 2).")] = None,
     class_weights: Annotated[Optional[str], typer.Option(help="Loss weight of each class: balanced (for imbalanced classes, as scikit-learn's), none, or a JSON/YAML file of label: weight [default: none, or the preset's].")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed [default: 42].")] = None,
     max_epochs: Annotated[Optional[int], typer.Option(help="Epochs at most (early stopping may end sooner) [default: 10, or the preset's].")] = None,
@@ -263,8 +274,8 @@ def train(
 @app.command()
 def predict(
     model: ModelDir,
-    input: Annotated[Path, typer.Argument(metavar="INPUT", help="Texts to label: .parquet, .csv, .tsv, .jsonl, or a folder of Parquet files.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Parquet file to write.")],
+    input: Annotated[Path, typer.Argument(parser=_path, metavar="INPUT", help="Texts to label: .parquet, .csv, .tsv, .jsonl, or a folder of Parquet files.")],
+    output: Annotated[Path, typer.Option("--output", "-o", parser=_path, help="Parquet file to write.")],
     id_column: Annotated[Optional[str], typer.Option(help="Column copied to the output to join on [default: the model's id column if the input has it, else a row_id column is added; '' for row_id].")] = None,
     keep_columns: Annotated[
         Optional[list[str]], typer.Option(metavar="COLUMNS", help="More input columns to copy, comma-separated or repeated.")
@@ -302,12 +313,12 @@ def predict(
 @app.command()
 def explain(
     model: ModelDir,
-    input: Annotated[Path, typer.Argument(metavar="INPUT", help="Texts to explain: .parquet, .csv, .tsv, .jsonl, or a folder of Parquet files.")],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="CSV file to write (see --level).")] = None,
+    input: Annotated[Path, typer.Argument(parser=_path, metavar="INPUT", help="Texts to explain: .parquet, .csv, .tsv, .jsonl, or a folder of Parquet files.")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", parser=_path, help="CSV file to write (see --level).")] = None,
     level: Annotated[str, typer.Option(help="CSV rows: token (one per token) or sentence (one per sentence, ranked).")] = "token",
-    html: Annotated[Optional[Path], typer.Option(help="Also write a self-contained HTML report (use with --limit).")] = None,
+    html: Annotated[Optional[Path], typer.Option(parser=_path, help="Also write a self-contained HTML report (use with --limit).")] = None,
     top_sentences: Annotated[int, typer.Option(min=0, help="Print each document's K most attended sentences (first 50 documents).")] = 0,
-    faithfulness: Annotated[Optional[Path], typer.Option(help="Also measure whether the most attended sentences are the ones the prediction needs (ERASER comprehensiveness and sufficiency against random sentences) and write the figures as JSON.")] = None,
+    faithfulness: Annotated[Optional[Path], typer.Option(parser=_path, help="Also measure whether the most attended sentences are the ones the prediction needs (ERASER comprehensiveness and sufficiency against random sentences) and write the figures as JSON.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Explain only the first N rows.")] = None,
     split: Annotated[Optional[str], typer.Option(help="Only rows whose 'split' column has this value, e.g. test.")] = None,
     id_column: Annotated[Optional[str], typer.Option(help="Column used as doc_id [default: the model's id column if the input has it, else the row number; '' for the row number].")] = None,
@@ -389,9 +400,9 @@ def explain(
 @app.command()
 def evaluate(
     model: ModelDir,
-    data: Annotated[Path, typer.Argument(metavar="DATA", help="Labelled data: .parquet, .csv, .tsv, .jsonl, or a folder of Parquet files.")],
+    data: Annotated[Path, typer.Argument(parser=_path, metavar="DATA", help="Labelled data: .parquet, .csv, .tsv, .jsonl, or a folder of Parquet files.")],
     split: Annotated[Optional[str], typer.Option(help="Only rows whose 'split' column has this value, e.g. test.")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write the metrics as JSON.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", parser=_path, help="Also write the metrics as JSON.")] = None,
     text_column: TextColumn = None,
     label_column: Annotated[Optional[str], typer.Option(help="Label column [default: the model's].")] = None,
     batch_size: BatchSize = None,

@@ -95,12 +95,15 @@ def to_stderr(message: str) -> None:
 
 
 def as_path(value: str | os.PathLike | None, name: str, data: bool = False, optional: bool = False) -> Path | None:
-    """A path argument of the Python API as a Path (None stays None where `optional`); anything
-    else is a TypeError, which says what to do with a DataFrame given as `data`."""
-    if value is None and optional or isinstance(value, Path):
+    """A path argument of the Python API as a Path, `~` expanded as pandas does (None stays None
+    where `optional`); "" is refused (Path("") is the current folder); anything else is a
+    TypeError, which says what to do with a DataFrame given as `data`."""
+    if value is None and optional:
         return value
+    if isinstance(value, str) and not value.strip():
+        raise UsageError(f"{name}: an empty path")
     if isinstance(value, (str, os.PathLike)):
-        return Path(value)
+        return Path(value).expanduser()
     frame = data and hasattr(value, "to_parquet")
     hint = "; write the frame to a file first (frame.to_parquet('data.parquet'))" if frame else ""
     raise TypeError(f"{name}: a path (str or pathlib.Path), not {type(value).__name__}{hint}")

@@ -47,6 +47,26 @@ def test_version_and_module_entry_point():
     assert out.returncode == 0 and out.stdout.strip() == "hanclf 0.1.0"
 
 
+def test_a_tilde_path_is_the_home_folder_and_an_empty_path_is_refused(model_dir, data_dir, tmp_path, monkeypatch):
+    # The shell leaves --output=~/p.parquet and "~/p" as written: predict failed with a
+    # traceback (pyarrow wrote to $HOME, hanclf's temporary folder was under ./~), and
+    # evaluate made a folder named ~ in the current one.
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir(), work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    invoke("predict", model_dir, data_dir / "test.parquet", "--output=~/p.parquet", "-q")
+    invoke("evaluate", model_dir, data_dir / "test.parquet", "--output=~/m.json")
+    assert sorted(p.name for p in home.iterdir()) == ["m.json", "p.parquet"] and not any(work.iterdir())
+    (home / "m").symlink_to(model_dir)  # the Python API expands ~ too, as pandas does
+    assert Predictor("~/m", device="cpu").model_dir == home / "m"
+    # An unset shell variable: "" read every Parquet file under the current folder.
+    result = runner.invoke(app, ["predict", str(model_dir), "", "-o", str(tmp_path / "e.parquet")])
+    assert result.exit_code == 2 and "an empty path" in result.output
+    with pytest.raises(UsageError, match="input_path: an empty path"):
+        predict_file(model_dir, "", tmp_path / "e.parquet")
+
+
 def test_trained_model_learns_the_cue_sentences(model_dir):
     metrics = json.loads((model_dir / "metrics.json").read_text())
     assert metrics["valid"]["accuracy"] >= 0.9

@@ -603,4 +603,7 @@ def test_train_into_the_current_directory_is_one_line(tmp_path, monkeypatch, out
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["train", str(SAMPLE_DATA / "train.csv"), "-o", out, "--force"])
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert result.output.strip() == "error: .: holds the current directory; name another directory to write"
+    if out:
+        assert result.output.strip() == "error: .: holds the current directory; name another directory to write"
+    else:  # refused as a path, as every empty path argument is
+        assert "Invalid value for '--output' / '-o': an empty path (an unset shell variable?)" in result.output
