@@ -574,6 +574,33 @@ def test_python_train_reports_its_epochs_on_stderr_by_default(data_dir, tmp_path
     assert f"valid accuracy {metrics['valid']['accuracy']:.4f}" in lines[metrics["best_epoch"] + 1]
 
 
+def test_epoch_lines_go_above_a_progress_bar_through_its_console():
+    # Written to stderr past the bar's live display, the bar drew over them: on a terminal
+    # only "epoc" of three epochs' lines was left.
+    import io
+    from types import SimpleNamespace
+
+    from pytorch_lightning.callbacks import RichProgressBar
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from hanclf.training import EpochLog
+
+    drawn, logged = io.StringIO(), []
+    bar = RichProgressBar()
+    bar.progress = Progress(console=Console(file=drawn, force_terminal=True, width=60))
+    trainer = SimpleNamespace(current_epoch=0, max_epochs=3, progress_bar_callback=bar,
+                              callback_metrics={"train_loss": 0.5})
+    module = SimpleNamespace(valid_report={"accuracy": 0.75, "macro_f1": 0.7})
+    log = EpochLog(logged.append)
+    log.on_fit_start(trainer, module), log.on_train_epoch_start(trainer, module)
+    log.on_train_epoch_end(trainer, module)
+    assert logged == [] and "epoch 1/3: train loss 0.5000, valid accuracy 0.7500, macro-F1 0.7000" in drawn.getvalue()
+    trainer.progress_bar_callback = None  # no bar: through `log`, as ever
+    log.on_train_epoch_end(trainer, module)
+    assert logged[0].startswith("epoch 1/3: train loss 0.5000, valid accuracy 0.7500")
+
+
 def test_predictor_text_methods_take_any_column_of_texts_and_refuse_what_is_not(model_dir):
     predictor = Predictor(model_dir, device="cpu")
     texts = ["The food was awful. They open at nine.", None, "Lovely staff, great food."]
