@@ -229,7 +229,7 @@ def main() -> None:
         dims = re.findall(r"^\s+(embed_dim|word_hidden|sent_hidden): (\d+)", config, re.M)
         lines.append(f"- model: {args.model or 'small model trained on sample_data (3 epochs)'} "
                      f"({', '.join(f'{k} {v}' for k, v in dims)})")
-        lines.append(f"- predict --batch-size {args.batch_size or 'default (64 on the CPU, 256 on a GPU)'}; input row "
+        lines.append(f"- predict --batch-size {args.batch_size or 'default (64 on the CPU, 1,024 on a GPU)'}; input row "
                      f"groups of {args.chunk_rows} rows; --devices {args.devices or 'default'}; "
                      "`python -m hanclf predict`, wall including start-up and model load; memory "
                      "from /proc every 50 ms: peak RSS of the largest process (main, fork server or "

@@ -7,7 +7,7 @@ Times, on the first --rows texts of a Parquet file (column `text`):
                   walking that growing list;
   ids             hanclf.data.index_tokens(docs).encoded(vocab): truncation, ids, one array
                   per document, with a Vocab built from the same docs (min_count=2,
-                  max_size=50000, lowercase=True; the imdb preset's caps);
+                  max_vocab=50000, lowercase=True; the imdb preset's caps);
   tokenize + ids  hanclf.data.tokenize_texts(texts).encoded(vocab): the work of preparing data
                   for the model (what predict does);
   re floor        re.findall(r"\w+|[^\w\s]", text): one match of the simplest pattern per
