@@ -40,7 +40,20 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-stdout = Console()
+
+
+class _Stdout(Console):
+    """stdout, where a reader that stops early (`| head`) ends the command as it ends other Unix
+    tools, exit 141 (SIGPIPE), not rich's 1, which a retry policy reads as a failure."""
+
+    def on_broken_pipe(self) -> None:
+        try:
+            super().on_broken_pipe()
+        except SystemExit:
+            raise SystemExit(141) from None
+
+
+stdout = _Stdout()
 stderr = Console(stderr=True, soft_wrap=True)  # messages stay one line each, for logs and grep
 T = TypeVar("T")
 

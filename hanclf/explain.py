@@ -244,15 +244,15 @@ def explain_file(
                          "on_document (a function called with each document)")
     if level not in LEVELS:
         raise UsageError(f"--level {level}: use one of {', '.join(LEVELS)}")
-    if output is not None and output.suffix.lower() != ".csv":
-        raise UsageError(f"{output}: attention is written as CSV; name it *.csv")
     if output is not None and html is not None and output.resolve() == html.resolve():
         raise UsageError(f"{output}: named for both the CSV and the HTML report; give --html another name")
     check_input(input_path)
     for path in (output, html):
         if path is not None:
             check_not_model_file(path)  # first: --force, which check_output advises, would not do
-            check_output(path, force, reads=input_path)
+            check_output(path, force, reads=input_path)  # before the name: '-' is not stdout
+    if output is not None and output.suffix.lower() != ".csv":
+        raise UsageError(f"{output}: attention is written as CSV; name it *.csv")
     predictor = Predictor(model_dir, device, batch_size)
     check_multi_label_options(predictor.labels, threshold, label_separator)
     rows, columns = (token_rows, TOKEN_COLUMNS) if level == "token" else (sentence_rows, SENTENCE_COLUMNS)

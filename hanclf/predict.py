@@ -97,9 +97,9 @@ def predict_file(
     model_dir, output = as_path(model_dir, "model_dir"), as_path(output, "output")
     input_path = as_path(input_path, "input_path", data=True)
     check_input(input_path)
+    check_output(output, force, reads=input_path)  # before the name: '-' is not stdout
     if output.suffix.lower() not in (".parquet", ".pq"):
         raise UsageError(f"{output}: predictions are written as Parquet; name it *.parquet")
-    check_output(output, force, reads=input_path)
     predictor = Predictor(model_dir, device, batch_size)
     predictor.check_options(top_k, threshold)
     text_column, id_column = predictor.input_columns(input_path, text_column, id_column)

@@ -67,6 +67,13 @@ def test_a_tilde_path_is_the_home_folder_and_an_empty_path_is_refused(model_dir,
         predict_file(model_dir, "", tmp_path / "e.parquet")
 
 
+def test_a_report_piped_into_a_reader_that_stops_exits_as_sigpipe(model_dir, data_dir):
+    # rich's default was exit 1, a run-time failure to a retry policy.
+    script = f'"{sys.executable}" -m hanclf evaluate "{model_dir}" "{data_dir / "test.parquet"}" | true; echo "${{PIPESTATUS[0]}}"'
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+    assert out.stdout.strip() == "141" and out.stderr == "", out
+
+
 def test_trained_model_learns_the_cue_sentences(model_dir):
     metrics = json.loads((model_dir / "metrics.json").read_text())
     assert metrics["valid"]["accuracy"] >= 0.9

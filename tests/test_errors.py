@@ -338,6 +338,9 @@ CASES = [
     # A mapping as a document's labels: trained on as the label "{'food': True, ...}" once the
     # separator it was refused for was changed.
     Case("train-multi-label-cell-is-a-mapping", lambda e: train(e, e.file("obj.jsonl", "".join(json.dumps({"text": "Good food.", "labels": ["food"] if i != 3 else {"food": True}}) + "\n" for i in range(30))), "--multi-label", "--label-column", "labels"), 2, ("obj.jsonl", "row 4 (iloc 3)", "holds a mapping", "'labels'")),
+    # '-' is not stdout: it was "name it *.parquet" / "name it *.csv".
+    Case("predict-output-is-stdout-dash", lambda e: predict(e, csv_with_text(e), out="-"), 2, ("-", "not stdout")),
+    Case("explain-output-is-stdout-dash", lambda e: explain(e, csv_with_text(e), out="-"), 2, ("-", "not stdout")),
     Case("evaluate-output-not-json", lambda e: evaluate(e, e.data / "test.parquet", "-o", str(e.out / "metrics.csv")), 2, ("metrics.csv", "*.json")),
     Case("predict-output-not-parquet", lambda e: predict(e, csv_with_text(e), out="pred.csv"), 2, ("pred.csv", ".parquet")),
     # -- flags of predict / explain / evaluate
