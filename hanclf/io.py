@@ -55,11 +55,13 @@ PROGRESS_LOG_SECONDS = 60.0
 
 def bar_on_stderr() -> bool:
     """Whether a progress bar drawn on stderr would be seen as one: a terminal that can redraw a
-    line (not TERM=dumb, where rich draws none)."""
+    line (not TERM=dumb, where rich draws none). stderr's own isatty(), not rich's is_terminal,
+    which FORCE_COLOR (set in many CI setups for colours) makes true: a job's log got the bar's
+    redraws and none of the lines every minute."""
     from rich.console import Console
 
-    console = Console(stderr=True)
-    return console.is_terminal and not console.is_dumb_terminal
+    tty = sys.stderr is not None and sys.stderr.isatty()  # None under pythonw
+    return tty and not Console(stderr=True).is_dumb_terminal
 
 
 def time_left(seconds: float) -> str:

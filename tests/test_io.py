@@ -547,6 +547,8 @@ def test_a_progress_bar_shows_on_terminals_that_redraw_lines(monkeypatch, term, 
     assert bar_on_stderr() is shown
     monkeypatch.setattr(sys, "stderr", _Stream(tty=False))  # a file or a pipe
     assert bar_on_stderr() is False
+    monkeypatch.setenv("FORCE_COLOR", "1")  # colours in a CI log: still no bar there
+    assert bar_on_stderr() is False
 
 
 class _Stream(io.StringIO):
