@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import errno
 import gc
+import os
 import signal
 import sys
 import threading
@@ -19,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Optional, TypeVar
 
+import rich
 import typer
 from rich.console import Console
 from rich.measure import Measurement
@@ -54,7 +56,11 @@ class _Stdout(Console):
 
 
 stdout = _Stdout()
-stderr = Console(stderr=True, soft_wrap=True)  # messages stay one line each, for logs and grep
+# rich's global console, on stderr: Lightning's progress bar draws on it (and reconfigures it to
+# stderr itself), so lines printed through it go above the bar; written past it by a console of
+# our own, they were drawn over (of train's three epoch lines, only "epoc" was left).
+stderr = rich.get_console()
+rich.reconfigure(stderr=True)
 T = TypeVar("T")
 
 
@@ -65,7 +71,7 @@ def _path(raw: str) -> Path:
     empty one (an unset shell variable) refused, not read as the current folder."""
     if not raw.strip():
         raise typer.BadParameter("an empty path (an unset shell variable?)")
-    return Path(raw).expanduser()
+    return Path(os.path.expanduser(raw))  # not Path.expanduser: "~draft.csv" raised (no user "draft.csv")
 
 
 ModelDir = Annotated[Path, typer.Argument(parser=_path, metavar="MODEL", help="Model directory written by `hanclf train`.")]
@@ -164,8 +170,8 @@ def _show_warning(message: Warning | str, category: type[Warning], *where: Any, 
 
 
 def _log(message: str) -> None:
-    """A line on stderr as written (no markup, no highlighting)."""
-    stderr.print(message, highlight=False, markup=False)
+    """A line on stderr as written (no markup, no highlighting, one line: for logs and grep)."""
+    stderr.print(message, highlight=False, markup=False, soft_wrap=True)
 
 
 def _columns(values: list[str] | None) -> list[str] | None:

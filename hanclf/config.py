@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -171,7 +172,7 @@ def _read_yaml(source: str) -> tuple[str, dict[str, Any]]:
     """`source` is a preset name or a path to a YAML file. A preset's bare name is the preset,
     whatever the current folder holds (data kept in a folder `yelp/` hid the yelp preset);
     `./yelp` is the file."""
-    path = Path(source).expanduser()
+    path = Path(os.path.expanduser(source))
     preset = resources.files("hanclf.configs") / f"{source}.yaml"
     is_preset = source == path.name and not path.suffix and preset.is_file()
     if not is_preset and (path.suffix in (".yaml", ".yml") or path.exists()):
@@ -352,7 +353,7 @@ def class_weights_option(value: str) -> str | dict[str, float] | None:
     labels to weights."""
     if value in ("balanced", "none"):
         return None if value == "none" else value
-    path = Path(value).expanduser()
+    path = Path(os.path.expanduser(value))
     if not path.is_file():
         raise UsageError(f"--class-weights {value}: no such file (give balanced, none, or a "
                          "JSON/YAML file of label: weight)")

@@ -38,7 +38,7 @@ def initial_embeddings(
     if source == "file":
         if not path:
             raise UsageError("train.embeddings=file needs train.embeddings_file (or --embeddings PATH)")
-        vectors, ids = read_vectors(Path(path).expanduser(), vocab, dim)
+        vectors, ids = read_vectors(Path(path), vocab, dim)
     else:
         vectors, ids = train_word2vec(train_docs, vocab, dim, seed)
     log(f"{source} embeddings for {len(ids)} of {len(vocab) - 2} vocabulary words")

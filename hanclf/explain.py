@@ -31,6 +31,7 @@ from hanclf.io import (
     column_values,
     iter_batches,
     known_rows,
+    refuse_stdout,
     require_columns,
     text_columns,
     text_values,
@@ -250,9 +251,12 @@ def explain_file(
     for path in (output, html):
         if path is not None:
             check_not_model_file(path)  # first: --force, which check_output advises, would not do
-            check_output(path, force, reads=input_path)  # before the name: '-' is not stdout
+            refuse_stdout(path)
     if output is not None and output.suffix.lower() != ".csv":
         raise UsageError(f"{output}: attention is written as CSV; name it *.csv")
+    for path in (output, html):
+        if path is not None:
+            check_output(path, force, reads=input_path)
     predictor = Predictor(model_dir, device, batch_size)
     check_multi_label_options(predictor.labels, threshold, label_separator)
     rows, columns = (token_rows, TOKEN_COLUMNS) if level == "token" else (sentence_rows, SENTENCE_COLUMNS)

@@ -53,7 +53,7 @@ from rich.table import Table
 from hanclf.artifact import check_not_model_file
 from hanclf.errors import UsageError
 from hanclf.explain import iter_rows
-from hanclf.io import TextColumns, as_path, atomic_output, check_output, to_stderr, write_json
+from hanclf.io import TextColumns, as_path, atomic_output, check_output, refuse_stdout, to_stderr, write_json
 from hanclf.predictor import Predictor
 from hanclf.progress import RowProgress
 
@@ -266,9 +266,10 @@ def check_json_output(
         if other is not None and output.resolve() == other.resolve():
             raise UsageError(f"{output}: named for both {flag} and --faithfulness; give each its own file")
     check_not_model_file(output)  # first: --force, which check_output advises, would not do
-    check_output(output, force, reads=input_path)  # before the name: '-' is not stdout, a FIFO no file
+    refuse_stdout(output)
     if output.suffix.lower() != ".json":
         raise UsageError(f"{output}: the figures are written as JSON; name it *.json")
+    check_output(output, force, reads=input_path)
 
 
 def faithfulness_file(

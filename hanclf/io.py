@@ -105,7 +105,7 @@ def as_path(value: str | os.PathLike | None, name: str, data: bool = False, opti
     if isinstance(value, str) and not value.strip():
         raise UsageError(f"{name}: an empty path")
     if isinstance(value, (str, os.PathLike)):
-        return Path(value).expanduser()
+        return Path(os.path.expanduser(value))  # not Path.expanduser: "~draft.csv" raised
     frame = data and hasattr(value, "to_parquet")
     hint = "; write the frame to a file first (frame.to_parquet('data.parquet'))" if frame else ""
     raise TypeError(f"{name}: a path (str or pathlib.Path), not {type(value).__name__}{hint}")
@@ -602,13 +602,18 @@ def same_file(a: Path, b: Path) -> bool:
     return a.exists() and b.exists() and os.path.samefile(a, b)
 
 
+def refuse_stdout(path: Path) -> None:
+    """An output named '-' (stdout to many tools) is refused before any other check of it."""
+    if path.name == "-":
+        raise UsageError(f"{path}: outputs are files (Parquet, CSV, JSON), not stdout; name a file")
+
+
 def check_output(path: Path, force: bool, directory: bool = False, reads: Path | None = None) -> None:
     """Refuse before any work is done, not after, if the output cannot be written. The output
     is a file, or with `directory` a directory; --force replaces a file with a file and a
     directory with a directory, never one with the other, and never the input `reads` or a
     file inside it (a Parquet directory would read that file as part of its data next time)."""
-    if path.name == "-":
-        raise UsageError(f"{path}: outputs are files (Parquet, CSV, JSON), not stdout; name a file")
+    refuse_stdout(path)
     if path.is_symlink():  # renaming over it would replace the link (/dev/stdout) with a file
         raise UsageError(f"{path}: is a symbolic link; name the file itself ({path.resolve()}) or another path")
     if path.exists() and not path.is_file() and not path.is_dir():

@@ -33,6 +33,7 @@ from hanclf.io import (
     column_names,
     empty_batch,
     iter_batches,
+    refuse_stdout,
     require_columns,
     text_columns,
     text_values,
@@ -97,9 +98,10 @@ def predict_file(
     model_dir, output = as_path(model_dir, "model_dir"), as_path(output, "output")
     input_path = as_path(input_path, "input_path", data=True)
     check_input(input_path)
-    check_output(output, force, reads=input_path)  # before the name: '-' is not stdout
+    refuse_stdout(output)
     if output.suffix.lower() not in (".parquet", ".pq"):
         raise UsageError(f"{output}: predictions are written as Parquet; name it *.parquet")
+    check_output(output, force, reads=input_path)
     predictor = Predictor(model_dir, device, batch_size)
     predictor.check_options(top_k, threshold)
     text_column, id_column = predictor.input_columns(input_path, text_column, id_column)

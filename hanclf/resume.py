@@ -162,9 +162,9 @@ def _saved_config(path: Path, given: Config | None, refusal: str) -> Config:
 
 
 def with_absolute_paths(config: Config) -> Config:
-    """`config` naming its embeddings file and teacher by absolute paths: they are saved in
-    config.yaml, and a run repeated from another directory must find the same ones."""
-    paths = {name: str(Path(getattr(config.train, name)).resolve())
+    """`config` naming its embeddings file and teacher by absolute paths (`~` expanded): they are
+    saved in config.yaml, and a run repeated from another directory must find the same ones."""
+    paths = {name: str(Path(os.path.expanduser(getattr(config.train, name))).resolve())
              for name in ("embeddings_file", "teacher") if getattr(config.train, name)}
     return dataclasses.replace(config, train=dataclasses.replace(config.train, **paths)) if paths else config
 

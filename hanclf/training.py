@@ -625,12 +625,7 @@ class EpochLog(pl.Callback):
         self.seconds.append(round(time.perf_counter() - self.epoch_started, 2))
         m = trainer.callback_metrics  # validation has run by now (Lightning 2: end of epoch)
         loss = f"train loss {m['train_loss']:.4f}, " if "train_loss" in m else ""
-        line = (f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {loss}valid "
-                f"{describe(module.valid_report)} ({time.perf_counter() - self.started:.0f}s)")
-        bar = trainer.progress_bar_callback
-        if isinstance(bar, RichProgressBar) and bar.progress is not None:
-            # Above the bar, through the console drawing it: written past it, the line was
-            # drawn over (on a terminal only the fragment "epoc" of three epochs' lines was left).
-            bar.progress.console.print(line, highlight=False, markup=False, soft_wrap=True)
-        else:
-            self.write(line)
+        self.write(
+            f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {loss}valid "
+            f"{describe(module.valid_report)} ({time.perf_counter() - self.started:.0f}s)"
+        )

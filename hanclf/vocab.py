@@ -80,8 +80,8 @@ class NotALabelSet(ValueError):
     """A multi-label cell that is neither labels nor a list of them (a mapping, a nested list);
     `index`: its place among the cells normalize_labels was given."""
 
-    def __init__(self, value: Any) -> None:
-        kind = "a mapping" if isinstance(value, Mapping) else "a list within a list"
+    def __init__(self, value: Any, part: Any) -> None:
+        kind = "a mapping" if isinstance(part, Mapping) else "a list within a list"
         shown = str(value)
         super().__init__(f"holds {kind} ({shown[:60]}{'...' if len(shown) > 60 else ''}), not a "
                          "label or a list of labels")
@@ -100,8 +100,9 @@ def normalize_label_set(value: Any, separator: str) -> list[str]:
     parts = value.split(separator) if isinstance(value, str) else value
     if isinstance(parts, Mapping) or not isinstance(parts, Sequence):
         parts = [parts]
-    if any(isinstance(part, (Mapping, list, tuple, np.ndarray)) for part in parts):
-        raise NotALabelSet(value)
+    for part in parts:
+        if isinstance(part, (Mapping, list, tuple, np.ndarray)):
+            raise NotALabelSet(value, part)
     return sorted({label for label in map(normalize_label, parts) if label is not None})
 
 

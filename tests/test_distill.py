@@ -211,3 +211,14 @@ def test_the_cli_flag_saves_the_teachers_absolute_path_and_refuses_a_missing_one
     assert run.exit_code == 2
     assert run.stderr.strip() == (f"error: --teacher {model_dir.parent / 'no-such-model'}: not a model directory "
                                   "(train one with `hanclf train`)")
+
+
+def test_a_teacher_and_embeddings_file_under_home_are_found(tmp_path, monkeypatch):
+    # `--embeddings ~/vec.txt` and `--set train.teacher=~/t` (the shell leaves a quoted ~ or one
+    # after '=' alone) were made absolute from the current folder: "/cwd/~/vec.txt".
+    from hanclf.resume import with_absolute_paths
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config = load_config(None, {"train.teacher": "~/t", "train.embeddings": "file", "train.embeddings_file": "~/v.txt"})
+    absolute = with_absolute_paths(config).train
+    assert (absolute.teacher, absolute.embeddings_file) == (str(tmp_path / "t"), str(tmp_path / "v.txt"))

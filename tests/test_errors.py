@@ -308,7 +308,7 @@ CASES = [
     Case("explain-faithfulness-over-a-models-own-file", lambda e: ["explain", str(e.model), str(e.data / "test.parquet"), "--faithfulness", str(e.model_copy() / "labels.json")], 2, ("labels.json", "model directory")),
     Case("explain-faithfulness-same-path-as-csv", lambda e: explain(e, csv_with_text(e), "--faithfulness", str(e.out / "att.csv"), "--force"), 2, ("att.csv", "--faithfulness")),
     Case("explain-faithfulness-not-json", lambda e: explain(e, csv_with_text(e), "--faithfulness", str(e.out / "f.csv")), 2, ("f.csv", "JSON")),
-    Case("evaluate-force-output-is-a-pipe", lambda e: os.mkfifo(e.out / "fifo") or evaluate(e, e.data / "test.parquet", "-o", str(e.out / "fifo"), "--force"), 2, ("fifo", "not a regular file")),
+    Case("evaluate-force-output-is-a-pipe", lambda e: os.mkfifo(e.out / "fifo.json") or evaluate(e, e.data / "test.parquet", "-o", str(e.out / "fifo.json"), "--force"), 2, ("fifo.json", "not a regular file")),
     Case("evaluate-force-output-is-a-symlink", lambda e: existing(e, "m.json") and (e.out / "link.json").symlink_to(e.out / "m.json") or evaluate(e, e.data / "test.parquet", "-o", str(e.out / "link.json"), "--force"), 2, ("link.json", "symbolic link")),
     Case("evaluate-output-is-stdout-dash", lambda e: evaluate(e, e.data / "test.parquet", "-o", str(e.out / "-")), 2, ("-", "not stdout")),
     Case("predict-parquet-folder-with-an-empty-file", lambda e: predict(e, empty_part(e)), 1, ("parts", "parquet")),
@@ -341,6 +341,8 @@ CASES = [
     # '-' is not stdout: it was "name it *.parquet" / "name it *.csv".
     Case("predict-output-is-stdout-dash", lambda e: predict(e, csv_with_text(e), out="-"), 2, ("-", "not stdout")),
     Case("explain-output-is-stdout-dash", lambda e: explain(e, csv_with_text(e), out="-"), 2, ("-", "not stdout")),
+    # The name is checked before --force is asked for: it said "pass --force", then "name it *.parquet".
+    Case("predict-existing-output-not-parquet", lambda e: existing(e, "pred.csv") and predict(e, csv_with_text(e), out="pred.csv"), 2, ("pred.csv", "name it *.parquet")),
     Case("evaluate-output-not-json", lambda e: evaluate(e, e.data / "test.parquet", "-o", str(e.out / "metrics.csv")), 2, ("metrics.csv", "*.json")),
     Case("predict-output-not-parquet", lambda e: predict(e, csv_with_text(e), out="pred.csv"), 2, ("pred.csv", ".parquet")),
     # -- flags of predict / explain / evaluate

@@ -177,11 +177,15 @@ def test_normalize_label_set(value, expected):
     assert normalize_label_set(value, ",") == expected
 
 
-@pytest.mark.parametrize("value", [{"food": True, "price": False}, '{"food": true}', [["a", "b"]], '[["a"]]'])
-def test_a_mapping_or_a_list_within_the_list_is_no_set_of_labels(value):
+@pytest.mark.parametrize("value, kind", [
+    ({"food": True, "price": False}, "a mapping"), ('{"food": true}', "a mapping"),
+    ([{"name": "service"}], "a mapping"), ('[{"name": "service"}]', "a mapping"),  # JSON's list of objects
+    ([["a", "b"]], "a list within a list"), ('[["a"]]', "a list within a list"),
+])
+def test_a_mapping_or_a_list_within_the_list_is_no_set_of_labels(value, kind):
     # As text, {'food': True, ...} was one label, refused for holding the separator ',', and
     # trained on as a label once the separator was changed.
-    with pytest.raises(NotALabelSet, match="holds a (mapping|list within a list)"):
+    with pytest.raises(NotALabelSet, match=f"holds {kind} "):
         normalize_label_set(value, ",")
     with pytest.raises(NotALabelSet) as error:
         normalize_labels(["a", "b", value], multi_label=True, separator=",")
