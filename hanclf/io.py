@@ -92,8 +92,16 @@ def known_rows(path: Path) -> int | None:
 
 def to_stderr(message: str) -> None:
     """The Python API's default `log`: a line on stderr, as the CLI's (a notebook shows it under
-    the cell; a long training was silent there for its whole run)."""
-    print(message, file=sys.stderr, flush=True)
+    the cell; a long training was silent there for its whole run). Where rich's global console
+    is on stderr, through it: Lightning's progress bar sets it so and draws on it, and a line
+    printed past it was drawn over (train's epoch lines on a terminal)."""
+    import rich
+
+    console = rich.get_console()
+    if console.stderr:
+        console.print(message, highlight=False, markup=False, soft_wrap=True)
+    else:
+        print(message, file=sys.stderr, flush=True)
 
 
 def as_path(value: str | os.PathLike | None, name: str, data: bool = False, optional: bool = False) -> Path | None:

@@ -585,7 +585,7 @@ def test_python_train_reports_its_epochs_on_stderr_by_default(data_dir, tmp_path
     assert f"valid accuracy {metrics['valid']['accuracy']:.4f}" in lines[metrics["best_epoch"] + 1]
 
 
-def test_epoch_lines_reach_log_and_the_cli_prints_them_on_the_bars_console():
+def test_epoch_lines_reach_log_and_the_cli_prints_them_on_the_bars_console(monkeypatch):
     # Printed by a console of the CLI's own, the lines went past Lightning's live bar, which
     # drew over them (on a terminal only "epoc" of three epochs' lines was left). The bar draws
     # on rich's global console: the CLI's lines go through that one, above the bar.
@@ -595,6 +595,17 @@ def test_epoch_lines_reach_log_and_the_cli_prints_them_on_the_bars_console():
 
     rich.reconfigure(stderr=True)  # what RichProgressBar does as it starts
     assert cli_main.stderr is rich.get_console() and cli_main.stderr.stderr
+    # The Python API's default log too (it printed past the bar: 1-2 of 10 epoch lines lost).
+    import io
+
+    from rich.console import Console
+
+    from hanclf.io import to_stderr
+
+    drawn = io.StringIO()
+    monkeypatch.setattr(rich, "_console", Console(file=drawn, stderr=True))
+    to_stderr("epoch 1/10: train loss 0.5")
+    assert drawn.getvalue() == "epoch 1/10: train loss 0.5\n"
     # And with a bar on, the epoch lines still reach the `log` a Python caller gives.
     from types import SimpleNamespace
 
