@@ -64,7 +64,6 @@ rich.reconfigure(stderr=True)
 T = TypeVar("T")
 
 
-
 def _path(raw: str) -> Path:
     """A path argument or flag: `~` expanded, as the shell does not in --output=~/x or "~/x"
     (pyarrow and Lightning did, and an output went half there, half into a folder named ~); an
