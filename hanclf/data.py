@@ -493,6 +493,7 @@ class LabelledSet(NamedTuple):
     texts: list[str]
     labels: list[str] | list[list[str]]  # multi-label: a sorted list of labels per document
     where: str  # the file (and split) the rows came from, for messages
+    rows: Sequence[int]  # each document's position in that file, for messages
 
 
 def read_labelled(path: Path, config: DataConfig, split: str | None = None) -> LabelledSet:
@@ -540,7 +541,7 @@ def read_labelled(path: Path, config: DataConfig, split: str | None = None) -> L
             f"column{'s' * (len(text_names) > 1)} {', '.join(map(repr, text_names))}; "
             "fill or drop such rows"
         )
-    return LabelledSet(texts, labels, where)
+    return LabelledSet(texts, labels, where, rows)
 
 
 def not_a_label_set(where: str, row: int, label_column: str, error: NotALabelSet) -> UsageError:
@@ -597,7 +598,8 @@ def training_sets(
                              "rows, or give validation rows (--valid FILE, or a split column)")
 
         def subset(rows: list[int], where: str) -> LabelledSet:
-            return LabelledSet([train.texts[i] for i in rows], [train.labels[i] for i in rows], where)
+            return LabelledSet([train.texts[i] for i in rows], [train.labels[i] for i in rows], where,
+                               [train.rows[i] for i in rows])
 
         valid = subset(valid_rows, f"{train.where} (random {config.valid_fraction:.0%})")
         train = subset(train_rows, train.where)

@@ -25,6 +25,7 @@ from hanclf.data import (
     collate_labelled,
     collate_members,
     doc_size,
+    row_name,
     tokenize_in_parallel,
     training_sets,
     vocabulary,
@@ -105,8 +106,9 @@ class HANDataModule(pl.LightningDataModule):
             separator = self.config.label_separator
             joined = [name for name in self.labels.names if separator in name]
             if joined:
+                row = next(train.rows[i] for i, labels in enumerate(train.labels) if joined[0] in labels)
                 raise UsageError(
-                    f"{train.where}: label {joined[0]!r} in {column} holds the label separator "
+                    f"{train.where}: {row_name(row)} has label {joined[0]!r} in {column}, which holds the label separator "
                     f"{separator!r}, which joins a document's labels in explain's output; train with "
                     "--label-separator set to a character that no label holds, or rename the label"
                 )

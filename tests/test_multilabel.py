@@ -281,8 +281,10 @@ def test_a_label_holding_the_separator_is_refused_where_labels_are_joined(model,
     result = CliRunner().invoke(app, ["train", str(data), "-o", str(tmp_path / "m"), "--multi-label",
                                       "--label-column", "labels", "--max-epochs", "1", "-q"])
     assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
-    assert result.stderr == (f"error: {data} (split=train): label 'food, drinks' in column 'labels' "
-                             "holds the label separator ',', which joins a document's labels in explain's "
+    first = next(i for i, (split, tags) in enumerate(zip(frame["split"], frame["labels"]))
+                 if split == "train" and "food, drinks" in tags)
+    assert result.stderr == (f"error: {data} (split=train): row {first + 1} (iloc {first}) has label "
+                             "'food, drinks' in column 'labels', which holds the label separator ',', which joins a document's labels in explain's "
                              "output; train with --label-separator set to a character that no label "
                              "holds, or rename the label\n")
     assert not (tmp_path / "m").exists()
