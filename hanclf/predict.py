@@ -279,17 +279,16 @@ def _rewritten(path: Path, writer: pq.ParquetWriter, schema: pa.Schema) -> pq.Pa
     written = path.with_name(f"{path.name}.before")  # beside it, in atomic_output's temporary folder
     os.replace(path, written)
     source = pq.ParquetFile(written)
-    schema = schema.with_metadata(writer.schema.metadata)
-    rewriter = pq.ParquetWriter(path, schema, compression="zstd")
-    for group in range(source.num_row_groups):
-        rewriter.write_table(source.read_row_group(group).cast(schema), row_group_size=ROW_GROUP_ROWS)
+    rewriter = None
+    for group in range(source.num_row_groups):  # at least one: `writer` wrote a table
+        rewriter = _write(path, rewriter, source.read_row_group(group).cast(schema), writer.schema.metadata)
     source.close()
     written.unlink()
     return rewriter
 
 
 def _write(
-    path: Path, writer: pq.ParquetWriter | None, table: pa.Table, metadata: dict[str, str]
+    path: Path, writer: pq.ParquetWriter | None, table: pa.Table, metadata: dict[str, str] | dict[bytes, bytes]
 ) -> pq.ParquetWriter:
     """`table` appended to the Parquet file `path` in row groups of at most ROW_GROUP_ROWS rows,
     by `writer`, or by a new one where nothing is written yet (None); returns the writer."""
