@@ -56,10 +56,10 @@ class _Stdout(Console):
 
 
 stdout = _Stdout()
-# rich's global console, on stderr: Lightning's progress bar draws on it (and reconfigures it to
-# stderr itself), so lines printed through it go above the bar; written past it by a console of
-# our own, they were drawn over (of train's three epoch lines, only "epoc" was left).
-stderr = rich.get_console()
+# rich's global console, on stderr, is where log lines go (hanclf.io.to_stderr): Lightning's
+# progress bar draws on it (and reconfigures it to stderr itself), so they go above the bar;
+# written past it by a console of our own, they were drawn over (of train's three epoch lines,
+# only "epoc" was left).
 rich.reconfigure(stderr=True)
 T = TypeVar("T")
 
@@ -170,7 +170,9 @@ def _show_warning(message: Warning | str, category: type[Warning], *where: Any, 
 
 def _log(message: str) -> None:
     """A line on stderr as written (no markup, no highlighting, one line: for logs and grep)."""
-    stderr.print(message, highlight=False, markup=False, soft_wrap=True)
+    from hanclf.io import to_stderr  # here: the CLI imports the library's modules when it runs
+
+    to_stderr(message)
 
 
 def _columns(values: list[str] | None) -> list[str] | None:

@@ -589,23 +589,21 @@ def test_epoch_lines_reach_log_and_the_cli_prints_them_on_the_bars_console(monke
     # Printed by a console of the CLI's own, the lines went past Lightning's live bar, which
     # drew over them (on a terminal only "epoc" of three epochs' lines was left). The bar draws
     # on rich's global console: the CLI's lines go through that one, above the bar.
-    import rich
-
-    from hanclf.cli import main as cli_main
-
-    rich.reconfigure(stderr=True)  # what RichProgressBar does as it starts
-    assert cli_main.stderr is rich.get_console() and cli_main.stderr.stderr
-    # The Python API's default log too (it printed past the bar: 1-2 of 10 epoch lines lost).
     import io
 
+    import rich
     from rich.console import Console
 
+    from hanclf.cli import main as cli_main
     from hanclf.io import to_stderr
 
+    assert rich.get_console().stderr  # set so by the CLI, as RichProgressBar sets it as it starts
     drawn = io.StringIO()
     monkeypatch.setattr(rich, "_console", Console(file=drawn, stderr=True))
+    cli_main._log("epoch 1/3: train loss 0.5")
+    # The Python API's default log too (it printed past the bar: 1-2 of 10 epoch lines lost).
     to_stderr("epoch 1/10: train loss 0.5")
-    assert drawn.getvalue() == "epoch 1/10: train loss 0.5\n"
+    assert drawn.getvalue() == "epoch 1/3: train loss 0.5\nepoch 1/10: train loss 0.5\n"
     # And with a bar on, the epoch lines still reach the `log` a Python caller gives.
     from types import SimpleNamespace
 
