@@ -203,6 +203,11 @@ def test_explain_writes_the_predicted_set_and_the_true_set(model, tmp_path):
     assert "misclassified" in page and 'class="doc p' in page
 
 
+def per_doc(attention_csv: Path, column: str) -> pd.Series:
+    """One value of `column` per document of explain's CSV (each row of a document holds it)."""
+    return pd.read_csv(attention_csv, keep_default_na=False).groupby("doc_id")[column].first()
+
+
 def test_explain_threshold_predicts_what_predict_threshold_does(model, tmp_path):
     # explain's predicted sets followed the tuned thresholds only, so its report disagreed with
     # predictions made at another --threshold.
@@ -210,11 +215,11 @@ def test_explain_threshold_predicts_what_predict_threshold_does(model, tmp_path)
     predicted = pd.read_parquet(tmp_path / "pred.parquet").set_index("id")["pred_labels"]
     invoke("explain", model, TEST, "-o", tmp_path / "s.csv", "--level", "sentence", "--id-column", "id",
            "--threshold", "0.05")
-    explained = pd.read_csv(tmp_path / "s.csv", keep_default_na=False).groupby("doc_id")["pred_label"].first()
+    explained = per_doc(tmp_path / "s.csv", "pred_label")
     expected = predicted.map(lambda labels: ",".join(sorted(labels, key=ASPECTS.index)))
     assert explained.to_dict() == expected.to_dict()
     invoke("explain", model, TEST, "-o", tmp_path / "t.csv", "--level", "sentence", "--id-column", "id")
-    tuned = pd.read_csv(tmp_path / "t.csv", keep_default_na=False).groupby("doc_id")["pred_label"].first()
+    tuned = per_doc(tmp_path / "t.csv", "pred_label")
     assert tuned.str.count(",").sum() < explained.str.count(",").sum()  # 0.05 lets more labels through
 
 
@@ -225,7 +230,7 @@ def test_explain_gives_the_predicted_labels_probability_as_predict_does(model, t
     predicted = pd.read_parquet(tmp_path / "pred.parquet").set_index("id")["pred_probs"]
     invoke("explain", model, TEST, "-o", tmp_path / "s.csv", "--level", "sentence", "--id-column", "id",
            "--threshold", "0.5")
-    explained = pd.read_csv(tmp_path / "s.csv", keep_default_na=False).groupby("doc_id")["pred_prob"].first()
+    explained = per_doc(tmp_path / "s.csv", "pred_prob")
     expected = predicted.map(lambda probs: f"{max(probs):.6f}" if len(probs) else "")
     assert (expected == "").any() and (expected != "").any()
     assert explained.astype(str).to_dict() == expected.to_dict()
@@ -238,7 +243,7 @@ def test_explain_reads_true_sets_joined_by_another_separator(model, tmp_path):
     frame.assign(labels=frame["labels"].map(lambda t: "|".join(sorted(t, reverse=True)))).to_csv(piped, index=False)
     invoke("explain", model, piped, "-o", tmp_path / "s.csv", "--level", "sentence", "--id-column", "id",
            "--label-separator", "|")
-    truth = pd.read_csv(tmp_path / "s.csv", keep_default_na=False).groupby("doc_id")["true_label"].first()
+    truth = per_doc(tmp_path / "s.csv", "true_label")
     assert truth.to_dict() == frame.set_index("id")["labels"].map(lambda t: ",".join(sorted(t))).to_dict()
 
 
